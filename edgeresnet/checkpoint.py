@@ -1,0 +1,192 @@
+"""Checkpoints: weights plus everything needed to rebuild and feed the model.
+
+Loading never executes code from the file: ``.safetensors`` holds tensors only, and ``.pt``
+files go through ``torch.load(weights_only=True)``, which refuses pickles that import
+anything beyond tensors and plain containers. A plain torchvision-style state_dict loads
+too, given ``arch``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._version import __version__
+from .data.preprocess import Preprocess
+from .errors import InputError, require
+from .models.registry import build_model, get_arch
+
+FORMAT = "edgeresnet-checkpoint/1"
+IMAGENET_PREPROCESS = Preprocess(channels=3, size=224, resize=256, mean=(0.485, 0.456, 0.406),
+                                 std=(0.229, 0.224, 0.225))
+
+
+@dataclass
+class ModelMeta:
+    """What travels with the weights."""
+
+    arch: str
+    num_classes: int
+    in_channels: int
+    preprocess: Preprocess
+    classes: list[str]
+    small_input: bool = False
+    shortcut: str = "B"
+    train: dict[str, Any] = field(default_factory=dict)  # command, seed, recipe, data
+    metrics: dict[str, Any] = field(default_factory=dict)
+    version: str = __version__
+
+    @property
+    def input_size(self) -> int:
+        return self.preprocess.size
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "arch": self.arch, "num_classes": self.num_classes,
+                "in_channels": self.in_channels, "input_size": self.input_size,
+                "preprocess": self.preprocess.to_dict(), "classes": self.classes,
+                "small_input": self.small_input, "shortcut": self.shortcut, "train": self.train,
+                "metrics": self.metrics, "edgeresnet_version": self.version}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelMeta":
+        return cls(arch=d["arch"], num_classes=int(d["num_classes"]), in_channels=int(d["in_channels"]),
+                   preprocess=Preprocess.from_dict(d["preprocess"]), classes=list(d["classes"]),
+                   small_input=bool(d.get("small_input", False)), shortcut=d.get("shortcut", "B"),
+                   train=dict(d.get("train", {})), metrics=dict(d.get("metrics", {})),
+                   version=d.get("edgeresnet_version", "unknown"))
+
+    def build(self):
+        return build_model(self.arch, num_classes=self.num_classes, in_channels=self.in_channels,
+                           small_input=self.small_input, shortcut=self.shortcut)
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it into place, so
+    an interrupted save never leaves a half-written file where the user's file was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the file from other users
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: Path, model, meta: ModelMeta, train_state: dict | None = None) -> None:
+    """Save weights + metadata; ``train_state`` (optimizer, schedule, epoch) makes it resumable."""
+    torch = require("torch", "torch")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta_json = json.dumps(meta.to_dict())
+    if str(path).endswith(".safetensors"):
+        st = require("safetensors.torch", "torch")
+        atomic_write(path, lambda p: st.save_file(state, str(p), metadata={"edgeresnet": meta_json}))
+        return
+    blob = {"format": FORMAT, "meta_json": meta_json, "state_dict": state}
+    if train_state is not None:
+        blob["train_state"] = train_state
+    atomic_write(path, lambda p: torch.save(blob, p))
+
+
+@dataclass
+class Checkpoint:
+    model: Any
+    meta: ModelMeta
+    train_state: dict | None
+    path: Path
+
+
+def _read_raw(path: Path) -> tuple[dict, dict | None]:
+    """-> (state_dict or blob, safetensors metadata)."""
+    torch = require("torch", "torch")
+    if not path.is_file():
+        raise InputError(f"checkpoint {path} does not exist", hint="pass a .pt/.pth/.safetensors file or `default`")
+    if path.suffix == ".safetensors":
+        st = require("safetensors", "torch")
+        try:
+            with st.safe_open(str(path), framework="pt") as f:
+                return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+        except Exception as exc:  # safetensors raises its own SafetensorError
+            raise InputError(f"{path} is not a valid safetensors file: {exc}") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True), None
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if "Weights only load failed" in str(exc) or "Unsupported global" in str(exc):
+            raise InputError(f"refused to load {path}: it would run code when unpickled",
+                             hint="only weights-only checkpoints are loaded; re-save with torch.save(model.state_dict())") from None
+        raise InputError(f"{path} is not a PyTorch checkpoint ({first})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path} is not a readable PyTorch checkpoint ({first})") from None
+
+
+def _meta_for_plain(state: dict, arch: str | None, path: Path) -> ModelMeta:
+    if arch is None:
+        raise InputError(f"{path} is a plain state_dict without metadata", hint="pass --arch (e.g. --arch resnet50)")
+    spec = get_arch(arch)
+    try:
+        fc, conv1 = state["fc.weight"], state["conv1.weight"]
+    except KeyError as exc:
+        raise InputError(f"{path} has no {exc.args[0]!r} tensor: not a ResNet state_dict") from None
+    num_classes, in_channels = int(fc.shape[0]), int(conv1.shape[1])
+    small = spec.family == "imagenet" and conv1.shape[-1] == 3
+    pre = IMAGENET_PREPROCESS if in_channels == 3 else Preprocess(
+        channels=in_channels, size=224, resize=256, mean=(0.5,) * in_channels, std=(0.5,) * in_channels)
+    return ModelMeta(arch=arch, num_classes=num_classes, in_channels=in_channels, preprocess=pre,
+                     classes=[str(i) for i in range(num_classes)], small_input=small,
+                     train={"source": f"plain state_dict {path.name}"})
+
+
+def load_checkpoint(path: str | Path, arch: str | None = None) -> Checkpoint:
+    """Rebuild the model from an edgeresnet checkpoint, ``default``, or a plain state_dict."""
+    if str(path) == "default":
+        path = default_model_path()
+    path = Path(path).expanduser()
+    raw, st_meta = _read_raw(path)
+    train_state = None
+    if st_meta is not None and "edgeresnet" in st_meta:
+        meta, state = ModelMeta.from_dict(json.loads(st_meta["edgeresnet"])), raw
+    elif isinstance(raw, dict) and raw.get("format") == FORMAT:
+        meta, state = ModelMeta.from_dict(json.loads(raw["meta_json"])), raw["state_dict"]
+        train_state = raw.get("train_state")
+    elif isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
+        meta, state = _meta_for_plain(raw["state_dict"], arch, path), raw["state_dict"]
+    elif isinstance(raw, dict):
+        meta, state = _meta_for_plain(raw, arch, path), raw
+    else:
+        raise InputError(f"{path} holds a {type(raw).__name__}, not a state_dict")
+    if arch is not None and arch != meta.arch:
+        raise InputError(f"{path} is a {meta.arch}, not a {arch}", hint=f"drop --arch or pass --arch {meta.arch}")
+    model = meta.build()
+    missing, unexpected = _compare_keys(model.state_dict(), state)
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise InputError(f"{path} does not match {meta.arch}: {detail}", hint="check --arch")
+    for k, v in model.state_dict().items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise InputError(f"{path}: {k} has shape {tuple(state[k].shape)}, {meta.arch} expects {tuple(v.shape)}")
+    model.load_state_dict(state)
+    model.eval()
+    return Checkpoint(model, meta, train_state, path)
+
+
+def _compare_keys(expected: dict, got: dict) -> tuple[list[str], list[str]]:
+    return sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+
+
+def default_model_path() -> Path:
+    path = Path(__file__).resolve().parent / "assets" / "default.pt"
+    if not path.exists():
+        raise InputError("the shipped default model is missing from this install", hint="reinstall edgeresnet")
+    return path

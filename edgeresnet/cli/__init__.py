@@ -1,0 +1,27 @@
+"""The typer app: one small module per command."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from . import common
+from .train import train
+
+app = typer.Typer(
+    name="edgeresnet",
+    help="ResNet -> folded, calibrated INT8 engines for TensorRT, OpenVINO and ONNX Runtime, "
+    "with the FP32-vs-INT8 accuracy drop and latency of each.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False) -> None:
+    common.DEBUG["on"] = debug
+
+
+app.command()(train)

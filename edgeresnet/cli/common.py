@@ -1,0 +1,54 @@
+"""What every command shares: turning project errors into one line and an exit code."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+
+import typer
+from rich.console import Console
+
+from ..errors import EdgeResNetError
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+DEBUG = {"on": False}
+
+
+def fail(exc: EdgeResNetError) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {exc.message}", soft_wrap=True)
+    if exc.hint:
+        err.print(f"[dim]hint:[/] {exc.hint}", soft_wrap=True)
+    return typer.Exit(exc.exit_code)
+
+
+def command(fn: Callable) -> Callable:
+    """Wrap a command: project errors -> one line + hint + exit code; Ctrl-C -> 130;
+    anything else -> one line and exit 1 (a traceback only with --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except EdgeResNetError as exc:
+            if DEBUG["on"]:
+                raise
+            raise fail(exc) from None
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/]: nothing half-written was left in place")
+            raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as exc:
+            if DEBUG["on"]:
+                raise
+            err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", soft_wrap=True)
+            err.print("[dim]hint:[/] rerun with --debug for the traceback and report it")
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def command_line() -> str:
+    return "edgeresnet " + " ".join(sys.argv[1:])

@@ -1,0 +1,54 @@
+"""`edgeresnet train`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import command, command_line, out
+
+
+@command
+def train(
+    arch: Annotated[str, typer.Option(help="Architecture, e.g. resnet20, resnet18, preact_resnet56 (see `edgeresnet models`).")],
+    data: Annotated[str, typer.Option(help="Data spec: fashion-mnist[:DIR], default, cifar10:DIR, npz:FILE or an ImageFolder directory.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Checkpoint to write (.pt or .safetensors); rewritten after every epoch.")] = Path("runs/model.pt"),
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 15,
+    batch_size: Annotated[int, typer.Option(help="Images per SGD step.")] = 128,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 0.2,
+    weight_decay: Annotated[float, typer.Option(help="L2 weight decay on conv/linear weights.")] = 5e-4,
+    schedule: Annotated[str, typer.Option(help="Learning-rate schedule: onecycle or cosine (with 1 epoch warm-up).")] = "onecycle",
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing of the cross-entropy.")] = 0.1,
+    hflip: Annotated[bool, typer.Option(help="Random horizontal flips (turn off for digits or text).")] = True,
+    pad: Annotated[int, typer.Option(help="Padding of the random crop, in pixels (0 turns it off).")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed for init, shuffling and augmentation.")] = 0,
+    input_size: Annotated[int | None, typer.Option(help="Input side in pixels (default: the data's own size, 224 for folders).")] = None,
+    in_channels: Annotated[int | None, typer.Option(help="Input channels, 1 or 3 (default: the data's).")] = None,
+    small_input: Annotated[bool, typer.Option(help="3x3 stem without max-pool for ImageNet-style nets (automatic at <= 64 px).")] = False,
+    zero_init_residual: Annotated[bool, typer.Option(help="Zero-init each block's last BN.")] = False,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    amp: Annotated[bool, typer.Option(help="Mixed precision on CUDA.")] = True,
+    limit: Annotated[int | None, typer.Option(help="Train on the first N images only (quick runs).")] = None,
+    val_limit: Annotated[int | None, typer.Option(help="Validate on the first N test images only.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the unfinished run saved at --out.")] = False,
+) -> None:
+    """Train a ResNet on real data and save a checkpoint that carries its own metadata.
+
+    Example: edgeresnet train --arch resnet20 --data fashion-mnist --epochs 15 --out runs/r20.pt
+    """
+    from ..train import TrainConfig
+    from ..train import train as run
+
+    cfg = TrainConfig(arch=arch, data=data, out=out_path, epochs=epochs, batch_size=batch_size, lr=lr,
+                      weight_decay=weight_decay, schedule=schedule, label_smoothing=label_smoothing,
+                      hflip=hflip, pad=pad, seed=seed, input_size=input_size, in_channels=in_channels,
+                      small_input=small_input, zero_init_residual=zero_init_residual, threads=threads,
+                      device=device, amp=amp, limit=limit, val_limit=val_limit, resume=resume,
+                      command=command_line())
+    meta, history = run(cfg)
+    last = history[-1]
+    val = "-" if last.val_top1 is None else f"{last.val_top1:.4f}"
+    out.print(f"saved {out_path}: {meta.arch}, {len(history)} epochs, val top-1 {val}")

@@ -1,0 +1,266 @@
+"""Data specs -> image sets.
+
+One string names data on every command:
+
+* ``fashion-mnist`` (IDX gzip from ``$EDGERESNET_DATA/fashion-mnist`` or Debian's
+  ``/usr/share/datasets/fashion-mnist``), ``fashion-mnist:DIR``
+* ``default``: the images shipped in ``calibration/`` (1,000 calibration images drawn from
+  the Fashion-MNIST train split; the full 10,000-image test split)
+* ``cifar10:DIR`` (the python batches format)
+* ``npz:FILE`` (``x_train``/``y_train``/``x_test``/``y_test``, or ``images``/``labels``;
+  optional ``class_names``)
+* a directory in ImageFolder layout (one subfolder per class; ``train/``, ``test/`` or
+  ``val/`` subfolders, when present, are the splits)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import InputError
+from .preprocess import Preprocess, to_mode
+from .readers import read_cifar_batch, read_idx, read_npz
+
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                         "Sneaker", "Bag", "Ankle boot"]
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+SPLIT_ALIASES = {"train": ("train",), "test": ("test", "val"), "val": ("val", "test")}
+
+
+class ImageSet:
+    """A labelled split. ``batch`` turns indices into model input with a preprocessing spec."""
+
+    source: str
+    classes: list[str]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def uint8(self, indices: np.ndarray, pre: Preprocess) -> np.ndarray:
+        raise NotImplementedError
+
+    def batch(self, indices: np.ndarray, pre: Preprocess) -> np.ndarray:
+        return pre.normalize(self.uint8(indices, pre))
+
+    def native_shape(self) -> tuple[int, int] | None:
+        """(channels, side) when every image has the same square shape, else None."""
+        return None
+
+
+@dataclass
+class ArraySet(ImageSet):
+    """Images held in memory as uint8 NHWC."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: list[str]
+    source: str
+
+    def uint8(self, indices: np.ndarray, pre: Preprocess) -> np.ndarray:
+        chunk = self.images[indices]
+        n, h, w, c = chunk.shape
+        if h == w == pre.size and (c == pre.channels or (c == 1 and pre.channels == 3)):
+            return chunk
+        mode = "L" if c == 1 else "RGB"
+        return np.stack([pre.to_uint8(Image.fromarray(img[:, :, 0] if c == 1 else img, mode)) for img in chunk])
+
+    def native_shape(self) -> tuple[int, int] | None:
+        _, h, w, c = self.images.shape
+        return (c, h) if h == w else None
+
+
+@dataclass
+class FileSet(ImageSet):
+    """Image files decoded on demand with Pillow."""
+
+    paths: list[Path]
+    labels: np.ndarray
+    classes: list[str]
+    source: str
+
+    def uint8(self, indices: np.ndarray, pre: Preprocess) -> np.ndarray:
+        return np.stack([pre.to_uint8(open_image(self.paths[i])) for i in indices])
+
+
+def open_image(path: Path) -> Image.Image:
+    """Decode one image fully (so truncated files fail here, naming the path)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im if im.mode in ("L", "RGB") else to_mode(im, "RGBA" if "A" in im.getbands() else "RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise InputError(f"cannot decode image {path}: {exc}") from None
+
+
+def _nhwc(images: np.ndarray) -> np.ndarray:
+    if images.ndim == 3:
+        return images[:, :, :, None]
+    if images.ndim == 4 and images.shape[1] in (1, 3) and images.shape[3] not in (1, 3):
+        return images.transpose(0, 2, 3, 1)
+    if images.ndim == 4:
+        return images
+    raise InputError(f"image array has shape {images.shape}; expected N,H,W or N,H,W,C")
+
+
+def repo_calibration_dir() -> Path:
+    """The shipped images: inside the package in a wheel, or the repo's calibration/ folder."""
+    here = Path(__file__).resolve().parent.parent
+    for candidate in (here / "_calibration", here.parent / "calibration"):
+        if (candidate / "t10k-images-idx3-ubyte.gz").exists():
+            return candidate
+    raise InputError("the shipped calibration/ images are missing from this install",
+                     hint="reinstall edgeresnet, or pass --data fashion-mnist:DIR")
+
+
+def _fashion_mnist_dir(explicit: str | None) -> Path:
+    if explicit:
+        candidates = [Path(explicit).expanduser()]
+    else:
+        candidates = [Path(os.environ["EDGERESNET_DATA"]) / "fashion-mnist"] if os.environ.get("EDGERESNET_DATA") else []
+        candidates.append(DEBIAN_FASHION_MNIST)
+    for c in candidates:
+        if (c / "train-images-idx3-ubyte.gz").exists() or (c / "t10k-images-idx3-ubyte.gz").exists():
+            return c
+    raise InputError(f"Fashion-MNIST not found (looked in {', '.join(map(str, candidates))})",
+                     hint="`apt-get install dataset-fashion-mnist`, or set EDGERESNET_DATA, or use `--data default`")
+
+
+def _idx_split(directory: Path, prefix: str, split_name: str, spec: str) -> ArraySet:
+    img, lab = directory / f"{prefix}-images-idx3-ubyte.gz", directory / f"{prefix}-labels-idx1-ubyte.gz"
+    if not img.exists() or not lab.exists():
+        raise InputError(f"{spec}: no {split_name} split in {directory} (missing {img.name} or {lab.name})")
+    images, labels = read_idx(img), read_idx(lab)
+    if len(images) != len(labels):
+        raise InputError(f"{spec}: {img.name} has {len(images)} images but {lab.name} has {len(labels)} labels")
+    return ArraySet(_nhwc(images), labels.astype(np.int64), list(FASHION_MNIST_CLASSES),
+                    f"{spec} [{split_name}] {directory}")
+
+
+def _load_fashion_mnist(arg: str | None, split: str, spec: str) -> ImageSet:
+    directory = _fashion_mnist_dir(arg)
+    if split not in ("train", "test"):
+        raise InputError(f"{spec} has the splits train and test, not {split!r}")
+    return _idx_split(directory, "train" if split == "train" else "t10k", split, spec)
+
+
+def _load_default(split: str, spec: str) -> ImageSet:
+    directory = repo_calibration_dir()
+    if split not in ("train", "test"):
+        raise InputError(f"{spec} has the splits train (calibration subset) and test, not {split!r}")
+    return _idx_split(directory, "calib" if split == "train" else "t10k", split, spec)
+
+
+def _load_cifar10(arg: str | None, split: str, spec: str) -> ImageSet:
+    if not arg:
+        raise InputError("cifar10 needs a directory", hint="use cifar10:DIR (the folder with data_batch_1 ...)")
+    directory = Path(arg).expanduser()
+    if (directory / "cifar-10-batches-py").is_dir():
+        directory = directory / "cifar-10-batches-py"
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    if split not in ("train", "test"):
+        raise InputError(f"{spec} has the splits train and test, not {split!r}")
+    present = [directory / n for n in names if (directory / n).exists()]
+    if not present:
+        raise InputError(f"{spec}: no {', '.join(names)} in {directory}")
+    batches = [read_cifar_batch(p) for p in present]
+    images = np.concatenate([b["data"] for b in batches])
+    labels = np.concatenate([np.asarray(b.get("labels", b.get("fine_labels")), dtype=np.int64) for b in batches])
+    classes = [f"class_{i}" for i in range(int(labels.max()) + 1)]
+    if (directory / "batches.meta").exists():
+        meta = read_cifar_batch(directory / "batches.meta")
+        if "label_names" in meta:
+            classes = [n.decode() if isinstance(n, bytes) else str(n) for n in meta["label_names"]]
+    return ArraySet(images, labels, classes, f"{spec} [{split}] {directory}")
+
+
+def _load_npz(arg: str | None, split: str, spec: str) -> ImageSet:
+    if not arg:
+        raise InputError("npz needs a file", hint="use npz:FILE")
+    path = Path(arg).expanduser()
+    if not path.is_file():
+        raise InputError(f"{spec}: no such file {path}")
+    z = read_npz(path)
+    key = "train" if split == "train" else "test"
+    if f"x_{key}" in z and f"y_{key}" in z:
+        images, labels = z[f"x_{key}"], z[f"y_{key}"]
+    elif "images" in z and "labels" in z:
+        images, labels = z["images"], z["labels"]
+    else:
+        raise InputError(f"{spec}: expected arrays x_{key}/y_{key} or images/labels, found {sorted(z)}")
+    if images.dtype != np.uint8:
+        raise InputError(f"{spec}: images must be uint8 (0..255), found {images.dtype}")
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if len(images) != len(labels):
+        raise InputError(f"{spec}: {len(images)} images but {len(labels)} labels")
+    n = int(labels.max()) + 1 if len(labels) else 0
+    classes = [str(c) for c in z["class_names"]] if "class_names" in z else [str(i) for i in range(n)]
+    return ArraySet(_nhwc(images), labels, classes, f"{spec} [{split}]")
+
+
+def _load_folder(path: Path, split: str, spec: str) -> ImageSet:
+    root = path
+    for name in SPLIT_ALIASES.get(split, (split,)):
+        if (path / name).is_dir():
+            root = path / name
+            break
+    else:
+        if any((path / s).is_dir() for s in ("train", "test", "val")):
+            raise InputError(f"{spec}: no {split!r} split folder in {path}")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise InputError(f"{spec}: {root} has no class subfolders", hint="ImageFolder layout: DIR/<class>/<image>")
+    paths, labels = [], []
+    for i, cls in enumerate(classes):
+        for f in sorted((root / cls).rglob("*")):
+            if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file():
+                paths.append(f)
+                labels.append(i)
+    if not paths:
+        raise InputError(f"{spec}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
+    return FileSet(paths, np.asarray(labels, dtype=np.int64), classes, f"{spec} [{split}] {root}")
+
+
+def load_split(spec: str, split: str = "train") -> ImageSet:
+    """Resolve a data spec and return one of its splits (``train``, ``test`` or ``val``)."""
+    kind, _, arg = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind == "fashion-mnist":
+        return _load_fashion_mnist(arg or None, split, spec)
+    if kind == "default":
+        return _load_default(split, spec)
+    if kind == "cifar10":
+        return _load_cifar10(arg or None, split, spec)
+    if kind == "npz":
+        return _load_npz(arg or None, split, spec)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return _load_folder(path, split, spec)
+    if path.exists():
+        raise InputError(f"data spec {spec!r} is a file, not a directory", hint="for arrays use npz:FILE")
+    raise InputError(f"unknown data spec {spec!r}",
+                     hint="use fashion-mnist[:DIR], default, cifar10:DIR, npz:FILE or an ImageFolder directory")
+
+
+def default_preprocess(data: ImageSet, channels: int | None = None, size: int | None = None) -> Preprocess:
+    """A spec fitted to the data: native size and channels unless given, mean/std measured
+    on (up to) 5,000 training images."""
+    native = data.native_shape()
+    if channels is None:
+        channels = native[0] if native else 3
+    if size is None:
+        size = native[1] if native else 224
+    resize = size if native and native[1] == size else round(size * 256 / 224)
+    probe = Preprocess(channels=channels, size=size, resize=resize, mean=(0.0,) * channels, std=(1.0,) * channels)
+    rng = np.random.default_rng(0)
+    idx = np.sort(rng.choice(len(data), size=min(len(data), 5000), replace=False))
+    x = np.concatenate([data.batch(idx[i:i + 500], probe) for i in range(0, len(idx), 500)])
+    mean = tuple(round(float(v), 4) for v in x.mean(axis=(0, 2, 3)))
+    std = tuple(round(max(float(v), 1e-3), 4) for v in x.std(axis=(0, 2, 3)))
+    return Preprocess(channels=channels, size=size, resize=resize, mean=mean, std=std)

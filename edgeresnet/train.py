@@ -1,0 +1,213 @@
+"""The training loop: SGD + momentum, one-cycle or cosine schedule, label smoothing, padded
+random crops (and flips where they fit the data), channels_last, CUDA + AMP when present,
+validation every epoch, resumable checkpoints."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import ModelMeta, load_checkpoint, save_checkpoint
+from .data import Preprocess, default_preprocess, load_split
+from .data.sources import ImageSet
+from .errors import InputError, UsageError, require
+from .models.registry import build_model, get_arch
+from .progress import progress, stderr
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    arch: str
+    data: str
+    out: Path
+    epochs: int = 15
+    batch_size: int = 128
+    lr: float = 0.2
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"  # or "cosine"
+    label_smoothing: float = 0.1
+    pad: int = 4
+    hflip: bool = True
+    seed: int = 0
+    input_size: int | None = None
+    in_channels: int | None = None
+    small_input: bool = False
+    zero_init_residual: bool = False
+    threads: int | None = None
+    device: str = "auto"
+    amp: bool = True
+    limit: int | None = None  # use only the first N training images (quick runs, tests)
+    val_limit: int | None = None
+    resume: bool = False
+    command: str = ""
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    loss: float
+    train_top1: float
+    val_top1: float | None
+    images_per_s: float
+    seconds: float
+
+
+def _subset(data: ImageSet, limit: int | None) -> np.ndarray:
+    return np.arange(len(data) if limit is None else min(limit, len(data)))
+
+
+def _augment(torch, x, pad: int, hflip: bool, fill, gen):
+    """Padded random crop and horizontal flip, per sample, on a normalised NCHW batch."""
+    n, c, h, w = x.shape
+    if pad:
+        padded = fill.view(1, c, 1, 1).expand(n, c, h + 2 * pad, w + 2 * pad).clone()
+        padded[:, :, pad:pad + h, pad:pad + w] = x
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+        rows = (dy.view(n, 1) + torch.arange(h).view(1, h)).view(n, 1, h, 1).expand(n, c, h, w + 2 * pad)
+        x = padded.gather(2, rows)
+        cols = (dx.view(n, 1) + torch.arange(w).view(1, w)).view(n, 1, 1, w).expand(n, c, h, w)
+        x = x.gather(3, cols)
+    if hflip:
+        flip = torch.rand(n, generator=gen) < 0.5
+        x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
+    return x
+
+
+def evaluate_top1(model, data: ImageSet, pre: Preprocess, indices: np.ndarray, device, batch: int = 500) -> float:
+    torch = require("torch", "torch")
+    model.eval()
+    correct = 0
+    with torch.inference_mode():
+        for i in range(0, len(indices), batch):
+            idx = indices[i:i + batch]
+            x = torch.from_numpy(data.batch(idx, pre)).to(device).contiguous(memory_format=torch.channels_last)
+            correct += int((model(x).argmax(1).cpu().numpy() == data.labels[idx]).sum())
+    return correct / max(1, len(indices))
+
+
+def _param_groups(model, weight_decay: float):
+    """No weight decay on BN parameters and biases (a standard ResNet recipe detail)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (decay if p.ndim > 1 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _scheduler(torch, cfg: TrainConfig, opt, steps_per_epoch: int):
+    total = cfg.epochs * steps_per_epoch
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.25,
+                                                   div_factor=10.0, final_div_factor=100.0)
+    if cfg.schedule == "cosine":
+        warm = steps_per_epoch
+        return torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))))
+    raise UsageError(f"unknown schedule {cfg.schedule!r}", hint="use onecycle or cosine")
+
+
+def train(cfg: TrainConfig) -> tuple[ModelMeta, list[EpochStats]]:
+    """Train ``cfg.arch`` on ``cfg.data`` and write ``cfg.out`` after every epoch."""
+    torch = require("torch", "torch")
+    get_arch(cfg.arch)
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise UsageError("--epochs and --batch-size must be >= 1")
+    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if cfg.device == "auto" else cfg.device))
+    use_amp = cfg.amp and device.type == "cuda"
+
+    train_set = load_split(cfg.data, "train")
+    try:
+        val_set = load_split(cfg.data, "test")
+    except InputError:
+        val_set = None
+    train_idx = _subset(train_set, cfg.limit)
+    val_idx = _subset(val_set, cfg.val_limit) if val_set is not None else np.arange(0)
+
+    start_epoch, history, state = 0, [], None
+    if cfg.resume:
+        if not cfg.out.exists():
+            raise InputError(f"--resume: {cfg.out} does not exist", hint="drop --resume to start a new run")
+        ckpt = load_checkpoint(cfg.out)
+        if not ckpt.train_state:
+            raise InputError(f"--resume: {cfg.out} finished its run already", hint="train into a new --out")
+        model, meta, state = ckpt.model, ckpt.meta, ckpt.train_state
+        pre = meta.preprocess
+        start_epoch = int(state["epoch"])
+        history = [EpochStats(**h) for h in meta.metrics.get("history", [])]
+    else:
+        pre = default_preprocess(train_set, cfg.in_channels, cfg.input_size)
+        small = cfg.small_input or (get_arch(cfg.arch).family == "imagenet" and pre.size <= 64)
+        model = build_model(cfg.arch, num_classes=len(train_set.classes), in_channels=pre.channels,
+                            small_input=small, zero_init_residual=cfg.zero_init_residual)
+        meta = ModelMeta(arch=cfg.arch, num_classes=len(train_set.classes), in_channels=pre.channels,
+                         preprocess=pre, classes=list(train_set.classes), small_input=small)
+    meta.train = {"command": cfg.command, "seed": cfg.seed, "data": train_set.source,
+                  "images": int(len(train_idx)), "device": device.type,
+                  "recipe": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
+                             if k not in ("out", "command", "resume")}}
+    if val_set is not None and len(val_set.classes) != len(train_set.classes):
+        raise InputError(f"{cfg.data}: train has {len(train_set.classes)} classes, test has {len(val_set.classes)}")
+
+    torch.manual_seed(cfg.seed)
+    model = model.to(device).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(_param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    steps = math.ceil(len(train_idx) / cfg.batch_size)
+    sched = _scheduler(torch, cfg, opt, steps)
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    fill = torch.from_numpy(pre.pad_value())
+
+    with progress("loss", "acc", "speed") as bar:
+        for epoch in range(start_epoch, cfg.epochs):
+            model.train()
+            rng = np.random.default_rng(cfg.seed + epoch)
+            gen = torch.Generator().manual_seed(cfg.seed + epoch)
+            order = rng.permutation(train_idx)
+            task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(order), loss="", acc="", speed="")
+            t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+            for b in range(steps):
+                idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+                x = _augment(torch, torch.from_numpy(train_set.batch(idx, pre)), cfg.pad, cfg.hflip, fill, gen)
+                x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                y = torch.from_numpy(train_set.labels[idx]).to(device)
+                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                    logits = model(x)
+                    loss = criterion(logits, y)
+                if not torch.isfinite(loss):
+                    raise InputError(f"training diverged (loss {loss.item()}) at epoch {epoch + 1}",
+                                     hint="lower --lr or check the data")
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                seen += len(idx)
+                loss_sum += loss.item() * len(idx)
+                correct += int((logits.argmax(1) == y).sum())
+                rate = seen / (time.perf_counter() - t0)
+                bar.update(task, advance=len(idx), loss=f"loss {loss_sum / seen:.3f}",
+                           acc=f"acc {correct / seen:.3f}", speed=f"{rate:.0f} img/s")
+            seconds = time.perf_counter() - t0
+            val = evaluate_top1(model, val_set, pre, val_idx, device) if len(val_idx) else None
+            stats = EpochStats(epoch + 1, loss_sum / seen, correct / seen, val, seen / seconds, seconds)
+            history.append(stats)
+            stderr.print(f"epoch {epoch + 1}/{cfg.epochs}: loss {stats.loss:.4f}  train {stats.train_top1:.4f}  "
+                         f"val {'-' if val is None else f'{val:.4f}'}  {stats.images_per_s:.0f} img/s  {seconds:.0f}s")
+            meta.metrics = {"history": [asdict(h) for h in history], "val_top1": val,
+                            "val_images": int(len(val_idx)), "val_source": val_set.source if val_set else None}
+            done = epoch + 1 == cfg.epochs
+            train_state = None if done else {"epoch": epoch + 1, "optimizer": opt.state_dict(),
+                                              "scheduler": sched.state_dict()}
+            save_checkpoint(cfg.out, model, meta, train_state)
+    return meta, history
