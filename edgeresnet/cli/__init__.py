@@ -7,6 +7,10 @@ from typing import Annotated
 import typer
 
 from . import common
+from .doctor import doctor
+from .evaluate import eval_cmd
+from .models import models
+from .planned import planned
 from .train import train
 
 app = typer.Typer(
@@ -25,3 +29,8 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks in
 
 
 app.command()(train)
+app.command("eval")(eval_cmd)
+app.command()(doctor)
+app.command()(models)
+for _name in ("export", "bench", "predict", "demo"):
+    app.command(_name)(planned(_name))

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import EdgeResNetError
 
@@ -17,9 +18,9 @@ DEBUG = {"on": False}
 
 
 def fail(exc: EdgeResNetError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc.message}", soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
     if exc.hint:
-        err.print(f"[dim]hint:[/] {exc.hint}", soft_wrap=True)
+        err.print(f"[dim]hint:[/] {escape(exc.hint)}", soft_wrap=True)
     return typer.Exit(exc.exit_code)
 
 
@@ -43,7 +44,7 @@ def command(fn: Callable) -> Callable:
         except Exception as exc:
             if DEBUG["on"]:
                 raise
-            err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", soft_wrap=True)
+            err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}", soft_wrap=True)
             err.print("[dim]hint:[/] rerun with --debug for the traceback and report it")
             raise typer.Exit(1) from None
 

@@ -45,7 +45,7 @@ def write_idx(path: Path, array: np.ndarray) -> None:
 
 
 class _ArrayOnlyUnpickler(pickle.Unpickler):
-    """Resolves the three globals a pickled numpy array needs; anything else is refused."""
+    """Resolves the globals a pickled numpy array needs; anything else is refused."""
 
     def find_class(self, module: str, name: str):
         if name == "_reconstruct" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
@@ -53,6 +53,9 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
             return core.multiarray._reconstruct
         if module == "numpy" and name in ("ndarray", "dtype"):
             return getattr(np, name)
+        if (module, name) == ("_codecs", "encode"):  # how Python 3 pickles bytes at protocol 2
+            import codecs
+            return codecs.encode
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays are allowed")
 
 

@@ -63,7 +63,7 @@ def get_arch(name: str) -> ArchSpec:
         close = difflib.get_close_matches(name, _REGISTRY, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise InputError(
-            f"unknown architecture {name!r}.{hint}", hint="`edgeresnet train --help` lists them all"
+            f"unknown architecture {name!r}.{hint}", hint="`edgeresnet models` lists them all"
         ) from None
 
 

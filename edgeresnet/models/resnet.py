@@ -32,22 +32,22 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
 class PadShortcut(nn.Module):
     """Parameter-free "option A" shortcut of the CIFAR paper: subsample, zero-pad channels."""
 
-    def __init__(self, planes: int, stride: int) -> None:
+    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
         super().__init__()
-        self.planes = planes
         self.stride = stride
+        # Known at build time, so the module traces (torch.fx, ONNX) without reading shapes.
+        extra = planes - in_planes
+        self.padding = (0, 0, 0, 0, extra // 2, extra - extra // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x[:, :, :: self.stride, :: self.stride]
-        extra = self.planes - x.shape[1]
-        return nn.functional.pad(x, (0, 0, 0, 0, extra // 2, extra - extra // 2))
+        return nn.functional.pad(x[:, :, :: self.stride, :: self.stride], self.padding)
 
 
 def _shortcut(in_planes: int, planes: int, stride: int, kind: str, bn: bool) -> nn.Module | None:
     if stride == 1 and in_planes == planes:
         return None
     if kind == "A":
-        return PadShortcut(planes, stride)
+        return PadShortcut(in_planes, planes, stride)
     if bn:
         return nn.Sequential(conv1x1(in_planes, planes, stride), nn.BatchNorm2d(planes))
     return nn.Sequential(conv1x1(in_planes, planes, stride))

@@ -1,0 +1,47 @@
+"""`edgeresnet doctor`."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from .common import command, out
+
+EXTRA_FOR = {"torch": "torch", "onnx": "torch", "onnxruntime": "ort", "openvino": "openvino", "tensorrt": "trt"}
+
+
+@command
+def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the facts as one JSON object.")] = False) -> None:
+    """What this machine can run: Python, torch / ONNX Runtime / OpenVINO / TensorRT, the CPU's
+    INT8-relevant ISA (AVX2, AVX-512 VNNI, AMX, ARM dot-product) and the GPUs."""
+    from ..machine import describe
+
+    facts = describe()
+    if as_json:
+        print(json.dumps(facts, indent=2))
+        return
+    table = Table(title="edgeresnet doctor", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("python", facts["python"])
+    table.add_row("os", facts["os"])
+    for name, version in facts["libraries"].items():
+        extra = EXTRA_FOR.get(name)
+        hint = "  [dim]" + escape(f"(pip install 'edgeresnet[{extra}]')") + "[/]" if extra and not version else ""
+        table.add_row(name, f"[green]{version}[/]" if version else f"[yellow]absent[/]{hint}")
+    cpu = facts["cpu"]
+    table.add_row("cpu", f"{cpu['model']} ({cpu['arch']}, {cpu['cores']} cores)")
+    table.add_row("isa", ", ".join(cpu["isa"]) or "none of the INT8-relevant extensions")
+    vnni = any("VNNI" in f or "AMX-INT8" in f or "dot-product" in f for f in cpu["isa"])
+    table.add_row("int8 on cpu", "fast (VNNI / AMX / dot-product)" if vnni else "[yellow]no int8 dot-product instructions: INT8 gains will be small[/]")
+    if "onnxruntime_providers" in facts:
+        table.add_row("ort providers", ", ".join(facts["onnxruntime_providers"]) if isinstance(facts["onnxruntime_providers"], list) else facts["onnxruntime_providers"])
+    if "openvino_devices" in facts:
+        table.add_row("openvino devices", ", ".join(facts["openvino_devices"]) if isinstance(facts["openvino_devices"], list) else facts["openvino_devices"])
+    gpus = facts["gpus"]
+    table.add_row("gpus", "; ".join(g["name"] for g in gpus) if gpus else "none found (TensorRT builds need an NVIDIA GPU)")
+    out.print(table)

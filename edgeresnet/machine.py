@@ -1,0 +1,121 @@
+"""What machine is this: Python, libraries, CPU and its ISA, GPUs, Jetson power mode.
+
+Used by `doctor` and recorded in every benchmark, because INT8 speed depends on exactly
+these facts (VNNI decides ONNX Runtime's fast path, AMX and bf16 OpenVINO's).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+# cpuinfo flag -> what users call it; x86 first, then ARM's "Features" names.
+ISA_FLAGS = {
+    "avx2": "AVX2", "fma": "FMA", "avx512f": "AVX-512F", "avx512_vnni": "AVX-512 VNNI",
+    "avx_vnni": "AVX-VNNI", "avx512_bf16": "AVX-512 BF16", "avx512_fp16": "AVX-512 FP16",
+    "amx_int8": "AMX-INT8", "amx_bf16": "AMX-BF16",
+    "asimd": "NEON", "asimddp": "ARM dot-product", "i8mm": "ARM i8mm", "fphp": "ARM fp16", "sve": "SVE",
+}
+LIBRARIES = ("torch", "onnx", "onnxruntime", "openvino", "tensorrt", "numpy", "pillow")
+
+
+def _cpuinfo() -> tuple[str, set[str]]:
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return model, flags
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key in ("model name", "hardware", "cpu model") and value.strip():
+            model = value.strip()
+        elif key in ("flags", "features"):
+            flags.update(value.split())
+    return model, flags
+
+
+def cpu() -> dict:
+    model, flags = _cpuinfo()
+    return {"model": model, "arch": platform.machine(), "cores": os.cpu_count(),
+            "isa": [name for flag, name in ISA_FLAGS.items() if flag in flags]}
+
+
+def library_version(name: str) -> str | None:
+    dist = {"pillow": "Pillow"}.get(name, name)
+    for candidate in (dist, f"{dist}-cu12", f"{dist}-cu13") if name == "tensorrt" else (dist,):
+        try:
+            return importlib.metadata.version(candidate)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def libraries() -> dict[str, str | None]:
+    return {name: library_version(name) for name in LIBRARIES}
+
+
+def gpus() -> list[dict]:
+    """NVIDIA GPUs from nvidia-smi, else torch; Jetsons from the device tree."""
+    found: list[dict] = []
+    if shutil.which("nvidia-smi"):
+        try:
+            res = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version,compute_cap",
+                                  "--format=csv,noheader"], capture_output=True, text=True, timeout=10)
+            for line in res.stdout.strip().splitlines():
+                parts = [p.strip() for p in line.split(",")]
+                if len(parts) == 4:
+                    found.append({"name": parts[0], "memory": parts[1], "driver": parts[2], "compute_capability": parts[3]})
+        except (OSError, subprocess.SubprocessError):
+            pass
+    model_file = Path("/proc/device-tree/model")
+    if model_file.exists() and "jetson" in model_file.read_text(errors="replace").lower():
+        found.append({"name": model_file.read_text(errors="replace").strip("\x00\n "), "jetson": jetson()})
+    return found
+
+
+def jetson() -> dict:
+    """Power mode and clocks where readable (nvpmodel, sysfs); empty elsewhere."""
+    info: dict = {}
+    release = Path("/etc/nv_tegra_release")
+    if release.exists():
+        info["l4t"] = release.read_text(errors="replace").splitlines()[0].strip()
+    if shutil.which("nvpmodel"):
+        try:
+            res = subprocess.run(["nvpmodel", "-q"], capture_output=True, text=True, timeout=10)
+            info["power_mode"] = " ".join(res.stdout.split())
+        except (OSError, subprocess.SubprocessError):
+            pass
+    for name, path in (("gpu_freq_hz", "/sys/devices/gpu.0/devfreq/17000000.ga10b/cur_freq"),
+                       ("cpu0_freq_khz", "/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq")):
+        try:
+            info[name] = int(Path(path).read_text().strip())
+        except (OSError, ValueError):
+            pass
+    return info
+
+
+def runtime_details() -> dict:
+    """Execution providers of ONNX Runtime and devices of OpenVINO, when installed."""
+    details: dict = {}
+    if library_version("onnxruntime"):
+        try:
+            details["onnxruntime_providers"] = importlib.import_module("onnxruntime").get_available_providers()
+        except Exception as exc:  # a broken install is itself a finding
+            details["onnxruntime_providers"] = f"import failed: {exc}"
+    if library_version("openvino"):
+        try:
+            details["openvino_devices"] = importlib.import_module("openvino").Core().available_devices
+        except Exception as exc:
+            details["openvino_devices"] = f"import failed: {exc}"
+    return details
+
+
+def describe() -> dict:
+    return {"python": platform.python_version(), "os": f"{platform.system()} {platform.release()}",
+            "cpu": cpu(), "libraries": libraries(), "gpus": gpus(), **runtime_details()}

@@ -1,0 +1,39 @@
+"""Shared fixtures: real Fashion-MNIST images (the shipped calibration/ files, always present)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeresnet.data import load_split
+
+ROOT = Path(__file__).resolve().parent.parent
+DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(scope="session")
+def calib_set():
+    """1,000 real Fashion-MNIST train images shipped in calibration/."""
+    return load_split("default", "train")
+
+
+@pytest.fixture(scope="session")
+def test_set():
+    """The real 10,000-image Fashion-MNIST test split shipped in calibration/."""
+    return load_split("default", "test")
+
+
+@pytest.fixture(scope="session")
+def real_images(calib_set) -> np.ndarray:
+    """32 real images (uint8, N x 28 x 28) spread over the classes."""
+    return calib_set.images[::31][:32, :, :, 0]
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The CLI as a user runs it: a separate process, so exit codes and stderr are real."""
+    return subprocess.run([sys.executable, "-m", "edgeresnet", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=600)

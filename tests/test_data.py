@@ -1,0 +1,197 @@
+import gzip
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from edgeresnet.data import FASHION_MNIST_CLASSES, Preprocess, default_preprocess, load_split
+from edgeresnet.data.readers import read_idx, write_idx
+from edgeresnet.errors import InputError
+
+from .conftest import DEBIAN, ROOT
+
+PRE = Preprocess(channels=1, size=28, resize=28, mean=(0.2860,), std=(0.3530,))
+
+
+def test_shipped_sets_are_real_fashion_mnist(calib_set, test_set):
+    assert len(calib_set) == 1000 and len(test_set) == 10000
+    assert calib_set.images.shape[1:] == (28, 28, 1)
+    assert np.bincount(calib_set.labels).tolist() == [100] * 10
+    assert test_set.classes == FASHION_MNIST_CLASSES
+
+
+@pytest.mark.skipif(not DEBIAN.exists(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_calibration_images_come_from_the_train_split(calib_set):
+    train = load_split("fashion-mnist", "train")
+    picked = np.loadtxt(ROOT / "calibration" / "calib-indices.txt", dtype=np.int64)
+    assert np.array_equal(train.images[picked], calib_set.images)
+    assert np.array_equal(train.labels[picked], calib_set.labels)
+    assert (ROOT / "calibration" / "t10k-images-idx3-ubyte.gz").read_bytes() == \
+        (DEBIAN / "t10k-images-idx3-ubyte.gz").read_bytes()
+
+
+def test_fashion_mnist_spec_from_env_and_explicit_dir(tmp_path, monkeypatch, calib_set):
+    root = tmp_path / "fashion-mnist"
+    root.mkdir()
+    write_idx(root / "train-images-idx3-ubyte.gz", calib_set.images[:50, :, :, 0])
+    write_idx(root / "train-labels-idx1-ubyte.gz", calib_set.labels[:50].astype(np.uint8))
+    monkeypatch.setenv("EDGERESNET_DATA", str(tmp_path))
+    via_env = load_split("fashion-mnist", "train")
+    via_dir = load_split(f"fashion-mnist:{root}", "train")
+    assert len(via_env) == len(via_dir) == 50
+    assert np.array_equal(via_dir.images, calib_set.images[:50])
+    with pytest.raises(InputError, match="no test split"):
+        load_split(f"fashion-mnist:{root}", "test")
+
+
+def test_idx_rejects_truncated_and_foreign_files(tmp_path):
+    good = ROOT / "calibration" / "calib-labels-idx1-ubyte.gz"
+    raw = gzip.decompress(good.read_bytes())
+    (tmp_path / "short.gz").write_bytes(gzip.compress(raw[:-10]))
+    (tmp_path / "junk").write_bytes(b"\x89PNG not an idx file")
+    with pytest.raises(InputError, match="truncated"):
+        read_idx(tmp_path / "short.gz")
+    with pytest.raises(InputError, match="magic"):
+        read_idx(tmp_path / "junk")
+
+
+def _cifar_batch(images_rgb: np.ndarray, labels: np.ndarray) -> dict:
+    data = images_rgb.transpose(0, 3, 1, 2).reshape(len(images_rgb), -1)
+    return {b"batch_label": b"test", b"labels": labels.tolist(), b"data": data}
+
+
+def test_cifar10_python_batches(tmp_path, calib_set):
+    rgb = np.stack([np.asarray(Image.fromarray(im[:, :, 0]).convert("RGB").resize((32, 32))) for im in calib_set.images[:40]])
+    for i in range(1, 3):
+        with open(tmp_path / f"data_batch_{i}", "wb") as f:
+            pickle.dump(_cifar_batch(rgb[(i - 1) * 15:i * 15], calib_set.labels[(i - 1) * 15:i * 15]), f, protocol=2)
+    with open(tmp_path / "test_batch", "wb") as f:
+        pickle.dump(_cifar_batch(rgb[30:], calib_set.labels[30:40]), f, protocol=2)
+    with open(tmp_path / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [n.encode() for n in FASHION_MNIST_CLASSES]}, f, protocol=2)
+    train, test = load_split(f"cifar10:{tmp_path}", "train"), load_split(f"cifar10:{tmp_path}", "test")
+    assert len(train) == 30 and len(test) == 10
+    assert np.array_equal(train.images[0], rgb[0])
+    assert train.classes == FASHION_MNIST_CLASSES
+    assert train.batch(np.arange(4), Preprocess(3, 32, 32, (0.5,) * 3, (0.5,) * 3)).shape == (4, 3, 32, 32)
+
+
+class _Exploit:
+    def __reduce__(self):
+        import os
+        return (os.system, ("touch /tmp/edgeresnet-pwned",))
+
+
+def test_cifar_batch_that_runs_code_is_refused(tmp_path):
+    Path("/tmp/edgeresnet-pwned").unlink(missing_ok=True)
+    with open(tmp_path / "test_batch", "wb") as f:
+        pickle.dump({b"data": _Exploit(), b"labels": [0]}, f, protocol=2)
+    with pytest.raises(InputError, match="only numpy arrays"):
+        load_split(f"cifar10:{tmp_path}", "test")
+    assert not Path("/tmp/edgeresnet-pwned").exists()
+
+
+def test_npz_spec(tmp_path, calib_set):
+    np.savez(tmp_path / "d.npz", x_train=calib_set.images[:20, :, :, 0], y_train=calib_set.labels[:20],
+             x_test=calib_set.images[20:30, :, :, 0], y_test=calib_set.labels[20:30],
+             class_names=np.array(FASHION_MNIST_CLASSES))
+    train, test = load_split(f"npz:{tmp_path / 'd.npz'}", "train"), load_split(f"npz:{tmp_path / 'd.npz'}", "test")
+    assert (len(train), len(test)) == (20, 10)
+    assert train.classes == FASHION_MNIST_CLASSES
+    np.testing.assert_array_equal(train.batch(np.arange(3), PRE), calib_set.batch(np.arange(3), PRE))
+
+
+def _write_folder(root: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    for i, (im, lab) in enumerate(zip(images, labels)):
+        d = root / FASHION_MNIST_CLASSES[lab].replace("/", "_")
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(im[:, :, 0]).save(d / f"{i}.png")
+
+
+def test_imagefolder_with_splits_matches_array_path(tmp_path, calib_set):
+    _write_folder(tmp_path / "train", calib_set.images[:30], calib_set.labels[:30])
+    _write_folder(tmp_path / "val", calib_set.images[30:40], calib_set.labels[30:40])
+    train, test = load_split(str(tmp_path), "train"), load_split(str(tmp_path), "test")  # test falls back to val/
+    assert len(train) == 30 and len(test) == 10
+    first = int(np.flatnonzero(train.labels == train.labels[0])[0])
+    x = train.batch(np.array([first]), PRE)
+    assert x.shape == (1, 1, 28, 28)
+    # Gray PNGs decode to exactly the IDX pixels.
+    originals = {tuple(calib_set.images[i].ravel()) for i in range(30)}
+    assert tuple(train.uint8(np.array([0]), PRE)[0].ravel()) in originals
+
+
+def test_imagefolder_mixed_modes_and_sizes(tmp_path, real_images):
+    for i, mode in enumerate(["L", "RGB", "RGBA", "P", "I;16"]):
+        d = tmp_path / f"c{i % 2}"
+        d.mkdir(exist_ok=True)
+        base = Image.fromarray(real_images[i]).resize((40 + 7 * i, 33 + 3 * i))
+        im = base.convert(mode) if mode != "I;16" else Image.fromarray((np.asarray(base).astype(np.uint16) * 257))
+        im.save(d / f"{i}.png")
+    data = load_split(str(tmp_path), "test")
+    rgb = Preprocess(channels=3, size=24, resize=28, mean=(0.5,) * 3, std=(0.25,) * 3)
+    x = data.batch(np.arange(len(data)), rgb)
+    assert x.shape == (5, 3, 24, 24) and np.isfinite(x).all()
+    assert x.max() > 1.0  # bright pixels survived every mode (16-bit rescaled, not clipped to black)
+
+
+def test_preprocess_geometry_and_roundtrip():
+    pre = Preprocess(channels=3, size=4, resize=6, mean=(0.0,) * 3, std=(1.0,) * 3)
+    assert Preprocess.from_dict(pre.to_dict()) == pre
+    wide = np.zeros((6, 12, 3), np.uint8)
+    wide[:, 5:7] = 255  # a bright band in the middle: the 4-px center crop keeps columns 4..7
+    out = pre(Image.fromarray(wide))
+    assert out.shape == (3, 4, 4)
+    assert out[:, :, 1:3].min() > 0.99 and out[:, :, [0, 3]].max() < 0.01
+    big = pre(Image.fromarray(np.kron(wide, np.ones((4, 4, 1), np.uint8))))  # 48x24: resized to 12x6 first
+    assert big.shape == (3, 4, 4) and big[:, :, 1:3].min() > 0.8 and big[:, :, [0, 3]].max() < 0.2
+
+
+def test_default_preprocess_measures_fashion_mnist_stats(calib_set):
+    pre = default_preprocess(calib_set)
+    assert pre.channels == 1 and pre.size == 28
+    assert abs(pre.mean[0] - 0.286) < 0.02 and abs(pre.std[0] - 0.353) < 0.02
+
+
+@pytest.mark.parametrize("spec,match", [
+    ("nonsense", "unknown data spec"), ("cifar10", "needs a directory"), ("npz:/no/such.npz", "no such file"),
+    ("default", None),
+])
+def test_bad_specs_name_the_problem(spec, match, tmp_path):
+    if match is None:
+        with pytest.raises(InputError, match="splits"):
+            load_split(spec, "holdout")
+    else:
+        with pytest.raises(InputError, match=match):
+            load_split(spec, "train")
+
+
+def test_empty_folder_is_refused(tmp_path):
+    (tmp_path / "cls").mkdir()
+    with pytest.raises(InputError, match="no images"):
+        load_split(str(tmp_path), "train")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(max_size=40))
+def test_any_spec_string_gives_a_set_or_an_input_error(spec):
+    assume(not Path(spec).expanduser().exists())  # a real directory would be scanned as ImageFolder
+    try:
+        load_split(spec, "test")
+    except InputError:
+        pass
+
+
+def test_calibration_readme_checksums_match_the_files():
+    import hashlib
+    import re
+
+    text = (ROOT / "calibration" / "README.md").read_text()
+    listed = dict(re.findall(r"\| `([\w.-]+\.gz)` \|.*\| `([0-9a-f]{64})` \|", text))
+    assert len(listed) == 4
+    for name, digest in listed.items():
+        assert hashlib.sha256((ROOT / "calibration" / name).read_bytes()).hexdigest() == digest, name

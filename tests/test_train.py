@@ -1,0 +1,59 @@
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+from edgeresnet.checkpoint import load_checkpoint
+from edgeresnet.train import TrainConfig, _augment, train
+
+
+def test_short_training_lowers_the_loss_on_real_images(tmp_path):
+    cfg = TrainConfig(arch="resnet20", data="fashion-mnist" if _debian() else "default", out=tmp_path / "r.pt",
+                      epochs=3, limit=1024, val_limit=500, threads=2, lr=0.1, seed=1)
+    meta, history = train(cfg)
+    assert history[-1].loss < history[0].loss
+    assert history[-1].val_top1 > 0.4  # chance is 0.1
+    ckpt = load_checkpoint(cfg.out)
+    assert ckpt.train_state is None  # finished runs carry no optimizer state
+    assert ckpt.meta.train["seed"] == 1 and len(ckpt.meta.metrics["history"]) == 3
+    assert ckpt.meta.preprocess.size == 28 and ckpt.meta.in_channels == 1
+
+
+def test_augmentation_crops_and_flips_per_sample():
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).view(2, 1, 4, 4)
+    gen = torch.Generator().manual_seed(0)
+    y = _augment(torch, x, pad=0, hflip=True, fill=torch.zeros(1), gen=gen)
+    assert all(torch.equal(y[i], x[i]) or torch.equal(y[i], x[i].flip(2)) for i in range(2))
+    z = _augment(torch, x, pad=2, hflip=False, fill=torch.full((1,), -1.0), gen=gen)
+    assert z.shape == x.shape
+    values = set(z.unique().tolist())
+    assert values <= set(x.unique().tolist()) | {-1.0}
+
+
+def test_interrupted_training_resumes(tmp_path):
+    out = tmp_path / "r.pt"
+    data = "fashion-mnist" if _debian() else "default"
+    args = [sys.executable, "-m", "edgeresnet", "train", "--arch", "resnet20", "--data", data, "--epochs", "3",
+            "--limit", "768", "--val-limit", "200", "--threads", "2", "--out", str(out)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not out.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    ckpt = load_checkpoint(out)
+    assert ckpt.train_state is not None and 1 <= ckpt.train_state["epoch"] < 3
+    res = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    final = load_checkpoint(out)
+    assert final.train_state is None
+    assert [h["epoch"] for h in final.meta.metrics["history"]] == [1, 2, 3]
+    assert not [p for p in tmp_path.iterdir() if p.name != "r.pt"]  # no temp files left behind
+
+
+def _debian() -> bool:
+    from .conftest import DEBIAN
+    return DEBIAN.exists()
