@@ -9,6 +9,7 @@ import typer
 from . import common
 from .doctor import doctor
 from .evaluate import eval_cmd
+from .export import export
 from .models import models
 from .planned import planned
 from .train import train
@@ -32,5 +33,6 @@ app.command()(train)
 app.command("eval")(eval_cmd)
 app.command()(doctor)
 app.command()(models)
-for _name in ("export", "bench", "predict", "demo"):
+app.command()(export)
+for _name in ("bench", "predict", "demo"):
     app.command(_name)(planned(_name))

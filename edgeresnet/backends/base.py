@@ -1,0 +1,33 @@
+"""The one small interface every engine implements: available? build an artifact, load and run it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class Artifact:
+    target: str  # ort | openvino | trt | torch
+    precision: str  # fp32 | fp16 | int8
+    path: Path
+    details: dict = field(default_factory=dict)  # e.g. the QDQ profile, the precision that ran
+
+
+class Backend(Protocol):
+    name: str
+
+    def unavailable_reason(self) -> str | None:
+        """None when the engine can run here, else one line naming what is missing and the fix."""
+
+    def build(self, source: Path, precision: str, out_dir: Path) -> Artifact:
+        """Turn an ONNX file (FP32, or QDQ for int8) into this engine's deployable artifact."""
+
+    def load(self, artifact: Artifact, threads: int | None = None) -> Runner:
+        """A callable: float32 NCHW batch -> logits."""

@@ -1,0 +1,316 @@
+"""Activation statistics for symmetric INT8 calibration, and the scheme math that uses them.
+
+The scheme is TensorRT's: int8, zero point 0, ``scale = amax / 127``. An observer streams |x|
+into a fixed-size histogram, so memory stays bounded for any number of batches (ONNX
+Runtime's calibrators keep whole histograms or tensors per batch and run out of memory);
+``amax`` then reads a clipping threshold off it with one of :data:`METHODS`.
+
+The histogram covers ``[0, upper)`` where ``upper`` is the smallest power of two above the
+largest |x| seen. Binning is then a multiplication by a power of two (exact in floating
+point) and growing the range doubles it, merging bins in pairs; so the histogram depends only
+on the data, never on how it was split into batches or in which order they came.
+
+Numpy only: this runs in ONNX Runtime's calibration loop and must not import torch.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+
+import numpy as np
+
+from ..errors import InputError, UsageError
+
+METHODS = ("minmax", "percentile", "entropy", "mse")
+DEFAULT_BINS = 2048
+
+# The floor on every activation amax. An observer that saw nothing, only zeros, or whose
+# percentile falls among exact zeros would otherwise give amax 0 and a zero scale, which
+# QuantizeLinear divides by. 1e-6 is far below any real activation range, and far enough above
+# float32's subnormals that amax / 127 and its reciprocal are ordinary float32 numbers.
+MIN_AMAX = 1e-6
+
+# The scale of an all-zero weight channel (ONNX Runtime's choice for a zero range). Its
+# weights quantize to 0 at any scale, but an int32 bias is quantized with
+# activation_scale * weight_scale: a tiny weight scale would saturate that channel's bias.
+ZERO_CHANNEL_SCALE = 1.0
+
+# Entropy: the pseudo-count given to an empty last bin that receives clipped values, where
+# TensorRT's reference rejects the candidate outright (KL = inf). Rejection means an isolated
+# outlier can never be clipped; a pseudo-count (MXNet's smoothing constant) makes clipping it
+# cost about (clipped / total) * log(clipped / 1e-4): cheap for a few values, prohibitive for many.
+_EMPTY_BIN_PSEUDOCOUNT = 1e-4
+_MSE_CHUNK = 32  # candidate thresholds evaluated at once: a 32 x bins temporary stays in cache
+
+
+def _qmax(num_bits: int, most: int = 16) -> int:
+    if isinstance(num_bits, bool) or not isinstance(num_bits, (int, np.integer)) or not 2 <= num_bits <= most:
+        raise UsageError(f"num_bits must be an integer from 2 to {most}, got {num_bits!r}", hint="use 8 for INT8")
+    return (1 << (int(num_bits) - 1)) - 1
+
+
+class HistogramObserver:
+    """Streams |x| of one tensor, batch by batch, into ``nbins`` bins; never stores raw values.
+
+    Exact zeros and non-finite values are counted apart from the histogram: zeros because
+    they quantize exactly at any scale (ReLU outputs are mostly zeros, and a zero spike in
+    bin 0 would steer entropy towards clipping), NaN/Inf so they cannot poison the range.
+    """
+
+    def __init__(self, nbins: int = DEFAULT_BINS) -> None:
+        if isinstance(nbins, bool) or not isinstance(nbins, (int, np.integer)) or nbins < 2 or nbins & (nbins - 1):
+            raise UsageError(f"nbins must be a power of two, got {nbins!r}", hint=f"the default is {DEFAULT_BINS}")
+        self._nbins = int(nbins)
+        self._log2_bins = self._nbins.bit_length() - 1
+        self._hist = np.zeros(self._nbins, dtype=np.int64)  # counts of non-zero finite |x|
+        self._exp: int | None = None  # upper == 2**_exp; None until a non-zero value arrives
+        self._count = 0
+        self._zeros = 0
+        self._nonfinite = 0
+        self._max_abs = 0.0
+
+    @property
+    def nbins(self) -> int:
+        return self._nbins
+
+    @property
+    def count(self) -> int:
+        """Finite values seen, zeros included."""
+        return self._count
+
+    @property
+    def zeros(self) -> int:
+        """Exact zeros seen (not in the histogram)."""
+        return self._zeros
+
+    @property
+    def nonfinite(self) -> int:
+        """NaN and +-Inf values seen (in neither the histogram nor ``count``)."""
+        return self._nonfinite
+
+    @property
+    def max_abs(self) -> float:
+        """The exact largest finite |x| seen; 0.0 before any."""
+        return self._max_abs
+
+    @property
+    def upper(self) -> float:
+        """The histogram's range ``[0, upper)``; 0.0 before any non-zero value."""
+        return 0.0 if self._exp is None else math.ldexp(1.0, self._exp)
+
+    @property
+    def bin_width(self) -> float:
+        return self.upper / self._nbins
+
+    @property
+    def histogram(self) -> np.ndarray:
+        """A read-only view of the bin counts of the non-zero finite |x|."""
+        view = self._hist.view()
+        view.flags.writeable = False
+        return view
+
+    def update(self, x: np.ndarray) -> None:
+        """Add one batch of any shape and dtype."""
+        x = np.asarray(x)
+        if x.dtype not in (np.float32, np.float64):
+            x = x.astype(np.float64)  # also keeps abs(int8(-128)) from overflowing
+        a = np.abs(x).ravel()
+        finite = np.isfinite(a)
+        bad = a.size - int(np.count_nonzero(finite))
+        if bad:
+            self._nonfinite += bad
+            a = a[finite]
+        if a.size == 0:
+            return
+        self._count += a.size
+        zeros = a.size - int(np.count_nonzero(a))
+        self._zeros += zeros
+        top = float(a.max())
+        if top == 0.0:
+            return
+        self._max_abs = max(self._max_abs, top)
+        exp = math.frexp(top)[1]  # top < 2**exp
+        if self._exp is None:
+            self._exp = exp
+        elif exp > self._exp:
+            self._grow(exp)
+        # Scaling by a power of two is exact, so each value lands in the same bin whatever the
+        # batching; truncation is floor for non-negative values.
+        idx = np.ldexp(a, self._log2_bins - self._exp).astype(np.intp)
+        counts = np.bincount(idx, minlength=self._nbins)
+        counts[0] -= zeros
+        self._hist += counts
+
+    def _grow(self, exp: int) -> None:
+        """Widen the range to 2**exp, merging 2**k adjacent bins: counts stay exact."""
+        k = exp - self._exp
+        if k >= self._log2_bins:
+            total = self._hist.sum()
+            self._hist[:] = 0
+            self._hist[0] = total
+        else:
+            merged = self._hist.reshape(-1, 1 << k).sum(axis=1)
+            self._hist[:] = 0
+            self._hist[: merged.size] = merged
+        self._exp = exp
+
+    def amax(self, method: str, percentile: float = 99.99, num_bits: int = 8) -> float:
+        """The clipping threshold (scale = amax / (2**(num_bits-1) - 1)) chosen by ``method``.
+
+        ``minmax``: the exact max |x|. ``percentile``: that percentile of |x| (zeros included),
+        interpolated linearly within its bin. ``entropy``: TensorRT's KL-divergence search.
+        ``mse``: the threshold minimizing the expected squared quantization error. Entropy and
+        mse answer a bin's upper edge. Never above the max |x| seen; never below
+        :data:`MIN_AMAX`, so never 0, also for an observer that saw nothing or only zeros.
+        """
+        if method not in METHODS:
+            close = difflib.get_close_matches(str(method), METHODS, n=1)
+            raise UsageError(f"unknown calibration method {method!r}" + (f"; did you mean {close[0]}?" if close else ""),
+                             hint=f"methods: {', '.join(METHODS)}")
+        if isinstance(percentile, bool) or not isinstance(percentile, (int, float, np.integer, np.floating)) \
+                or not 0.0 < float(percentile) <= 100.0:
+            raise UsageError(f"percentile must be in (0, 100], got {percentile!r}", hint="e.g. 99.99")
+        qmax = _qmax(num_bits)
+        if self._exp is None:  # nothing seen, or only zeros
+            return MIN_AMAX
+        n = int(np.flatnonzero(self._hist)[-1]) + 1  # bins up to the one holding max |x|
+        hist, width = self._hist[:n], self.bin_width
+        if method == "minmax":
+            value = self._max_abs
+        elif method == "percentile":
+            value = _percentile(hist, width, self._zeros, self._count, float(percentile))
+        elif method == "entropy":
+            value = _entropy(hist, width, qmax + 1)
+        else:
+            value = _mse(hist, width, qmax)
+        return float(max(min(value, self._max_abs), MIN_AMAX))
+
+
+def _percentile(hist: np.ndarray, width: float, zeros: int, count: int, percentile: float) -> float:
+    rank = percentile / 100.0 * count - zeros  # rank among the non-zero values
+    if rank <= 0:
+        return 0.0
+    cum = np.cumsum(hist)
+    j = min(int(np.searchsorted(cum, rank)), hist.size - 1)  # first bin with cum >= rank
+    below = float(cum[j - 1]) if j else 0.0
+    return (j + (rank - below) / float(hist[j])) * width
+
+
+def _entropy(hist: np.ndarray, width: float, levels: int) -> float:
+    """TensorRT's entropy calibration (GTC 2017, "8-bit Inference with TensorRT").
+
+    For each candidate i >= ``levels`` bins: P is the first i bins with everything beyond
+    added to bin i-1; Q quantizes the in-range bins [0, i) into ``levels`` groups and spreads
+    each group's total evenly over its non-empty bins. (Q is built from the in-range bins,
+    not from P: quantizing P itself makes Q == P at i == levels, so KL would always pick the
+    smallest threshold.) The threshold is the upper edge of bin i-1 for the i minimizing
+    KL(P || Q), the largest such i on ties, as NVIDIA's reference does.
+
+    All candidates at once, from prefix sums: with G_k, Z_k the total and non-empty count of
+    group k, sum_j P_j log Q_j = sum_k G_k log(G_k / Z_k) + clipped * log Q_{i-1}.
+    """
+    n = hist.size
+    if n <= levels:  # the quantizer is at least as fine as the histogram: nothing to trade
+        return n * width
+    h = hist.astype(np.float64)
+    total = h.sum()
+    i = np.arange(levels, n + 1)
+    cum = np.concatenate(([0.0], np.cumsum(h)))
+    nonempty = np.concatenate(([0], np.cumsum(h > 0)))
+    hlogh = np.where(h > 0, h * np.log(np.where(h > 0, h, 1.0)), 0.0)
+    cum_hlogh = np.concatenate(([0.0], np.cumsum(hlogh)))
+    # Group k of candidate i holds bins j with j * levels // i == k: j in [ceil(k i / L), ceil((k+1) i / L)).
+    k = np.arange(levels + 1)
+    bounds = -((-k[None, :] * i[:, None]) // levels)
+    G = cum[bounds[:, 1:]] - cum[bounds[:, :-1]]
+    Z = nonempty[bounds[:, 1:]] - nonempty[bounds[:, :-1]]
+    clipped = total - cum[i]
+    last = h[i - 1]
+    empty_last = (last == 0) & (clipped > 0)
+    p_last = last + clipped
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p_log_p = cum_hlogh[i - 1] + np.where(p_last > 0, p_last * np.log(p_last), 0.0)
+        p_log_q = np.where(G > 0, G * (np.log(G) - np.log(np.maximum(Z, 1))), 0.0).sum(axis=1)
+        q_last = np.where(empty_last, _EMPTY_BIN_PSEUDOCOUNT, np.where(last > 0, G[:, -1] / Z[:, -1], 1.0))
+        p_log_q += clipped * np.log(q_last)
+        q_total = cum[i] + _EMPTY_BIN_PSEUDOCOUNT * empty_last
+        kl = (p_log_p - p_log_q) / total - np.log(total) + np.log(q_total)
+    kl[q_total <= 0] = np.inf  # everything clipped: Q is empty
+    best = kl.size - 1 - int(np.argmin(kl[::-1]))
+    return float(i[best]) * width
+
+
+def _mse(hist: np.ndarray, width: float, qmax: int) -> float:
+    """The bin edge T minimizing E[(|x| - Q_T(|x|))^2], values uniform within each bin.
+
+    Q_T rounds to multiples of s = T / qmax and clips at T. With E(x) = integral_0^x err^2,
+    E = s^3 (n/12 + r^3/3) for x <= T (n = round(x/s), r = x/s - n) plus (x - T)^3 / 3 beyond,
+    and a bin [a, b) holding c values contributes c (E(b) - E(a)) / (b - a). Exact zeros add
+    no error at any T, so they are left out. Every bin edge is a candidate.
+    """
+    n = hist.size
+    h = hist.astype(np.float64)
+    edges = np.arange(n + 1) * width
+    candidates = edges[1:]
+    err = np.empty(n)
+    for start in range(0, n, _MSE_CHUNK):
+        t = candidates[start:start + _MSE_CHUNK, None]
+        step = t / qmax
+        u = np.minimum(edges, t) / step
+        rounded = np.rint(u)
+        u -= rounded
+        cubed = u * u * u
+        beyond = np.maximum(edges - t, 0.0)
+        beyond_cubed = beyond * beyond * beyond
+        # Differences of each term apart (the n/12 term in exact integers): the antiderivative
+        # itself grows along the range and its differences would lose digits to cancellation.
+        per_bin = step * step * step * (np.diff(rounded, axis=1) / 12.0 + np.diff(cubed, axis=1) / 3.0)
+        per_bin += np.diff(beyond_cubed, axis=1) / 3.0
+        err[start:start + _MSE_CHUNK] = per_bin @ h
+    return float(candidates[int(np.argmin(err))])
+
+
+def weight_scales(w: np.ndarray, axis: int = 0, num_bits: int = 8) -> np.ndarray:
+    """Per-output-channel symmetric scales: max |w| over every axis but ``axis``, / 127.
+
+    Weights are static, so their exact range is used (no clipping). An all-zero channel gets
+    :data:`ZERO_CHANNEL_SCALE`. Non-finite weights are an error: no scale can represent them.
+    """
+    qmax = _qmax(num_bits, most=8)
+    w = np.asarray(w)
+    if w.ndim == 0 or not -w.ndim <= axis < w.ndim:
+        raise UsageError(f"axis {axis} is out of range for a weight of shape {w.shape}",
+                         hint="pass the output-channel axis (0 for Conv)")
+    if not np.all(np.isfinite(w)):
+        raise InputError("the weights contain NaN or Inf", hint="the checkpoint is broken: retrain or re-export it")
+    others = tuple(d for d in range(w.ndim) if d != axis % w.ndim)
+    amax = np.max(np.abs(w), axis=others, initial=0.0).astype(np.float64)
+    scales = (amax / qmax).astype(np.float32)
+    # A range so small that its scale is no normal float32 (0 included) is treated as zero.
+    return np.where(scales >= np.finfo(np.float32).tiny, scales, np.float32(ZERO_CHANNEL_SCALE))
+
+
+def _checked_scale(scale) -> np.ndarray:
+    s = np.asarray(scale, dtype=np.float32)
+    if not np.all(np.isfinite(s) & (s > 0)):
+        raise InputError("quantization scales must be positive and finite",
+                         hint="recalibrate: the calibration table holds a zero, negative or non-finite scale")
+    return s
+
+
+def quantize_symmetric(x: np.ndarray, scale, num_bits: int = 8) -> np.ndarray:
+    """``clip(round(x / scale), -qmax, qmax)`` as int8, the way QuantizeLinear computes it.
+
+    float32 arithmetic, rounding half to even; the range is symmetric ([-127, 127] at 8 bits,
+    -128 unused, as TensorRT requires). ``scale`` is a scalar or broadcasts against ``x``.
+    NaN maps to 0.
+    """
+    qmax = _qmax(num_bits, most=8)
+    v = np.rint(np.asarray(x, dtype=np.float32) / _checked_scale(scale))
+    return np.where(np.isnan(v), 0, np.clip(v, -qmax, qmax)).astype(np.int8)
+
+
+def dequantize(q: np.ndarray, scale) -> np.ndarray:
+    """``q * scale`` in float32, the inverse of :func:`quantize_symmetric` up to rounding."""
+    return np.asarray(q, dtype=np.float32) * _checked_scale(scale)

@@ -1,0 +1,58 @@
+"""`edgeresnet export`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rich.markup import escape
+
+from .common import command, command_line, out
+
+
+@command
+def export(
+    model: Annotated[str, typer.Argument(help="Checkpoint (.pt/.pth/.safetensors), `default`, or a zoo name such as resnet18 (random weights; needs --input-size).")],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Export directory (default: exports/<model name>). A non-empty one is refused without --force.")] = None,
+    int8: Annotated[bool, typer.Option("--int8/--no-int8", help="Calibrate and build INT8 engines (default) or FP32 only.")] = True,
+    target: Annotated[str, typer.Option(help="Engines, comma-separated: ort.")] = "ort",
+    calib: Annotated[str | None, typer.Option(help="Calibration data spec; its *train* split is used (default: the model's training data, else the shipped images).")] = None,
+    calib_size: Annotated[int, typer.Option(help="Calibration images, drawn class-balanced with --calib-seed.")] = 512,
+    calib_method: Annotated[str, typer.Option(help="minmax | percentile | entropy (KL, as TensorRT's calibrator) | mse.")] = "percentile",
+    percentile: Annotated[float, typer.Option(help="Percentile of |x| for --calib-method percentile.")] = 99.99,
+    calib_table: Annotated[Path | None, typer.Option(help="Reuse a calibration.json from an earlier export of the same weights.")] = None,
+    calib_seed: Annotated[int, typer.Option(help="Seed for picking calibration images.")] = 0,
+    eval_spec: Annotated[str | None, typer.Option("--eval", help="Evaluation data spec; its *test* split is used (default: the calibration data's).")] = None,
+    no_eval: Annotated[bool, typer.Option("--no-eval", help="Skip accuracy (latency only).")] = False,
+    eval_limit: Annotated[int | None, typer.Option(help="Evaluate on the first N test images only.")] = None,
+    input_size: Annotated[int | None, typer.Option(help="Input side for zoo names (e.g. 224).")] = None,
+    arch: Annotated[str | None, typer.Option(help="Architecture of a plain state_dict.")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for every engine (default: all cores).")] = None,
+    force: Annotated[bool, typer.Option(help="Replace a non-empty --out (only once the new export is complete).")] = False,
+    allow_eval_calib: Annotated[bool, typer.Option(help="Permit calibrating on the evaluation images (not recommended).")] = False,
+) -> None:
+    """Fold BN, export FP32 ONNX, calibrate INT8 once on real images, build each engine, and
+    report the FP32-vs-INT8 accuracy drop and latency.
+
+    Example: edgeresnet export default --int8 --target ort --out exports/default
+    """
+    from ..pipeline import ExportConfig, run_export
+    from ..report import terminal_table
+
+    targets = tuple(t.strip() for t in target.split(",") if t.strip())
+    name = Path(model).stem if model != "default" else "default"
+    cfg = ExportConfig(model=model, out=out_dir or Path("exports") / name, targets=targets, int8=int8, calib=calib,
+                       calib_size=calib_size, calib_method=calib_method, percentile=percentile,
+                       calib_table=calib_table, calib_seed=calib_seed, eval=eval_spec, no_eval=no_eval,
+                       eval_limit=eval_limit, input_size=input_size, arch=arch, threads=threads, force=force,
+                       allow_eval_calib=allow_eval_calib, command=command_line())
+    report = run_export(cfg)
+    out.print(terminal_table(report))
+    if report.calibration:
+        c = report.calibration
+        out.print(escape(f"calibration: {c['method']}, {c['images']} images from {c['source']} ({c['seconds']:.1f} s)"))
+    if report.evaluation:
+        out.print(escape(f"evaluation: {report.evaluation['images']} images from {report.evaluation['source']}"))
+    out.print(f"wrote {cfg.out}/ (report.json, report.md)")

@@ -1,0 +1,231 @@
+"""Wires the stages for `export`: load -> fold -> FP32 ONNX -> calibrate once -> QDQ per
+backend profile -> engines -> evaluate -> quick latency -> report."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ._version import __version__
+from .backends import get_backend
+from .backends.base import Artifact
+from .bench import time_runner
+from .calibrate.collect import calibrate, pick_calibration_images
+from .calibrate.table import CalibrationTable, weights_sha256
+from .checkpoint import IMAGENET_PREPROCESS, ModelMeta, atomic_write, load_checkpoint
+from .data import FASHION_MNIST_CLASSES, Preprocess, load_split
+from .data.sources import ImageSet
+from .errors import InputError, UsageError, require
+from .evaluate import Accuracy, evaluate, torch_predictor
+from .export import OPSET, compare_with_torch, export_onnx
+from .fold import fold_bn, verify_fold
+from .models.registry import _REGISTRY
+from .outdir import staged_dir
+from .progress import stderr
+from .quantize.plan import plan
+from .quantize.qdq import PROFILES, emit_qdq
+from .report import Report, ResultRow, markdown
+
+FP32_ONNX = "model.fp32.onnx"
+TABLE = "calibration.json"
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    model: str
+    out: Path
+    targets: tuple[str, ...] = ("ort",)
+    int8: bool = True
+    calib: str | None = None
+    calib_size: int = 512
+    calib_method: str = "percentile"
+    percentile: float = 99.99
+    calib_table: Path | None = None
+    calib_seed: int = 0
+    eval: str | None = None
+    no_eval: bool = False
+    eval_limit: int | None = None
+    input_size: int | None = None
+    arch: str | None = None
+    threads: int | None = None
+    force: bool = False
+    allow_eval_calib: bool = False
+    command: str = ""
+
+
+@dataclass
+class Loaded:
+    model: object
+    meta: ModelMeta
+    source: str
+    random_weights: bool
+
+
+def load_model(cfg: ExportConfig) -> Loaded:
+    """A checkpoint, ``default``, or a zoo name (random weights, for latency work)."""
+    path = Path(cfg.model).expanduser()
+    if cfg.model != "default" and not path.exists() and cfg.model in _REGISTRY:
+        if not cfg.input_size:
+            raise UsageError(f"a zoo name ({cfg.model}) needs --input-size", hint="e.g. --input-size 224")
+        from .models.registry import build_model
+
+        small = cfg.input_size <= 64 and _REGISTRY[cfg.model].family == "imagenet"
+        model = build_model(cfg.model, num_classes=1000, in_channels=3, small_input=small).eval()
+        pre = Preprocess(3, cfg.input_size, cfg.input_size, IMAGENET_PREPROCESS.mean, IMAGENET_PREPROCESS.std)
+        meta = ModelMeta(cfg.model, 1000, 3, pre, [f"class_{i}" for i in range(1000)], small_input=small,
+                         train={"source": "random weights (zoo name)"})
+        return Loaded(model, meta, f"{cfg.model} (random weights)", True)
+    ckpt = load_checkpoint(cfg.model, arch=cfg.arch)
+    return Loaded(ckpt.model, ckpt.meta, str(ckpt.path) if cfg.model != "default" else "default", False)
+
+
+def _calib_spec(cfg: ExportConfig, loaded: Loaded) -> str:
+    if cfg.calib:
+        return cfg.calib
+    trained_on = loaded.meta.train.get("recipe", {}).get("data")
+    if trained_on:
+        try:
+            load_split(trained_on, "train")
+            return trained_on
+        except InputError:
+            pass
+    if loaded.random_weights or loaded.meta.classes == FASHION_MNIST_CLASSES:
+        return "default"
+    raise UsageError("no calibration data given", hint="pass --calib SPEC (its train split is used)")
+
+
+def _check_classes(meta: ModelMeta, data: ImageSet, what: str, spec: str) -> None:
+    if len(data.classes) != meta.num_classes:
+        raise InputError(f"the model has {meta.num_classes} classes but {what} data {spec} has {len(data.classes)}",
+                         hint=f"pass --{what} data the model was trained for")
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size
+
+
+def _per_class_drop(fp32: Accuracy, other: Accuracy) -> dict[str, float]:
+    return {c: round((fp32.per_class[c] - other.per_class.get(c, 0.0)) * 100, 3) for c in fp32.per_class}
+
+
+def run_export(cfg: ExportConfig) -> Report:
+    """Run every stage; the export directory appears only when all of them succeeded."""
+    torch = require("torch", "torch")
+    onnx = require("onnx", "torch")
+    if not cfg.int8 and cfg.calib_table:
+        raise UsageError("--calib-table needs --int8")
+    backends = [get_backend(t) for t in cfg.targets]
+    loaded = load_model(cfg)
+    meta, pre = loaded.meta, loaded.meta.preprocess
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+
+    calib_spec = _calib_spec(cfg, loaded)
+    calib_set = load_split(calib_spec, "train")
+    no_eval = cfg.no_eval or loaded.random_weights
+    eval_set = None
+    if not no_eval:
+        eval_spec = cfg.eval or calib_spec
+        eval_set = load_split(eval_spec, "test")
+        _check_classes(meta, eval_set, "eval", eval_spec)
+        if eval_set.source == calib_set.source and not cfg.allow_eval_calib:
+            raise InputError(f"calibration and evaluation would use the same images ({calib_set.source})",
+                             hint="give a data spec with separate train and test splits, or --allow-eval-calib")
+    if not loaded.random_weights:
+        _check_classes(meta, calib_set, "calib", calib_spec)
+
+    with staged_dir(cfg.out, cfg.force) as work:
+        calib_idx = pick_calibration_images(calib_set, cfg.calib_size, cfg.calib_seed)
+        probe = calib_set.batch(calib_idx[:64], pre)
+        folded, fold_report = fold_bn(loaded.model)
+        verify_fold(loaded.model, folded, probe, fold_report)
+        stderr.print(f"folded {fold_report.folded} BNs into convs, kept {fold_report.kept} as scale+shift "
+                     f"(max relative error {fold_report.max_rel_error:.1e})")
+        fp32_path = work / FP32_ONNX
+        export_onnx(folded, meta, fp32_path)
+        onnx_error = compare_with_torch(folded, fp32_path, probe)
+        fp32_proto = onnx.load(str(fp32_path))
+
+        table = None
+        if cfg.int8:
+            sites = plan(fp32_proto)
+            if cfg.calib_table:
+                table = CalibrationTable.load(cfg.calib_table)
+                table.check_weights(weights_sha256(fp32_proto), cfg.calib_table)
+                if cfg.calib_method != table.method:
+                    table = table.with_method(cfg.calib_method)
+            else:
+                table = calibrate(fp32_proto, sites.all_tensors, calib_set, pre, calib_idx, cfg.calib_method,
+                                  cfg.percentile, threads=cfg.threads)
+            table.save(work / TABLE)
+            stderr.print(f"calibrated {len(table.amax)} tensors ({table.method}, {table.images} images, "
+                         f"{table.seconds:.1f} s)")
+
+        results: list[ResultRow] = []
+        threads = cfg.threads or os.cpu_count()
+        eval_idx = None if eval_set is None else np.arange(
+            len(eval_set) if cfg.eval_limit is None else min(cfg.eval_limit, len(eval_set)))
+        one = calib_set.batch(calib_idx[:1], pre)
+
+        def measure(row: ResultRow, run) -> Accuracy | None:
+            acc = None
+            if eval_set is not None:
+                acc = evaluate(run, eval_set, pre, eval_idx, label=f"{row.target} {row.precision}")
+                row.top1, row.top5 = acc.top1, acc.top5
+            timing = time_runner(run, one, min_runs=50, min_seconds=1.0)
+            row.latency_ms, row.throughput_ips, row.threads = timing.latency_ms(), timing.throughput_ips, threads
+            return acc
+
+        torch_row = ResultRow("torch", "fp32", details={"note": "PyTorch eager, BN folded"})
+        torch_acc = measure(torch_row, torch_predictor(folded))
+        results.append(torch_row)
+
+        for backend in backends:
+            reason = backend.unavailable_reason()
+            if reason:
+                results.append(ResultRow(backend.name, "int8" if cfg.int8 else "fp32", status="skipped", reason=reason))
+                continue
+            artifacts: list[Artifact] = [backend.build(fp32_path, "fp32", work)]
+            if cfg.int8:
+                profile = PROFILES[backend.qdq_profile]
+                qdq_path = work / f"model.int8.{profile.name}.qdq.onnx"
+                proto = emit_qdq(fp32_proto, table.scales, profile)
+                atomic_write(qdq_path, lambda p, proto=proto: onnx.save(proto, str(p)))
+                art = backend.build(qdq_path, "int8", work)
+                art.details["qdq_profile"] = profile.to_dict()
+                artifacts.append(art)
+            base_acc = None
+            for art in artifacts:
+                row = ResultRow(art.target, art.precision, artifact=str(art.path.relative_to(work)),
+                                size_bytes=_size(art.path), details=dict(art.details))
+                acc = measure(row, backend.load(art, cfg.threads))
+                if art.precision == "fp32":
+                    base_acc = acc
+                    if acc is not None and torch_acc is not None:
+                        row.details["agreement_with_torch"] = acc.agreement(torch_acc)
+                if acc is not None and base_acc is not None:
+                    row.top1_drop_pp = round((base_acc.top1 - acc.top1) * 100, 4)
+                    row.agreement = acc.agreement(base_acc)
+                    row.per_class_drop_pp = _per_class_drop(base_acc, acc)
+                results.append(row)
+        if torch_acc is not None:
+            torch_row.top1_drop_pp, torch_row.agreement = 0.0, 1.0
+        report = Report(
+            model={"arch": meta.arch, "params": int(sum(p.numel() for p in loaded.model.parameters())),
+                   "input_shape": [1, *pre.input_shape], "source": loaded.source, "classes": meta.classes,
+                   "random_weights": loaded.random_weights},
+            calibration=None if table is None else {
+                "method": table.method, "images": table.images, "source": table.source, "seconds": round(table.seconds, 3),
+                "table": TABLE, "percentile": table.percentile if table.method == "percentile" else None,
+                "reused_from": str(cfg.calib_table) if cfg.calib_table else None, "split": "train"},
+            evaluation=None if eval_set is None else {"source": eval_set.source, "images": int(len(eval_idx)), "split": "test"},
+            results=results, fold=fold_report.to_dict(),
+            onnx={"opset": OPSET, "file": FP32_ONNX, "max_rel_error_vs_torch": onnx_error},
+            command=cfg.command, version=__version__)
+        atomic_write(work / "report.json", lambda p: p.write_text(json.dumps(report.to_dict(), indent=1)))
+        atomic_write(work / "report.md", lambda p: p.write_text(markdown(report)))
+    return report

@@ -1,0 +1,146 @@
+"""Emit a QDQ ONNX graph from an FP32 graph, a placement plan and a calibration table.
+
+Backend profiles share the scales and differ only in encoding:
+
+* ``trt``: int8 activations, zero point 0, float biases (TensorRT's explicit quantization
+  accepts symmetric int8 only; it folds biases itself);
+* ``ort``: uint8 activations (the fast U8S8 kernels on x86) on the same scales: zero point
+  128 for signed tensors (the int8/0 grid exactly) and 0 for tensors that follow a ReLU (the
+  same grid on [0, amax], which lets ONNX Runtime fold the ReLU into the quantization);
+  int32 biases; Q/DQ around whole node units (inputs and outputs) so every Conv becomes a
+  QLinearConv and every residual Add a QLinearAdd. Measured on the default model: with the
+  TensorRT placement alone ONNX Runtime fused 2 of 21 convs and INT8 ran 3x slower than FP32.
+
+Weights are int8, symmetric, per output channel, stored as int8 initializers behind a
+DequantizeLinear.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..calibrate.observers import quantize_symmetric, weight_scales
+from ..errors import require
+from .plan import QuantPlan, plan
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    activation_dtype: str  # "int8" or "uint8"
+    signed_zero_point: int  # for tensors that may be negative
+    relu_zero_point: int  # for tensors >= 0 by construction
+    quantize_bias: bool
+    placement: str  # "inputs" (TensorRT's rules) or "units" (inputs and outputs of each op)
+
+    def zero_point(self, nonnegative: bool) -> int:
+        return self.relu_zero_point if nonnegative else self.signed_zero_point
+
+    def to_dict(self) -> dict:
+        zps = f"zero point {self.signed_zero_point}" if self.signed_zero_point == self.relu_zero_point else \
+            f"zero point {self.signed_zero_point} (signed) / {self.relu_zero_point} (after ReLU)"
+        return {"name": self.name, "activations": f"{self.activation_dtype}, {zps}", "placement": self.placement,
+                "weights": "int8 per-channel symmetric", "bias": "int32" if self.quantize_bias else "float"}
+
+
+PROFILES = {
+    "trt": Profile("trt", "int8", 0, 0, quantize_bias=False, placement="inputs"),
+    "ort": Profile("ort", "uint8", 128, 0, quantize_bias=True, placement="units"),
+}
+
+
+def emit_qdq(model, activation_scales: dict[str, float], profile: Profile,
+             keep_float: frozenset[str] = frozenset()):
+    """A new ModelProto with Q/DQ pairs; ``model`` is not modified."""
+    onnx = require("onnx", "torch")
+    from onnx import TensorProto, helper, numpy_helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    sites: QuantPlan = plan(out, keep_float)
+    tensors = sites.activations + (sites.outputs if profile.placement == "units" else [])
+    missing = [t for t in tensors if t not in activation_scales]
+    if missing:
+        from ..errors import InputError
+        raise InputError(f"the calibration table has no scale for {len(missing)} tensors (first: {missing[0]})",
+                         hint="recalibrate: the table was made for another model")
+    inits = {i.name: i for i in graph.initializer}
+    act_type = TensorProto.UINT8 if profile.activation_dtype == "uint8" else TensorProto.INT8
+    new_inits: list = []
+    new_nodes: dict[str, list] = {}  # tensor -> nodes to insert right after its producer
+    dq_name: dict[str, str] = {}
+
+    for tensor in tensors:
+        scale = float(activation_scales[tensor])
+        s, z = f"{tensor}_scale", f"{tensor}_zero_point"
+        new_inits.append(numpy_helper.from_array(np.array(scale, dtype=np.float32), s))
+        new_inits.append(helper.make_tensor(z, act_type, [], [profile.zero_point(tensor in sites.nonnegative)]))
+        q, dq = f"{tensor}_quantized", f"{tensor}_dequantized"
+        new_nodes[tensor] = [helper.make_node("QuantizeLinear", [tensor, s, z], [q], name=f"{tensor}_QuantizeLinear"),
+                             helper.make_node("DequantizeLinear", [q, s, z], [dq], name=f"{tensor}_DequantizeLinear")]
+        dq_name[tensor] = dq
+
+    weight_nodes = []
+    removed = set()
+    for site in sites.weights:
+        w = numpy_helper.to_array(inits[site.weight]).astype(np.float32)
+        scales = weight_scales(w, axis=site.axis)
+        shape = [1] * w.ndim
+        shape[site.axis] = -1
+        qw = quantize_symmetric(w, scales.reshape(shape))
+        base = site.weight
+        new_inits += [numpy_helper.from_array(qw, f"{base}_quantized"),
+                      numpy_helper.from_array(scales.astype(np.float32), f"{base}_scale"),
+                      numpy_helper.from_array(np.zeros(len(scales), np.int8), f"{base}_zero_point")]
+        weight_nodes.append(helper.make_node("DequantizeLinear", [f"{base}_quantized", f"{base}_scale", f"{base}_zero_point"],
+                                             [f"{base}_dequantized"], name=f"{base}_DequantizeLinear", axis=site.axis))
+        removed.add(site.weight)
+        if profile.quantize_bias and site.bias is not None:
+            b = numpy_helper.to_array(inits[site.bias]).astype(np.float64)
+            x_scale = float(activation_scales[sites.layer_inputs[site.node]])
+            b_scales = (x_scale * scales.astype(np.float64))
+            qb = np.clip(np.round(b / b_scales), -2**31, 2**31 - 1).astype(np.int32)
+            bb = site.bias
+            new_inits += [numpy_helper.from_array(qb, f"{bb}_quantized"),
+                          numpy_helper.from_array(b_scales.astype(np.float32), f"{bb}_scale"),
+                          numpy_helper.from_array(np.zeros(len(qb), np.int32), f"{bb}_zero_point")]
+            weight_nodes.append(helper.make_node("DequantizeLinear", [f"{bb}_quantized", f"{bb}_scale", f"{bb}_zero_point"],
+                                                 [f"{bb}_dequantized"], name=f"{bb}_DequantizeLinear", axis=0))
+            removed.add(site.bias)
+
+    quantized_nodes = {w.node for w in sites.weights}
+    bias_q = {w.bias for w in sites.weights if profile.quantize_bias and w.bias}
+    for node in graph.node:
+        if node.name in quantized_nodes:
+            node.input[0] = dq_name[node.input[0]]
+            node.input[1] = f"{node.input[1]}_dequantized"
+            if len(node.input) > 2 and node.input[2] in bias_q:
+                node.input[2] = f"{node.input[2]}_dequantized"
+        elif node.name in sites.residual_adds:
+            tensor = sites.residual_adds[node.name]
+            for i, name in enumerate(node.input):
+                if name == tensor:
+                    node.input[i] = dq_name[tensor]
+        if profile.placement == "units" and node.name not in keep_float:
+            for i, name in enumerate(node.input):
+                if name in dq_name and node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+                    node.input[i] = dq_name[name]
+
+    kept = [i for i in graph.initializer if i.name not in removed]
+    del graph.initializer[:]
+    graph.initializer.extend(kept + new_inits)
+    # Re-order: weight DQs first, each activation's Q/DQ right after its producer (topological).
+    ordered = list(weight_nodes)
+    for tensor in (i.name for i in graph.input):
+        ordered += new_nodes.get(tensor, [])
+    for node in list(graph.node):
+        ordered.append(node)
+        for o in node.output:
+            ordered += new_nodes.get(o, [])
+    del graph.node[:]
+    graph.node.extend(ordered)
+    onnx.checker.check_model(out)
+    return out

@@ -1,0 +1,6 @@
+"""Report schema (rows) and rendering (terminal, markdown)."""
+
+from .render import markdown, terminal_table
+from .schema import Report, ResultRow
+
+__all__ = ["Report", "ResultRow", "markdown", "terminal_table"]

@@ -1,0 +1,51 @@
+"""The report's rows and top-level blocks. ``report.json`` keys are a contract other tools
+read: keys may be added, never renamed."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class ResultRow:
+    target: str  # ort | openvino | trt | torch
+    precision: str  # fp32 | fp16 | int8
+    artifact: str | None = None  # relative to the export dir
+    size_bytes: int | None = None
+    top1: float | None = None
+    top5: float | None = None
+    top1_drop_pp: float | None = None  # (fp32 top1 - this top1) * 100, same target
+    agreement: float | None = None  # top-1 agreement with fp32 on the same target
+    latency_ms: dict[str, float] | None = None
+    throughput_ips: float | None = None
+    batch: int = 1
+    threads: int | None = None
+    status: str = "ok"  # ok | skipped | failed
+    reason: str | None = None
+    per_class_drop_pp: dict[str, float] | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Report:
+    model: dict[str, Any]
+    calibration: dict[str, Any] | None
+    evaluation: dict[str, Any] | None
+    results: list[ResultRow]
+    fold: dict[str, Any] | None = None
+    onnx: dict[str, Any] | None = None
+    command: str = ""
+    machine: dict[str, Any] | None = None
+    version: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "calibration": self.calibration, "evaluation": self.evaluation,
+                "results": [r.to_dict() for r in self.results], "fold": self.fold, "onnx": self.onnx,
+                "command": self.command, "machine": self.machine, "edgeresnet_version": self.version}
+
+    def row(self, target: str, precision: str) -> ResultRow | None:
+        return next((r for r in self.results if r.target == target and r.precision == precision), None)

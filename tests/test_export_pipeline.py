@@ -1,0 +1,95 @@
+"""End-to-end export on a small real subset, checked the way a user reads the results."""
+
+import json
+
+import onnx
+import pytest
+from onnx import TensorProto
+
+from .conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("exp") / "default"
+    res = run_cli("export", "default", "--int8", "--target", "ort", "--calib", "default", "--calib-size", "128",
+                  "--eval", "default", "--eval-limit", "1000", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    return out, res
+
+
+def test_export_writes_the_bundle(export_dir):
+    out, res = export_dir
+    names = {p.name for p in out.iterdir()}
+    assert {"model.fp32.onnx", "model.int8.ort.qdq.onnx", "model.int8.ort.onnx", "calibration.json",
+            "report.json", "report.md"} <= names
+    assert "FP32 vs INT8" in res.stdout
+
+
+def test_report_json_contract(export_dir):
+    out, _ = export_dir
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["model"]) >= {"arch", "params", "input_shape"}
+    assert set(report["calibration"]) >= {"method", "images", "source", "seconds"}
+    assert report["calibration"]["images"] == 128 and report["calibration"]["method"] == "percentile"
+    assert "[train]" in report["calibration"]["source"] and "[test]" in report["evaluation"]["source"]
+    assert report["evaluation"]["images"] == 1000
+    rows = {(r["target"], r["precision"]): r for r in report["results"]}
+    int8, fp32 = rows[("ort", "int8")], rows[("ort", "fp32")]
+    for row in (int8, fp32):
+        assert set(row) >= {"target", "precision", "artifact", "size_bytes", "top1", "top5", "top1_drop_pp",
+                            "agreement", "latency_ms", "throughput_ips", "batch", "threads"}
+        assert set(row["latency_ms"]) >= {"p50", "p90", "p99"} and 0 <= row["top1"] <= 1
+        assert (out / row["artifact"]).exists()
+    assert int8["top1_drop_pp"] == pytest.approx((fp32["top1"] - int8["top1"]) * 100, abs=1e-6)
+    assert int8["top1_drop_pp"] < 1.5 and int8["agreement"] > 0.97
+    assert int8["details"]["qdq_profile"]["name"] == "ort"
+    assert report["fold"]["folded"] == 21 and report["fold"]["max_rel_error"] < 1e-4
+    assert report["onnx"]["opset"] >= 17 and report["onnx"]["max_rel_error_vs_torch"] < 1e-4
+
+
+def test_int8_onnx_is_really_int8(export_dir):
+    out, _ = export_dir
+    for name in ("model.int8.ort.qdq.onnx", "model.int8.ort.onnx"):
+        model = onnx.load(str(out / name))
+        ops = {n.op_type for n in model.graph.node}
+        assert "BatchNormalization" not in ops
+        assert ops & {"QuantizeLinear", "QLinearConv"}
+    qdq = onnx.load(str(out / "model.int8.ort.qdq.onnx"))
+    inits = {i.name: i for i in qdq.graph.initializer}
+    conv_weights = [inits[n.input[1].replace("_dequantized", "_quantized")] for n in qdq.graph.node if n.op_type == "Conv"]
+    assert conv_weights and all(w.data_type == TensorProto.INT8 for w in conv_weights)
+    optimized = onnx.load(str(out / "model.int8.ort.onnx"))
+    ops = [n.op_type for n in optimized.graph.node]
+    # ORT fused every Q/DQ node unit: no conv or residual Add left in float.
+    assert ops.count("QLinearConv") == 21 and "Conv" not in ops
+    assert ops.count("QLinearAdd") == 9 and "Add" not in ops
+    meta = {p.key for p in onnx.load(str(out / "model.fp32.onnx")).metadata_props}
+    assert {"edgeresnet.preprocess", "edgeresnet.classes"} <= meta
+
+
+def test_non_empty_out_is_refused_then_replaced_with_force(export_dir, tmp_path):
+    out, _ = export_dir
+    before = (out / "report.json").read_bytes()
+    res = run_cli("export", "default", "--calib", "default", "--no-eval", "--out", str(out))
+    assert res.returncode == 3 and "--force" in res.stderr and "Traceback" not in res.stderr
+    assert (out / "report.json").read_bytes() == before
+    table = out / "calibration.json"
+    again = tmp_path / "again"
+    res = run_cli("export", "default", "--calib-table", str(table), "--calib-method", "minmax", "--eval", "default",
+                  "--eval-limit", "300", "--out", str(again))
+    assert res.returncode == 0, res.stderr
+    report = json.loads((again / "report.json").read_text())
+    assert report["calibration"]["method"] == "minmax" and report["calibration"]["reused_from"] == str(table)
+
+
+def test_table_from_other_weights_is_refused(export_dir, tmp_path):
+    from edgeresnet import build_model
+
+    import torch
+    out, _ = export_dir
+    torch.save(build_model("resnet20", num_classes=10, in_channels=1).state_dict(), tmp_path / "other.pth")
+    res = run_cli("export", str(tmp_path / "other.pth"), "--arch", "resnet20", "--calib", "default", "--no-eval",
+                  "--calib-table", str(out / "calibration.json"), "--out", str(tmp_path / "x"))
+    assert res.returncode == 3 and "other weights" in res.stderr
+    assert not (tmp_path / "x").exists()
