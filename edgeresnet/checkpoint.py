@@ -18,6 +18,7 @@ from typing import Any
 
 from ._version import __version__
 from .data.preprocess import Preprocess
+from .data.sources import user_path
 from .errors import InputError, require
 from .models.registry import build_model, get_arch
 
@@ -152,7 +153,7 @@ def load_checkpoint(path: str | Path, arch: str | None = None) -> Checkpoint:
     """Rebuild the model from an edgeresnet checkpoint, ``default``, or a plain state_dict."""
     if str(path) == "default":
         path = default_model_path()
-    path = Path(path).expanduser()
+    path = user_path(str(path))
     raw, st_meta = _read_raw(path)
     train_state = None
     if st_meta is not None and "edgeresnet" in st_meta:

@@ -15,10 +15,11 @@ from .backends import get_backend
 from .backends.base import Artifact
 from .bench import time_runner
 from .calibrate.collect import calibrate, pick_calibration_images
+from .calibrate.observers import METHODS
 from .calibrate.table import CalibrationTable, weights_sha256
 from .checkpoint import IMAGENET_PREPROCESS, ModelMeta, atomic_write, load_checkpoint
 from .data import FASHION_MNIST_CLASSES, Preprocess, load_split
-from .data.sources import ImageSet
+from .data.sources import ImageSet, user_path
 from .errors import InputError, UsageError, require
 from .evaluate import Accuracy, evaluate, torch_predictor
 from .export import OPSET, compare_with_torch, export_onnx
@@ -67,7 +68,7 @@ class Loaded:
 
 def load_model(cfg: ExportConfig) -> Loaded:
     """A checkpoint, ``default``, or a zoo name (random weights, for latency work)."""
-    path = Path(cfg.model).expanduser()
+    path = user_path(cfg.model)
     if cfg.model != "default" and not path.exists() and cfg.model in _REGISTRY:
         if not cfg.input_size:
             raise UsageError(f"a zoo name ({cfg.model}) needs --input-size", hint="e.g. --input-size 224")
@@ -118,6 +119,12 @@ def run_export(cfg: ExportConfig) -> Report:
     onnx = require("onnx", "torch")
     if not cfg.int8 and cfg.calib_table:
         raise UsageError("--calib-table needs --int8")
+    if cfg.calib_method not in METHODS:
+        raise UsageError(f"unknown --calib-method {cfg.calib_method!r}", hint=f"use one of {', '.join(METHODS)}")
+    if not 0 < cfg.percentile <= 100:
+        raise UsageError(f"--percentile must be in (0, 100], got {cfg.percentile}")
+    if cfg.calib_size < 1:
+        raise UsageError("--calib-size must be >= 1")
     backends = [get_backend(t) for t in cfg.targets]
     loaded = load_model(cfg)
     meta, pre = loaded.meta, loaded.meta.preprocess

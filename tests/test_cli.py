@@ -25,7 +25,7 @@ def test_doctor_reports_runtimes_and_isa():
     assert isinstance(facts["cpu"]["isa"], list) and isinstance(facts["gpus"], list)
 
 
-@pytest.mark.parametrize("cmd", ["export", "bench", "predict", "demo"])
+@pytest.mark.parametrize("cmd", ["bench", "predict", "demo"])
 def test_planned_commands_refuse_in_one_line(cmd):
     res = run_cli(cmd, "x")
     assert res.returncode != 0 and "not available" in res.stderr and "Traceback" not in res.stderr
@@ -91,3 +91,15 @@ def _evil_pickle(marker: Path) -> bytes:
     buf = io.BytesIO()
     torch.save({"state_dict": Exploit()}, buf)
     return buf.getvalue()
+
+
+@pytest.mark.parametrize("args,code,words", [
+    (["export", "default", "--target", "tensorflow"], 2, "unknown target"),
+    (["export", "default", "--calib-method", "kl"], 2, "calib-method"),
+    (["export", "resnet18"], 2, "--input-size"),
+    (["export", "/no/such.pt"], 3, "does not exist"),
+])
+def test_export_bad_input(args, code, words, tmp_path):
+    res = run_cli(*args, "--out", str(tmp_path / "o"))
+    assert res.returncode == code and words in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "o").exists() and not list(tmp_path.iterdir())

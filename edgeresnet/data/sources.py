@@ -99,6 +99,14 @@ def open_image(path: Path) -> Image.Image:
         raise InputError(f"cannot decode image {path}: {exc}") from None
 
 
+def user_path(text: str) -> Path:
+    """``~`` expanded where it names a home directory; ``~nosuchuser`` stays literal."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        return Path(text)
+
+
 def _nhwc(images: np.ndarray) -> np.ndarray:
     if images.ndim == 3:
         return images[:, :, :, None]
@@ -121,7 +129,7 @@ def repo_calibration_dir() -> Path:
 
 def _fashion_mnist_dir(explicit: str | None) -> Path:
     if explicit:
-        candidates = [Path(explicit).expanduser()]
+        candidates = [user_path(explicit)]
     else:
         candidates = [Path(os.environ["EDGERESNET_DATA"]) / "fashion-mnist"] if os.environ.get("EDGERESNET_DATA") else []
         candidates.append(DEBIAN_FASHION_MNIST)
@@ -160,7 +168,7 @@ def _load_default(split: str, spec: str) -> ImageSet:
 def _load_cifar10(arg: str | None, split: str, spec: str) -> ImageSet:
     if not arg:
         raise InputError("cifar10 needs a directory", hint="use cifar10:DIR (the folder with data_batch_1 ...)")
-    directory = Path(arg).expanduser()
+    directory = user_path(arg)
     if (directory / "cifar-10-batches-py").is_dir():
         directory = directory / "cifar-10-batches-py"
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
@@ -183,7 +191,7 @@ def _load_cifar10(arg: str | None, split: str, spec: str) -> ImageSet:
 def _load_npz(arg: str | None, split: str, spec: str) -> ImageSet:
     if not arg:
         raise InputError("npz needs a file", hint="use npz:FILE")
-    path = Path(arg).expanduser()
+    path = user_path(arg)
     if not path.is_file():
         raise InputError(f"{spec}: no such file {path}")
     z = read_npz(path)
@@ -239,7 +247,7 @@ def load_split(spec: str, split: str = "train") -> ImageSet:
         return _load_cifar10(arg or None, split, spec)
     if kind == "npz":
         return _load_npz(arg or None, split, spec)
-    path = Path(spec).expanduser()
+    path = user_path(spec)
     if path.is_dir():
         return _load_folder(path, split, spec)
     if path.exists():

@@ -1,0 +1,6 @@
+"""Quantization: where Q/DQ goes (plan) and the QDQ graph per backend profile (qdq)."""
+
+from .plan import QuantPlan, plan
+from .qdq import PROFILES, Profile, emit_qdq
+
+__all__ = ["PROFILES", "Profile", "QuantPlan", "emit_qdq", "plan"]
