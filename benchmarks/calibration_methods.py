@@ -19,11 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnxruntime import quantization as ortq
 
-from edgeresnet.backends.onnxruntime import OnnxRuntimeBackend
 from edgeresnet.backends.base import Artifact
+from edgeresnet.backends.onnxruntime import OnnxRuntimeBackend
 from edgeresnet.bench import time_runner
 from edgeresnet.calibrate.collect import calibrate, pick_calibration_images
 from edgeresnet.calibrate.observers import METHODS

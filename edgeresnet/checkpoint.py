@@ -9,9 +9,7 @@ too, given ``arch``.
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from .data.preprocess import Preprocess
 from .data.sources import user_path
 from .errors import InputError, require
 from .models.registry import build_model, get_arch
+from .outdir import atomic_write
 
 FORMAT = "edgeresnet-checkpoint/1"
 IMAGENET_PREPROCESS = Preprocess(channels=3, size=224, resize=256, mean=(0.485, 0.456, 0.406),
@@ -64,24 +63,6 @@ class ModelMeta:
     def build(self):
         return build_model(self.arch, num_classes=self.num_classes, in_channels=self.in_channels,
                            small_input=self.small_input, shortcut=self.shortcut)
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it into place, so
-    an interrupted save never leaves a half-written file where the user's file was."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the file from other users
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(path: Path, model, meta: ModelMeta, train_state: dict | None = None) -> None:

@@ -61,7 +61,7 @@ def export_onnx(model, meta: ModelMeta, path: Path, opset: int = OPSET) -> None:
     """Write ``model`` (a folded ResNet, eval mode) as an FP32 ONNX file, checked with onnx.checker."""
     torch = require("torch", "torch")
     onnx = require("onnx", "torch")
-    from .checkpoint import atomic_write
+    from .outdir import atomic_write
 
     model = model.eval()
     dummy = torch.zeros(1, *meta.preprocess.input_shape)

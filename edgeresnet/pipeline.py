@@ -11,24 +11,26 @@ from pathlib import Path
 import numpy as np
 
 from ._version import __version__
-from .backends import get_backend
-from .backends.base import Artifact
-from .bench import time_runner
+from .backends import expand_targets, get_backend
+from .backends.tensorrt import INSTALL_HINT as TRT_HINT
+from .backends.tensorrt import TrtOptions
+from .backends.tensorrt import unavailable_reason as trt_unavailable
+from .backends.tensorrt_bundle import BUNDLE, write_bundle
 from .calibrate.collect import calibrate, pick_calibration_images
 from .calibrate.observers import METHODS
 from .calibrate.table import CalibrationTable, weights_sha256
-from .checkpoint import IMAGENET_PREPROCESS, ModelMeta, atomic_write, load_checkpoint
+from .checkpoint import IMAGENET_PREPROCESS, ModelMeta, load_checkpoint
 from .data import FASHION_MNIST_CLASSES, Preprocess, load_split
 from .data.sources import ImageSet, user_path
-from .errors import InputError, UsageError, require
-from .evaluate import Accuracy, evaluate, torch_predictor
-from .export import OPSET, compare_with_torch, export_onnx
+from .engines import EngineContext, Measurer, engine_rows
+from .errors import BackendUnavailable, InputError, UsageError, require
+from .evaluate import torch_predictor
+from .export import INPUT, OPSET, compare_with_torch, export_onnx
 from .fold import fold_bn, verify_fold
 from .models.registry import _REGISTRY
-from .outdir import staged_dir
+from .outdir import atomic_write, staged_dir
 from .progress import stderr
 from .quantize.plan import plan
-from .quantize.qdq import PROFILES, emit_qdq
 from .report import Report, ResultRow, markdown
 
 FP32_ONNX = "model.fp32.onnx"
@@ -55,6 +57,10 @@ class ExportConfig:
     threads: int | None = None
     force: bool = False
     allow_eval_calib: bool = False
+    device: str = "CPU"  # OpenVINO device
+    batch_range: tuple[int, int, int] = (1, 8, 32)  # TensorRT optimization profile: min, opt, max
+    dla_core: int | None = None
+    prepare_only: bool = False
     command: str = ""
 
 
@@ -105,14 +111,6 @@ def _check_classes(meta: ModelMeta, data: ImageSet, what: str, spec: str) -> Non
                          hint=f"pass --{what} data the model was trained for")
 
 
-def _size(path: Path) -> int:
-    return path.stat().st_size
-
-
-def _per_class_drop(fp32: Accuracy, other: Accuracy) -> dict[str, float]:
-    return {c: round((fp32.per_class[c] - other.per_class.get(c, 0.0)) * 100, 3) for c in fp32.per_class}
-
-
 def run_export(cfg: ExportConfig) -> Report:
     """Run every stage; the export directory appears only when all of them succeeded."""
     torch = require("torch", "torch")
@@ -125,7 +123,15 @@ def run_export(cfg: ExportConfig) -> Report:
         raise UsageError(f"--percentile must be in (0, 100], got {cfg.percentile}")
     if cfg.calib_size < 1:
         raise UsageError("--calib-size must be >= 1")
-    backends = [get_backend(t) for t in cfg.targets]
+    targets = expand_targets(cfg.targets)
+    backends = [get_backend(t, device=cfg.device, trt_options=TrtOptions(cfg.batch_range, cfg.dla_core))
+                for t in targets]
+    if cfg.prepare_only and "trt" not in targets:
+        raise UsageError("--prepare-only applies to --target trt")
+    if "trt" in cfg.targets and not cfg.prepare_only:
+        reason = trt_unavailable()
+        if reason:
+            raise BackendUnavailable(f"--target trt: {reason}", hint=TRT_HINT)
     loaded = load_model(cfg)
     meta, pre = loaded.meta, loaded.meta.preprocess
     if cfg.threads:
@@ -176,60 +182,43 @@ def run_export(cfg: ExportConfig) -> Report:
         threads = cfg.threads or os.cpu_count()
         eval_idx = None if eval_set is None else np.arange(
             len(eval_set) if cfg.eval_limit is None else min(cfg.eval_limit, len(eval_set)))
-        one = calib_set.batch(calib_idx[:1], pre)
-
-        def measure(row: ResultRow, run) -> Accuracy | None:
-            acc = None
-            if eval_set is not None:
-                acc = evaluate(run, eval_set, pre, eval_idx, label=f"{row.target} {row.precision}")
-                row.top1, row.top5 = acc.top1, acc.top5
-            timing = time_runner(run, one, min_runs=50, min_seconds=1.0)
-            row.latency_ms, row.throughput_ips, row.threads = timing.latency_ms(), timing.throughput_ips, threads
-            return acc
+        measure = Measurer(eval_set, pre, eval_idx, calib_set.batch(calib_idx[:1], pre), threads)
 
         torch_row = ResultRow("torch", "fp32", details={"note": "PyTorch eager, BN folded"})
         torch_acc = measure(torch_row, torch_predictor(folded))
         results.append(torch_row)
 
+        ctx = EngineContext(work, fp32_path, fp32_proto, table, cfg.threads, measure, torch_acc)
         for backend in backends:
             reason = backend.unavailable_reason()
+            if backend.name == "trt" and cfg.int8:
+                bundle = write_bundle(
+                    work, input_name=INPUT, chw=pre.input_shape, batch_range=cfg.batch_range, dla_core=cfg.dla_core,
+                    scales=table.scales, eval_spec=None if eval_set is None else (cfg.eval or calib_spec),
+                    qdq_name=ctx.qdq("trt").name)
+                ctx.qdq_paths["trt"] = bundle / "model.int8.trt.qdq.onnx"
+                if reason or cfg.prepare_only:
+                    why = "--prepare-only" if cfg.prepare_only and not reason else reason
+                    results.append(ResultRow("trt", "int8", status="skipped", reason=why,
+                                             details={"bundle": BUNDLE, "next": f"edgeresnet build {cfg.out}"}))
+                    continue
             if reason:
                 results.append(ResultRow(backend.name, "int8" if cfg.int8 else "fp32", status="skipped", reason=reason))
                 continue
-            artifacts: list[Artifact] = [backend.build(fp32_path, "fp32", work)]
-            if cfg.int8:
-                profile = PROFILES[backend.qdq_profile]
-                qdq_path = work / f"model.int8.{profile.name}.qdq.onnx"
-                proto = emit_qdq(fp32_proto, table.scales, profile)
-                atomic_write(qdq_path, lambda p, proto=proto: onnx.save(proto, str(p)))
-                art = backend.build(qdq_path, "int8", work)
-                art.details["qdq_profile"] = profile.to_dict()
-                artifacts.append(art)
-            base_acc = None
-            for art in artifacts:
-                row = ResultRow(art.target, art.precision, artifact=str(art.path.relative_to(work)),
-                                size_bytes=_size(art.path), details=dict(art.details))
-                acc = measure(row, backend.load(art, cfg.threads))
-                if art.precision == "fp32":
-                    base_acc = acc
-                    if acc is not None and torch_acc is not None:
-                        row.details["agreement_with_torch"] = acc.agreement(torch_acc)
-                if acc is not None and base_acc is not None:
-                    row.top1_drop_pp = round((base_acc.top1 - acc.top1) * 100, 4)
-                    row.agreement = acc.agreement(base_acc)
-                    row.per_class_drop_pp = _per_class_drop(base_acc, acc)
-                results.append(row)
+            results.extend(engine_rows(backend, ctx, cfg.int8))
         if torch_acc is not None:
             torch_row.top1_drop_pp, torch_row.agreement = 0.0, 1.0
         report = Report(
             model={"arch": meta.arch, "params": int(sum(p.numel() for p in loaded.model.parameters())),
                    "input_shape": [1, *pre.input_shape], "source": loaded.source, "classes": meta.classes,
+                   "preprocess": pre.to_dict(),
                    "random_weights": loaded.random_weights},
             calibration=None if table is None else {
                 "method": table.method, "images": table.images, "source": table.source, "seconds": round(table.seconds, 3),
                 "table": TABLE, "percentile": table.percentile if table.method == "percentile" else None,
                 "reused_from": str(cfg.calib_table) if cfg.calib_table else None, "split": "train"},
-            evaluation=None if eval_set is None else {"source": eval_set.source, "images": int(len(eval_idx)), "split": "test"},
+            evaluation=None if eval_set is None else {"source": eval_set.source, "images": int(len(eval_idx)), "split": "test",
+                                                      "spec": cfg.eval or calib_spec},
             results=results, fold=fold_report.to_dict(),
             onnx={"opset": OPSET, "file": FP32_ONNX, "max_rel_error_vs_torch": onnx_error},
             command=cfg.command, version=__version__)

@@ -82,7 +82,6 @@ def test_mismatched_classes_are_named(tmp_path):
 
 def _evil_pickle(marker: Path) -> bytes:
     import io
-    import pickle
 
     class Exploit:
         def __reduce__(self):

@@ -84,9 +84,9 @@ def test_non_empty_out_is_refused_then_replaced_with_force(export_dir, tmp_path)
 
 
 def test_table_from_other_weights_is_refused(export_dir, tmp_path):
-    from edgeresnet import build_model
-
     import torch
+
+    from edgeresnet import build_model
     out, _ = export_dir
     torch.save(build_model("resnet20", num_classes=10, in_channels=1).state_dict(), tmp_path / "other.pth")
     res = run_cli("export", str(tmp_path / "other.pth"), "--arch", "resnet20", "--calib", "default", "--no-eval",

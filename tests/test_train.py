@@ -3,7 +3,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import torch
 
 from edgeresnet.checkpoint import load_checkpoint

@@ -22,12 +22,17 @@ class Artifact:
 
 class Backend(Protocol):
     name: str
+    qdq_profile: str  # which QDQ encoding its INT8 artifact is built from (see quantize.qdq.PROFILES)
 
     def unavailable_reason(self) -> str | None:
         """None when the engine can run here, else one line naming what is missing and the fix."""
+
+    def precisions(self, int8: bool) -> list[str]:
+        """What it builds here, fp32 first: fp32, then fp16/bf16 where supported, then int8."""
 
     def build(self, source: Path, precision: str, out_dir: Path) -> Artifact:
         """Turn an ONNX file (FP32, or QDQ for int8) into this engine's deployable artifact."""
 
     def load(self, artifact: Artifact, threads: int | None = None) -> Runner:
-        """A callable: float32 NCHW batch -> logits."""
+        """A callable: float32 NCHW batch -> logits. May record what really runs (the
+        precision a runtime chose) in ``artifact.details``."""

@@ -25,6 +25,9 @@ class OnnxRuntimeBackend:
             return str(exc)
         return None
 
+    def precisions(self, int8: bool) -> list[str]:
+        return ["fp32", "int8"] if int8 else ["fp32"]
+
     def build(self, source: Path, precision: str, out_dir: Path) -> Artifact:
         ort = require("onnxruntime", "ort")
         if precision == "fp32":

@@ -50,7 +50,7 @@ class CalibrationTable:
         return {"format": FORMAT, **d}
 
     def save(self, path: Path) -> None:
-        from ..checkpoint import atomic_write
+        from ..outdir import atomic_write
 
         atomic_write(path, lambda p: p.write_text(json.dumps(self.to_json(), indent=1)))
 

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from . import common
+from .build import build
 from .doctor import doctor
 from .evaluate import eval_cmd
 from .export import export
@@ -34,5 +35,6 @@ app.command("eval")(eval_cmd)
 app.command()(doctor)
 app.command()(models)
 app.command()(export)
+app.command()(build)
 for _name in ("bench", "predict", "demo"):
     app.command(_name)(planned(_name))

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
 from rich.markup import escape
 
 from .common import command, command_line, out
@@ -17,7 +16,7 @@ def export(
     model: Annotated[str, typer.Argument(help="Checkpoint (.pt/.pth/.safetensors), `default`, or a zoo name such as resnet18 (random weights; needs --input-size).")],
     out_dir: Annotated[Path | None, typer.Option("--out", help="Export directory (default: exports/<model name>). A non-empty one is refused without --force.")] = None,
     int8: Annotated[bool, typer.Option("--int8/--no-int8", help="Calibrate and build INT8 engines (default) or FP32 only.")] = True,
-    target: Annotated[str, typer.Option(help="Engines, comma-separated: ort.")] = "ort",
+    target: Annotated[str, typer.Option(help="Engines, comma-separated: ort, openvino, trt, or all (runs what is available here and lists the rest as skipped).")] = "ort",
     calib: Annotated[str | None, typer.Option(help="Calibration data spec; its *train* split is used (default: the model's training data, else the shipped images).")] = None,
     calib_size: Annotated[int, typer.Option(help="Calibration images, drawn class-balanced with --calib-seed.")] = 512,
     calib_method: Annotated[str, typer.Option(help="minmax | percentile | entropy (KL, as TensorRT's calibrator) | mse.")] = "percentile",
@@ -30,6 +29,10 @@ def export(
     input_size: Annotated[int | None, typer.Option(help="Input side for zoo names (e.g. 224).")] = None,
     arch: Annotated[str | None, typer.Option(help="Architecture of a plain state_dict.")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads for every engine (default: all cores).")] = None,
+    device: Annotated[str, typer.Option(help="OpenVINO device: CPU, GPU, NPU (as OpenVINO names them).")] = "CPU",
+    batch_range: Annotated[str, typer.Option(help="TensorRT optimization profile: min,opt,max batch.")] = "1,8,32",
+    dla_core: Annotated[int | None, typer.Option(help="TensorRT: build for this Jetson DLA core (GPU fallback on).")] = None,
+    prepare_only: Annotated[bool, typer.Option(help="TensorRT: write the bundle (QDQ ONNX, calibration cache, trtexec lines) for `edgeresnet build` on the device; build nothing here.")] = False,
     force: Annotated[bool, typer.Option(help="Replace a non-empty --out (only once the new export is complete).")] = False,
     allow_eval_calib: Annotated[bool, typer.Option(help="Permit calibrating on the evaluation images (not recommended).")] = False,
 ) -> None:
@@ -38,21 +41,37 @@ def export(
 
     Example: edgeresnet export default --int8 --target ort --out exports/default
     """
+    from ..errors import UsageError
     from ..pipeline import ExportConfig, run_export
     from ..report import terminal_table
 
     targets = tuple(t.strip() for t in target.split(",") if t.strip())
+    try:
+        lo, opt, hi = (int(v) for v in batch_range.split(","))
+    except ValueError:
+        raise UsageError(f"--batch-range {batch_range!r} is not min,opt,max", hint="e.g. --batch-range 1,8,32") from None
+    if not 1 <= lo <= opt <= hi:
+        raise UsageError(f"--batch-range needs 1 <= min <= opt <= max, got {batch_range}")
     name = Path(model).stem if model != "default" else "default"
     cfg = ExportConfig(model=model, out=out_dir or Path("exports") / name, targets=targets, int8=int8, calib=calib,
                        calib_size=calib_size, calib_method=calib_method, percentile=percentile,
                        calib_table=calib_table, calib_seed=calib_seed, eval=eval_spec, no_eval=no_eval,
                        eval_limit=eval_limit, input_size=input_size, arch=arch, threads=threads, force=force,
-                       allow_eval_calib=allow_eval_calib, command=command_line())
+                       allow_eval_calib=allow_eval_calib, device=device, batch_range=(lo, opt, hi),
+                       dla_core=dla_core, prepare_only=prepare_only, command=command_line())
     report = run_export(cfg)
     out.print(terminal_table(report))
+    for row in report.results:
+        if row.status != "ok":
+            out.print(escape(f"{row.target} {row.precision} {row.status}: {row.reason}"), style="yellow")
     if report.calibration:
         c = report.calibration
         out.print(escape(f"calibration: {c['method']}, {c['images']} images from {c['source']} ({c['seconds']:.1f} s)"))
     if report.evaluation:
         out.print(escape(f"evaluation: {report.evaluation['images']} images from {report.evaluation['source']}"))
+    for row in report.results:
+        for warning in row.details.get("warnings", []):
+            out.print(escape(f"warning: {row.target} {row.precision}: {warning}"), style="yellow")
+    if any(r.details.get("bundle") for r in report.results):
+        out.print(escape(f"TensorRT bundle: {cfg.out}/trt/ (copy the export to the device, then `edgeresnet build {cfg.out}`)"))
     out.print(f"wrote {cfg.out}/ (report.json, report.md)")

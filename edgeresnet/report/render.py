@@ -29,7 +29,8 @@ SHORT = ("engine", "prec", "MB", "top-1%", "drop pp", "agree%", "p50 ms", "p99 m
 
 def _cells(report: Report, r: ResultRow, compact: bool = False) -> list[str]:
     if r.status != "ok":
-        return [r.target, r.precision, "-", "-", "-", "-", "-", "-", "-", f"{r.status}: {r.reason or ''}"]
+        reason = "" if compact else f": {r.reason or ''}"  # the terminal lists reasons under the table
+        return [r.target, r.precision, "-", "-", "-", "-", "-", "-", "-", f"{r.status}{reason}"]
     lat = r.latency_ms or {}
     pct = (lambda v: _num(None if v is None else v * 100)) if compact else _pct
     return [r.target, r.precision, _num(r.size_bytes / 1e6 if r.size_bytes else None, ".2f"), pct(r.top1),

@@ -1,0 +1,172 @@
+"""TensorRT, written against the documented TensorRT 10 Python API (explicit quantization).
+
+The INT8 engine is built from the TensorRT-profile QDQ ONNX (symmetric int8, zero point 0,
+Q/DQ on conv inputs and weights and on the identity input of every residual Add), with FP16
+allowed for whatever stays in float; FP32 and FP16 engines come from the FP32 ONNX for
+comparison. One optimization profile covers the batch range; a timing cache is reused across
+builds; ``--dla-core`` targets a Jetson DLA with GPU fallback. After each build the engine
+inspector's layer list is checked for convs or residual Adds left in float and for reformat
+layers, the silent slowdowns users hit most.
+
+Not runnable here (no TensorRT wheel, no GPU): everything that needs no GPU (the QDQ ONNX,
+the calibration cache, the command lines, the layer checks) lives in ``tensorrt_bundle`` and
+is tested on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BackendUnavailable
+from .base import Artifact, Runner
+from .tensorrt_bundle import layer_warnings
+
+INSTALL_HINT = ("build on the GPU host or Jetson: `pip install 'edgeresnet[trt]'` (or JetPack's python3-libnvinfer), "
+                "or pass --prepare-only to write the bundle for `edgeresnet build` there")
+
+
+@dataclass(frozen=True)
+class TrtOptions:
+    batch_range: tuple[int, int, int] = (1, 8, 32)  # min, opt, max
+    dla_core: int | None = None
+    workspace_mb: int = 1024
+    timing_cache: Path | None = None
+
+
+def _cuda_gpu_present() -> bool:
+    if shutil.which("nvidia-smi"):
+        try:
+            res = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+            if res.returncode == 0 and "GPU" in res.stdout:
+                return True
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return Path("/dev/nvhost-ctrl-gpu").exists() or Path("/etc/nv_tegra_release").exists()  # Jetson
+
+
+def unavailable_reason() -> str | None:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return "TensorRT is not installed"
+    if not _cuda_gpu_present():
+        return "no CUDA GPU found (TensorRT needs an NVIDIA GPU or a Jetson)"
+    return None
+
+
+class TensorRTBackend:
+    name = "trt"
+    qdq_profile = "trt"
+
+    def __init__(self, options: TrtOptions | None = None) -> None:
+        self.options = options or TrtOptions()
+
+    def unavailable_reason(self) -> str | None:
+        return unavailable_reason()
+
+    def precisions(self, int8: bool) -> list[str]:
+        return ["fp32", "fp16"] + (["int8"] if int8 else [])
+
+    def build(self, source: Path, precision: str, out_dir: Path) -> Artifact:
+        trt = _trt()
+        logger = trt.Logger(trt.Logger.WARNING)
+        builder = trt.Builder(logger)
+        legacy_flags = hasattr(trt.BuilderFlag, "INT8")  # TensorRT 11 removed precision flags
+        flags = 0
+        if not legacy_flags:
+            flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+        elif hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH") and int(trt.__version__.split(".")[0]) < 10:
+            flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+        network = builder.create_network(flags)
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse(source.read_bytes()):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise RuntimeError(f"TensorRT's ONNX parser rejected {source.name}: {errors}")
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.options.workspace_mb << 20)
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+        if legacy_flags and precision in ("fp16", "int8"):
+            config.set_flag(trt.BuilderFlag.FP16)
+        if legacy_flags and precision == "int8":
+            config.set_flag(trt.BuilderFlag.INT8)  # explicit quantization: scales come from the Q/DQ nodes
+        if self.options.dla_core is not None:
+            config.default_device_type = trt.DeviceType.DLA
+            config.DLA_core = self.options.dla_core
+            config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+        inp = network.get_input(0)
+        lo, opt, hi = self.options.batch_range
+        rest = tuple(inp.shape)[1:]
+        profile = builder.create_optimization_profile()
+        profile.set_shape(inp.name, (lo, *rest), (opt, *rest), (hi, *rest))
+        config.add_optimization_profile(profile)
+        cache_path = self.options.timing_cache or out_dir / "timing.cache"
+        cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.exists() else b"")
+        config.set_timing_cache(cache, ignore_mismatch=False)
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise RuntimeError(f"TensorRT failed to build the {precision} engine (see the log above)")
+        cache_path.write_bytes(memoryview(config.get_timing_cache().serialize()))
+        engine_path = out_dir / f"model.{precision}.engine"
+        engine_path.write_bytes(memoryview(serialized))
+        engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
+        info = json.loads(engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON))
+        layers_path = out_dir / f"model.{precision}.layers.json"
+        layers_path.write_text(json.dumps(info, indent=1))
+        warnings = layer_warnings(info, precision)
+        return Artifact(self.name, precision, engine_path,
+                        {"tensorrt": trt.__version__, "layers": layers_path.name, "warnings": warnings,
+                         "batch_range": list(self.options.batch_range), "dla_core": self.options.dla_core,
+                         "source": source.name})
+
+    def load(self, artifact: Artifact, threads: int | None = None) -> Runner:
+        trt = _trt()
+        torch = _torch_cuda()
+        logger = trt.Logger(trt.Logger.WARNING)
+        engine = trt.Runtime(logger).deserialize_cuda_engine(artifact.path.read_bytes())
+        context = engine.create_execution_context()
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inp = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+        out = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
+        stream = torch.cuda.Stream()
+        hi = artifact.details.get("batch_range", [1, 8, 32])[2]
+
+        def run_chunk(x: np.ndarray) -> np.ndarray:
+            xin = torch.from_numpy(np.ascontiguousarray(x)).cuda()
+            context.set_input_shape(inp, tuple(xin.shape))
+            y = torch.empty(tuple(context.get_tensor_shape(out)), dtype=torch.float32, device="cuda")
+            context.set_tensor_address(inp, xin.data_ptr())
+            context.set_tensor_address(out, y.data_ptr())
+            context.execute_async_v3(stream.cuda_stream)
+            stream.synchronize()
+            return y.cpu().numpy()
+
+        def run(x: np.ndarray) -> np.ndarray:
+            return np.concatenate([run_chunk(x[i:i + hi]) for i in range(0, len(x), hi)])
+
+        return run
+
+
+def _trt():
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise BackendUnavailable("TensorRT is not installed", hint=INSTALL_HINT) from None
+    return trt
+
+
+def _torch_cuda():
+    """Device buffers through torch's CUDA allocator (present on JetPack and GPU hosts)."""
+    try:
+        import torch
+    except ImportError:
+        raise BackendUnavailable("running TensorRT engines needs torch with CUDA for device buffers",
+                                 hint="install JetPack's or NVIDIA's CUDA build of torch on the device") from None
+    if not torch.cuda.is_available():
+        raise BackendUnavailable("torch sees no CUDA device", hint="install a CUDA build of torch on the GPU host")
+    return torch

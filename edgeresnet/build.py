@@ -1,0 +1,58 @@
+"""`edgeresnet build DIR`: on the Jetson or GPU host, turn an export's TensorRT bundle into
+engines (int8 from the QDQ ONNX, fp16 and fp32 from the FP32 ONNX), check their layers, and
+add the accuracy and latency rows to the export's report. Needs TensorRT, not torch for
+the model (torch's CUDA allocator is used for device buffers)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .backends.tensorrt import INSTALL_HINT, TensorRTBackend, TrtOptions, unavailable_reason
+from .backends.tensorrt_bundle import BUNDLE
+from .data import Preprocess, load_split
+from .engines import EngineContext, Measurer, engine_rows
+from .errors import BackendUnavailable, InputError
+from .outdir import atomic_write
+from .report import Report, ResultRow, markdown
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {path}: {exc}", hint="pass an export directory made with --target trt") from None
+
+
+def build_on_device(export_dir: Path, eval_spec: str | None = None, eval_limit: int | None = None,
+                    batch_range: tuple[int, int, int] | None = None, dla_core: int | None = None,
+                    threads: int | None = None) -> Report:
+    bundle = export_dir / BUNDLE
+    plan = _read_json(bundle / "build.json")
+    report_json = _read_json(export_dir / "report.json")
+    reason = unavailable_reason()
+    if reason:
+        raise BackendUnavailable(reason, hint=INSTALL_HINT.split(", or pass")[0])
+    options = TrtOptions(tuple(batch_range or plan["batch_range"]), plan.get("dla_core") if dla_core is None else dla_core,
+                         timing_cache=bundle / "timing.cache")
+    pre = Preprocess.from_dict(report_json["model"]["preprocess"])
+    spec = eval_spec or plan.get("eval_spec")
+    eval_set = load_split(spec, "test") if spec else None
+    eval_idx = None if eval_set is None else np.arange(len(eval_set) if eval_limit is None else min(eval_limit, len(eval_set)))
+    probe = np.zeros((1, *pre.input_shape), np.float32) if eval_set is None else eval_set.batch(np.arange(1), pre)
+    ctx = EngineContext(work=export_dir, fp32_path=(bundle / plan["fp32_onnx"]).resolve(), fp32_proto=None, table=None,
+                        threads=threads, measure=Measurer(eval_set, pre, eval_idx, probe, threads),
+                        artifacts_dir=bundle, qdq_paths={"trt": bundle / plan["int8_onnx"]})
+    rows = engine_rows(TensorRTBackend(options), ctx, int8=True)
+    report = Report(model=report_json["model"], calibration=report_json.get("calibration"),
+                    evaluation=report_json.get("evaluation"),
+                    results=[ResultRow(**r) for r in report_json["results"] if r["target"] != "trt"] + rows,
+                    fold=report_json.get("fold"), onnx=report_json.get("onnx"), command=report_json.get("command", ""),
+                    version=report_json.get("edgeresnet_version", ""))
+    if eval_set is not None:
+        report.evaluation = {**(report.evaluation or {}), "trt_source": eval_set.source, "trt_images": int(len(eval_idx))}
+    atomic_write(export_dir / "report.json", lambda p: p.write_text(json.dumps(report.to_dict(), indent=1)))
+    atomic_write(export_dir / "report.md", lambda p: p.write_text(markdown(report)))
+    return report

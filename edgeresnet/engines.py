@@ -1,0 +1,119 @@
+"""The engine stage: for each backend, emit its QDQ graph from the one calibration table,
+build every precision it offers, and measure accuracy and a quick latency per artifact.
+
+One engine failing becomes a status row; the others still finish.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .backends.base import Artifact, Backend
+from .bench import time_runner
+from .calibrate.table import CalibrationTable
+from .data import Preprocess
+from .data.sources import ImageSet
+from .errors import EdgeResNetError, require
+from .evaluate import Accuracy, evaluate
+from .outdir import atomic_write
+from .quantize.qdq import PROFILES, emit_qdq
+from .report import ResultRow
+
+Measure = Callable[[ResultRow, Callable], "Accuracy | None"]
+
+
+@dataclass
+class Measurer:
+    """Accuracy on the evaluation images (when there are any) and a quick batch-1 latency."""
+
+    eval_set: ImageSet | None
+    pre: Preprocess
+    eval_idx: np.ndarray | None
+    probe: np.ndarray  # one preprocessed image, batch 1
+    threads: int | None
+
+    def __call__(self, row: ResultRow, run: Callable) -> Accuracy | None:
+        acc = None
+        if self.eval_set is not None:
+            acc = evaluate(run, self.eval_set, self.pre, self.eval_idx, label=f"{row.target} {row.precision}")
+            row.top1, row.top5 = acc.top1, acc.top5
+        timing = time_runner(run, self.probe, min_runs=50, min_seconds=1.0)
+        row.latency_ms, row.throughput_ips, row.threads = timing.latency_ms(), timing.throughput_ips, self.threads
+        return acc
+
+
+@dataclass
+class EngineContext:
+    work: Path
+    fp32_path: Path
+    fp32_proto: object
+    table: CalibrationTable | None
+    threads: int | None
+    measure: Measure
+    torch_acc: Accuracy | None = None
+    artifacts_dir: Path | None = None  # where engines go (default: work)
+    qdq_paths: dict[str, Path] = field(default_factory=dict)  # profile -> written QDQ ONNX
+
+    def qdq(self, profile_name: str) -> Path:
+        """The QDQ ONNX of a profile, written once and shared by the backends that use it."""
+        if profile_name not in self.qdq_paths:
+            onnx = require("onnx", "torch")
+            path = self.work / f"model.int8.{profile_name}.qdq.onnx"
+            proto = emit_qdq(self.fp32_proto, self.table.scales, PROFILES[profile_name])
+            atomic_write(path, lambda p: onnx.save(proto, str(p)))
+            self.qdq_paths[profile_name] = path
+        return self.qdq_paths[profile_name]
+
+
+def _failed(target: str, precision: str, exc: BaseException) -> ResultRow:
+    reason = exc.message if isinstance(exc, EdgeResNetError) else f"{type(exc).__name__}: {exc}"
+    return ResultRow(target, precision, status="failed", reason=reason.splitlines()[0] if reason else "failed",
+                     details={"traceback": traceback.format_exc(limit=3)})
+
+
+def engine_rows(backend: Backend, ctx: EngineContext, int8: bool) -> list[ResultRow]:
+    """Rows for every precision ``backend`` offers, fp32 first (the baseline of the drop)."""
+    rows: list[ResultRow] = []
+    base: Accuracy | None = None
+    try:
+        precisions = backend.precisions(int8)
+    except Exception as exc:  # a broken runtime install must not sink the other engines
+        return [_failed(backend.name, "fp32", exc)]
+    for precision in precisions:
+        try:
+            if precision == "int8":
+                profile = PROFILES[backend.qdq_profile]
+                art: Artifact = backend.build(ctx.qdq(profile.name), precision, ctx.artifacts_dir or ctx.work)
+                art.details["qdq_profile"] = profile.to_dict()
+            else:
+                art = backend.build(ctx.fp32_path, precision, ctx.artifacts_dir or ctx.work)
+            run = backend.load(art, ctx.threads)
+            row = ResultRow(art.target, art.precision, artifact=str(art.path.relative_to(ctx.work)),
+                            size_bytes=_size(art), details=dict(art.details))
+            acc = ctx.measure(row, run)
+        except Exception as exc:
+            rows.append(_failed(backend.name, precision, exc))
+            continue
+        if precision == "fp32":
+            base = acc
+            if acc is not None and ctx.torch_acc is not None:
+                row.details["agreement_with_torch"] = acc.agreement(ctx.torch_acc)
+        if acc is not None and base is not None:
+            row.top1_drop_pp = round((base.top1 - acc.top1) * 100, 4)
+            row.agreement = acc.agreement(base)
+            row.per_class_drop_pp = {c: round((base.per_class[c] - acc.per_class.get(c, 0.0)) * 100, 3)
+                                     for c in base.per_class}
+        rows.append(row)
+    return rows
+
+
+def _size(art: Artifact) -> int:
+    """Bytes on disk; an OpenVINO IR is its .xml plus its .bin."""
+    size = art.path.stat().st_size
+    binary = art.path.with_suffix(".bin")
+    return size + binary.stat().st_size if art.path.suffix == ".xml" and binary.exists() else size
