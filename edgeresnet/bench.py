@@ -4,7 +4,7 @@ reached, ``perf_counter_ns`` around each call, percentiles with the sample count
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,6 +21,7 @@ class Timing:
     mean: float
     min: float
     max: float
+    samples_ms: list[float] = field(default_factory=list, repr=False)
 
     @property
     def throughput_ips(self) -> float:
@@ -48,4 +49,35 @@ def time_runner(run: Runner, x: np.ndarray, warmup: int = 10, min_runs: int = 50
     ms = np.asarray(times, dtype=np.float64) / 1e6
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
     return Timing(len(ms), int(x.shape[0]), float(p50), float(p90), float(p99), float(ms.mean()),
-                  float(ms.min()), float(ms.max()))
+                  float(ms.min()), float(ms.max()), ms.tolist())
+
+
+def time_throughput(run, x: np.ndarray, requests: int, min_seconds: float = 2.0, warmup: int = 3) -> float:
+    """Images per second with ``requests`` calls in flight at once (threads; the runtimes
+    release the GIL while they compute)."""
+    import threading
+
+    for _ in range(warmup):
+        run(x)
+    counts = [0] * requests
+    stop = time.perf_counter() + min_seconds
+
+    def worker(i: int) -> None:
+        while time.perf_counter() < stop:
+            run(x)
+            counts[i] += x.shape[0]
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(requests)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - start)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

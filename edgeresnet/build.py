@@ -10,13 +10,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends.tensorrt import INSTALL_HINT, TensorRTBackend, TrtOptions, unavailable_reason
+from .backends.tensorrt import (
+    INSTALL_HINT,
+    TensorRTBackend,
+    TrtOptions,
+    unavailable_reason,
+)
 from .backends.tensorrt_bundle import BUNDLE
 from .data import Preprocess, load_split
 from .engines import EngineContext, Measurer, engine_rows
 from .errors import BackendUnavailable, InputError
 from .outdir import atomic_write
-from .report import Report, ResultRow, markdown
+from .report import Report, markdown
 
 
 def _read_json(path: Path) -> dict:
@@ -46,11 +51,8 @@ def build_on_device(export_dir: Path, eval_spec: str | None = None, eval_limit: 
                         threads=threads, measure=Measurer(eval_set, pre, eval_idx, probe, threads),
                         artifacts_dir=bundle, qdq_paths={"trt": bundle / plan["int8_onnx"]})
     rows = engine_rows(TensorRTBackend(options), ctx, int8=True)
-    report = Report(model=report_json["model"], calibration=report_json.get("calibration"),
-                    evaluation=report_json.get("evaluation"),
-                    results=[ResultRow(**r) for r in report_json["results"] if r["target"] != "trt"] + rows,
-                    fold=report_json.get("fold"), onnx=report_json.get("onnx"), command=report_json.get("command", ""),
-                    version=report_json.get("edgeresnet_version", ""))
+    report = Report.from_dict(report_json)
+    report.results = [r for r in report.results if r.target != "trt"] + rows
     if eval_set is not None:
         report.evaluation = {**(report.evaluation or {}), "trt_source": eval_set.source, "trt_images": int(len(eval_idx))}
     atomic_write(export_dir / "report.json", lambda p: p.write_text(json.dumps(report.to_dict(), indent=1)))

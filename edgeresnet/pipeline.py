@@ -32,6 +32,7 @@ from .outdir import atomic_write, staged_dir
 from .progress import stderr
 from .quantize.plan import plan
 from .report import Report, ResultRow, markdown
+from .report.html import render_html
 
 FP32_ONNX = "model.fp32.onnx"
 TABLE = "calibration.json"
@@ -224,4 +225,5 @@ def run_export(cfg: ExportConfig) -> Report:
             command=cfg.command, version=__version__)
         atomic_write(work / "report.json", lambda p: p.write_text(json.dumps(report.to_dict(), indent=1)))
         atomic_write(work / "report.md", lambda p: p.write_text(markdown(report)))
+        atomic_write(work / "report.html", lambda p: p.write_text(render_html(report, [], None)))
     return report

@@ -9,7 +9,14 @@ import sys
 import numpy as np
 import pytest
 
-from edgeresnet.calibrate import METHODS, MIN_AMAX, HistogramObserver, dequantize, quantize_symmetric, weight_scales
+from edgeresnet.calibrate import (
+    METHODS,
+    MIN_AMAX,
+    HistogramObserver,
+    dequantize,
+    quantize_symmetric,
+    weight_scales,
+)
 from edgeresnet.calibrate.observers import ZERO_CHANNEL_SCALE
 from edgeresnet.errors import InputError, UsageError
 

@@ -7,7 +7,7 @@ import torch
 
 from .conftest import DEBIAN, run_cli
 
-COMMANDS = ["train", "eval", "export", "bench", "doctor", "predict", "demo", "models"]
+COMMANDS = ["train", "eval", "export", "bench", "build", "doctor", "predict", "demo", "models"]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS)
@@ -25,7 +25,7 @@ def test_doctor_reports_runtimes_and_isa():
     assert isinstance(facts["cpu"]["isa"], list) and isinstance(facts["gpus"], list)
 
 
-@pytest.mark.parametrize("cmd", ["bench", "predict", "demo"])
+@pytest.mark.parametrize("cmd", ["predict", "demo"])
 def test_planned_commands_refuse_in_one_line(cmd):
     res = run_cli(cmd, "x")
     assert res.returncode != 0 and "not available" in res.stderr and "Traceback" not in res.stderr

@@ -8,7 +8,12 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from edgeresnet.data import FASHION_MNIST_CLASSES, Preprocess, default_preprocess, load_split
+from edgeresnet.data import (
+    FASHION_MNIST_CLASSES,
+    Preprocess,
+    default_preprocess,
+    load_split,
+)
 from edgeresnet.data.readers import read_idx, write_idx
 from edgeresnet.errors import InputError
 

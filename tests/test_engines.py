@@ -10,8 +10,13 @@ from onnx import TensorProto, numpy_helper
 
 from edgeresnet.backends import expand_targets
 from edgeresnet.backends.tensorrt import unavailable_reason as trt_unavailable
-from edgeresnet.backends.tensorrt_bundle import (calibration_cache, layer_warnings, parse_calibration_cache,
-                                                 trt_version_code, trtexec_commands)
+from edgeresnet.backends.tensorrt_bundle import (
+    calibration_cache,
+    layer_warnings,
+    parse_calibration_cache,
+    trt_version_code,
+    trtexec_commands,
+)
 from edgeresnet.calibrate.table import CalibrationTable
 from edgeresnet.engines import EngineContext, engine_rows
 from edgeresnet.errors import UsageError

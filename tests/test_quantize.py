@@ -40,21 +40,23 @@ def test_plan_covers_every_conv_gemm_and_residual_add(fp32):
     assert "BatchNormalization" not in ops
 
 
-@pytest.mark.parametrize("profile", ["trt", "ort"])
+@pytest.mark.parametrize("profile", ["trt", "ort", "openvino"])
 def test_qdq_graph_structure(fp32, profile):
     model, sites, table, _ = fp32
     q = emit_qdq(model, table.scales, PROFILES[profile])
     inits = {i.name: i for i in q.graph.initializer}
     producers = {o: n for n in q.graph.node for o in n.output}
-    want_type = TensorProto.INT8 if profile == "trt" else TensorProto.UINT8
     qs = [n for n in q.graph.node if n.op_type == "QuantizeLinear"]
-    # TensorRT: Q/DQ on layer inputs only; ORT: also on every op's output (whole node units).
-    assert len(qs) == len(sites.activations) + (len(sites.outputs) if profile == "ort" else 0)
+    # TensorRT: Q/DQ on layer inputs only; ORT and OpenVINO: also on every op's output (node units).
+    assert len(qs) == len(sites.activations) + (len(sites.outputs) if profile != "trt" else 0)
+    u8, i8 = TensorProto.UINT8, TensorProto.INT8
     for n in qs:
         zp = inits[n.input[2]]
-        # ORT: uint8 with 128 for signed tensors (the int8 grid), 0 after a ReLU (ReLU folds away).
-        want_zp = 0 if profile == "trt" or n.input[0] in sites.nonnegative else 128
-        assert zp.data_type == want_type and int(numpy_helper.to_array(zp)) == want_zp
+        relu = n.input[0] in sites.nonnegative
+        # trt: int8/0 everywhere. ort: uint8, 128 for signed tensors (the int8 grid), 0 after a ReLU.
+        # openvino: int8/0 signed, uint8/0 after a ReLU.
+        want = {"trt": (i8, 0), "ort": (u8, 0 if relu else 128), "openvino": (u8, 0) if relu else (i8, 0)}[profile]
+        assert (zp.data_type, int(numpy_helper.to_array(zp))) == want
     if profile == "ort":
         assert int(numpy_helper.to_array(inits["input_zero_point"])) == 128
         consumers = {}
@@ -106,3 +108,32 @@ def test_keep_float_leaves_named_layers_in_float(fp32):
     node = next(n for n in q.graph.node if n.name == first)
     assert node.input[1] == sites.weights[0].weight  # the float weight, no DequantizeLinear
     assert sum(n.op_type == "Conv" for n in q.graph.node) == 21
+
+
+def test_maxpool_keeps_its_input_scale(tmp_path, calib_set):
+    """Max-pooling is exact on a quantized grid; a scale of its own kept ORT's max-pool in float."""
+    from edgeresnet import build_model
+    from edgeresnet.checkpoint import IMAGENET_PREPROCESS, ModelMeta
+    from edgeresnet.data import Preprocess
+
+    pre = Preprocess(3, 64, 64, IMAGENET_PREPROCESS.mean, IMAGENET_PREPROCESS.std)
+    meta = ModelMeta("resnet18", 1000, 3, pre, [str(i) for i in range(1000)])
+    folded, _ = fold_bn(build_model("resnet18").eval())
+    export_onnx(folded, meta, tmp_path / "r18.onnx")
+    model = onnx.load(str(tmp_path / "r18.onnx"))
+    sites = plan(model)
+    table = calibrate(model, sites.all_tensors, calib_set, pre, np.arange(16))
+    pool = next(n for n in model.graph.node if n.op_type == "MaxPool")
+    assert table.amax[pool.input[0]] != table.amax[pool.output[0]]  # measured apart...
+    for profile in ("trt", "ort", "openvino"):
+        q = emit_qdq(model, table.scales, PROFILES[profile])
+        inits = {i.name: numpy_helper.to_array(i) for i in q.graph.initializer}
+        assert inits[f"{pool.output[0]}_scale"] == inits.get(f"{pool.input[0]}_scale", inits[f"{pool.output[0]}_scale"])
+        if profile != "trt":  # ...but emitted with one scale, so the pool runs on the int8 grid
+            assert inits[f"{pool.output[0]}_scale"] == np.float32(table.scales[pool.input[0]])
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(emit_qdq(model, table.scales, PROFILES["ort"]).SerializeToString(), opts,
+                         providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+    assert "MaxPool" not in ops and "NhwcMaxPool" in ops  # ORT runs it in uint8

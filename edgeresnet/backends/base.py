@@ -33,6 +33,10 @@ class Backend(Protocol):
     def build(self, source: Path, precision: str, out_dir: Path) -> Artifact:
         """Turn an ONNX file (FP32, or QDQ for int8) into this engine's deployable artifact."""
 
-    def load(self, artifact: Artifact, threads: int | None = None) -> Runner:
-        """A callable: float32 NCHW batch -> logits. May record what really runs (the
-        precision a runtime chose) in ``artifact.details``."""
+    def load(self, artifact: Artifact, threads: int | None = None, mode: str = "latency") -> Runner:
+        """A callable: float32 NCHW batch -> logits, safe to call from several threads.
+        ``mode`` "throughput" tunes for several requests in flight (OpenVINO's THROUGHPUT
+        hint). May record what really runs (the precision a runtime chose) in ``artifact.details``."""
+
+    def input_chw(self, path: Path) -> tuple[int, int, int]:
+        """(channels, height, width) of the artifact's input."""

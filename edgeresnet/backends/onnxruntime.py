@@ -48,7 +48,7 @@ class OnnxRuntimeBackend:
             opts.inter_op_num_threads = 1
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
-    def load(self, artifact: Artifact, threads: int | None = None) -> Runner:
+    def load(self, artifact: Artifact, threads: int | None = None, mode: str = "latency") -> Runner:
         sess = self.session(artifact.path, threads)
         name = sess.get_inputs()[0].name
 
@@ -56,3 +56,7 @@ class OnnxRuntimeBackend:
             return sess.run(None, {name: x})[0]
 
         return run
+
+    def input_chw(self, path: Path) -> tuple[int, int, int]:
+        shape = self.session(path, 1).get_inputs()[0].shape
+        return tuple(int(d) for d in shape[1:])

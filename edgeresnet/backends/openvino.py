@@ -2,9 +2,9 @@
 
 FP32 runs in real f32: on CPUs with bf16 (AVX-512 BF16, AMX) OpenVINO otherwise runs an "FP32"
 model in bf16. bf16 and fp16 rows are offered where the device supports them, labelled as
-such, from the same FP32 IR. INT8 comes from the TensorRT-profile QDQ ONNX (symmetric int8,
-zero point 0; OpenVINO turns Q/DQ into FakeQuantize and runs int8 kernels). The precision
-that actually ran is read back from the compiled model into the artifact's details.
+such, from the same FP32 IR. INT8 comes from the ``openvino`` QDQ profile (the shared scales;
+zero point 0; uint8 after ReLUs so convolutions and pooling run u8; OpenVINO turns Q/DQ into
+FakeQuantize). The precision that actually ran is read back from the compiled model.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 
 class OpenVinoBackend:
     name = "openvino"
-    qdq_profile = "trt"
+    qdq_profile = "openvino"
 
     def __init__(self, device: str = "CPU") -> None:
         self.device = device
@@ -53,20 +53,30 @@ class OpenVinoBackend:
         return Artifact(self.name, precision, xml, {"device": self.device, "inference_precision_hint": HINT[precision],
                                                     "ir_bin": xml.with_suffix(".bin").name, "source": source.name})
 
-    def load(self, artifact: Artifact, threads: int | None = None) -> Runner:
+    def load(self, artifact: Artifact, threads: int | None = None, mode: str = "latency") -> Runner:
+        import threading
+
         core = self._core()
-        config = {"INFERENCE_PRECISION_HINT": HINT[artifact.precision], "PERFORMANCE_HINT": "LATENCY"}
+        config = {"INFERENCE_PRECISION_HINT": HINT[artifact.precision],
+                  "PERFORMANCE_HINT": "THROUGHPUT" if mode == "throughput" else "LATENCY"}
         if threads and self.device == "CPU":
             config["INFERENCE_NUM_THREADS"] = threads
         compiled = core.compile_model(str(artifact.path), self.device, config)
         artifact.details["inference_precision"] = str(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
         artifact.details["conv_runtime_precisions"] = runtime_precisions(compiled)
-        request = compiled.create_infer_request()
+        artifact.details["optimal_requests"] = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        local = threading.local()  # one infer request per calling thread (throughput mode runs several)
 
         def run(x):
-            return request.infer({0: x})[0]
+            if not hasattr(local, "request"):
+                local.request = compiled.create_infer_request()
+            return local.request.infer({0: x})[0]
 
         return run
+
+    def input_chw(self, path: Path) -> tuple[int, int, int]:
+        model = self._core().read_model(str(path))
+        return tuple(int(d.get_length()) for d in model.input(0).get_partial_shape()[1:])
 
 
 def runtime_precisions(compiled) -> dict[str, int]:

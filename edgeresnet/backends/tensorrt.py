@@ -124,7 +124,7 @@ class TensorRTBackend:
                          "batch_range": list(self.options.batch_range), "dla_core": self.options.dla_core,
                          "source": source.name})
 
-    def load(self, artifact: Artifact, threads: int | None = None) -> Runner:
+    def load(self, artifact: Artifact, threads: int | None = None, mode: str = "latency") -> Runner:
         trt = _trt()
         torch = _torch_cuda()
         logger = trt.Logger(trt.Logger.WARNING)
@@ -150,6 +150,17 @@ class TensorRTBackend:
             return np.concatenate([run_chunk(x[i:i + hi]) for i in range(0, len(x), hi)])
 
         return run
+
+    def input_chw(self, path: Path) -> tuple[int, int, int]:
+        return _engine_chw(path)
+
+
+def _engine_chw(path: Path) -> tuple[int, int, int]:
+    trt = _trt()
+    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(path.read_bytes())
+    name = next(engine.get_tensor_name(i) for i in range(engine.num_io_tensors)
+                if engine.get_tensor_mode(engine.get_tensor_name(i)) == trt.TensorIOMode.INPUT)
+    return tuple(int(d) for d in engine.get_tensor_shape(name))[1:]
 
 
 def _trt():

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from . import common
+from .bench import bench
 from .build import build
 from .doctor import doctor
 from .evaluate import eval_cmd
@@ -36,5 +37,6 @@ app.command()(doctor)
 app.command()(models)
 app.command()(export)
 app.command()(build)
-for _name in ("bench", "predict", "demo"):
+app.command()(bench)
+for _name in ("predict", "demo"):
     app.command(_name)(planned(_name))

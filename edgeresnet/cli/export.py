@@ -34,6 +34,7 @@ def export(
     dla_core: Annotated[int | None, typer.Option(help="TensorRT: build for this Jetson DLA core (GPU fallback on).")] = None,
     prepare_only: Annotated[bool, typer.Option(help="TensorRT: write the bundle (QDQ ONNX, calibration cache, trtexec lines) for `edgeresnet build` on the device; build nothing here.")] = False,
     force: Annotated[bool, typer.Option(help="Replace a non-empty --out (only once the new export is complete).")] = False,
+    bench: Annotated[bool, typer.Option("--bench", help="Run `edgeresnet bench` on the export right after (batch 1, latency).")] = False,
     allow_eval_calib: Annotated[bool, typer.Option(help="Permit calibrating on the evaluation images (not recommended).")] = False,
 ) -> None:
     """Fold BN, export FP32 ONNX, calibrate INT8 once on real images, build each engine, and
@@ -74,4 +75,8 @@ def export(
             out.print(escape(f"warning: {row.target} {row.precision}: {warning}"), style="yellow")
     if any(r.details.get("bundle") for r in report.results):
         out.print(escape(f"TensorRT bundle: {cfg.out}/trt/ (copy the export to the device, then `edgeresnet build {cfg.out}`)"))
-    out.print(f"wrote {cfg.out}/ (report.json, report.md)")
+    out.print(f"wrote {cfg.out}/ (report.json, report.md, report.html)")
+    if bench:
+        from .bench import bench as bench_cmd
+
+        bench_cmd(cfg.out, threads=threads)

@@ -82,7 +82,13 @@ def build_model(
     parameter-free zero-padding shortcut, "B" (default) a 1x1 projection, which every
     inference engine fuses well.
     """
-    from .resnet import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck, ResNet
+    from .resnet import (
+        BasicBlock,
+        Bottleneck,
+        PreActBasicBlock,
+        PreActBottleneck,
+        ResNet,
+    )
 
     spec = get_arch(name)
     if num_classes < 1 or in_channels < 1:

@@ -25,6 +25,9 @@ class ResultRow:
     reason: str | None = None
     per_class_drop_pp: dict[str, float] | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    mode: str = "latency"  # latency (one request at a time) | throughput (several in flight)
+    peak_memory_mb: float | None = None  # peak RSS of the process that ran it (bench)
+    samples_ms: list[float] | None = None  # latency samples (bench; downsampled to <= 2000)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,6 +49,14 @@ class Report:
         return {"model": self.model, "calibration": self.calibration, "evaluation": self.evaluation,
                 "results": [r.to_dict() for r in self.results], "fold": self.fold, "onnx": self.onnx,
                 "command": self.command, "machine": self.machine, "edgeresnet_version": self.version}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Report":
+        fields = set(ResultRow.__dataclass_fields__)
+        return cls(model=d["model"], calibration=d.get("calibration"), evaluation=d.get("evaluation"),
+                   results=[ResultRow(**{k: v for k, v in r.items() if k in fields}) for r in d.get("results", [])],
+                   fold=d.get("fold"), onnx=d.get("onnx"), command=d.get("command", ""), machine=d.get("machine"),
+                   version=d.get("edgeresnet_version", ""))
 
     def row(self, target: str, precision: str) -> ResultRow | None:
         return next((r for r in self.results if r.target == target and r.precision == precision), None)

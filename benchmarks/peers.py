@@ -1,0 +1,199 @@
+"""edgeresnet against its peers, in one run on one machine.
+
+    python benchmarks/peers.py [--models default,resnet18,resnet50] [--rounds 3] [--out benchmarks/RESULTS.md]
+
+Per model: our export (`edgeresnet export --target ort,openvino`), ONNX Runtime's
+`quantize_static` with its defaults (QDQ, int8 activations, per-tensor) and with its best x86
+setting (uint8 activations, per-channel), NNCF's `nncf.quantize` with its defaults on the same
+FP32 ONNX and the same calibration images, and PyTorch eager FP32. Every engine is timed
+in its own process (batch 1, 2 threads), in rounds; the median round is reported with the
+spread. Accuracy (all 10,000 Fashion-MNIST test images) for the default model; ResNet-18/50 at
+224x224 have random weights (latency only) and calibrate on shipped Fashion-MNIST images
+resized to 224 (gray -> RGB). NNCF is a benchmark-only dependency (`pip install nncf`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = {"default": ("default", None, 512), "resnet18": ("resnet18", 224, 128), "resnet50": ("resnet50", 224, 128)}
+
+
+def sh(*args: str) -> None:
+    subprocess.run(list(args), check=True)
+
+
+def worker(spec: dict) -> dict:
+    res = subprocess.run([sys.executable, "-m", "edgeresnet.bench_worker", json.dumps(spec)], capture_output=True,
+                         text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def torch_block(model: str, size: int | None, threads: int) -> dict:
+    code = f"""
+import json, torch, numpy as np
+from edgeresnet.bench import time_runner
+torch.set_num_threads({threads})
+if {model!r} == 'default':
+    from edgeresnet.checkpoint import load_checkpoint
+    ckpt = load_checkpoint('default'); m, shape = ckpt.model, (1, *ckpt.meta.preprocess.input_shape)
+else:
+    from edgeresnet import build_model
+    m, shape = build_model({model!r}).eval(), (1, 3, {size}, {size})
+x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+def run(a):
+    with torch.inference_mode():
+        return m(torch.from_numpy(a)).numpy()
+t = time_runner(run, x, min_runs=50, min_seconds=2.0)
+print(json.dumps({{"latency_ms": t.latency_ms()}}))
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def peers(out: Path, calib_images: np.ndarray) -> dict[str, Path]:
+    """quantize_static (defaults, best) and NNCF (defaults) on our FP32 ONNX and images."""
+    import nncf
+    import openvino as ov
+    from onnxruntime import quantization as ortq
+
+    fp32 = out / "model.fp32.onnx"
+
+    class Reader(ortq.CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(calib_images[i:i + 16] for i in range(0, len(calib_images), 16))
+
+        def get_next(self):
+            x = next(self.it, None)
+            return None if x is None else {"input": x}
+
+    paths = {"qs_default": out / "peer.quantize_static.default.onnx", "qs_best": out / "peer.quantize_static.best.onnx"}
+    ortq.quantize_static(str(fp32), str(paths["qs_default"]), Reader())
+    ortq.quantize_static(str(fp32), str(paths["qs_best"]), Reader(), activation_type=ortq.QuantType.QUInt8,
+                         per_channel=True)
+    model = ov.Core().read_model(str(fp32))
+    dataset = nncf.Dataset([calib_images[i:i + 1] for i in range(len(calib_images))])
+    q = nncf.quantize(model, dataset, subset_size=len(calib_images))
+    paths["nncf"] = out / "peer.nncf.xml"
+    ov.save_model(q, str(paths["nncf"]), compress_to_fp16=False)
+    return paths
+
+
+def accuracy(target: str, precision: str, path: Path, threads: int) -> float:
+    from edgeresnet.backends import get_backend
+    from edgeresnet.backends.base import Artifact
+    from edgeresnet.checkpoint import load_checkpoint
+    from edgeresnet.data import load_split
+    from edgeresnet.evaluate import evaluate
+
+    pre = load_checkpoint("default").meta.preprocess
+    run = get_backend(target).load(Artifact(target, precision, path), threads)
+    return evaluate(run, load_split("default", "test"), pre).top1
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="default,resnet18,resnet50")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "RESULTS.md")
+    args = ap.parse_args()
+    from edgeresnet.data import Preprocess, load_split
+    from edgeresnet.machine import describe
+
+    work = Path(tempfile.mkdtemp(prefix="edgeresnet-peers-"))
+    sections = []
+    for key in args.models.split(","):
+        model, size, n_calib = MODELS[key]
+        out = work / key
+        cmd = ["edgeresnet", "export", model, "--target", "ort,openvino", "--calib", "default",
+               "--calib-size", str(n_calib), "--threads", str(args.threads), "--out", str(out)]
+        if size:
+            cmd += ["--input-size", str(size)]
+        else:
+            cmd += ["--eval", "default"]
+        t0 = time.perf_counter()
+        sh(sys.executable, "-m", "edgeresnet", *cmd[1:])
+        export_s = time.perf_counter() - t0
+        report = json.loads((out / "report.json").read_text())
+        table = json.loads((out / "calibration.json").read_text())
+        pre = Preprocess.from_dict(report["model"]["preprocess"])
+        calib = load_split("default", "train")
+        images = calib.batch(np.asarray(table["image_indices"]), pre)
+        t0 = time.perf_counter()
+        paths = peers(out, images)
+        peers_s = time.perf_counter() - t0
+        blocks = [("PyTorch eager", "torch", "fp32", None),
+                  ("edgeresnet ORT FP32", "ort", "fp32", out / "model.fp32.onnx"),
+                  ("edgeresnet ORT INT8", "ort", "int8", out / "model.int8.ort.onnx"),
+                  ("quantize_static defaults", "ort", "int8", paths["qs_default"]),
+                  ("quantize_static best (U8S8, per-channel)", "ort", "int8", paths["qs_best"]),
+                  ("edgeresnet OpenVINO FP32 (f32)", "openvino", "fp32", out / "model.fp32.openvino.xml"),
+                  ("edgeresnet OpenVINO INT8", "openvino", "int8", out / "model.int8.openvino.xml"),
+                  ("NNCF nncf.quantize defaults", "openvino", "int8", paths["nncf"])]
+        p50s: dict[str, list[float]] = {b[0]: [] for b in blocks}
+        for _ in range(args.rounds):
+            for label, target, precision, path in blocks:
+                if target == "torch":
+                    r = torch_block(model, size, args.threads)
+                else:
+                    r = worker({"target": target, "precision": precision, "path": str(path), "batch": 1,
+                                "threads": args.threads, "min_runs": 50, "min_seconds": 2.0})
+                p50s[label].append(r["latency_ms"]["p50"])
+        acc = {}
+        if not size:
+            rows = {(r["target"], r["precision"]): r for r in report["results"]}
+            acc = {"PyTorch eager": rows[("torch", "fp32")]["top1"], "edgeresnet ORT FP32": rows[("ort", "fp32")]["top1"],
+                   "edgeresnet ORT INT8": rows[("ort", "int8")]["top1"],
+                   "edgeresnet OpenVINO FP32 (f32)": rows[("openvino", "fp32")]["top1"],
+                   "edgeresnet OpenVINO INT8": rows[("openvino", "int8")]["top1"],
+                   "quantize_static defaults": accuracy("ort", "int8", paths["qs_default"], args.threads),
+                   "quantize_static best (U8S8, per-channel)": accuracy("ort", "int8", paths["qs_best"], args.threads),
+                   "NNCF nncf.quantize defaults": accuracy("openvino", "int8", paths["nncf"], args.threads)}
+        med = {k: statistics.median(v) for k, v in p50s.items()}
+        base = {"torch": med["PyTorch eager"], "ort": med["edgeresnet ORT FP32"],
+                "openvino": med["edgeresnet OpenVINO FP32 (f32)"]}
+        title = "default model (ResNet-20, Fashion-MNIST 28x28)" if not size else f"{model} at {size}x{size} (random weights)"
+        lines = [f"### {title}", "",
+                 f"Export: `{' '.join(cmd)}` ({export_s:.0f} s); peers quantized on the same {len(images)} "
+                 f"calibration images ({peers_s:.0f} s).", "",
+                 "| engine | p50 ms (median of rounds) | spread | vs FP32 same engine | vs PyTorch eager |"
+                 + (" top-1 | drop pp |" if acc else ""),
+                 "|---|---|---|---|---|" + ("---|---|" if acc else "")]
+        fp32_acc = acc.get("edgeresnet ORT FP32")
+        for label, target, precision, _ in blocks:
+            m = med[label]
+            spread = 100 * (max(p50s[label]) - min(p50s[label])) / m
+            line = (f"| {label} | {m:.3f} | {spread:.0f}% | {base[target] / m:.2f}x | {base['torch'] / m:.2f}x |")
+            if acc:
+                line += f" {acc[label] * 100:.2f}% | {(fp32_acc - acc[label]) * 100:+.2f} |"
+            lines.append(line)
+        sections.append("\n".join(lines))
+        print(sections[-1], flush=True)
+    m = describe()
+    text = "\n".join([
+        "# edgeresnet against its peers", "",
+        f"Recorded {datetime.date.today().isoformat()} on {m['cpu']['model']} ({m['cpu']['cores']} cores; "
+        f"{', '.join(m['cpu']['isa'])}); " + ", ".join(f"{k} {v}" for k, v in m["libraries"].items() if v) + ".", "",
+        f"Command: `python benchmarks/peers.py --models {args.models} --rounds {args.rounds} --threads {args.threads}`", "",
+        "Batch 1, latency mode, each engine in its own process after its own warm-up (>= 50 runs and >= 2 s), "
+        f"{args.rounds} rounds; p50 is the median round, spread is (max - min) / median of the rounds' p50. "
+        "Ratios within one run are what hold: absolute times drift 10-20% between runs on these shared machines. "
+        "OpenVINO FP32 runs with INFERENCE_PRECISION_HINT=f32 (the default would be bf16 on this CPU). "
+        "Drops are against our ORT FP32 on the same 10,000 test images.", "", *sections, ""])
+    args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""`edgeresnet bench`: every artifact of an export dir (or one model file), each engine and
+batch size in its own process and block, repeated in rounds; results in the report.json row
+schema with the machine they ran on."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .backends.base import Artifact
+from .errors import InputError, UsageError
+from .progress import progress
+from .report import ResultRow
+
+SUFFIX_TARGET = {".onnx": "ort", ".xml": "openvino", ".engine": "trt"}
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    source: Path
+    targets: tuple[str, ...] | None = None
+    precisions: tuple[str, ...] | None = None
+    batches: tuple[int, ...] = (1,)
+    modes: tuple[str, ...] = ("latency",)
+    threads: int | None = None
+    warmup: int = 10
+    min_runs: int = 100
+    min_seconds: float = 2.0
+    rounds: int = 1
+    requests: int | None = None
+    device: str = "CPU"
+
+
+@dataclass
+class Item:
+    artifact: Artifact
+    accuracy: dict  # the export's accuracy fields for this artifact, if any
+
+
+def _file_precision(path: Path) -> str:
+    name = path.name.lower()
+    for p in ("int8", "fp16", "bf16", "fp32"):
+        if p in name:
+            return p
+    head = path.read_bytes()[:4_000_000]
+    return "int8" if any(m in head for m in (b"QuantizeLinear", b"QLinearConv", b"FakeQuantize", b'element_type="i8"')) else "fp32"
+
+
+def discover(source: Path) -> tuple[list[Item], dict | None]:
+    """The artifacts to time: an export dir's report rows, or one model file."""
+    if source.is_dir():
+        report_path = source / "report.json"
+        if not report_path.exists():
+            raise InputError(f"{source} has no report.json", hint="pass an export directory or one model file")
+        try:
+            report = json.loads(report_path.read_text())
+        except ValueError as exc:
+            raise InputError(f"{report_path} is not valid JSON: {exc}") from None
+        items = []
+        for row in report.get("results", []):
+            if row.get("status") != "ok" or not row.get("artifact") or row["target"] == "torch":
+                continue
+            path = source / row["artifact"]
+            if not path.exists():
+                raise InputError(f"{path} is listed in report.json but missing", hint="re-export, or restore the file")
+            keep = {k: row.get(k) for k in ("top1", "top5", "top1_drop_pp", "agreement", "per_class_drop_pp")}
+            items.append(Item(Artifact(row["target"], row["precision"], path, dict(row.get("details", {}))), keep))
+        return items, report
+    if not source.is_file():
+        raise InputError(f"{source} does not exist", hint="pass an export directory or a .onnx / .xml / .engine file")
+    target = SUFFIX_TARGET.get(source.suffix)
+    if target is None:
+        raise InputError(f"cannot benchmark {source.name}", hint="supported: .onnx (ONNX Runtime), .xml (OpenVINO IR), .engine (TensorRT)")
+    return [Item(Artifact(target, _file_precision(source), source), {})], None
+
+
+def _run_block(spec: dict, timeout: float) -> dict:
+    res = subprocess.run([sys.executable, "-m", "edgeresnet.bench_worker", json.dumps(spec)],
+                         capture_output=True, text=True, timeout=timeout)
+    if res.returncode != 0:
+        lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+        raise RuntimeError(lines[-1] if lines else f"worker exited {res.returncode}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _merge(rounds: list[dict], mode: str) -> dict:
+    """The round with the median p50 (latency) or median throughput, plus the spread."""
+    if mode == "throughput":
+        values = [r["throughput_ips"] for r in rounds]
+        pick = sorted(rounds, key=lambda r: r["throughput_ips"])[len(rounds) // 2]
+        return {**pick, "throughput_rounds": values}
+    p50s = [r["latency_ms"]["p50"] for r in rounds]
+    pick = sorted(rounds, key=lambda r: r["latency_ms"]["p50"])[len(rounds) // 2]
+    pick = {**pick, "latency_ms": {**pick["latency_ms"], "p50_rounds": p50s}}
+    if len(p50s) > 1:
+        pick["latency_ms"]["p50_spread_pct"] = 100 * (max(p50s) - min(p50s)) / statistics.median(p50s)
+    return pick
+
+
+def bench(cfg: BenchConfig) -> tuple[list[ResultRow], dict | None]:
+    if cfg.rounds < 1 or cfg.min_runs < 1 or any(b < 1 for b in cfg.batches):
+        raise UsageError("--rounds, --min-runs and every --batch must be >= 1")
+    for m in cfg.modes:
+        if m not in ("latency", "throughput"):
+            raise UsageError(f"unknown --mode {m!r}", hint="latency or throughput")
+    items, report = discover(cfg.source)
+    if cfg.targets:
+        items = [i for i in items if i.artifact.target in cfg.targets]
+    if cfg.precisions:
+        items = [i for i in items if i.artifact.precision in cfg.precisions]
+    if not items:
+        raise InputError(f"nothing to benchmark in {cfg.source} with these filters", hint="check --target / --precision")
+    chw = tuple(report["model"]["input_shape"][1:]) if report else None
+    blocks = [(item, b, m) for item in items for b in cfg.batches for m in cfg.modes]
+    collected: dict[int, list[dict]] = {i: [] for i in range(len(blocks))}
+    failures: dict[int, str] = {}
+    with progress() as bar:
+        task = bar.add_task("bench", total=len(blocks) * cfg.rounds)
+        for _ in range(cfg.rounds):
+            for i, (item, batch, mode) in enumerate(blocks):
+                art = item.artifact
+                bar.update(task, description=f"{art.target} {art.precision} b{batch} {mode}")
+                spec = {"target": art.target, "precision": art.precision, "path": str(art.path), "batch": batch,
+                        "chw": chw, "threads": cfg.threads, "mode": mode, "warmup": cfg.warmup,
+                        "min_runs": cfg.min_runs, "min_seconds": cfg.min_seconds, "requests": cfg.requests,
+                        "device": cfg.device, "details": art.details}
+                if i not in failures:
+                    try:
+                        collected[i].append(_run_block(spec, timeout=600))
+                    except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:
+                        failures[i] = str(exc)
+                bar.advance(task)
+    rows = []
+    for i, (item, batch, mode) in enumerate(blocks):
+        art = item.artifact
+        rel = str(art.path.relative_to(cfg.source)) if cfg.source.is_dir() else art.path.name
+        if i in failures:
+            rows.append(ResultRow(art.target, art.precision, artifact=rel, batch=batch, mode=mode, status="failed",
+                                  reason=failures[i]))
+            continue
+        r = _merge(collected[i], mode)
+        size = art.path.stat().st_size + (art.path.with_suffix(".bin").stat().st_size
+                                          if art.path.suffix == ".xml" and art.path.with_suffix(".bin").exists() else 0)
+        rows.append(ResultRow(art.target, art.precision, artifact=rel, size_bytes=size, batch=batch, mode=mode,
+                              threads=cfg.threads, latency_ms=r.get("latency_ms"), throughput_ips=r.get("throughput_ips"),
+                              peak_memory_mb=r.get("peak_rss_mb"), samples_ms=r.get("samples_ms"),
+                              details={**r.get("details", {}), "load_seconds": r.get("load_seconds"),
+                                       "requests": r.get("requests"), "rounds": cfg.rounds,
+                                       **({"throughput_rounds": r["throughput_rounds"]} if "throughput_rounds" in r else {})},
+                              **item.accuracy))
+    return rows, report

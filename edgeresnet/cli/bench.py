@@ -1,0 +1,72 @@
+"""`edgeresnet bench`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import command, out
+
+
+def _ints(text: str, flag: str) -> tuple[int, ...]:
+    from ..errors import UsageError
+
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UsageError(f"{flag} {text!r} is not a comma-separated list of integers", hint=f"e.g. {flag} 1,8,32") from None
+    return values
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    return tuple(v.strip() for v in text.split(",") if v.strip()) if text else None
+
+
+@command
+def bench(
+    source: Annotated[Path, typer.Argument(help="An export directory (every artifact in its report) or one model file (.onnx, .xml, .engine).")],
+    batch: Annotated[str, typer.Option(help="Batch sizes to sweep, comma-separated.")] = "1",
+    mode: Annotated[str, typer.Option(help="latency (one request at a time), throughput (several in flight: OpenVINO's THROUGHPUT hint, parallel ORT requests), or both: latency,throughput.")] = "latency",
+    target: Annotated[str | None, typer.Option(help="Only these engines (ort, openvino, trt).")] = None,
+    precision: Annotated[str | None, typer.Option(help="Only these precisions (fp32, bf16, fp16, int8).")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads per engine (default: the runtime's own choice).")] = None,
+    warmup: Annotated[int, typer.Option(help="Untimed runs before timing.")] = 10,
+    min_runs: Annotated[int, typer.Option(help="Timed runs: at least this many ...")] = 100,
+    min_seconds: Annotated[float, typer.Option(help="... and at least this long.")] = 2.0,
+    rounds: Annotated[int, typer.Option(help="Repeat every block this many times; the median round is kept, the spread reported.")] = 1,
+    requests: Annotated[int | None, typer.Option(help="Requests in flight in throughput mode (default: OpenVINO's optimum, 2 for ORT).")] = None,
+    device: Annotated[str, typer.Option(help="OpenVINO device.")] = "CPU",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write {machine, results} to this file.")] = None,
+) -> None:
+    """Time every engine like trtexec and benchmark_app: warm-up, then runs until both a minimum
+    count and duration; p50/p90/p99/mean/min/max with the sample count, throughput, peak memory.
+    Each engine and batch runs in its own process, never interleaved.
+
+    Example: edgeresnet bench exports/default --batch 1,8,32 --threads 2
+    """
+    from ..bench_run import BenchConfig
+    from ..bench_run import bench as run
+    from ..machine import describe
+    from ..outdir import atomic_write
+    from ..report.bench_table import bench_table
+    from ..report.publish import publish
+
+    cfg = BenchConfig(source=source, targets=_names(target), precisions=_names(precision), batches=_ints(batch, "--batch"),
+                      modes=_names(mode) or ("latency",), threads=threads, warmup=warmup, min_runs=min_runs,
+                      min_seconds=min_seconds, rounds=rounds, requests=requests, device=device)
+    rows, report = run(cfg)
+    machine = describe()
+    payload = {"machine": machine, "results": [r.to_dict() for r in rows]}
+    out.print(bench_table(rows, f"bench: {source}"))
+    for r in rows:
+        if r.status != "ok":
+            out.print(f"{r.target} {r.precision} batch {r.batch} {r.status}: {r.reason}", style="yellow", markup=False)
+    if json_out:
+        atomic_write(json_out, lambda p: p.write_text(json.dumps(payload, indent=1)))
+        out.print(f"wrote {json_out}", markup=False)
+    if report is not None:
+        written = publish(source, report, rows, machine)
+        out.print(f"wrote {', '.join(str(p) for p in written)}", markup=False)

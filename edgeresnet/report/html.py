@@ -1,0 +1,128 @@
+"""A self-contained report.html: tables plus plots embedded as PNG (matplotlib):
+accuracy against latency per engine and precision, the latency distribution, throughput
+against batch size, and the per-class accuracy drop."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+from .bench_table import HEAD, cells
+from .render import COLUMNS, _cells
+from .schema import Report, ResultRow
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2rem;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:1rem 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+td:first-child,th:first-child,td:nth-child(2){text-align:left}th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee}
+.note{color:#666;font-size:13px}"""
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _label(r: ResultRow) -> str:
+    return f"{r.target} {r.precision}"
+
+
+def plots(report: Report, bench: list[ResultRow]) -> list[tuple[str, str]]:
+    """(title, data URI) per plot; empty when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    out = []
+    timed = [r for r in (bench or report.results) if r.status == "ok" and r.latency_ms and r.mode == "latency"]
+    lat1 = [r for r in timed if r.batch == min(x.batch for x in timed)] if timed else []
+    acc = [r for r in lat1 if r.top1 is not None]
+    if acc:
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        for r in acc:
+            ax.scatter(r.latency_ms["p50"], r.top1 * 100, s=60, marker="o" if r.precision == "fp32" else "s")
+            ax.annotate(_label(r), (r.latency_ms["p50"], r.top1 * 100), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.set_xlabel(f"p50 latency, batch {acc[0].batch} (ms)")
+        ax.set_ylabel("top-1 (%)")
+        ax.set_title("Accuracy against latency")
+        ax.grid(alpha=0.3)
+        out.append(("Accuracy against latency", _png(fig)))
+        plt.close(fig)
+    with_samples = [r for r in lat1 if r.samples_ms]
+    if with_samples:
+        fig, ax = plt.subplots(figsize=(6.5, 0.5 + 0.45 * len(with_samples)))
+        ax.boxplot([r.samples_ms for r in with_samples], vert=False, showfliers=True,
+                   tick_labels=[_label(r) for r in with_samples], flierprops={"markersize": 2})
+        ax.set_xscale("log")
+        ax.set_xlabel("latency (ms, log scale)")
+        ax.set_title(f"Latency distribution, batch {with_samples[0].batch}")
+        out.append(("Latency distribution", _png(fig)))
+        plt.close(fig)
+    series: dict[str, list[ResultRow]] = {}
+    for r in bench:
+        if r.status == "ok" and r.throughput_ips:
+            series.setdefault(f"{_label(r)} ({r.mode})", []).append(r)
+    if any(len({r.batch for r in rs}) > 1 for rs in series.values()):
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        for name, rs in series.items():
+            rs = sorted(rs, key=lambda r: r.batch)
+            ax.plot([r.batch for r in rs], [r.throughput_ips for r in rs], marker="o", label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("images / s")
+        ax.set_title("Throughput against batch size")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        out.append(("Throughput against batch size", _png(fig)))
+        plt.close(fig)
+    drops = [r for r in report.results if r.per_class_drop_pp and r.precision != "fp32"]
+    if drops:
+        classes = list(drops[0].per_class_drop_pp)
+        fig, ax = plt.subplots(figsize=(7, 4))
+        width = 0.8 / len(drops)
+        for k, r in enumerate(drops):
+            ax.bar([i + k * width for i in range(len(classes))], [r.per_class_drop_pp.get(c, 0) for c in classes],
+                   width=width, label=_label(r))
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(classes))], classes, rotation=45, ha="right", fontsize=8)
+        ax.axhline(0, color="#444", linewidth=0.8)
+        ax.set_ylabel("top-1 drop vs fp32 (pp)")
+        ax.set_title("Per-class accuracy drop")
+        ax.legend(fontsize=7)
+        out.append(("Per-class accuracy drop", _png(fig)))
+        plt.close(fig)
+    return out
+
+
+def _table(head, rows) -> str:
+    h = "".join(f"<th>{html.escape(c)}</th>" for c in head)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{h}</tr>{body}</table>"
+
+
+def render_html(report: Report, bench: list[ResultRow], machine: dict | None) -> str:
+    m = report.model
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>edgeresnet: {html.escape(str(m.get('arch')))}</title>",
+             f"<style>{CSS}</style></head><body><h1>edgeresnet report: {html.escape(str(m.get('arch')))}</h1>"]
+    cal, ev = report.calibration, report.evaluation
+    facts = [f"model {m.get('source')} ({m.get('params'):,} parameters, input {m.get('input_shape')})"]
+    if cal:
+        facts.append(f"calibration: {cal['method']} on {cal['images']} images from {cal['source']}")
+    facts.append(f"evaluation: {ev['images']} images from {ev['source']}" if ev else "evaluation: skipped")
+    if machine:
+        cpu = machine.get("cpu", {})
+        facts.append(f"machine: {cpu.get('model')} ({cpu.get('cores')} cores; {', '.join(cpu.get('isa', []))})")
+    parts.append("<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in facts) + "</ul>")
+    parts.append("<h2>Export: FP32 vs INT8</h2>" + _table(COLUMNS, [_cells(report, r) for r in report.results]))
+    if bench:
+        parts.append("<h2>Benchmark</h2>" + _table(HEAD, [cells(bench, r) for r in bench]))
+    figures = plots(report, bench)
+    if not figures:
+        parts.append("<p class='note'>Plots need matplotlib: pip install 'edgeresnet[report]'.</p>")
+    for title, uri in figures:
+        parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='{uri}'>")
+    parts.append(f"<p class='note'>Command: {html.escape(report.command)}</p></body></html>")
+    return "\n".join(parts)

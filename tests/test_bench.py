@@ -1,0 +1,98 @@
+"""`edgeresnet bench` and the reports, run the way a user runs them."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from edgeresnet.bench import time_runner
+from edgeresnet.report import ResultRow
+from edgeresnet.report.bench_table import speedup
+
+from .conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "exp"
+    res = run_cli("export", "default", "--target", "ort,openvino", "--calib", "default", "--calib-size", "64",
+                  "--eval", "default", "--eval-limit", "300", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def swept(export_dir, tmp_path_factory):
+    path = tmp_path_factory.mktemp("json") / "bench.json"
+    res = run_cli("bench", str(export_dir), "--target", "ort", "--batch", "1,4", "--mode", "latency,throughput",
+                  "--min-runs", "20", "--min-seconds", "0.2", "--threads", "1", "--json", str(path))
+    assert res.returncode == 0, res.stderr
+    return json.loads(path.read_text()), res
+
+
+def test_bench_json_has_machine_and_report_rows(swept):
+    data, res = swept
+    machine = data["machine"]
+    assert machine["cpu"]["cores"] >= 1 and isinstance(machine["cpu"]["isa"], list)
+    assert machine["libraries"]["onnxruntime"] and "os" in machine and "gpus" in machine
+    combos = {(r["target"], r["precision"], r["batch"], r["mode"]) for r in data["results"]}
+    assert combos == {("ort", p, b, m) for p in ("fp32", "int8") for b in (1, 4) for m in ("latency", "throughput")}
+    for r in data["results"]:
+        assert r["status"] == "ok" and r["threads"] == 1 and r["throughput_ips"] > 0 and r["peak_memory_mb"] > 10
+        assert r["top1"] is not None  # accuracy carried over from the export
+        if r["mode"] == "latency":
+            lat = r["latency_ms"]
+            assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+            assert lat["samples"] >= 20 and len(r["samples_ms"]) >= 20
+            # images/s from the mean latency, scaled by the batch
+            assert r["throughput_ips"] == pytest.approx(r["batch"] * 1000 / lat["mean"], rel=1e-6)
+    assert "vs fp32" in res.stdout
+
+
+def test_reports_are_written_with_plots(swept, export_dir):
+    html = (export_dir / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3  # accuracy/latency, distribution, throughput vs batch, per-class
+    assert "Throughput against batch size" in html and "<table>" in html
+    assert "## Benchmark" in (export_dir / "report.md").read_text()
+    assert json.loads((export_dir / "bench.json").read_text())["results"]
+
+
+def test_bench_one_model_file_and_openvino(export_dir):
+    res = run_cli("bench", str(export_dir / "model.int8.openvino.xml"), "--min-runs", "10", "--min-seconds", "0.1")
+    assert res.returncode == 0, res.stderr
+    assert "openvino" in res.stdout and "int8" in res.stdout
+    res = run_cli("bench", str(export_dir / "model.int8.ort.onnx"), "--min-runs", "10", "--min-seconds", "0.1")
+    assert res.returncode == 0 and "int8" in res.stdout
+
+
+@pytest.mark.parametrize("args,code", [(["/no/such/dir"], 3), (["README.md"], 3), ([".", "--batch", "x"], 2),
+                                        ([".", "--mode", "fast"], 2)])
+def test_bench_bad_input(args, code, tmp_path):
+    from .conftest import ROOT
+
+    res = run_cli("bench", *args, cwd=ROOT)
+    assert res.returncode == code and "Traceback" not in res.stderr
+
+
+def test_time_runner_meets_count_and_duration():
+    calls = []
+
+    def run(x):
+        calls.append(1)
+        time.sleep(0.001)
+        return x
+
+    t0 = time.perf_counter()
+    t = time_runner(run, np.zeros((2, 1)), warmup=3, min_runs=30, min_seconds=0.2)
+    assert time.perf_counter() - t0 >= 0.2 and t.samples >= 30 and len(calls) == t.samples + 3
+    assert 1.0 <= t.p50 < 20 and t.batch == 2
+
+
+def test_speedup_compares_same_engine_batch_and_mode():
+    def row(p, b, mode, p50=None, ips=None):
+        return ResultRow("ort", p, batch=b, mode=mode, latency_ms=None if p50 is None else {"p50": p50}, throughput_ips=ips)
+
+    rows = [row("fp32", 1, "latency", 10.0), row("int8", 1, "latency", 4.0), row("fp32", 8, "latency", 50.0),
+            row("int8", 8, "latency", 10.0), row("fp32", 1, "throughput", ips=100.0), row("int8", 1, "throughput", ips=300.0)]
+    assert [speedup(rows, r) for r in rows] == [None, 2.5, None, 5.0, None, 3.0]
