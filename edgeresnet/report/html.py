@@ -35,6 +35,7 @@ def plots(report: Report, bench: list[ResultRow]) -> list[tuple[str, str]]:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return []
     out = []
@@ -58,6 +59,7 @@ def plots(report: Report, bench: list[ResultRow]) -> list[tuple[str, str]]:
         ax.boxplot([r.samples_ms for r in with_samples], vert=False, showfliers=True,
                    tick_labels=[_label(r) for r in with_samples], flierprops={"markersize": 2})
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap
         ax.set_xlabel("latency (ms, log scale)")
         ax.set_title(f"Latency distribution, batch {with_samples[0].batch}")
         out.append(("Latency distribution", _png(fig)))
