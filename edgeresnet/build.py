@@ -20,6 +20,8 @@ from .backends.tensorrt_bundle import BUNDLE
 from .data import Preprocess, load_split
 from .engines import EngineContext, Measurer, engine_rows
 from .errors import BackendUnavailable, InputError
+from .machine import libraries
+from .manifest import write_manifest
 from .outdir import atomic_write
 from .report import Report, markdown
 
@@ -57,4 +59,5 @@ def build_on_device(export_dir: Path, eval_spec: str | None = None, eval_limit: 
         report.evaluation = {**(report.evaluation or {}), "trt_source": eval_set.source, "trt_images": int(len(eval_idx))}
     atomic_write(export_dir / "report.json", lambda p: p.write_text(json.dumps(report.to_dict(), indent=1)))
     atomic_write(export_dir / "report.md", lambda p: p.write_text(markdown(report)))
+    write_manifest(export_dir, report.to_dict(), libraries())
     return report

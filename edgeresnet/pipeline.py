@@ -27,6 +27,8 @@ from .errors import BackendUnavailable, InputError, UsageError, require
 from .evaluate import torch_predictor
 from .export import INPUT, OPSET, compare_with_torch, export_onnx
 from .fold import fold_bn, verify_fold
+from .machine import libraries
+from .manifest import write_manifest
 from .models.registry import _REGISTRY
 from .outdir import atomic_write, staged_dir
 from .progress import stderr
@@ -226,4 +228,5 @@ def run_export(cfg: ExportConfig) -> Report:
         atomic_write(work / "report.json", lambda p: p.write_text(json.dumps(report.to_dict(), indent=1)))
         atomic_write(work / "report.md", lambda p: p.write_text(markdown(report)))
         atomic_write(work / "report.html", lambda p: p.write_text(render_html(report, [], None)))
+        write_manifest(work, report.to_dict(), libraries())
     return report

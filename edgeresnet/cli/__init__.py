@@ -9,11 +9,12 @@ import typer
 from . import common
 from .bench import bench
 from .build import build
+from .demo import demo
 from .doctor import doctor
 from .evaluate import eval_cmd
 from .export import export
 from .models import models
-from .planned import planned
+from .predict import predict
 from .train import train
 
 app = typer.Typer(
@@ -38,5 +39,5 @@ app.command()(models)
 app.command()(export)
 app.command()(build)
 app.command()(bench)
-for _name in ("predict", "demo"):
-    app.command(_name)(planned(_name))
+app.command()(predict)
+app.command()(demo)

@@ -6,6 +6,7 @@ import json
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import InputError
@@ -14,7 +15,7 @@ from .common import command, out
 
 @command
 def eval_cmd(
-    model: Annotated[str, typer.Argument(help="Checkpoint (.pt/.pth/.safetensors) or `default` (the shipped model).")],
+    model: Annotated[str, typer.Argument(help="Checkpoint (.pt/.pth/.safetensors), `default` (the shipped model), or an export directory (torch-free).")],
     data: Annotated[str, typer.Option(help="Data spec: fashion-mnist[:DIR], default, cifar10:DIR, npz:FILE or an ImageFolder directory.")] = "fashion-mnist",
     split: Annotated[str, typer.Option(help="Split to score: test, val or train.")] = "test",
     arch: Annotated[str | None, typer.Option(help="Architecture of a plain state_dict (torchvision checkpoints).")] = None,
@@ -22,35 +23,48 @@ def eval_cmd(
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (top1, top5, images, per_class, ...).")] = False,
+    target: Annotated[str | None, typer.Option(help="Export directories: the engine (ort, openvino, trt).")] = None,
+    precision: Annotated[str, typer.Option(help="Export directories: fp32, fp16, bf16 or int8.")] = "int8",
 ) -> None:
     """Score a model on a data split: top-1, top-5 and per-class accuracy.
 
     Example: edgeresnet eval default --data fashion-mnist --split test --json
     """
     import os
+    from pathlib import Path
 
     import numpy as np
 
-    from ..checkpoint import load_checkpoint
     from ..data import load_split
-    from ..errors import require
-    from ..evaluate import evaluate, torch_predictor
+    from ..evaluate import evaluate
 
-    torch = require("torch", "torch")
-    torch.set_num_threads(threads or os.cpu_count() or 1)
-    ckpt = load_checkpoint(model, arch=arch)
     dataset = load_split(data, split)
-    if len(dataset.classes) != ckpt.meta.num_classes:
-        raise InputError(f"{model} has {ckpt.meta.num_classes} classes but {data} has {len(dataset.classes)}",
+    if Path(model).is_dir():  # an export bundle: numpy + Pillow + one runtime, no torch
+        from ..runtime import load
+
+        bundle = load(model, target=target, precision=precision, threads=threads)
+        run, pre, classes = bundle.logits, bundle.preprocess, bundle.classes
+        name, arch = f"{model} ({bundle.target} {bundle.precision})", bundle.manifest.get("arch")
+    else:
+        from ..checkpoint import load_checkpoint
+        from ..errors import require
+        from ..evaluate import torch_predictor
+
+        torch = require("torch", "torch")
+        torch.set_num_threads(threads or os.cpu_count() or 1)
+        ckpt = load_checkpoint(model, arch=arch)
+        run, pre, classes = torch_predictor(ckpt.model), ckpt.meta.preprocess, ckpt.meta.classes
+        name, arch = str(ckpt.path), ckpt.meta.arch
+    if len(dataset.classes) != len(classes):
+        raise InputError(f"{model} has {len(classes)} classes but {data} has {len(dataset.classes)}",
                          hint="evaluate on the data the model was trained for")
     indices = np.arange(len(dataset) if limit is None else min(limit, len(dataset)))
-    acc = evaluate(torch_predictor(ckpt.model), dataset, ckpt.meta.preprocess, indices, batch_size)
-    result = {"model": str(ckpt.path), "arch": ckpt.meta.arch, "data": dataset.source, "split": split,
-              **acc.to_dict()}
+    acc = evaluate(run, dataset, pre, indices, batch_size)
+    result = {"model": name, "arch": arch, "data": dataset.source, "split": split, **acc.to_dict()}
     if as_json:
         print(json.dumps(result))
         return
-    table = Table(title=f"{ckpt.meta.arch} on {dataset.source}")
+    table = Table(title=escape(f"{arch} on {dataset.source}"))
     table.add_column("class")
     table.add_column("top-1", justify="right")
     for name, value in acc.per_class.items():

@@ -1,0 +1,52 @@
+"""`edgeresnet predict`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from .common import command, out
+
+
+@command
+def predict(
+    bundle: Annotated[Path, typer.Argument(help="An export directory (it holds edgeresnet.json).")],
+    images: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns ('imgs/*.png').")],
+    target: Annotated[str | None, typer.Option(help="Engine: ort, openvino or trt (default: the first the bundle has and this machine runs).")] = None,
+    precision: Annotated[str, typer.Option(help="fp32, fp16, bf16 or int8.")] = "int8",
+    top_k: Annotated[int, typer.Option(help="Classes listed per image.")] = 5,
+    threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help='Print {"predictions": [{image, class_index, class_name, score, top_k}]}.')] = False,
+) -> None:
+    """Classify images with an exported bundle: numpy, Pillow and one runtime, no torch.
+
+    Example: edgeresnet predict exports/default shoe.png bags/ 'more/*.jpg' --top-k 3
+    """
+    from ..progress import progress
+    from ..runtime import expand_images, load
+
+    model = load(bundle, target=target, precision=precision, threads=threads)
+    paths = expand_images(images)
+    preds = []
+    with progress(enabled=None if len(paths) > 64 else False) as bar:
+        task = bar.add_task("predict", total=len(paths))
+        for i in range(0, len(paths), 64):
+            chunk = paths[i:i + 64]
+            preds += model.predict(chunk, top_k=top_k, names=[str(p) for p in chunk])
+            bar.update(task, advance=len(chunk))
+    if as_json:
+        print(json.dumps({"target": model.target, "precision": model.precision,
+                          "predictions": [p.to_dict() for p in preds]}))
+        return
+    table = Table(title=f"{bundle} ({model.target} {model.precision})")
+    for col in ("image", "class", "score", f"top-{top_k}"):
+        table.add_column(col)
+    for p in preds:
+        rest = ", ".join(f"{t['class_name']} {t['score']:.2f}" for t in p.top_k[1:])
+        table.add_row(escape(p.image), escape(p.class_name), f"{p.score:.3f}", escape(rest))
+    out.print(table)

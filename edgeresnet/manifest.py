@@ -1,0 +1,85 @@
+"""``edgeresnet.json``: what an export bundle holds, checked on every load.
+
+Every artifact per target and precision with the SHA-256 of each of its files, the
+preprocessing spec, class names, input shape, calibration provenance and the versions of the
+libraries that made it. A changed or missing file is reported, never silently used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from ._version import __version__
+from .errors import InputError
+from .outdir import atomic_write
+
+NAME = "edgeresnet.json"
+FORMAT = "edgeresnet-bundle/1"
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _files(root: Path, artifact: str) -> list[str]:
+    files = [artifact]
+    if artifact.endswith(".xml") and (root / artifact).with_suffix(".bin").exists():
+        files.append(str(Path(artifact).with_suffix(".bin")))
+    return files
+
+
+def write_manifest(root: Path, report: dict, libraries: dict) -> dict:
+    """Describe the bundle at ``root`` from its report (rows with an artifact)."""
+    artifacts = []
+    for row in report["results"]:
+        if row.get("status") != "ok" or not row.get("artifact"):
+            continue
+        files = _files(root, row["artifact"])
+        artifacts.append({"target": row["target"], "precision": row["precision"], "path": row["artifact"],
+                          "files": {f: sha256(root / f) for f in files},
+                          "inference_precision": row.get("details", {}).get("inference_precision")})
+    extra = [p for p in ("model.fp32.onnx", "calibration.json") if (root / p).exists()]
+    if (root / "trt").is_dir():
+        extra += [str(p.relative_to(root)) for p in sorted((root / "trt").iterdir()) if p.is_file()]
+    model = report["model"]
+    manifest = {"format": FORMAT, "edgeresnet_version": __version__, "arch": model.get("arch"),
+                "input_shape": model.get("input_shape"), "preprocess": model.get("preprocess"),
+                "classes": model.get("classes"), "calibration": report.get("calibration"),
+                "libraries": libraries, "artifacts": artifacts,
+                "files": {p: sha256(root / p) for p in extra}}
+    atomic_write(root / NAME, lambda p: p.write_text(json.dumps(manifest, indent=1)))
+    return manifest
+
+
+def read_manifest(root: Path) -> dict:
+    path = root / NAME
+    if not root.is_dir():
+        raise InputError(f"{root} is not a directory", hint="pass an export directory (made by `edgeresnet export`)")
+    if not path.exists():
+        raise InputError(f"{root} has no {NAME}", hint="pass an export directory made by `edgeresnet export`")
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as exc:
+        raise InputError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise InputError(f"{path} is not an edgeresnet bundle manifest")
+    return manifest
+
+
+def verify_files(root: Path, files: dict[str, str]) -> None:
+    """Raise naming the first missing or changed file."""
+    for rel, digest in files.items():
+        path = (root / rel).resolve()
+        if root.resolve() not in path.parents:
+            raise InputError(f"{NAME} names a file outside the bundle: {rel}")
+        if not path.exists():
+            raise InputError(f"{rel} is missing from the bundle {root}", hint="copy the whole export directory")
+        if sha256(path) != digest:
+            raise InputError(f"{rel} in {root} changed since export (SHA-256 differs)",
+                             hint="re-export, or restore the original file")

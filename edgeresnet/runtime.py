@@ -1,0 +1,135 @@
+"""Torch-free loading and prediction of an export bundle: numpy, Pillow and one runtime.
+
+    from edgeresnet.runtime import load
+    model = load("exports/default")              # verifies every file against edgeresnet.json
+    model.predict(["shoe.png", "bag.jpg"])       # -> [Prediction(class_name="Sneaker", ...), ...]
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .backends import get_backend
+from .backends.base import Artifact
+from .data import Preprocess
+from .data.sources import open_image
+from .errors import BackendUnavailable, InputError
+from .manifest import read_manifest, verify_files
+
+PREFERENCE = ("ort", "openvino", "trt")
+
+
+@dataclass
+class Prediction:
+    image: str
+    class_index: int
+    class_name: str
+    score: float  # softmax probability of the top class
+    top_k: list[dict]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class BundleModel:
+    """One artifact of a bundle, loaded and ready. ``predict`` is safe from several threads."""
+
+    def __init__(self, root: Path, manifest: dict, entry: dict, threads: int | None) -> None:
+        self.root, self.manifest, self.entry = root, manifest, entry
+        self.target, self.precision = entry["target"], entry["precision"]
+        self.preprocess = Preprocess.from_dict(manifest["preprocess"])
+        self.classes: list[str] = list(manifest["classes"])
+        backend = get_backend(self.target)
+        self._run = backend.load(Artifact(self.target, self.precision, root / entry["path"], {}), threads)
+        self._lock = threading.Lock() if self.target == "trt" else None  # one CUDA context, one stream
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        if self._lock is None:
+            return self._run(batch)
+        with self._lock:
+            return self._run(batch)
+
+    def preprocess_images(self, images: Sequence) -> np.ndarray:
+        return np.stack([self.preprocess(_as_image(im)) for im in images]).astype(np.float32)
+
+    def predict(self, images: Sequence, top_k: int = 5, batch_size: int = 32,
+                names: Sequence[str] | None = None) -> list[Prediction]:
+        """Classify paths, PIL images or HWC uint8 arrays."""
+        names = list(names) if names is not None else [str(im) if isinstance(im, (str, Path)) else f"image_{i}"
+                                                       for i, im in enumerate(images)]
+        out: list[Prediction] = []
+        k = max(1, min(top_k, len(self.classes)))
+        for i in range(0, len(images), batch_size):
+            probs = softmax(np.asarray(self.logits(self.preprocess_images(images[i:i + batch_size])), np.float64))
+            for j, p in enumerate(probs):
+                order = np.argsort(-p)[:k]
+                top = [{"class_index": int(c), "class_name": self.classes[c], "score": float(p[c])} for c in order]
+                out.append(Prediction(names[i + j], top[0]["class_index"], top[0]["class_name"], top[0]["score"], top))
+        return out
+
+
+def _as_image(item) -> Image.Image:
+    if isinstance(item, Image.Image):
+        return item
+    if isinstance(item, np.ndarray):
+        return Image.fromarray(item[:, :, 0] if item.ndim == 3 and item.shape[2] == 1 else item)
+    return open_image(Path(item))
+
+
+def load(path: str | Path, target: str | None = None, precision: str = "int8", threads: int | None = None) -> BundleModel:
+    """Load one artifact of an export bundle, checking every file against ``edgeresnet.json``.
+    ``target`` defaults to the first of ort, openvino, trt that the bundle has and this machine runs."""
+    root = Path(path)
+    manifest = read_manifest(root)
+    entries = [a for a in manifest["artifacts"] if a["precision"] == precision and (target is None or a["target"] == target)]
+    if not entries:
+        have = ", ".join(sorted({f"{a['target']} {a['precision']}" for a in manifest["artifacts"]})) or "none"
+        raise InputError(f"{root} has no {target or 'any'} {precision} artifact", hint=f"the bundle has: {have}")
+    entries.sort(key=lambda a: PREFERENCE.index(a["target"]) if a["target"] in PREFERENCE else 99)
+    reasons = []
+    for entry in entries:
+        reason = get_backend(entry["target"]).unavailable_reason()
+        if reason:
+            reasons.append(f"{entry['target']}: {reason}")
+            continue
+        verify_files(root, entry["files"])
+        return BundleModel(root, manifest, entry, threads)
+    raise BackendUnavailable(f"no runtime here for {root}'s {precision} artifacts ({'; '.join(reasons)})",
+                             hint="pip install 'edgeresnet[ort]' or 'edgeresnet[openvino]'")
+
+
+def expand_images(items: Iterable[str]) -> list[Path]:
+    """Files, folders (recursively) and glob patterns -> image paths, in a stable order."""
+    from glob import glob
+
+    from .data.sources import IMAGE_SUFFIXES
+
+    paths: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            paths += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.exists():
+            paths.append(p)
+        elif any(ch in item for ch in "*?["):
+            matched = sorted(Path(m) for m in glob(item, recursive=True))
+            if not matched:
+                raise InputError(f"no files match {item!r}")
+            paths += [m for m in matched if m.is_file()]
+        else:
+            raise InputError(f"image {item} does not exist")
+    if not paths:
+        raise InputError("no images given", hint="pass image files, folders or glob patterns")
+    return paths
