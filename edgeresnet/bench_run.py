@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .backends import get_backend
 from .backends.base import Artifact
 from .errors import InputError, UsageError
 from .progress import progress
@@ -118,6 +119,11 @@ def bench(cfg: BenchConfig) -> tuple[list[ResultRow], dict | None]:
     blocks = [(item, b, m) for item in items for b in cfg.batches for m in cfg.modes]
     collected: dict[int, list[dict]] = {i: [] for i in range(len(blocks))}
     failures: dict[int, str] = {}
+    skipped: dict[int, str] = {}
+    reasons = {t: get_backend(t, device=cfg.device).unavailable_reason() for t in {i.artifact.target for i in items}}
+    for i, (item, _, _) in enumerate(blocks):
+        if reasons[item.artifact.target]:
+            skipped[i] = reasons[item.artifact.target]
     with progress() as bar:
         task = bar.add_task("bench", total=len(blocks) * cfg.rounds)
         for _ in range(cfg.rounds):
@@ -128,7 +134,7 @@ def bench(cfg: BenchConfig) -> tuple[list[ResultRow], dict | None]:
                         "chw": chw, "threads": cfg.threads, "mode": mode, "warmup": cfg.warmup,
                         "min_runs": cfg.min_runs, "min_seconds": cfg.min_seconds, "requests": cfg.requests,
                         "device": cfg.device, "details": art.details}
-                if i not in failures:
+                if i not in failures and i not in skipped:
                     try:
                         collected[i].append(_run_block(spec, timeout=600))
                     except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:
@@ -138,9 +144,9 @@ def bench(cfg: BenchConfig) -> tuple[list[ResultRow], dict | None]:
     for i, (item, batch, mode) in enumerate(blocks):
         art = item.artifact
         rel = str(art.path.relative_to(cfg.source)) if cfg.source.is_dir() else art.path.name
-        if i in failures:
-            rows.append(ResultRow(art.target, art.precision, artifact=rel, batch=batch, mode=mode, status="failed",
-                                  reason=failures[i]))
+        if i in failures or i in skipped:
+            rows.append(ResultRow(art.target, art.precision, artifact=rel, batch=batch, mode=mode,
+                                  status="failed" if i in failures else "skipped", reason=failures.get(i) or skipped[i]))
             continue
         r = _merge(collected[i], mode)
         size = art.path.stat().st_size + (art.path.with_suffix(".bin").stat().st_size
