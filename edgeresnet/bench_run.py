@@ -76,6 +76,10 @@ def discover(source: Path) -> tuple[list[Item], dict | None]:
     target = SUFFIX_TARGET.get(source.suffix)
     if target is None:
         raise InputError(f"cannot benchmark {source.name}", hint="supported: .onnx (ONNX Runtime), .xml (OpenVINO IR), .engine (TensorRT)")
+    if target == "ort":
+        from .validate import check_onnx_file
+
+        check_onnx_file(source)
     return [Item(Artifact(target, _file_precision(source), source), {})], None
 
 

@@ -103,11 +103,11 @@ def _read_raw(path: Path) -> tuple[dict, dict | None]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True), None
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        if "Weights only load failed" in str(exc) or "Unsupported global" in str(exc):
+        text = str(exc)
+        if "GLOBAL" in text or "Unsupported global" in text:  # the pickle imports a callable
             raise InputError(f"refused to load {path}: it would run code when unpickled",
                              hint="only weights-only checkpoints are loaded; re-save with torch.save(model.state_dict())") from None
-        raise InputError(f"{path} is not a PyTorch checkpoint ({first})") from None
+        raise InputError(f"{path} is not a readable PyTorch checkpoint (corrupt or not a pickle of tensors)") from None
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path} is not a readable PyTorch checkpoint ({first})") from None
@@ -158,6 +158,9 @@ def load_checkpoint(path: str | Path, arch: str | None = None) -> Checkpoint:
     for k, v in model.state_dict().items():
         if tuple(state[k].shape) != tuple(v.shape):
             raise InputError(f"{path}: {k} has shape {tuple(state[k].shape)}, {meta.arch} expects {tuple(v.shape)}")
+    for k, v in state.items():
+        if v.is_floating_point() and not bool(v.isfinite().all()):
+            raise InputError(f"{path}: tensor {k} contains NaN or Inf", hint="the checkpoint is corrupt or training diverged")
     model.load_state_dict(state)
     model.eval()
     return Checkpoint(model, meta, train_state, path)

@@ -35,6 +35,7 @@ from .progress import stderr
 from .quantize.plan import plan
 from .report import Report, ResultRow, markdown
 from .report.html import render_html
+from .validate import check_calibration_set, warn_skipped
 
 FP32_ONNX = "model.fp32.onnx"
 TABLE = "calibration.json"
@@ -64,6 +65,7 @@ class ExportConfig:
     batch_range: tuple[int, int, int] = (1, 8, 32)  # TensorRT optimization profile: min, opt, max
     dla_core: int | None = None
     prepare_only: bool = False
+    strict: bool = False  # unreadable images are fatal instead of skipped with a count
     command: str = ""
 
 
@@ -141,12 +143,14 @@ def run_export(cfg: ExportConfig) -> Report:
         torch.set_num_threads(cfg.threads)
 
     calib_spec = _calib_spec(cfg, loaded)
-    calib_set = load_split(calib_spec, "train")
+    calib_set = load_split(calib_spec, "train", cfg.strict)
+    warn_skipped(calib_set, "calibration")
     no_eval = cfg.no_eval or loaded.random_weights
     eval_set = None
     if not no_eval:
         eval_spec = cfg.eval or calib_spec
-        eval_set = load_split(eval_spec, "test")
+        eval_set = load_split(eval_spec, "test", cfg.strict)
+        warn_skipped(eval_set, "evaluation")
         _check_classes(meta, eval_set, "eval", eval_spec)
         if eval_set.source == calib_set.source and not cfg.allow_eval_calib:
             raise InputError(f"calibration and evaluation would use the same images ({calib_set.source})",
@@ -156,6 +160,8 @@ def run_export(cfg: ExportConfig) -> Report:
 
     with staged_dir(cfg.out, cfg.force) as work:
         calib_idx = pick_calibration_images(calib_set, cfg.calib_size, cfg.calib_seed)
+        if cfg.int8 and not cfg.calib_table:
+            check_calibration_set(calib_set.labels, calib_idx, None if loaded.random_weights else meta.num_classes)
         probe = calib_set.batch(calib_idx[:64], pre)
         folded, fold_report = fold_bn(loaded.model)
         verify_fold(loaded.model, folded, probe, fold_report)

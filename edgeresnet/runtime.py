@@ -21,6 +21,7 @@ from .data import Preprocess
 from .data.sources import open_image
 from .errors import BackendUnavailable, InputError
 from .manifest import read_manifest, verify_files
+from .validate import check_onnx_file
 
 PREFERENCE = ("ort", "openvino", "trt")
 
@@ -105,6 +106,8 @@ def load(path: str | Path, target: str | None = None, precision: str = "int8", t
             reasons.append(f"{entry['target']}: {reason}")
             continue
         verify_files(root, entry["files"])
+        if entry["path"].endswith(".onnx"):
+            check_onnx_file(root / entry["path"])
         return BundleModel(root, manifest, entry, threads)
     raise BackendUnavailable(f"no runtime here for {root}'s {precision} artifacts ({'; '.join(reasons)})",
                              hint="pip install 'edgeresnet[ort]' or 'edgeresnet[openvino]'")

@@ -30,6 +30,7 @@ def command(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        _exit_on_sigterm()
         try:
             return fn(*args, **kwargs)
         except EdgeResNetError as exc:
@@ -49,6 +50,18 @@ def command(fn: Callable) -> Callable:
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _exit_on_sigterm() -> None:
+    """A `kill` unwinds like Ctrl-C, so half-built export folders are removed on the way out."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        def handler(signum, frame):
+            raise SystemExit(128 + signum)
+
+        signal.signal(signal.SIGTERM, handler)
 
 
 def command_line() -> str:

@@ -25,6 +25,7 @@ def eval_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (top1, top5, images, per_class, ...).")] = False,
     target: Annotated[str | None, typer.Option(help="Export directories: the engine (ort, openvino, trt).")] = None,
     precision: Annotated[str, typer.Option(help="Export directories: fp32, fp16, bf16 or int8.")] = "int8",
+    strict: Annotated[bool, typer.Option(help="Stop at the first unreadable image instead of skipping it with a count.")] = False,
 ) -> None:
     """Score a model on a data split: top-1, top-5 and per-class accuracy.
 
@@ -37,8 +38,10 @@ def eval_cmd(
 
     from ..data import load_split
     from ..evaluate import evaluate
+    from ..validate import warn_skipped
 
-    dataset = load_split(data, split)
+    dataset = load_split(data, split, strict)
+    warn_skipped(dataset, "evaluation")
     if Path(model).is_dir():  # an export bundle: numpy + Pillow + one runtime, no torch
         from ..runtime import load
 

@@ -34,6 +34,7 @@ def export(
     dla_core: Annotated[int | None, typer.Option(help="TensorRT: build for this Jetson DLA core (GPU fallback on).")] = None,
     prepare_only: Annotated[bool, typer.Option(help="TensorRT: write the bundle (QDQ ONNX, calibration cache, trtexec lines) for `edgeresnet build` on the device; build nothing here.")] = False,
     force: Annotated[bool, typer.Option(help="Replace a non-empty --out (only once the new export is complete).")] = False,
+    strict: Annotated[bool, typer.Option(help="Stop at the first unreadable image instead of skipping it with a count.")] = False,
     bench: Annotated[bool, typer.Option("--bench", help="Run `edgeresnet bench` on the export right after (batch 1, latency).")] = False,
     allow_eval_calib: Annotated[bool, typer.Option(help="Permit calibrating on the evaluation images (not recommended).")] = False,
 ) -> None:
@@ -59,7 +60,7 @@ def export(
                        calib_table=calib_table, calib_seed=calib_seed, eval=eval_spec, no_eval=no_eval,
                        eval_limit=eval_limit, input_size=input_size, arch=arch, threads=threads, force=force,
                        allow_eval_calib=allow_eval_calib, device=device, batch_range=(lo, opt, hi),
-                       dla_core=dla_core, prepare_only=prepare_only, command=command_line())
+                       dla_core=dla_core, prepare_only=prepare_only, strict=strict, command=command_line())
     report = run_export(cfg)
     out.print(terminal_table(report))
     for row in report.results:

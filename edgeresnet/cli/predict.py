@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .common import command, out
+from .common import command, err, out
 
 
 @command
@@ -21,17 +21,26 @@ def predict(
     precision: Annotated[str, typer.Option(help="fp32, fp16, bf16 or int8.")] = "int8",
     top_k: Annotated[int, typer.Option(help="Classes listed per image.")] = 5,
     threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
+    strict: Annotated[bool, typer.Option(help="Stop at the first unreadable image instead of skipping it with a count.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help='Print {"predictions": [{image, class_index, class_name, score, top_k}]}.')] = False,
 ) -> None:
     """Classify images with an exported bundle: numpy, Pillow and one runtime, no torch.
 
     Example: edgeresnet predict exports/default shoe.png bags/ 'more/*.jpg' --top-k 3
     """
+    from ..data.sources import readable_images
+    from ..errors import InputError
     from ..progress import progress
     from ..runtime import expand_images, load
 
     model = load(bundle, target=target, precision=precision, threads=threads)
-    paths = expand_images(images)
+    paths, bad = readable_images(expand_images(images), strict)
+    for path, reason in bad:
+        err.print(f"skipped: {reason}", markup=False, soft_wrap=True)
+    if bad:
+        err.print(f"warning: skipped {len(bad)} unreadable image(s) of {len(paths) + len(bad)}", markup=False)
+    if not paths:
+        raise InputError("none of the images can be decoded", hint="check the files")
     preds = []
     with progress(enabled=None if len(paths) > 64 else False) as bar:
         task = bar.add_task("predict", total=len(paths))
@@ -41,7 +50,8 @@ def predict(
             bar.update(task, advance=len(chunk))
     if as_json:
         print(json.dumps({"target": model.target, "precision": model.precision,
-                          "predictions": [p.to_dict() for p in preds]}))
+                          "predictions": [p.to_dict() for p in preds],
+                          "skipped": [{"image": str(p), "reason": r} for p, r in bad]}))
         return
     table = Table(title=f"{bundle} ({model.target} {model.precision})")
     for col in ("image", "class", "score", f"top-{top_k}"):

@@ -16,7 +16,9 @@ One string names data on every command:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import struct
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -84,19 +86,40 @@ class FileSet(ImageSet):
     labels: np.ndarray
     classes: list[str]
     source: str
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # unreadable files left out
 
     def uint8(self, indices: np.ndarray, pre: Preprocess) -> np.ndarray:
         return np.stack([pre.to_uint8(open_image(self.paths[i])) for i in indices])
 
 
 def open_image(path: Path) -> Image.Image:
-    """Decode one image fully (so truncated files fail here, naming the path)."""
+    """Decode one image fully (so truncated files fail here, naming the path). Images over
+    Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) are refused, not warned about."""
     try:
-        with Image.open(path) as im:
-            im.load()
-            return im if im.mode in ("L", "RGB") else to_mode(im, "RGBA" if "A" in im.getbands() else "RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                return im if im.mode in ("L", "RGB") else to_mode(im, "RGBA" if "A" in im.getbands() else "RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(f"refused image {path}: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, MemoryError) as exc:
         raise InputError(f"cannot decode image {path}: {exc}") from None
+
+
+def readable_images(paths: list[Path], strict: bool) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Split ``paths`` into decodable images and (path, reason) for the rest; ``strict`` makes
+    the first unreadable one fatal."""
+    good, bad = [], []
+    for p in paths:
+        try:
+            open_image(p)
+            good.append(p)
+        except InputError as exc:
+            if strict:
+                raise InputError(exc.message, hint="fix or remove the file, or drop --strict to skip it") from None
+            bad.append((p, exc.message))
+    return good, bad
 
 
 def user_path(text: str) -> Path:
@@ -212,7 +235,7 @@ def _load_npz(arg: str | None, split: str, spec: str) -> ImageSet:
     return ArraySet(_nhwc(images), labels, classes, f"{spec} [{split}]")
 
 
-def _load_folder(path: Path, split: str, spec: str) -> ImageSet:
+def _load_folder(path: Path, split: str, spec: str, strict: bool = False) -> ImageSet:
     root = path
     for name in SPLIT_ALIASES.get(split, (split,)):
         if (path / name).is_dir():
@@ -232,11 +255,17 @@ def _load_folder(path: Path, split: str, spec: str) -> ImageSet:
                 labels.append(i)
     if not paths:
         raise InputError(f"{spec}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
-    return FileSet(paths, np.asarray(labels, dtype=np.int64), classes, f"{spec} [{split}] {root}")
+    good, bad = readable_images(paths, strict)
+    if not good:
+        raise InputError(f"{spec}: none of the {len(paths)} images under {root} can be decoded (first: {bad[0][1]})")
+    keep = {p: lab for p, lab in zip(paths, labels)}
+    return FileSet(good, np.asarray([keep[p] for p in good], dtype=np.int64), classes, f"{spec} [{split}] {root}", bad)
 
 
-def load_split(spec: str, split: str = "train") -> ImageSet:
-    """Resolve a data spec and return one of its splits (``train``, ``test`` or ``val``)."""
+def load_split(spec: str, split: str = "train", strict: bool = False) -> ImageSet:
+    """Resolve a data spec and return one of its splits (``train``, ``test`` or ``val``).
+    Unreadable image files in a folder are left out and listed in ``skipped``; ``strict``
+    makes them fatal."""
     kind, _, arg = spec.partition(":")
     kind = kind.strip().lower()
     if kind == "fashion-mnist":
@@ -249,7 +278,7 @@ def load_split(spec: str, split: str = "train") -> ImageSet:
         return _load_npz(arg or None, split, spec)
     path = user_path(spec)
     if path.is_dir():
-        return _load_folder(path, split, spec)
+        return _load_folder(path, split, spec, strict)
     if path.exists():
         raise InputError(f"data spec {spec!r} is a file, not a directory", hint="for arrays use npz:FILE")
     raise InputError(f"unknown data spec {spec!r}",
