@@ -152,7 +152,7 @@ def run_export(cfg: ExportConfig) -> Report:
         eval_set = load_split(eval_spec, "test", cfg.strict)
         warn_skipped(eval_set, "evaluation")
         _check_classes(meta, eval_set, "eval", eval_spec)
-        if eval_set.source == calib_set.source and not cfg.allow_eval_calib:
+        if eval_set.origin == calib_set.origin and not cfg.allow_eval_calib:
             raise InputError(f"calibration and evaluation would use the same images ({calib_set.source})",
                              hint="give a data spec with separate train and test splits, or --allow-eval-calib")
     if not loaded.random_weights:

@@ -45,6 +45,10 @@ def files(tmp_path_factory, calib_set):
     (d / "noimg" / "cls" / "a.png").write_text("not a png")
     (d / "noimg" / "cls" / "b.jpg").write_bytes(os.urandom(300))
     np.savez(d / "twoch.npz", images=np.zeros((8, 28, 28, 2), np.uint8), labels=np.arange(8) % 2)
+    for c in range(10):  # a flat ImageFolder: no train/test split inside
+        (d / "flat" / f"c{c}").mkdir(parents=True)
+        i = int(np.flatnonzero(calib_set.labels == c)[0])
+        Image.fromarray(calib_set.images[i, :, :, 0]).save(d / "flat" / f"c{c}" / "0.png")
     return d
 
 
@@ -80,7 +84,9 @@ MATRIX = [  # (command line, exit code, words in stderr)
     ("bench {files}/random.pt", 3, "cannot benchmark"),
     ("predict {files} {files}/random.pt", 3, "edgeresnet.json"),
     ("predict {bundle} {files}/noimg --strict", 3, "cannot decode"),
+    ("export default --calib {files}/flat --eval {files}/flat --out {tmp}/x", 3, "same images"),
     ("build {files}", 3, "cannot read"),
+    ("demo --out {files}", 3, "no earlier demo"),
 ]
 
 

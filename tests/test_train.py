@@ -11,10 +11,11 @@ from edgeresnet.train import TrainConfig, _augment, train
 
 def test_short_training_lowers_the_loss_on_real_images(tmp_path):
     cfg = TrainConfig(arch="resnet20", data="fashion-mnist" if _debian() else "default", out=tmp_path / "r.pt",
-                      epochs=3, limit=1024, val_limit=500, threads=2, lr=0.1, seed=1)
+                      epochs=3, limit=1536, val_limit=500, threads=2, lr=0.1, seed=1)
     meta, history = train(cfg)
-    assert history[-1].loss < history[0].loss
-    assert history[-1].val_top1 > 0.4  # chance is 0.1
+    assert history[-1].loss < history[0].loss, history
+    assert history[-1].train_top1 > history[0].train_top1, history
+    assert history[-1].val_top1 > 0.3, history  # chance is 0.1
     ckpt = load_checkpoint(cfg.out)
     assert ckpt.train_state is None  # finished runs carry no optimizer state
     assert ckpt.meta.train["seed"] == 1 and len(ckpt.meta.metrics["history"]) == 3

@@ -64,6 +64,7 @@ class ArraySet(ImageSet):
     labels: np.ndarray
     classes: list[str]
     source: str
+    origin: str = ""  # the file(s) actually read: two splits with one origin are the same images
 
     def uint8(self, indices: np.ndarray, pre: Preprocess) -> np.ndarray:
         chunk = self.images[indices]
@@ -87,6 +88,7 @@ class FileSet(ImageSet):
     classes: list[str]
     source: str
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # unreadable files left out
+    origin: str = ""
 
     def uint8(self, indices: np.ndarray, pre: Preprocess) -> np.ndarray:
         return np.stack([pre.to_uint8(open_image(self.paths[i])) for i in indices])
@@ -171,7 +173,7 @@ def _idx_split(directory: Path, prefix: str, split_name: str, spec: str) -> Arra
     if len(images) != len(labels):
         raise InputError(f"{spec}: {img.name} has {len(images)} images but {lab.name} has {len(labels)} labels")
     return ArraySet(_nhwc(images), labels.astype(np.int64), list(FASHION_MNIST_CLASSES),
-                    f"{spec} [{split_name}] {directory}")
+                    f"{spec} [{split_name}] {directory}", str(img.resolve()))
 
 
 def _load_fashion_mnist(arg: str | None, split: str, spec: str) -> ImageSet:
@@ -208,7 +210,8 @@ def _load_cifar10(arg: str | None, split: str, spec: str) -> ImageSet:
         meta = read_cifar_batch(directory / "batches.meta")
         if "label_names" in meta:
             classes = [n.decode() if isinstance(n, bytes) else str(n) for n in meta["label_names"]]
-    return ArraySet(images, labels, classes, f"{spec} [{split}] {directory}")
+    return ArraySet(images, labels, classes, f"{spec} [{split}] {directory}",
+                    ",".join(str(p.resolve()) for p in present))
 
 
 def _load_npz(arg: str | None, split: str, spec: str) -> ImageSet:
@@ -232,7 +235,8 @@ def _load_npz(arg: str | None, split: str, spec: str) -> ImageSet:
         raise InputError(f"{spec}: {len(images)} images but {len(labels)} labels")
     n = int(labels.max()) + 1 if len(labels) else 0
     classes = [str(c) for c in z["class_names"]] if "class_names" in z else [str(i) for i in range(n)]
-    return ArraySet(_nhwc(images), labels, classes, f"{spec} [{split}]")
+    origin = f"{path.resolve()}:{'x_' + key if f'x_{key}' in z else 'images'}"
+    return ArraySet(_nhwc(images), labels, classes, f"{spec} [{split}]", origin)
 
 
 def _load_folder(path: Path, split: str, spec: str, strict: bool = False) -> ImageSet:
@@ -259,7 +263,8 @@ def _load_folder(path: Path, split: str, spec: str, strict: bool = False) -> Ima
     if not good:
         raise InputError(f"{spec}: none of the {len(paths)} images under {root} can be decoded (first: {bad[0][1]})")
     keep = {p: lab for p, lab in zip(paths, labels)}
-    return FileSet(good, np.asarray([keep[p] for p in good], dtype=np.int64), classes, f"{spec} [{split}] {root}", bad)
+    return FileSet(good, np.asarray([keep[p] for p in good], dtype=np.int64), classes, f"{spec} [{split}] {root}", bad,
+                   str(root.resolve()))
 
 
 def load_split(spec: str, split: str = "train", strict: bool = False) -> ImageSet:
