@@ -37,3 +37,18 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> sub
     """The CLI as a user runs it: a separate process, so exit codes and stderr are real."""
     return subprocess.run([sys.executable, "-m", "edgeresnet", *args], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=600)
+
+
+def export_default(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    """`edgeresnet export default` on the shipped images, as a user runs it."""
+    res = run_cli("export", "default", "--calib", "default", "--eval", "default", "--out", str(out), *extra)
+    assert res.returncode == 0, res.stderr
+    return res
+
+
+@pytest.fixture(scope="session")
+def ort_ov_bundle(tmp_path_factory) -> Path:
+    """One small ORT + OpenVINO export shared by the bench, runtime and reliability tests."""
+    out = tmp_path_factory.mktemp("bundle") / "exp"
+    export_default(out, "--target", "ort,openvino", "--calib-size", "64", "--eval-limit", "300")
+    return out

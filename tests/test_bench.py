@@ -14,12 +14,8 @@ from .conftest import run_cli
 
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench") / "exp"
-    res = run_cli("export", "default", "--target", "ort,openvino", "--calib", "default", "--calib-size", "64",
-                  "--eval", "default", "--eval-limit", "300", "--out", str(out))
-    assert res.returncode == 0, res.stderr
-    return out
+def export_dir(ort_ov_bundle):
+    return ort_ov_bundle
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from edgeresnet.calibrate.table import CalibrationTable
 from edgeresnet.engines import EngineContext, engine_rows
 from edgeresnet.errors import UsageError
 
-from .conftest import run_cli
+from .conftest import export_default, run_cli
 
 TRT_REASON = trt_unavailable()
 
@@ -29,9 +29,7 @@ TRT_REASON = trt_unavailable()
 @pytest.fixture(scope="module")
 def export_all(tmp_path_factory):
     out = tmp_path_factory.mktemp("all") / "exp"
-    res = run_cli("export", "default", "--target", "all", "--calib", "default", "--calib-size", "128",
-                  "--eval", "default", "--eval-limit", "1000", "--out", str(out))
-    assert res.returncode == 0, res.stderr
+    res = export_default(out, "--target", "all", "--calib-size", "128", "--eval-limit", "1000")
     return out, json.loads((out / "report.json").read_text()), res
 
 

@@ -6,16 +6,13 @@ import onnx
 import pytest
 from onnx import TensorProto
 
-from .conftest import run_cli
+from .conftest import export_default, run_cli
 
 
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("exp") / "default"
-    res = run_cli("export", "default", "--int8", "--target", "ort", "--calib", "default", "--calib-size", "128",
-                  "--eval", "default", "--eval-limit", "1000", "--out", str(out))
-    assert res.returncode == 0, res.stderr
-    return out, res
+    return out, export_default(out, "--int8", "--target", "ort", "--calib-size", "128", "--eval-limit", "1000")
 
 
 def test_export_writes_the_bundle(export_dir):

@@ -23,12 +23,8 @@ def run_without_torch(*args):
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bundle") / "exp"
-    res = run_cli("export", "default", "--target", "ort,openvino", "--calib", "default", "--calib-size", "64",
-                  "--eval", "default", "--eval-limit", "200", "--out", str(out))
-    assert res.returncode == 0, res.stderr
-    return out
+def bundle(ort_ov_bundle):
+    return ort_ov_bundle
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +60,7 @@ def test_predict_without_torch_gets_the_pngs_right(bundle, pngs, target):
 
 
 def test_eval_and_bench_of_a_bundle_without_torch(bundle):
-    res = run_without_torch("eval", str(bundle), "--data", "default", "--limit", "200", "--json")
+    res = run_without_torch("eval", str(bundle), "--data", "default", "--limit", "300", "--json")
     assert res.returncode == 0, res.stderr
     report = json.loads((bundle / "report.json").read_text())
     int8 = next(r for r in report["results"] if (r["target"], r["precision"]) == ("ort", "int8"))
