@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .backends import get_backend
-from .backends.base import Artifact
+from .backends.base import Artifact, artifact_size
 from .errors import InputError, UsageError
+from .outdir import read_json
 from .progress import progress
 from .report import ResultRow
 
@@ -54,13 +55,7 @@ def _file_precision(path: Path) -> str:
 def discover(source: Path) -> tuple[list[Item], dict | None]:
     """The artifacts to time: an export dir's report rows, or one model file."""
     if source.is_dir():
-        report_path = source / "report.json"
-        if not report_path.exists():
-            raise InputError(f"{source} has no report.json", hint="pass an export directory or one model file")
-        try:
-            report = json.loads(report_path.read_text())
-        except ValueError as exc:
-            raise InputError(f"{report_path} is not valid JSON: {exc}") from None
+        report = read_json(source / "report.json", hint="pass an export directory or one model file")
         items = []
         for row in report.get("results", []):
             if row.get("status") != "ok" or not row.get("artifact") or row["target"] == "torch":
@@ -153,9 +148,7 @@ def bench(cfg: BenchConfig) -> tuple[list[ResultRow], dict | None]:
                                   status="failed" if i in failures else "skipped", reason=failures.get(i) or skipped[i]))
             continue
         r = _merge(collected[i], mode)
-        size = art.path.stat().st_size + (art.path.with_suffix(".bin").stat().st_size
-                                          if art.path.suffix == ".xml" and art.path.with_suffix(".bin").exists() else 0)
-        rows.append(ResultRow(art.target, art.precision, artifact=rel, size_bytes=size, batch=batch, mode=mode,
+        rows.append(ResultRow(art.target, art.precision, artifact=rel, size_bytes=artifact_size(art.path), batch=batch, mode=mode,
                               threads=cfg.threads, latency_ms=r.get("latency_ms"), throughput_ips=r.get("throughput_ips"),
                               peak_memory_mb=r.get("peak_rss_mb"), samples_ms=r.get("samples_ms"),
                               details={**r.get("details", {}), "load_seconds": r.get("load_seconds"),

@@ -19,26 +19,20 @@ from .backends.tensorrt import (
 from .backends.tensorrt_bundle import BUNDLE
 from .data import Preprocess, load_split
 from .engines import EngineContext, Measurer, engine_rows
-from .errors import BackendUnavailable, InputError
+from .errors import BackendUnavailable
 from .machine import libraries
 from .manifest import write_manifest
-from .outdir import atomic_write
+from .outdir import atomic_write, read_json
 from .report import Report, markdown
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read {path}: {exc}", hint="pass an export directory made with --target trt") from None
 
 
 def build_on_device(export_dir: Path, eval_spec: str | None = None, eval_limit: int | None = None,
                     batch_range: tuple[int, int, int] | None = None, dla_core: int | None = None,
                     threads: int | None = None) -> Report:
     bundle = export_dir / BUNDLE
-    plan = _read_json(bundle / "build.json")
-    report_json = _read_json(export_dir / "report.json")
+    hint = "pass an export directory made with --target trt"
+    plan = read_json(bundle / "build.json", hint)
+    report_json = read_json(export_dir / "report.json", hint)
     reason = unavailable_reason()
     if reason:
         raise BackendUnavailable(reason, hint=INSTALL_HINT.split(", or pass")[0])

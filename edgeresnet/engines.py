@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends.base import Artifact, Backend
+from .backends.base import Artifact, Backend, artifact_size
 from .bench import time_runner
 from .calibrate.table import CalibrationTable
 from .data import Preprocess
@@ -94,7 +94,7 @@ def engine_rows(backend: Backend, ctx: EngineContext, int8: bool) -> list[Result
                 art = backend.build(ctx.fp32_path, precision, ctx.artifacts_dir or ctx.work)
             run = backend.load(art, ctx.threads)
             row = ResultRow(art.target, art.precision, artifact=str(art.path.relative_to(ctx.work)),
-                            size_bytes=_size(art), details=dict(art.details))
+                            size_bytes=artifact_size(art.path), details=dict(art.details))
             acc = ctx.measure(row, run)
         except Exception as exc:
             rows.append(_failed(backend.name, precision, exc))
@@ -110,10 +110,3 @@ def engine_rows(backend: Backend, ctx: EngineContext, int8: bool) -> list[Result
                                      for c in base.per_class}
         rows.append(row)
     return rows
-
-
-def _size(art: Artifact) -> int:
-    """Bytes on disk; an OpenVINO IR is its .xml plus its .bin."""
-    size = art.path.stat().st_size
-    binary = art.path.with_suffix(".bin")
-    return size + binary.stat().st_size if art.path.suffix == ".xml" and binary.exists() else size

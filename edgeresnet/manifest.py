@@ -12,8 +12,9 @@ import json
 from pathlib import Path
 
 from ._version import __version__
+from .backends.base import artifact_files
 from .errors import InputError
-from .outdir import atomic_write
+from .outdir import atomic_write, read_json
 
 NAME = "edgeresnet.json"
 FORMAT = "edgeresnet-bundle/1"
@@ -27,20 +28,13 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _files(root: Path, artifact: str) -> list[str]:
-    files = [artifact]
-    if artifact.endswith(".xml") and (root / artifact).with_suffix(".bin").exists():
-        files.append(str(Path(artifact).with_suffix(".bin")))
-    return files
-
-
 def write_manifest(root: Path, report: dict, libraries: dict) -> dict:
     """Describe the bundle at ``root`` from its report (rows with an artifact)."""
     artifacts = []
     for row in report["results"]:
         if row.get("status") != "ok" or not row.get("artifact"):
             continue
-        files = _files(root, row["artifact"])
+        files = [str(p.relative_to(root)) for p in artifact_files(root / row["artifact"])]
         artifacts.append({"target": row["target"], "precision": row["precision"], "path": row["artifact"],
                           "files": {f: sha256(root / f) for f in files},
                           "inference_precision": row.get("details", {}).get("inference_precision")})
@@ -63,10 +57,7 @@ def read_manifest(root: Path) -> dict:
         raise InputError(f"{root} is not a directory", hint="pass an export directory (made by `edgeresnet export`)")
     if not path.exists():
         raise InputError(f"{root} has no {NAME}", hint="pass an export directory made by `edgeresnet export`")
-    try:
-        manifest = json.loads(path.read_text())
-    except ValueError as exc:
-        raise InputError(f"{path} is not valid JSON: {exc}") from None
+    manifest = read_json(path)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise InputError(f"{path} is not an edgeresnet bundle manifest")
     return manifest

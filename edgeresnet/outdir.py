@@ -1,9 +1,11 @@
-"""Export directories are built beside their target and renamed into place, so an interrupted
-or failed run never leaves a half-written export and never touches what was there."""
+"""Files on disk. Outputs (single files and whole export directories) are built beside their
+target and renamed into place, so an interrupted or failed run never leaves a half-written
+result and never touches what was there; JSON inputs fail with one line."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -58,3 +60,13 @@ def atomic_write(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_json(path: Path, hint: str | None = None):
+    """A JSON file the user pointed us at, or one line saying what is wrong with it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path} does not exist", hint=hint) from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {path}: {exc}", hint=hint) from None

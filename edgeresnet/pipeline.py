@@ -29,7 +29,7 @@ from .export import INPUT, OPSET, compare_with_torch, export_onnx
 from .fold import fold_bn, verify_fold
 from .machine import libraries
 from .manifest import write_manifest
-from .models.registry import _REGISTRY
+from .models.registry import get_arch, list_models
 from .outdir import atomic_write, staged_dir
 from .progress import stderr
 from .quantize.plan import plan
@@ -80,12 +80,12 @@ class Loaded:
 def load_model(cfg: ExportConfig) -> Loaded:
     """A checkpoint, ``default``, or a zoo name (random weights, for latency work)."""
     path = user_path(cfg.model)
-    if cfg.model != "default" and not path.exists() and cfg.model in _REGISTRY:
+    if cfg.model != "default" and not path.exists() and cfg.model in list_models():
         if not cfg.input_size:
             raise UsageError(f"a zoo name ({cfg.model}) needs --input-size", hint="e.g. --input-size 224")
         from .models.registry import build_model
 
-        small = cfg.input_size <= 64 and _REGISTRY[cfg.model].family == "imagenet"
+        small = cfg.input_size <= 64 and get_arch(cfg.model).family == "imagenet"
         model = build_model(cfg.model, num_classes=1000, in_channels=3, small_input=small).eval()
         pre = Preprocess(3, cfg.input_size, cfg.input_size, IMAGENET_PREPROCESS.mean, IMAGENET_PREPROCESS.std)
         meta = ModelMeta(cfg.model, 1000, 3, pre, [f"class_{i}" for i in range(1000)], small_input=small,
@@ -128,6 +128,9 @@ def run_export(cfg: ExportConfig) -> Report:
         raise UsageError(f"--percentile must be in (0, 100], got {cfg.percentile}")
     if cfg.calib_size < 1:
         raise UsageError("--calib-size must be >= 1")
+    if cfg.calib_table and not cfg.calib_table.is_file():
+        raise InputError(f"--calib-table {cfg.calib_table} does not exist",
+                         hint="pass the calibration.json of an earlier export of the same weights")
     targets = expand_targets(cfg.targets)
     backends = [get_backend(t, device=cfg.device, trt_options=TrtOptions(cfg.batch_range, cfg.dla_core))
                 for t in targets]

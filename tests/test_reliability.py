@@ -82,7 +82,7 @@ MATRIX = [  # (command line, exit code, words in stderr)
     ("predict {files} {files}/random.pt", 3, "edgeresnet.json"),
     ("predict {bundle} {files}/noimg --strict", 3, "cannot decode"),
     ("export default --calib {files}/flat --eval {files}/flat --out {tmp}/x", 3, "same images"),
-    ("build {files}", 3, "cannot read"),
+    ("build {files}", 3, "build.json does not exist"),
     ("demo --out {files}", 3, "no earlier demo"),
 ]
 

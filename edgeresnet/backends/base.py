@@ -12,6 +12,16 @@ import numpy as np
 Runner = Callable[[np.ndarray], np.ndarray]
 
 
+def artifact_files(path: Path) -> list[Path]:
+    """The files an artifact consists of: an OpenVINO IR is its .xml plus its .bin."""
+    binary = path.with_suffix(".bin")
+    return [path, binary] if path.suffix == ".xml" and binary.exists() else [path]
+
+
+def artifact_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in artifact_files(path))
+
+
 @dataclass
 class Artifact:
     target: str  # ort | openvino | trt | torch

@@ -56,10 +56,9 @@ class CalibrationTable:
 
     @classmethod
     def load(cls, path: Path) -> "CalibrationTable":
-        try:
-            d = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read calibration table {path}: {exc}") from None
+        from ..outdir import read_json
+
+        d = read_json(path, hint="pass the calibration.json of an earlier export")
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise InputError(f"{path} is not an edgeresnet calibration table")
         d.pop("format")

@@ -8,17 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .common import command, out
-
-
-def _ints(text: str, flag: str) -> tuple[int, ...]:
-    from ..errors import UsageError
-
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise UsageError(f"{flag} {text!r} is not a comma-separated list of integers", hint=f"e.g. {flag} 1,8,32") from None
-    return values
+from .common import command, int_list, out
 
 
 def _names(text: str | None) -> tuple[str, ...] | None:
@@ -54,7 +44,7 @@ def bench(
     from ..report.bench_table import bench_table
     from ..report.publish import publish
 
-    cfg = BenchConfig(source=source, targets=_names(target), precisions=_names(precision), batches=_ints(batch, "--batch"),
+    cfg = BenchConfig(source=source, targets=_names(target), precisions=_names(precision), batches=int_list(batch, "--batch"),
                       modes=_names(mode) or ("latency",), threads=threads, warmup=warmup, min_runs=min_runs,
                       min_seconds=min_seconds, rounds=rounds, requests=requests, device=device)
     rows, report = run(cfg)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from .common import batch_range as parse_batch_range
 from .common import command, out
 
 
@@ -26,16 +27,9 @@ def build(
     edgeresnet build exp
     """
     from ..build import build_on_device
-    from ..errors import UsageError
     from ..report import terminal_table
 
-    br = None
-    if batch_range:
-        try:
-            br = tuple(int(v) for v in batch_range.split(","))
-            assert len(br) == 3 and 1 <= br[0] <= br[1] <= br[2]
-        except (ValueError, AssertionError):
-            raise UsageError(f"--batch-range {batch_range!r} is not min,opt,max", hint="e.g. 1,8,32") from None
+    br = parse_batch_range(batch_range) if batch_range else None
     report = build_on_device(export_dir, eval_spec, eval_limit, br, dla_core)
     out.print(terminal_table(report))
     for row in report.results:

@@ -64,5 +64,28 @@ def _exit_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
+def int_list(text: str, flag: str) -> tuple[int, ...]:
+    """'1,8,32' -> (1, 8, 32); anything else is a usage error naming the flag."""
+    from ..errors import UsageError
+
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UsageError(f"{flag} {text!r} is not a comma-separated list of integers", hint=f"e.g. {flag} 1,8,32") from None
+    if not values or min(values) < 1:
+        raise UsageError(f"{flag} needs integers >= 1, got {text!r}")
+    return values
+
+
+def batch_range(text: str) -> tuple[int, int, int]:
+    """TensorRT's optimization profile, 'min,opt,max'."""
+    from ..errors import UsageError
+
+    values = int_list(text, "--batch-range")
+    if len(values) != 3 or not values[0] <= values[1] <= values[2]:
+        raise UsageError(f"--batch-range {text!r} is not min,opt,max with min <= opt <= max", hint="e.g. 1,8,32")
+    return values
+
+
 def command_line() -> str:
     return "edgeresnet " + " ".join(sys.argv[1:])

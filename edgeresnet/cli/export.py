@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from .common import batch_range as parse_batch_range
 from .common import command, command_line, out
 
 
@@ -43,17 +44,11 @@ def export(
 
     Example: edgeresnet export default --int8 --target ort --out exports/default
     """
-    from ..errors import UsageError
     from ..pipeline import ExportConfig, run_export
     from ..report import terminal_table
 
     targets = tuple(t.strip() for t in target.split(",") if t.strip())
-    try:
-        lo, opt, hi = (int(v) for v in batch_range.split(","))
-    except ValueError:
-        raise UsageError(f"--batch-range {batch_range!r} is not min,opt,max", hint="e.g. --batch-range 1,8,32") from None
-    if not 1 <= lo <= opt <= hi:
-        raise UsageError(f"--batch-range needs 1 <= min <= opt <= max, got {batch_range}")
+    lo, opt, hi = parse_batch_range(batch_range)
     name = Path(model).stem if model != "default" else "default"
     cfg = ExportConfig(model=model, out=out_dir or Path("exports") / name, targets=targets, int8=int8, calib=calib,
                        calib_size=calib_size, calib_method=calib_method, percentile=percentile,
