@@ -37,7 +37,7 @@ def build_on_device(export_dir: Path, eval_spec: str | None = None, eval_limit: 
     if reason:
         raise BackendUnavailable(reason, hint=INSTALL_HINT.split(", or pass")[0])
     options = TrtOptions(tuple(batch_range or plan["batch_range"]), plan.get("dla_core") if dla_core is None else dla_core,
-                         timing_cache=bundle / "timing.cache")
+                         timing_cache=bundle / "timing.cache", float_layers=tuple(plan.get("float_nodes", [])))
     pre = Preprocess.from_dict(report_json["model"]["preprocess"])
     spec = eval_spec or plan.get("eval_spec")
     eval_set = load_split(spec, "test") if spec else None
@@ -45,7 +45,8 @@ def build_on_device(export_dir: Path, eval_spec: str | None = None, eval_limit: 
     probe = np.zeros((1, *pre.input_shape), np.float32) if eval_set is None else eval_set.batch(np.arange(1), pre)
     ctx = EngineContext(work=export_dir, fp32_path=(bundle / plan["fp32_onnx"]).resolve(), fp32_proto=None, table=None,
                         threads=threads, measure=Measurer(eval_set, pre, eval_idx, probe, threads),
-                        artifacts_dir=bundle, qdq_paths={"trt": bundle / plan["int8_onnx"]})
+                        artifacts_dir=bundle, qdq_paths={"trt": bundle / plan["int8_onnx"]},
+                        fallback_layers=list(plan.get("fallback_layers", [])))
     rows = engine_rows(TensorRTBackend(options), ctx, int8=True)
     report = Report.from_dict(report_json)
     report.results = [r for r in report.results if r.target != "trt"] + rows

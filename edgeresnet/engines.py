@@ -21,8 +21,9 @@ from .data.sources import ImageSet
 from .errors import EdgeResNetError, require
 from .evaluate import Accuracy, evaluate
 from .outdir import atomic_write
-from .quantize.qdq import PROFILES, emit_qdq
+from .quantize.qdq import PROFILES
 from .report import ResultRow
+from .tune.emulate import Candidate, quantized_model
 
 Measure = Callable[[ResultRow, Callable], "Accuracy | None"]
 
@@ -58,13 +59,16 @@ class EngineContext:
     torch_acc: Accuracy | None = None
     artifacts_dir: Path | None = None  # where engines go (default: work)
     qdq_paths: dict[str, Path] = field(default_factory=dict)  # profile -> written QDQ ONNX
+    candidate: Candidate | None = None  # tuned scales, biases and float layers (default: the table's scales)
+    fallback_layers: list[str] = field(default_factory=list)  # layers the INT8 engines keep in float
 
     def qdq(self, profile_name: str) -> Path:
         """The QDQ ONNX of a profile, written once and shared by the backends that use it."""
         if profile_name not in self.qdq_paths:
             onnx = require("onnx", "torch")
             path = self.work / f"model.int8.{profile_name}.qdq.onnx"
-            proto = emit_qdq(self.fp32_proto, self.table.scales, PROFILES[profile_name])
+            cand = self.candidate or Candidate(self.table.scales)
+            proto = quantized_model(self.fp32_proto, cand, PROFILES[profile_name])
             atomic_write(path, lambda p: onnx.save(proto, str(p)))
             self.qdq_paths[profile_name] = path
         return self.qdq_paths[profile_name]
@@ -94,7 +98,8 @@ def engine_rows(backend: Backend, ctx: EngineContext, int8: bool) -> list[Result
                 art = backend.build(ctx.fp32_path, precision, ctx.artifacts_dir or ctx.work)
             run = backend.load(art, ctx.threads)
             row = ResultRow(art.target, art.precision, artifact=str(art.path.relative_to(ctx.work)),
-                            size_bytes=artifact_size(art.path), details=dict(art.details))
+                            size_bytes=artifact_size(art.path), details=dict(art.details),
+                            fallback_layers=list(ctx.fallback_layers) if precision == "int8" else None)
             acc = ctx.measure(row, run)
         except Exception as exc:
             rows.append(_failed(backend.name, precision, exc))

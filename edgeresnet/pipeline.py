@@ -16,7 +16,7 @@ from .backends.tensorrt import INSTALL_HINT as TRT_HINT
 from .backends.tensorrt import TrtOptions
 from .backends.tensorrt import unavailable_reason as trt_unavailable
 from .backends.tensorrt_bundle import BUNDLE, write_bundle
-from .calibrate.collect import calibrate, pick_calibration_images
+from .calibrate.collect import calibrate, pick_calibration_images, pick_validation_images
 from .calibrate.observers import METHODS
 from .calibrate.table import CalibrationTable, weights_sha256
 from .checkpoint import IMAGENET_PREPROCESS, ModelMeta, load_checkpoint
@@ -33,6 +33,9 @@ from .models.registry import get_arch, list_models
 from .outdir import atomic_write, staged_dir
 from .progress import stderr
 from .quantize.plan import plan
+from .tune.emulate import Candidate, Images
+from .tune.price import price_fallbacks
+from .tune.run import TuneOptions, TuneResult, tune
 from .report import Report, ResultRow, markdown
 from .report.html import render_html
 from .validate import check_calibration_set, warn_skipped
@@ -66,6 +69,8 @@ class ExportConfig:
     dla_core: int | None = None
     prepare_only: bool = False
     strict: bool = False  # unreadable images are fatal instead of skipped with a count
+    tuning: TuneOptions = TuneOptions()  # --max-drop, sensitivity and the fixes
+    price: bool = True  # measure the latency price of each layer kept in float
     command: str = ""
 
 
@@ -116,6 +121,64 @@ def _check_classes(meta: ModelMeta, data: ImageSet, what: str, spec: str) -> Non
                          hint=f"pass --{what} data the model was trained for")
 
 
+def _tune(cfg: ExportConfig, loaded: Loaded, fp32_proto, table: CalibrationTable, calib_set: ImageSet,
+          calib_idx: np.ndarray) -> TuneResult:
+    """Carve the validation slice out of the calibration split (never the evaluation split,
+    never a calibration image) and run the accuracy-aware stages on it."""
+    pre = loaded.meta.preprocess
+    used = np.asarray(table.image_indices if cfg.calib_table and table.source == calib_set.source else calib_idx)
+    val_idx = pick_validation_images(calib_set, cfg.tuning.val_size, used, cfg.calib_seed)
+    if len(val_idx) == 0:
+        raise InputError(f"no images left for the validation slice: the calibration split ({calib_set.source}) has "
+                         f"{len(calib_set)} images and calibration uses {len(used)}",
+                         hint="lower --calib-size, or pass a --calib spec with a larger train split")
+    if len(val_idx) < 500:
+        stderr.print(f"warning: the validation slice has only {len(val_idx)} images (one image is "
+                     f"{100 / len(val_idx):.2f} pp of top-1); lower --calib-size or give more train images",
+                     style="yellow")
+    labels = None if loaded.random_weights else calib_set.labels[val_idx]
+    note = "FP32 predictions (random weights)" if labels is None else "dataset labels"
+    calib = Images(calib_set, pre, calib_idx, calib_set.labels[calib_idx])
+    val = Images(calib_set, pre, val_idx, labels, note)
+    budget = cfg.tuning.max_drop
+    stderr.print(f"accuracy-aware INT8: {'budget ' + format(budget, 'g') + ' pp' if budget is not None else 'no budget'}"
+                 f", validation slice of {len(val_idx)} calibration-split images")
+    result = tune(fp32_proto, table, calib, val, cfg.tuning, cfg.threads)
+    final = result.summary["final"]
+    n, total = len(result.fallback_layers), result.summary["quantized_layers"]
+    stderr.print(f"validation drop {final['drop_pp']:+.2f} pp with {n} of {total} layers in float "
+                 f"({result.summary['seconds']:.1f} s)")
+    return result
+
+
+def _trt_scales(fp32_proto, ctx: EngineContext) -> dict[str, float]:
+    """Scales for the calibration cache: every tensor the quantized layers touch. Layers kept
+    in float get none, so the implicit path leaves them out of INT8 too."""
+    cand = ctx.candidate or Candidate(ctx.table.scales)
+    return {t: cand.scales[t] for t in plan(fp32_proto, cand.keep_float).all_tensors}
+
+
+def _price(backend, ctx: EngineContext, tuned: TuneResult, rows: list[ResultRow], probe: np.ndarray) -> None:
+    """Latency price of each float layer on this engine, into its INT8 row."""
+    row = next((r for r in rows if r.precision == "int8" and r.status == "ok"), None)
+    if row is None:
+        return
+    stderr.print(f"pricing {len(tuned.fallback_layers)} float layers on {backend.name}")
+    try:
+        prices = price_fallbacks(backend, ctx.fp32_proto, ctx.candidate, tuned.fallback_layers, tuned.units,
+                                 ctx.work, probe, ctx.threads)
+    except Exception as exc:  # a price is a nice-to-have; the engine row stands
+        row.details["fallback_price"] = {"error": f"{type(exc).__name__}: {exc}"}
+        return
+    row.details["fallback_price"] = prices
+    prices_by_layer = tuned.summary.setdefault("price_ms", {})
+    for layer, ms in prices["per_layer_ms"].items():
+        prices_by_layer.setdefault(layer, {})[backend.name] = ms
+    for entry in tuned.sensitivity:
+        if entry["layer"] in prices["per_layer_ms"]:
+            entry.setdefault("price_ms", {})[backend.name] = prices["per_layer_ms"][entry["layer"]]
+
+
 def run_export(cfg: ExportConfig) -> Report:
     """Run every stage; the export directory appears only when all of them succeeded."""
     torch = require("torch", "torch")
@@ -131,6 +194,8 @@ def run_export(cfg: ExportConfig) -> Report:
     if cfg.calib_table and not cfg.calib_table.is_file():
         raise InputError(f"--calib-table {cfg.calib_table} does not exist",
                          hint="pass the calibration.json of an earlier export of the same weights")
+    if cfg.tuning.active and not cfg.int8:
+        raise UsageError("--max-drop, --sensitivity and the INT8 fixes need --int8")
     targets = expand_targets(cfg.targets)
     backends = [get_backend(t, device=cfg.device, trt_options=TrtOptions(cfg.batch_range, cfg.dla_core))
                 for t in targets]
@@ -189,6 +254,9 @@ def run_export(cfg: ExportConfig) -> Report:
             table.save(work / TABLE)
             stderr.print(f"calibrated {len(table.amax)} tensors ({table.method}, {table.images} images, "
                          f"{table.seconds:.1f} s)")
+        tuned = None
+        if cfg.int8 and cfg.tuning.active:
+            tuned = _tune(cfg, loaded, fp32_proto, table, calib_set, calib_idx)
 
         results: list[ResultRow] = []
         threads = cfg.threads or os.cpu_count()
@@ -200,14 +268,17 @@ def run_export(cfg: ExportConfig) -> Report:
         torch_acc = measure(torch_row, torch_predictor(folded))
         results.append(torch_row)
 
-        ctx = EngineContext(work, fp32_path, fp32_proto, table, cfg.threads, measure, torch_acc)
+        ctx = EngineContext(work, fp32_path, fp32_proto, table, cfg.threads, measure, torch_acc,
+                            candidate=tuned.candidate if tuned else None,
+                            fallback_layers=tuned.fallback_layers if tuned else [])
         for backend in backends:
             reason = backend.unavailable_reason()
             if backend.name == "trt" and cfg.int8:
                 bundle = write_bundle(
                     work, input_name=INPUT, chw=pre.input_shape, batch_range=cfg.batch_range, dla_core=cfg.dla_core,
-                    scales=table.scales, eval_spec=None if eval_set is None else (cfg.eval or calib_spec),
-                    qdq_name=ctx.qdq("trt").name)
+                    scales=_trt_scales(fp32_proto, ctx), eval_spec=None if eval_set is None else (cfg.eval or calib_spec),
+                    qdq_name=ctx.qdq("trt").name, fallback_layers=tuple(ctx.fallback_layers),
+                    float_nodes=tuple(sorted(ctx.candidate.keep_float)) if ctx.candidate else ())
                 ctx.qdq_paths["trt"] = bundle / "model.int8.trt.qdq.onnx"
                 if reason or cfg.prepare_only:
                     why = "--prepare-only" if cfg.prepare_only and not reason else reason
@@ -217,7 +288,10 @@ def run_export(cfg: ExportConfig) -> Report:
             if reason:
                 results.append(ResultRow(backend.name, "int8" if cfg.int8 else "fp32", status="skipped", reason=reason))
                 continue
-            results.extend(engine_rows(backend, ctx, cfg.int8))
+            rows = engine_rows(backend, ctx, cfg.int8)
+            results.extend(rows)
+            if tuned and tuned.fallback_layers and cfg.price:
+                _price(backend, ctx, tuned, rows, measure.probe)
         if torch_acc is not None:
             torch_row.top1_drop_pp, torch_row.agreement = 0.0, 1.0
         report = Report(
@@ -233,7 +307,8 @@ def run_export(cfg: ExportConfig) -> Report:
                                                       "spec": cfg.eval or calib_spec},
             results=results, fold=fold_report.to_dict(),
             onnx={"opset": OPSET, "file": FP32_ONNX, "max_rel_error_vs_torch": onnx_error},
-            command=cfg.command, version=__version__)
+            command=cfg.command, version=__version__,
+            sensitivity=tuned.sensitivity if tuned else None, tuning=tuned.summary if tuned else None)
         atomic_write(work / "report.json", lambda p: p.write_text(json.dumps(report.to_dict(), indent=1)))
         atomic_write(work / "report.md", lambda p: p.write_text(markdown(report)))
         atomic_write(work / "report.html", lambda p: p.write_text(render_html(report, [], None)))

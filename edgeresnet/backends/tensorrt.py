@@ -37,6 +37,7 @@ class TrtOptions:
     dla_core: int | None = None
     workspace_mb: int = 1024
     timing_cache: Path | None = None
+    float_layers: tuple[str, ...] = ()  # ONNX node names kept in float by --max-drop (FP16 here)
 
 
 def _cuda_gpu_present() -> bool:
@@ -118,7 +119,7 @@ class TensorRTBackend:
         info = json.loads(engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON))
         layers_path = out_dir / f"model.{precision}.layers.json"
         layers_path.write_text(json.dumps(info, indent=1))
-        warnings = layer_warnings(info, precision)
+        warnings = layer_warnings(info, precision, self.options.float_layers)
         return Artifact(self.name, precision, engine_path,
                         {"tensorrt": trt.__version__, "layers": layers_path.name, "warnings": warnings,
                          "batch_range": list(self.options.batch_range), "dla_core": self.options.dla_core,

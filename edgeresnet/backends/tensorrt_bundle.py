@@ -60,19 +60,25 @@ def trtexec_commands(input_name: str, chw: tuple[int, int, int], batch_range: tu
                 f"--exportLayerInfo=model.{p}.layers.json"] for p in ("int8", "fp16", "fp32")}
 
 
-def implicit_int8_command(input_name: str, chw: tuple[int, int, int], batch: int) -> list[str]:
-    """The older JetPacks' path: implicit INT8 from our table as a calibration cache."""
-    return ["trtexec", "--onnx=../model.fp32.onnx", "--int8", "--fp16", "--calib=calibration.cache",
-            f"--shapes={shape_arg(input_name, (batch, *chw))}", "--saveEngine=model.int8-implicit.engine"]
+def implicit_int8_command(input_name: str, chw: tuple[int, int, int], batch: int,
+                          float_layers: tuple[str, ...] = ()) -> list[str]:
+    """The older JetPacks' path: implicit INT8 from our table as a calibration cache. Layers
+    kept in float get FP16 by name (their tensors are also left out of the cache)."""
+    cmd = ["trtexec", "--onnx=../model.fp32.onnx", "--int8", "--fp16", "--calib=calibration.cache",
+           f"--shapes={shape_arg(input_name, (batch, *chw))}", "--saveEngine=model.int8-implicit.engine"]
+    if float_layers:
+        cmd += ["--precisionConstraints=prefer", "--layerPrecisions=" + ",".join(f"{n}:fp16" for n in float_layers)]
+    return cmd
 
 
 def _dtype(entry: dict) -> str:
     return str(entry.get("Format/Datatype", entry.get("Datatype", "")))
 
 
-def layer_warnings(info: dict, precision: str) -> list[str]:
+def layer_warnings(info: dict, precision: str, float_layers: tuple[str, ...] = ()) -> list[str]:
     """Findings from the engine inspector's JSON (ProfilingVerbosity DETAILED), by layer name:
-    convs or residual Adds running in float in an INT8 engine, and reformat layers."""
+    convs or residual Adds running in float in an INT8 engine, and reformat layers. Layers
+    named in ``float_layers`` (ONNX node names, kept in float by --max-drop) are expected."""
     findings = []
     for layer in info.get("Layers", []):
         if not isinstance(layer, dict):
@@ -82,7 +88,7 @@ def layer_warnings(info: dict, precision: str) -> list[str]:
         if kind == "Reformat" or "Reformatting CopyNode" in name:
             findings.append(f"reformat layer {name!r}: a layout/precision conversion between layers costs time")
             continue
-        if precision != "int8":
+        if precision != "int8" or any(f in name for f in float_layers):
             continue
         float_in = [_dtype(i) for i in inputs if "Int8" not in _dtype(i)]
         if "Convolution" in kind and float_in:
@@ -95,7 +101,8 @@ def layer_warnings(info: dict, precision: str) -> list[str]:
 
 def write_bundle(work: Path, *, input_name: str, chw: tuple[int, int, int], batch_range: tuple[int, int, int],
                  dla_core: int | None, scales: dict[str, float], eval_spec: str | None, qdq_name: str,
-                 trt_version: str = DEFAULT_TRT_VERSION) -> Path:
+                 trt_version: str = DEFAULT_TRT_VERSION, fallback_layers: tuple[str, ...] = (),
+                 float_nodes: tuple[str, ...] = ()) -> Path:
     """Write ``work/trt/``: what `edgeresnet build` (or trtexec) needs on the device."""
     bundle = work / BUNDLE
     bundle.mkdir(exist_ok=True)
@@ -106,13 +113,14 @@ def write_bundle(work: Path, *, input_name: str, chw: tuple[int, int, int], batc
               "set -euo pipefail", 'cd "$(dirname "$0")"']
     script += [shlex.join(c) for c in cmds.values()]
     script += ["# Implicit INT8 from the calibration cache (older JetPacks):",
-               "# " + shlex.join(implicit_int8_command(input_name, chw, batch_range[1]))]
+               "# " + shlex.join(implicit_int8_command(input_name, chw, batch_range[1], float_nodes))]
     (bundle / "trtexec.sh").write_text("\n".join(script) + "\n")
     (bundle / "trtexec.sh").chmod(0o755)
     (bundle / "build.json").write_text(json.dumps({
         "input_name": input_name, "input_chw": list(chw), "batch_range": list(batch_range), "dla_core": dla_core,
         "eval_spec": eval_spec, "int8_onnx": "model.int8.trt.qdq.onnx", "fp32_onnx": "../model.fp32.onnx",
-        "calibration_cache": "calibration.cache", "trtexec": {k: shlex.join(v) for k, v in cmds.items()}}, indent=1))
+        "calibration_cache": "calibration.cache", "fallback_layers": list(fallback_layers),
+        "float_nodes": list(float_nodes), "trtexec": {k: shlex.join(v) for k, v in cmds.items()}}, indent=1))
     (bundle / "README.md").write_text(README.format(int8=shlex.join(cmds["int8"])))
     return bundle
 
@@ -139,7 +147,9 @@ or with trtexec (TensorRT 8.x / 10), from this folder: `./trtexec.sh`, e.g.
 - `calibration.cache`: the same scales in TensorRT's calibration-cache format, for implicit
   INT8 on older JetPacks (`trtexec --int8 --calib=calibration.cache`). Engines and caches are
   specific to the TensorRT version: the header names the version it was written for.
-- `build.json`: input name and shape, the batch range (min/opt/max) and the evaluation data.
+- `build.json`: input name and shape, the batch range (min/opt/max), the evaluation data, and
+  `fallback_layers`: layers `--max-drop` kept in float. They carry no Q/DQ in the QDQ ONNX, so
+  TensorRT runs them in FP16 (`--fp16` is on with `--int8`); the engine checks expect them.
 
 Engines are specific to the GPU model and TensorRT version: always build on the device.
 """

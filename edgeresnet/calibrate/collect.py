@@ -72,11 +72,23 @@ def calibrate(model, tensors: list[str], data: ImageSet, pre: Preprocess, indice
 def pick_calibration_images(data: ImageSet, size: int, seed: int = 0) -> np.ndarray:
     """``size`` image indices spread over the classes: a seeded shuffle, interleaved by
     label so any prefix is roughly balanced."""
-    size = min(size, len(data))
-    order = np.random.default_rng(seed).permutation(len(data))
+    return _balanced(data, np.arange(len(data)), size, seed)
+
+
+def pick_validation_images(data: ImageSet, size: int, exclude: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Up to ``size`` class-balanced indices of ``data`` not in ``exclude`` (the calibration
+    images), in the order picked: any prefix is itself balanced."""
+    pool = np.setdiff1d(np.arange(len(data)), exclude)
+    return _balanced(data, pool, size, seed + 1, sort=False)
+
+
+def _balanced(data: ImageSet, pool: np.ndarray, size: int, seed: int, sort: bool = True) -> np.ndarray:
+    size = min(size, len(pool))
+    order = pool[np.random.default_rng(seed).permutation(len(pool))]
     labels = data.labels[order]
     rank = np.zeros(len(order), dtype=np.int64)
     for c in np.unique(labels):
         mask = labels == c
         rank[mask] = np.arange(mask.sum())
-    return np.sort(order[np.lexsort((labels, rank))][:size])
+    picked = order[np.lexsort((labels, rank))][:size]
+    return np.sort(picked) if sort else picked

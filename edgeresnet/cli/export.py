@@ -38,15 +38,26 @@ def export(
     strict: Annotated[bool, typer.Option(help="Stop at the first unreadable image instead of skipping it with a count.")] = False,
     bench: Annotated[bool, typer.Option("--bench", help="Run `edgeresnet bench` on the export right after (batch 1, latency).")] = False,
     allow_eval_calib: Annotated[bool, typer.Option(help="Permit calibrating on the evaluation images (not recommended).")] = False,
+    max_drop: Annotated[float | None, typer.Option(help="Accuracy budget: most top-1 drop allowed, in percentage points, measured on a validation slice of the calibration split. Cheap fixes are tried first, then the most sensitive layers go back to float (FP16 on TensorRT) until the budget holds.", rich_help_panel="Accuracy budget")] = None,
+    val_size: Annotated[int, typer.Option(help="Images in the validation slice: calibration-split images that calibration did not use (never the evaluation split). One image is 100/N pp.", rich_help_panel="Accuracy budget")] = 2000,
+    bias_correction: Annotated[str, typer.Option(help="Remove the mean shift quantization puts into each conv output: auto (tried while --max-drop is not met, kept if it helps) | on | off.", rich_help_panel="Accuracy budget")] = "auto",
+    layer_methods: Annotated[str, typer.Option(help="Choose the calibration method per tensor by the network's output error: auto | on | off (as --bias-correction).", rich_help_panel="Accuracy budget")] = "auto",
+    sensitivity: Annotated[bool, typer.Option("--sensitivity", help="Measure per-layer sensitivity (SQNR, top-1 change) even without --max-drop.", rich_help_panel="Accuracy budget")] = False,
+    price: Annotated[bool, typer.Option("--price/--no-price", help="Time each INT8 engine all-INT8, as shipped, and with each float layer alone in float: the latency price of every fallback layer on that engine.", rich_help_panel="Accuracy budget")] = True,
 ) -> None:
     """Fold BN, export FP32 ONNX, calibrate INT8 once on real images, build each engine, and
     report the FP32-vs-INT8 accuracy drop and latency.
 
     Example: edgeresnet export default --int8 --target ort --out exports/default
+
+    With an accuracy budget: edgeresnet export default --calib-method minmax --calib-size 32 --max-drop 0.1
     """
     from ..pipeline import ExportConfig, run_export
-    from ..report import terminal_table
+    from ..report import terminal_table, tuning_summary
+    from ..tune.run import TuneOptions
 
+    tuning = TuneOptions(max_drop=max_drop, val_size=val_size, bias_correction=bias_correction,
+                         layer_methods=layer_methods, sensitivity=sensitivity)
     targets = tuple(t.strip() for t in target.split(",") if t.strip())
     lo, opt, hi = parse_batch_range(batch_range)
     name = Path(model).stem if model != "default" else "default"
@@ -55,7 +66,8 @@ def export(
                        calib_table=calib_table, calib_seed=calib_seed, eval=eval_spec, no_eval=no_eval,
                        eval_limit=eval_limit, input_size=input_size, arch=arch, threads=threads, force=force,
                        allow_eval_calib=allow_eval_calib, device=device, batch_range=(lo, opt, hi),
-                       dla_core=dla_core, prepare_only=prepare_only, strict=strict, command=command_line())
+                       dla_core=dla_core, prepare_only=prepare_only, strict=strict, tuning=tuning, price=price,
+                       command=command_line())
     report = run_export(cfg)
     out.print(terminal_table(report))
     for row in report.results:
@@ -66,6 +78,8 @@ def export(
         out.print(escape(f"calibration: {c['method']}, {c['images']} images from {c['source']} ({c['seconds']:.1f} s)"))
     if report.evaluation:
         out.print(escape(f"evaluation: {report.evaluation['images']} images from {report.evaluation['source']}"))
+    if report.tuning:
+        out.print(tuning_summary(report))
     for row in report.results:
         for warning in row.details.get("warnings", []):
             out.print(escape(f"warning: {row.target} {row.precision}: {warning}"), style="yellow")

@@ -111,7 +111,7 @@ def plan(model, keep_float: set[str] | frozenset[str] = frozenset()) -> QuantPla
     outputs: list[str] = []
     for node in graph.node:
         quantized = (node.op_type in QUANTIZED_OPS and node.name in layer_inputs) or node.name in residual \
-            or node.op_type == "GlobalAveragePool"
+            or (node.op_type == "GlobalAveragePool" and node.name not in keep_float)
         if not quantized or node.output[0] in {o.name for o in graph.output}:
             continue
         tensor = node.output[0]
@@ -121,6 +121,34 @@ def plan(model, keep_float: set[str] | frozenset[str] = frozenset()) -> QuantPla
         if tensor not in activations and tensor not in outputs:
             outputs.append(tensor)
     return QuantPlan(activations, weights, residual, layer_inputs, outputs, _nonnegative(graph, producers))
+
+
+def layer_units(model) -> dict[str, frozenset[str]]:
+    """Each quantized Conv/Gemm with the nodes that go back to float with it: the residual
+    Add it absorbs (TensorRT fuses the Add into the epilogue of the conv on its non-identity
+    input; with that conv in float there is nothing to fuse into) and a GlobalAveragePool
+    that feeds it (through Flatten/Reshape). Keyed by layer, in graph order."""
+    graph = model.graph
+    sites = plan(model)
+    producers, consumers = _producers(graph), _consumers(graph)
+    units = {layer: {layer} for layer in sites.layers}
+    for add, identity in sites.residual_adds.items():
+        node = next(n for n in graph.node if n.name == add)
+        other = [i for i in node.input if i != identity]
+        owner = producers.get(other[0]) if other else None
+        if owner is not None and owner.name in units:
+            units[owner.name].add(add)
+    for node in graph.node:
+        if node.op_type != "GlobalAveragePool":
+            continue
+        tensor, users = node.output[0], consumers.get(node.output[0], [])
+        while len(users) == 1 and users[0].op_type in ("Flatten", "Reshape"):
+            tensor = users[0].output[0]
+            users = consumers.get(tensor, [])
+        owners = [u.name for u in users if u.name in units]
+        if len(owners) == 1:
+            units[owners[0]].add(node.name)
+    return {layer: frozenset(nodes) for layer, nodes in units.items()}
 
 
 def _nonnegative(graph, producers: dict) -> set[str]:

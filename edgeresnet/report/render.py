@@ -48,6 +48,50 @@ def terminal_table(report: Report) -> Table:
     return table
 
 
+def _stage_text(stage: dict) -> str:
+    name = stage["stage"].replace("_", " ")
+    if stage.get("skipped"):
+        return f"{name}: skipped ({stage['skipped']})"
+    return f"{name}: {stage['drop_pp']:+.2f} pp, output SQNR {stage['output_sqnr_db']:.1f} dB" + \
+        ("" if stage["kept"] else " (not kept)")
+
+
+def _price_text(entry: dict) -> str:
+    prices = entry.get("price_ms") or {}
+    return ", ".join(f"{t} {ms:+.3f} ms" for t, ms in prices.items()) or "not priced"
+
+
+def tuning_lines(report: Report) -> list[str]:
+    """The accuracy-aware INT8 outcome, one fact per line (terminal and report.md)."""
+    t = report.tuning or {}
+    if not t:
+        return []
+    val, final = t["validation"], t["final"]
+    budget = t.get("max_drop_pp")
+    head = "no budget (sensitivity only)" if budget is None else \
+        f"budget {budget:g} pp {'met' if t['met'] else 'NOT met'}"
+    lines = [f"accuracy-aware INT8: {head}; validation drop {final['drop_pp']:+.2f} pp on {val['images']} "
+             f"calibration-split images (labels: {val['labels']}; 1 image = {val['resolution_pp']:g} pp)",
+             "stages: " + "; ".join(_stage_text(s) for s in t["stages"])]
+    fallback = t.get("fallback_layers", [])
+    by_layer = {e["layer"]: e for e in report.sensitivity or []}
+    lines.append(f"layers in float: {len(fallback)} of {t['quantized_layers']}")
+    for layer in fallback:
+        e = by_layer.get(layer, {})
+        lines.append(f"  {layer}: rank {e.get('rank')}, output SQNR {e.get('output_sqnr_db')} dB alone; "
+                     f"price {_price_text(e)}")
+    if report.sensitivity:
+        top = report.sensitivity[:3]
+        lines.append("most sensitive: " + ", ".join(f"{e['layer']} ({e['output_sqnr_db']} dB)" for e in top))
+    return lines
+
+
+def tuning_summary(report: Report) -> str:
+    from rich.markup import escape
+
+    return escape("\n".join(tuning_lines(report)))
+
+
 def markdown(report: Report) -> str:
     m, cal, ev = report.model, report.calibration, report.evaluation
     lines = [f"# edgeresnet export: {m.get('arch')}", "",
@@ -72,6 +116,15 @@ def markdown(report: Report) -> str:
                   "| class | " + " | ".join(f"{r.target} {r.precision}" for r in drops) + " |",
                   "|---|" + "---|" * len(drops)]
         lines += [f"| {c} | " + " | ".join(f"{r.per_class_drop_pp.get(c, 0.0):+.2f}" for r in drops) + " |" for c in classes]
+    if report.tuning:
+        lines += ["", "## Accuracy budget", ""] + [f"- {ln.strip()}" for ln in tuning_lines(report)]
+    if report.sensitivity:
+        lines += ["", "## Per-layer sensitivity (only that layer quantized; most harmful first)", "",
+                  "| rank | layer | op | layer SQNR dB | output SQNR dB | top-1 delta pp | in float | price |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {e['rank']} | `{e['layer']}` | {e['op']} | {e['sqnr_db']} | {e['output_sqnr_db']} | "
+                  f"{e['top1_delta_pp']:+.2f} | {'yes' if e['fallback'] else ''} | "
+                  f"{_price_text(e) if e['fallback'] else ''} |" for e in report.sensitivity]
     for r in report.results:
         if r.details.get("qdq_profile"):
             p = r.details["qdq_profile"]

@@ -28,6 +28,7 @@ class ResultRow:
     mode: str = "latency"  # latency (one request at a time) | throughput (several in flight)
     peak_memory_mb: float | None = None  # peak RSS of the process that ran it (bench)
     samples_ms: list[float] | None = None  # latency samples (bench; downsampled to <= 2000)
+    fallback_layers: list[str] | None = None  # INT8 rows: layers kept in float to meet --max-drop
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,11 +45,14 @@ class Report:
     command: str = ""
     machine: dict[str, Any] | None = None
     version: str = ""
+    sensitivity: list[dict[str, Any]] | None = None  # per quantized layer, most harmful first
+    tuning: dict[str, Any] | None = None  # --max-drop: budget, validation slice, stages, search, prices
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "calibration": self.calibration, "evaluation": self.evaluation,
                 "results": [r.to_dict() for r in self.results], "fold": self.fold, "onnx": self.onnx,
-                "command": self.command, "machine": self.machine, "edgeresnet_version": self.version}
+                "command": self.command, "machine": self.machine, "edgeresnet_version": self.version,
+                "sensitivity": self.sensitivity, "tuning": self.tuning}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Report":
@@ -56,7 +60,7 @@ class Report:
         return cls(model=d["model"], calibration=d.get("calibration"), evaluation=d.get("evaluation"),
                    results=[ResultRow(**{k: v for k, v in r.items() if k in fields}) for r in d.get("results", [])],
                    fold=d.get("fold"), onnx=d.get("onnx"), command=d.get("command", ""), machine=d.get("machine"),
-                   version=d.get("edgeresnet_version", ""))
+                   version=d.get("edgeresnet_version", ""), sensitivity=d.get("sensitivity"), tuning=d.get("tuning"))
 
     def row(self, target: str, precision: str) -> ResultRow | None:
         return next((r for r in self.results if r.target == target and r.precision == precision), None)

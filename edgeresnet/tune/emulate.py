@@ -1,0 +1,138 @@
+"""Run candidate INT8 configurations on ONNX Runtime here, to decide what every engine gets.
+
+A candidate is the FP32 graph plus three choices: the activation scales, corrected conv
+biases, and the layers left in float. It is emitted with the ``ort`` QDQ profile, whose
+quantization points (inputs and outputs of every node unit) cover TensorRT's and OpenVINO's
+on the same int8 grid, and run by ONNX Runtime with its fused int8 kernels: what is
+measured is what the ORT engine ships, and the other engines get the same choices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from ..data import Preprocess
+from ..data.sources import ImageSet
+from ..errors import require
+from ..quantize.qdq import PROFILES, emit_qdq
+
+TUNE_PROFILE = PROFILES["ort"]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    scales: dict[str, float]
+    keep_float: frozenset[str] = frozenset()  # node names that stay in float
+    biases: dict[str, np.ndarray] = field(default_factory=dict)  # bias initializer -> corrected values
+
+    def but(self, **changes) -> "Candidate":
+        return replace(self, **changes)
+
+
+def with_biases(model, biases: dict[str, np.ndarray]):
+    """A copy of ``model`` whose named bias initializers hold new values."""
+    onnx = require("onnx", "torch")
+    from onnx import numpy_helper
+
+    if not biases:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for init in out.graph.initializer:
+        if init.name in biases:
+            init.CopyFrom(numpy_helper.from_array(biases[init.name].astype(np.float32), init.name))
+    return out
+
+
+def quantized_model(fp32, cand: Candidate, profile=TUNE_PROFILE):
+    """The QDQ ModelProto a candidate stands for, in any backend profile. A layer in float
+    keeps its original bias: a correction removes the shift of that layer's own quantization."""
+    floated = {n.input[2] for n in fp32.graph.node if n.name in cand.keep_float and len(n.input) > 2}
+    biases = {b: v for b, v in cand.biases.items() if b not in floated}
+    return emit_qdq(with_biases(fp32, biases), cand.scales, profile, cand.keep_float)
+
+
+@dataclass
+class Images:
+    """A fixed set of preprocessed images (kept in memory when small) and their labels."""
+
+    data: ImageSet
+    pre: Preprocess
+    indices: np.ndarray
+    labels: np.ndarray | None  # None: score against FP32's predictions
+    labels_note: str = "dataset labels"
+    batch_size: int = 128
+    _cache: list[np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def batches(self):
+        if self._cache is not None:
+            yield from self._cache
+            return
+        chunks = [self.data.batch(self.indices[i:i + self.batch_size], self.pre)
+                  for i in range(0, len(self.indices), self.batch_size)]
+        if sum(c.nbytes for c in chunks) <= 256 * 2**20:
+            self._cache = chunks
+        yield from chunks
+
+    def head(self, n: int) -> "Images":
+        return Images(self.data, self.pre, self.indices[:n], None if self.labels is None else self.labels[:n], self.labels_note, self.batch_size)
+
+
+class Runner:
+    """ONNX Runtime sessions for the FP32 graph and for candidates, with chosen tensors fetched."""
+
+    def __init__(self, fp32, threads: int | None = None):
+        self.fp32 = fp32
+        self.threads = threads
+        self.output = fp32.graph.output[0].name
+        self.runs = 0  # candidate graphs built and run: the cost of tuning, reported
+
+    def _session(self, model, extra: list[str]):
+        onnx = require("onnx", "torch")
+        ort = require("onnxruntime", "ort")
+        if extra:
+            probe = onnx.ModelProto()
+            probe.CopyFrom(model)
+            have = {o.name for o in probe.graph.output}
+            probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(t) for t in extra if t not in have)
+            model = probe
+        opts = ort.SessionOptions()
+        if self.threads:
+            opts.intra_op_num_threads = self.threads
+        opts.log_severity_level = 3
+        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+    def _run(self, model, images: Images, extra: list[str]) -> dict[str, list[np.ndarray]]:
+        sess = self._session(model, extra)
+        name = sess.get_inputs()[0].name
+        fetch = [self.output, *extra]
+        out: dict[str, list[np.ndarray]] = {t: [] for t in fetch}
+        for x in images.batches():
+            for t, v in zip(fetch, sess.run(fetch, {name: x})):
+                out[t].append(v)
+        return out
+
+    def reference(self, images: Images, extra: list[str] = ()) -> dict[str, list[np.ndarray]]:
+        """FP32 logits (key: the graph output) and ``extra`` tensors, batch by batch."""
+        return self._run(self.fp32, images, list(extra))
+
+    def candidate(self, cand: Candidate, images: Images, extra: list[str] = ()) -> dict[str, list[np.ndarray]]:
+        self.runs += 1
+        return self._run(quantized_model(self.fp32, cand), images, list(extra))
+
+    def logits(self, cand: Candidate, images: Images) -> np.ndarray:
+        return np.concatenate(self.candidate(cand, images)[self.output])
+
+
+def sqnr_db(reference: np.ndarray, noisy: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio in dB (inf when identical)."""
+    signal = float(np.sum(np.square(reference, dtype=np.float64)))
+    noise = float(np.sum(np.square(noisy.astype(np.float64) - reference)))
+    if noise == 0.0:
+        return float("inf")
+    return float(10.0 * np.log10(max(signal, 1e-30) / noise))

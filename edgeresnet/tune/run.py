@@ -1,0 +1,140 @@
+"""Accuracy-aware INT8: cheap fixes first, then the fewest layers back to float.
+
+Stages, each measured on the validation slice (carved from the calibration split, disjoint
+from the calibration images, never the evaluation split):
+
+1. plain INT8 from the calibration table;
+2. per-layer calibration method, then bias correction (each ``auto``: tried only while the
+   budget is not met, and kept only when it helps; ``on``: always kept; ``off``);
+3. per-layer sensitivity (always, when tuning runs);
+4. the fallback search, while the budget is still not met.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ..calibrate.table import CalibrationTable
+from ..errors import UsageError
+from ..progress import stderr
+from ..quantize.plan import layer_units
+from .emulate import Candidate, Images, Runner
+from .fixes import choose_methods, correct_biases
+from .search import Scorer, expand, fallback_search
+from .sensitivity import layer_sensitivity
+
+FIX_MODES = ("auto", "on", "off")
+SENSITIVITY_IMAGES = 1000  # validation images per single-layer candidate
+TUNE_IMAGES = 128  # calibration images for the fixes and the layer SQNRs
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    max_drop: float | None = None  # pp of top-1 on the validation slice
+    val_size: int = 2000
+    bias_correction: str = "auto"
+    layer_methods: str = "auto"
+    sensitivity: bool = False  # compute the table even without a budget
+
+    def __post_init__(self):
+        for name in ("bias_correction", "layer_methods"):
+            if getattr(self, name) not in FIX_MODES:
+                flag = name.replace("_", "-")
+                raise UsageError(f"--{flag} must be one of {', '.join(FIX_MODES)}, got {getattr(self, name)!r}")
+        if self.max_drop is not None and self.max_drop < 0:
+            raise UsageError(f"--max-drop must be >= 0 (percentage points of top-1), got {self.max_drop}")
+        if self.val_size < 1:
+            raise UsageError("--val-size must be >= 1")
+
+    @property
+    def active(self) -> bool:
+        return self.max_drop is not None or self.sensitivity or "on" in (self.bias_correction, self.layer_methods)
+
+
+@dataclass
+class TuneResult:
+    candidate: Candidate
+    fallback_layers: list[str]
+    units: dict[str, frozenset[str]]
+    sensitivity: list[dict] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+
+
+def tune(fp32, table: CalibrationTable, calib: Images, val: Images, opts: TuneOptions,
+         threads: int | None = None) -> TuneResult:
+    start_time = time.perf_counter()
+    runner = Runner(fp32, threads)
+    units = layer_units(fp32)
+    score = Scorer(runner, val)
+    calib = calib.head(TUNE_IMAGES)
+    budget = opts.max_drop
+    cand = Candidate(dict(table.scales))
+    current = score(cand)
+    stages = [{"stage": "int8", "kept": True, **current.to_dict()}]
+    summary: dict = {"max_drop_pp": budget}
+
+    def met() -> bool:
+        return budget is not None and current.meets(budget)
+
+    fixes = (("layer_methods", lambda c: _methods(runner, c, table, calib, summary)),
+             ("bias_correction", lambda c: _biases(runner, c, calib, units, summary)))
+    for name, apply in fixes:
+        mode = getattr(opts, name)
+        if mode == "off" or (mode == "auto" and (budget is None or met())):
+            why = "off" if mode == "off" else ("budget already met" if met() else "no --max-drop")
+            stages.append({"stage": name, "kept": False, "skipped": why})
+            continue
+        trial = apply(cand)
+        got = score(trial)
+        keep = mode == "on" or got.better_than(current, 100 / len(val))
+        stages.append({"stage": name, "kept": keep, **got.to_dict()})
+        if keep:
+            cand, current = trial, got
+        stderr.print(f"{name.replace('_', ' ')}: validation drop {got.drop_pp:+.2f} pp "
+                     f"({'kept' if keep else 'not kept'})")
+    if not keep_methods(stages):
+        summary.pop("layer_methods", None)
+    if not any(s["stage"] == "bias_correction" and s["kept"] for s in stages):
+        summary.pop("bias_correction", None)
+
+    sens_score = score if len(val) <= SENSITIVITY_IMAGES else Scorer(runner, val.head(SENSITIVITY_IMAGES))
+    sensitivity = layer_sensitivity(runner, cand, units, calib, sens_score)
+    fallback: list[str] = []
+    trace: list[dict] = []
+    if budget is not None and not met():
+        ranked = [row["layer"] for row in sensitivity]
+        fallback, current, trace = fallback_search(score, cand, ranked, units, budget, current)
+        cand = cand.but(keep_float=cand.keep_float | expand(fallback, units))
+        stages.append({"stage": "fallback", "kept": True, **current.to_dict()})
+    for row in sensitivity:
+        row["fallback"] = row["layer"] in fallback
+    summary.update({
+        "met": None if budget is None else current.meets(budget),
+        "validation": {"images": len(val), "split": "train", "source": val.data.source,
+                       "disjoint_from_calibration": True, "labels": val.labels_note,
+                       "fp32_top1": round(score.fp32_top1, 6), "resolution_pp": round(100 / len(val), 4)},
+        "stages": stages, "final": current.to_dict(), "fallback_layers": fallback,
+        "quantized_layers": len(units), "search": trace, "candidates_run": runner.runs,
+        "sensitivity_images": {"calibration": len(calib), "validation": len(sens_score.images)},
+        "seconds": round(time.perf_counter() - start_time, 2)})
+    return TuneResult(cand, fallback, units, sensitivity, summary)
+
+
+def keep_methods(stages: list[dict]) -> bool:
+    return any(s["stage"] == "layer_methods" and s["kept"] for s in stages)
+
+
+def _methods(runner: Runner, cand: Candidate, table: CalibrationTable, calib: Images, summary: dict) -> Candidate:
+    scales, choice = choose_methods(runner, cand, table, calib)
+    changed = {t: m for t, m in choice.items() if m != table.method}
+    summary["layer_methods"] = {"base": table.method, "changed": changed, "tensors": len(choice),
+                                "images": len(calib)}
+    return cand.but(scales=scales)
+
+
+def _biases(runner: Runner, cand: Candidate, calib: Images, units: dict[str, frozenset[str]],
+            summary: dict) -> Candidate:
+    biases, stats = correct_biases(runner, cand, calib, units)
+    summary["bias_correction"] = stats
+    return cand.but(biases=biases)
