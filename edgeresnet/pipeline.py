@@ -152,10 +152,12 @@ def _tune(cfg: ExportConfig, loaded: Loaded, fp32_proto, table: CalibrationTable
 
 
 def _trt_scales(fp32_proto, ctx: EngineContext) -> dict[str, float]:
-    """Scales for the calibration cache: every tensor the quantized layers touch. Layers kept
-    in float get none, so the implicit path leaves them out of INT8 too."""
+    """Scales for the calibration cache: every tensor the quantized layers touch, except
+    those a float layer reads. A tensor with a scale may be stored in int8, so the implicit
+    path would feed a float layer the very rounding it was kept in float to avoid."""
     cand = ctx.candidate or Candidate(ctx.table.scales)
-    return {t: cand.scales[t] for t in plan(fp32_proto, cand.keep_float).all_tensors}
+    read_by_float = {i for n in fp32_proto.graph.node if n.name in cand.keep_float for i in n.input}
+    return {t: cand.scales[t] for t in plan(fp32_proto, cand.keep_float).all_tensors if t not in read_by_float}
 
 
 def _price(backend, ctx: EngineContext, tuned: TuneResult, rows: list[ResultRow], probe: np.ndarray) -> None:
