@@ -9,7 +9,7 @@ import html
 import io
 
 from .bench_table import HEAD, cells
-from .render import COLUMNS, _cells
+from .render import COLUMNS, _cells, tuning_lines
 from .schema import Report, ResultRow
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2rem;max-width:1100px;color:#222}
@@ -96,7 +96,27 @@ def plots(report: Report, bench: list[ResultRow]) -> list[tuple[str, str]]:
         ax.legend(fontsize=7)
         out.append(("Per-class accuracy drop", _png(fig)))
         plt.close(fig)
+    if report.sensitivity:
+        out.append(("Per-layer sensitivity", _sensitivity_png(plt, report.sensitivity)))
     return out
+
+
+def _sensitivity_png(plt, sensitivity: list[dict]) -> str:
+    """Output SQNR with only that layer quantized, lowest (most harmful) at the top; layers
+    kept in float in orange."""
+    rows = sensitivity[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.24 * len(rows)))
+    colors = ["#e07020" if r["fallback"] else "#3070b0" for r in rows]
+    values = [min(r["output_sqnr_db"], 99.0) for r in rows]
+    ax.barh(range(len(rows)), values, color=colors)
+    ax.set_yticks(range(len(rows)), [r["layer"] for r in rows], fontsize=6)
+    ax.set_xlabel("output SQNR (dB) with only this layer in INT8: lower hurts more")
+    ax.set_title("Per-layer sensitivity (orange: kept in float)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    uri = _png(fig)
+    plt.close(fig)
+    return uri
 
 
 def _table(head, rows) -> str:
@@ -119,6 +139,9 @@ def render_html(report: Report, bench: list[ResultRow], machine: dict | None) ->
         facts.append(f"machine: {cpu.get('model')} ({cpu.get('cores')} cores; {', '.join(cpu.get('isa', []))})")
     parts.append("<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in facts) + "</ul>")
     parts.append("<h2>Export: FP32 vs INT8</h2>" + _table(COLUMNS, [_cells(report, r) for r in report.results]))
+    if report.tuning:
+        parts.append("<h2>Accuracy budget</h2><ul>" + "".join(
+            f"<li>{html.escape(line.strip())}</li>" for line in tuning_lines(report)) + "</ul>")
     if bench:
         parts.append("<h2>Benchmark</h2>" + _table(HEAD, [cells(bench, r) for r in bench]))
     figures = plots(report, bench)
