@@ -225,6 +225,9 @@ def run_export(cfg: ExportConfig) -> Report:
         if eval_set.origin == calib_set.origin and not cfg.allow_eval_calib:
             raise InputError(f"calibration and evaluation would use the same images ({calib_set.source})",
                              hint="give a data spec with separate train and test splits, or --allow-eval-calib")
+        if eval_set.origin == calib_set.origin and cfg.tuning.active:
+            raise InputError("the --max-drop validation slice would come from the evaluation images",
+                             hint="give --calib data with separate train and test splits")
     if not loaded.random_weights:
         _check_classes(meta, calib_set, "calib", calib_spec)
 

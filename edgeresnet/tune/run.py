@@ -26,7 +26,8 @@ from .sensitivity import layer_sensitivity
 
 FIX_MODES = ("auto", "on", "off")
 SENSITIVITY_IMAGES = 1000  # validation images per single-layer candidate
-TUNE_IMAGES = 128  # calibration images for the fixes and the layer SQNRs
+BIAS_IMAGES = 128  # calibration images for the per-channel mean shifts
+ERROR_IMAGES = 32  # calibration images for output errors: method choice and layer SQNRs
 
 
 @dataclass(frozen=True)
@@ -67,74 +68,61 @@ def tune(fp32, table: CalibrationTable, calib: Images, val: Images, opts: TuneOp
     runner = Runner(fp32, threads)
     units = layer_units(fp32)
     score = Scorer(runner, val)
-    calib = calib.head(TUNE_IMAGES)
+    few = calib.head(ERROR_IMAGES)
     budget = opts.max_drop
     cand = Candidate(dict(table.scales))
     current = score(cand)
     stages = [{"stage": "int8", "kept": True, **current.to_dict()}]
-    summary: dict = {"max_drop_pp": budget}
 
-    def met() -> bool:
-        return budget is not None and current.meets(budget)
-
-    fixes = (("layer_methods", lambda c: _methods(runner, c, table, calib, summary)),
-             ("bias_correction", lambda c: _biases(runner, c, calib, units, summary)))
-    for name, apply in fixes:
+    fixes = {"layer_methods": lambda c: _methods(runner, c, table, few),
+             "bias_correction": lambda c: _biases(runner, c, calib.head(BIAS_IMAGES), units)}
+    for name, apply in fixes.items():
         mode = getattr(opts, name)
-        if mode == "off" or (mode == "auto" and (budget is None or met())):
-            why = "off" if mode == "off" else ("budget already met" if met() else "no --max-drop")
+        met = budget is not None and current.meets(budget)
+        if mode == "off" or (mode == "auto" and (budget is None or met)):
+            why = "off" if mode == "off" else ("budget already met" if met else "no --max-drop")
             stages.append({"stage": name, "kept": False, "skipped": why})
             continue
-        trial = apply(cand)
+        trial, details = apply(cand)
         got = score(trial)
         keep = mode == "on" or got.better_than(current, 100 / len(val))
-        stages.append({"stage": name, "kept": keep, **got.to_dict()})
+        stages.append({"stage": name, "kept": keep, **got.to_dict(), "details": details})
         if keep:
             cand, current = trial, got
         stderr.print(f"{name.replace('_', ' ')}: validation drop {got.drop_pp:+.2f} pp "
                      f"({'kept' if keep else 'not kept'})")
-    if not keep_methods(stages):
-        summary.pop("layer_methods", None)
-    if not any(s["stage"] == "bias_correction" and s["kept"] for s in stages):
-        summary.pop("bias_correction", None)
 
     sens_score = score if len(val) <= SENSITIVITY_IMAGES else Scorer(runner, val.head(SENSITIVITY_IMAGES))
-    sensitivity = layer_sensitivity(runner, cand, units, calib, sens_score)
+    sensitivity = layer_sensitivity(runner, cand, units, few, sens_score)
     fallback: list[str] = []
     trace: list[dict] = []
-    if budget is not None and not met():
+    if budget is not None and not current.meets(budget):
         ranked = [row["layer"] for row in sensitivity]
         fallback, current, trace = fallback_search(score, cand, ranked, units, budget, current)
         cand = cand.but(keep_float=cand.keep_float | expand(fallback, units))
         stages.append({"stage": "fallback", "kept": True, **current.to_dict()})
     for row in sensitivity:
         row["fallback"] = row["layer"] in fallback
-    summary.update({
-        "met": None if budget is None else current.meets(budget),
+    summary = {
+        "max_drop_pp": budget, "met": None if budget is None else current.meets(budget),
         "validation": {"images": len(val), "split": "train", "source": val.data.source,
                        "disjoint_from_calibration": True, "labels": val.labels_note,
                        "fp32_top1": round(score.fp32_top1, 6), "resolution_pp": round(100 / len(val), 4)},
         "stages": stages, "final": current.to_dict(), "fallback_layers": fallback,
         "quantized_layers": len(units), "search": trace, "candidates_run": runner.runs,
-        "sensitivity_images": {"calibration": len(calib), "validation": len(sens_score.images)},
-        "seconds": round(time.perf_counter() - start_time, 2)})
+        "sensitivity_images": {"calibration": len(few), "validation": len(sens_score.images)},
+        "seconds": round(time.perf_counter() - start_time, 2)}
     return TuneResult(cand, fallback, units, sensitivity, summary)
 
 
-def keep_methods(stages: list[dict]) -> bool:
-    return any(s["stage"] == "layer_methods" and s["kept"] for s in stages)
-
-
-def _methods(runner: Runner, cand: Candidate, table: CalibrationTable, calib: Images, summary: dict) -> Candidate:
+def _methods(runner: Runner, cand: Candidate, table: CalibrationTable, calib: Images) -> tuple[Candidate, dict]:
     scales, choice = choose_methods(runner, cand, table, calib)
     changed = {t: m for t, m in choice.items() if m != table.method}
-    summary["layer_methods"] = {"base": table.method, "changed": changed, "tensors": len(choice),
-                                "images": len(calib)}
-    return cand.but(scales=scales)
+    return cand.but(scales=scales), {"base": table.method, "changed": changed, "tensors": len(choice),
+                                     "images": len(calib)}
 
 
-def _biases(runner: Runner, cand: Candidate, calib: Images, units: dict[str, frozenset[str]],
-            summary: dict) -> Candidate:
-    biases, stats = correct_biases(runner, cand, calib, units)
-    summary["bias_correction"] = stats
-    return cand.but(biases=biases)
+def _biases(runner: Runner, cand: Candidate, calib: Images, units: dict[str, frozenset[str]]
+            ) -> tuple[Candidate, dict]:
+    biases, details = correct_biases(runner, cand, calib, units)
+    return cand.but(biases=biases), details
