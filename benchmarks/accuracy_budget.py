@@ -39,16 +39,11 @@ MODELS = {
 
 
 def outlier_checkpoint(path: Path) -> Path:
-    import torch
-
     from edgeresnet.checkpoint import load_checkpoint, save_checkpoint
+    from edgeresnet.models.surgery import rescale_channel
 
     ckpt = load_checkpoint("default")
-    block = ckpt.model.layer3[0]
-    with torch.no_grad():
-        block.bn1.weight[3] *= 1000.0
-        block.bn1.bias[3] *= 1000.0
-        block.conv2.weight[:, 3] /= 1000.0
+    rescale_channel(ckpt.model.layer3[0], 3, 1000.0)
     save_checkpoint(path, ckpt.model, ckpt.meta)
     return path
 

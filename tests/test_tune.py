@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import torch
-
 from edgeresnet.backends.tensorrt_bundle import layer_warnings, parse_calibration_cache
 from edgeresnet.calibrate.collect import pick_calibration_images, pick_validation_images
 from edgeresnet.checkpoint import load_checkpoint, save_checkpoint
+from edgeresnet.models.surgery import rescale_channel
 from edgeresnet.quantize.plan import layer_units, plan
 from edgeresnet.tune.emulate import Candidate, quantized_model
 
@@ -76,6 +75,20 @@ def test_float_layer_keeps_float_weights_and_its_original_bias(fp32_default):
     assert np.allclose(bias * scale, 7.0, rtol=1e-3)  # the quantized neighbour carries its correction (int32 bias)
 
 
+def test_rescale_channel_keeps_the_fp32_function(real_images):
+    import torch
+
+    from edgeresnet.checkpoint import load_checkpoint as load
+
+    a, b = load("default").model.eval(), load("default").model.eval()
+    rescale_channel(b.layer3[0], 3, 1000.0)
+    x = torch.from_numpy(load("default").meta.preprocess.normalize(real_images[:8, :, :, None]))
+    with torch.no_grad():
+        assert torch.allclose(a(x), b(x), atol=1e-3)
+    with pytest.raises(ValueError):
+        rescale_channel(b.layer3[0], 3, -1.0)
+
+
 def test_layer_warnings_expect_the_float_layers():
     info = {"Layers": [{"Name": "/layer1/layer1.0/conv1/Conv + /layer1/layer1.0/relu/Relu", "LayerType": "CaskConvolution",
                         "Inputs": [{"Format/Datatype": "Half"}]}]}
@@ -90,11 +103,7 @@ def outlier_export(tmp_path_factory) -> Path:
     quantization crushes the other 63 channels of that tensor into zero."""
     tmp = tmp_path_factory.mktemp("outlier")
     ckpt = load_checkpoint("default")
-    block = ckpt.model.layer3[0]
-    with torch.no_grad():
-        block.bn1.weight[3] *= 1000.0
-        block.bn1.bias[3] *= 1000.0
-        block.conv2.weight[:, 3] /= 1000.0
+    rescale_channel(ckpt.model.layer3[0], 3, 1000.0)
     save_checkpoint(tmp / "outlier.pt", ckpt.model, ckpt.meta)
     out = tmp / "exp"
     res = run_cli("export", str(tmp / "outlier.pt"), "--calib", "default", "--eval", "default", "--calib-size", "64",
