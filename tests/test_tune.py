@@ -177,3 +177,32 @@ def test_bad_budget_input_is_one_line(tmp_path, args, needle):
     assert res.returncode in (2, 3), res.stderr
     assert needle in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_sensitivity_without_a_budget_changes_nothing(tmp_path):
+    out = tmp_path / "exp"
+    export_default(out, "--calib-size", "64", "--sensitivity", "--val-size", "300", "--eval-limit", "500")
+    report = json.loads((out / "report.json").read_text())
+    assert report["tuning"]["max_drop_pp"] is None and report["tuning"]["met"] is None
+    assert len(report["sensitivity"]) == report["tuning"]["quantized_layers"] == 22
+    assert [e["rank"] for e in report["sensitivity"]] == list(range(1, 23))
+    sqnrs = [e["output_sqnr_db"] for e in report["sensitivity"]]
+    assert sqnrs == sorted(sqnrs)  # most harmful (lowest SQNR) first
+    assert all(s.get("skipped") == "no --max-drop" for s in report["tuning"]["stages"][1:])
+    row = next(r for r in report["results"] if r["target"] == "ort" and r["precision"] == "int8")
+    assert row["fallback_layers"] == [] and "fallback_price" not in row["details"]
+    assert "Per-layer sensitivity" in (out / "report.md").read_text()
+
+
+def test_budget_refuses_a_slice_that_would_be_the_evaluation_images(tmp_path, test_set):
+    from PIL import Image
+
+    folder = tmp_path / "flat"  # no train/test subfolders: both splits are the same images
+    for i in range(40):
+        d = folder / test_set.classes[int(test_set.labels[i])]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(test_set.images[i, :, :, 0]).save(d / f"{i}.png")
+    res = run_cli("export", "default", "--calib", str(folder), "--allow-eval-calib", "--calib-size", "8",
+                  "--max-drop", "0.1", "--out", str(tmp_path / "x"))
+    assert res.returncode == 3, res.stderr
+    assert "validation slice would come from the evaluation images" in res.stderr and "Traceback" not in res.stderr
