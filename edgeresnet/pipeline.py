@@ -136,11 +136,14 @@ def _tune(cfg: ExportConfig, loaded: Loaded, fp32_proto, table: CalibrationTable
         stderr.print(f"warning: the validation slice has only {len(val_idx)} images (one image is "
                      f"{100 / len(val_idx):.2f} pp of top-1); lower --calib-size or give more train images",
                      style="yellow")
+    budget = cfg.tuning.max_drop
+    if budget is not None and 0 < budget < 100 / len(val_idx):
+        stderr.print(f"note: --max-drop {budget:g} is under one validation image ({100 / len(val_idx):.3f} pp): "
+                     "it means no net loss on the slice; raise --val-size for a finer budget", style="yellow")
     labels = None if loaded.random_weights else calib_set.labels[val_idx]
     note = "FP32 predictions (random weights)" if labels is None else "dataset labels"
     calib = Images(calib_set, pre, calib_idx, calib_set.labels[calib_idx])
     val = Images(calib_set, pre, val_idx, labels, note)
-    budget = cfg.tuning.max_drop
     stderr.print(f"accuracy-aware INT8: {'budget ' + format(budget, 'g') + ' pp' if budget is not None else 'no budget'}"
                  f", validation slice of {len(val_idx)} calibration-split images")
     result = tune(fp32_proto, table, calib, val, cfg.tuning, cfg.threads)
