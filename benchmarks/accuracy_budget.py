@@ -33,8 +33,9 @@ MODELS = {
     "default": {"budgets": [None, 0.1, 0.0], "args": ["default", "--calib-method", "minmax", "--calib-size", "32"]},
     "outlier": {"budgets": [None, 1.0, 0.2, 0.0],
                 "args": ["--calib-size", "64", "--eval-limit", "5000"]},
-    "resnet18": {"budgets": [None, 0.5, 0.1],
-                 "args": ["--calib-size", "128", "--val-size", "500", "--eval-limit", "1000"]},
+    "resnet18": {"budgets": [None, 0.4, 0.0],
+                 "args": ["--calib-method", "minmax", "--calib-size", "32", "--val-size", "500",
+                          "--eval-limit", "2000"]},
 }
 
 
@@ -121,7 +122,8 @@ def main() -> None:
         elif name == "resnet18":
             if args.resnet18:
                 model_args.insert(0, str(args.resnet18))
-                title = f"ResNet-18 at 224x224, Fashion-MNIST checkpoint `{args.resnet18.name}`, 1,000 test images"
+                title = (f"ResNet-18 at 224x224, Fashion-MNIST checkpoint `{args.resnet18.name}`, minmax on 32 images, "
+                         "500-image validation slice, first 2,000 test images")
             else:
                 model_args[:0] = ["resnet18", "--input-size", "224"]
                 title = "ResNet-18 at 224x224, random weights (drops against FP32's predictions)"
