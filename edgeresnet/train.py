@@ -37,7 +37,7 @@ class TrainConfig:
     seed: int = 0
     input_size: int | None = None
     in_channels: int | None = None
-    small_input: bool = False
+    small_input: bool | None = None  # None: automatic (the 3x3 stem for ImageNet-style nets at <= 64 px)
     zero_init_residual: bool = False
     threads: int | None = None
     device: str = "auto"
@@ -144,7 +144,8 @@ def train(cfg: TrainConfig) -> tuple[ModelMeta, list[EpochStats]]:
         history = [EpochStats(**h) for h in meta.metrics.get("history", [])]
     else:
         pre = default_preprocess(train_set, cfg.in_channels, cfg.input_size)
-        small = cfg.small_input or (get_arch(cfg.arch).family == "imagenet" and pre.size <= 64)
+        small = cfg.small_input if cfg.small_input is not None else (
+            get_arch(cfg.arch).family == "imagenet" and pre.size <= 64)
         model = build_model(cfg.arch, num_classes=len(train_set.classes), in_channels=pre.channels,
                             small_input=small, zero_init_residual=cfg.zero_init_residual)
         meta = ModelMeta(arch=cfg.arch, num_classes=len(train_set.classes), in_channels=pre.channels,

@@ -22,6 +22,17 @@ def test_short_training_lowers_the_loss_on_real_images(tmp_path):
     assert ckpt.meta.preprocess.size == 28 and ckpt.meta.in_channels == 1
 
 
+def test_small_input_stem_is_automatic_and_can_be_refused(tmp_path):
+    """At <= 64 px an ImageNet-style net gets the 3x3 stem unless --no-small-input keeps the 7x7
+    one (train small, fine-tune at 224: the stem must be the one the big input needs)."""
+    for flag, small in ((None, True), (False, False)):
+        cfg = TrainConfig(arch="resnet18", data="default", out=tmp_path / f"{flag}.pt", epochs=1, limit=64,
+                          val_limit=32, threads=2, input_size=32, in_channels=3, small_input=flag)
+        meta, _ = train(cfg)
+        model = load_checkpoint(cfg.out).model
+        assert meta.small_input is small and (model.conv1.kernel_size == (3, 3)) is small
+
+
 def test_augmentation_crops_and_flips_per_sample():
     x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).view(2, 1, 4, 4)
     gen = torch.Generator().manual_seed(0)
