@@ -62,13 +62,17 @@ class EngineContext:
     candidate: Candidate | None = None  # tuned scales, biases and float layers (default: the table's scales)
     fallback_layers: list[str] = field(default_factory=list)  # layers the INT8 engines keep in float
 
+    @property
+    def quant(self) -> Candidate:
+        """What the INT8 graphs are emitted from: the tuned candidate, else the table's scales."""
+        return self.candidate or Candidate(self.table.scales)
+
     def qdq(self, profile_name: str) -> Path:
         """The QDQ ONNX of a profile, written once and shared by the backends that use it."""
         if profile_name not in self.qdq_paths:
             onnx = require("onnx", "torch")
             path = self.work / f"model.int8.{profile_name}.qdq.onnx"
-            cand = self.candidate or Candidate(self.table.scales)
-            proto = quantized_model(self.fp32_proto, cand, PROFILES[profile_name])
+            proto = quantized_model(self.fp32_proto, self.quant, PROFILES[profile_name])
             atomic_write(path, lambda p: onnx.save(proto, str(p)))
             self.qdq_paths[profile_name] = path
         return self.qdq_paths[profile_name]

@@ -33,7 +33,7 @@ from .models.registry import get_arch, list_models
 from .outdir import atomic_write, staged_dir
 from .progress import stderr
 from .quantize.plan import plan
-from .tune.emulate import Candidate, Images
+from .tune.emulate import Images
 from .tune.price import price_fallbacks
 from .tune.run import TuneOptions, TuneResult, tune
 from .report import Report, ResultRow, markdown
@@ -158,7 +158,7 @@ def _trt_scales(fp32_proto, ctx: EngineContext) -> dict[str, float]:
     """Scales for the calibration cache: every tensor the quantized layers touch, except
     those a float layer reads. A tensor with a scale may be stored in int8, so the implicit
     path would feed a float layer the very rounding it was kept in float to avoid."""
-    cand = ctx.candidate or Candidate(ctx.table.scales)
+    cand = ctx.quant
     read_by_float = {i for n in fp32_proto.graph.node if n.name in cand.keep_float for i in n.input}
     return {t: cand.scales[t] for t in plan(fp32_proto, cand.keep_float).all_tensors if t not in read_by_float}
 
@@ -176,9 +176,6 @@ def _price(backend, ctx: EngineContext, tuned: TuneResult, rows: list[ResultRow]
         row.details["fallback_price"] = {"error": f"{type(exc).__name__}: {exc}"}
         return
     row.details["fallback_price"] = prices
-    prices_by_layer = tuned.summary.setdefault("price_ms", {})
-    for layer, ms in prices["per_layer_ms"].items():
-        prices_by_layer.setdefault(layer, {})[backend.name] = ms
     for entry in tuned.sensitivity:
         if entry["layer"] in prices["per_layer_ms"]:
             entry.setdefault("price_ms", {})[backend.name] = prices["per_layer_ms"][entry["layer"]]
@@ -286,7 +283,7 @@ def run_export(cfg: ExportConfig) -> Report:
                     work, input_name=INPUT, chw=pre.input_shape, batch_range=cfg.batch_range, dla_core=cfg.dla_core,
                     scales=_trt_scales(fp32_proto, ctx), eval_spec=None if eval_set is None else (cfg.eval or calib_spec),
                     qdq_name=ctx.qdq("trt").name, fallback_layers=tuple(ctx.fallback_layers),
-                    float_nodes=tuple(sorted(ctx.candidate.keep_float)) if ctx.candidate else ())
+                    float_nodes=tuple(sorted(ctx.quant.keep_float)))
                 ctx.qdq_paths["trt"] = bundle / "model.int8.trt.qdq.onnx"
                 if reason or cfg.prepare_only:
                     why = "--prepare-only" if cfg.prepare_only and not reason else reason

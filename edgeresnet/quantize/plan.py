@@ -132,8 +132,9 @@ def layer_units(model) -> dict[str, frozenset[str]]:
     sites = plan(model)
     producers, consumers = _producers(graph), _consumers(graph)
     units = {layer: {layer} for layer in sites.layers}
+    by_name = {n.name: n for n in graph.node}
     for add, identity in sites.residual_adds.items():
-        node = next(n for n in graph.node if n.name == add)
+        node = by_name[add]
         other = [i for i in node.input if i != identity]
         owner = producers.get(other[0]) if other else None
         if owner is not None and owner.name in units:

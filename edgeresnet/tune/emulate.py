@@ -107,23 +107,25 @@ class Runner:
         opts.log_severity_level = 3
         return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
-    def _run(self, model, images: Images, extra: list[str]) -> dict[str, list[np.ndarray]]:
+    def _run(self, model, images: Images, extra: list[str], reduce=None) -> dict[str, list[np.ndarray]]:
         sess = self._session(model, extra)
         name = sess.get_inputs()[0].name
         fetch = [self.output, *extra]
         out: dict[str, list[np.ndarray]] = {t: [] for t in fetch}
         for x in images.batches():
             for t, v in zip(fetch, sess.run(fetch, {name: x})):
-                out[t].append(v)
+                out[t].append(v if reduce is None or t == self.output else reduce(v))
         return out
 
-    def reference(self, images: Images, extra: list[str] = ()) -> dict[str, list[np.ndarray]]:
-        """FP32 logits (key: the graph output) and ``extra`` tensors, batch by batch."""
-        return self._run(self.fp32, images, list(extra))
+    def reference(self, images: Images, extra: list[str] = (), reduce=None) -> dict[str, list[np.ndarray]]:
+        """FP32 logits (key: the graph output) and ``extra`` tensors, batch by batch;
+        ``reduce`` shrinks each batch of an ``extra`` tensor as it arrives (memory stays small)."""
+        return self._run(self.fp32, images, list(extra), reduce)
 
-    def candidate(self, cand: Candidate, images: Images, extra: list[str] = ()) -> dict[str, list[np.ndarray]]:
+    def candidate(self, cand: Candidate, images: Images, extra: list[str] = (), reduce=None
+                  ) -> dict[str, list[np.ndarray]]:
         self.runs += 1
-        return self._run(quantized_model(self.fp32, cand), images, list(extra))
+        return self._run(quantized_model(self.fp32, cand), images, list(extra), reduce)
 
     def logits(self, cand: Candidate, images: Images) -> np.ndarray:
         return np.concatenate(self.candidate(cand, images)[self.output])

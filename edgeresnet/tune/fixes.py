@@ -51,9 +51,8 @@ def _bias_sites(model) -> list[tuple[str, str, str]]:
     return [(w.node, out[w.node], w.bias) for w in plan(model).weights if w.bias]
 
 
-def _channel_means(batches: list[np.ndarray]) -> np.ndarray:
-    """Per-image, per-channel means of an NCHW (or NC) tensor."""
-    x = np.concatenate(batches)
+def _channel_means(x: np.ndarray) -> np.ndarray:
+    """Per-image, per-channel means of a batch of an NCHW (or NC) tensor."""
     return x.reshape(x.shape[0], x.shape[1], -1).mean(axis=2, dtype=np.float64)
 
 
@@ -71,13 +70,15 @@ def correct_biases(runner: Runner, cand: Candidate, images: Images, units: dict[
     everything = frozenset().union(*units.values())
     inits = {i.name: i for i in runner.fp32.graph.initializer}
     original = {b: numpy_helper.to_array(inits[b]).astype(np.float64) for _, _, b in sites}
-    ref = runner.reference(images, [t for _, t, _ in sites])
+    ref = {t: np.concatenate(v) for t, v in
+           runner.reference(images, [t for _, t, _ in sites], reduce=_channel_means).items()}
     biases = {b: v.copy() for b, v in original.items()}
     with progress() as bar:
         task = bar.add_task("bias correction", total=len(sites))
         for layer, tensor, bias in sites:
             only = cand.but(keep_float=cand.keep_float | (everything - units[layer]))
-            d = _channel_means(runner.candidate(only, images, [tensor])[tensor]) - _channel_means(ref[tensor])
+            got = np.concatenate(runner.candidate(only, images, [tensor], reduce=_channel_means)[tensor])
+            d = got - ref[tensor]
             shift = d.mean(axis=0)
             se = d.std(axis=0, ddof=1) / np.sqrt(len(d)) if len(d) > 1 else np.full_like(shift, np.inf)
             biases[bias] -= np.where(np.abs(shift) > 2 * se, shift, 0.0)

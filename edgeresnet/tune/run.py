@@ -92,7 +92,7 @@ def tune(fp32, table: CalibrationTable, calib: Images, val: Images, opts: TuneOp
         stderr.print(f"{name.replace('_', ' ')}: validation drop {got.drop_pp:+.2f} pp "
                      f"({'kept' if keep else 'not kept'})")
 
-    sens_score = score if len(val) <= SENSITIVITY_IMAGES else Scorer(runner, val.head(SENSITIVITY_IMAGES))
+    sens_score = score.head(SENSITIVITY_IMAGES)
     sensitivity = layer_sensitivity(runner, cand, units, few, sens_score)
     fallback: list[str] = []
     trace: list[dict] = []

@@ -34,9 +34,10 @@ class Outcome:
 class Scorer:
     """Top-1 drop and logit SQNR of candidates against FP32 on one fixed image set."""
 
-    def __init__(self, runner: Runner, images: Images):
+    def __init__(self, runner: Runner, images: Images, fp32_logits: np.ndarray | None = None):
         self.runner, self.images = runner, images
-        self.fp32_logits = np.concatenate(runner.reference(images)[runner.output])
+        self.fp32_logits = np.concatenate(runner.reference(images)[runner.output]) if fp32_logits is None \
+            else fp32_logits
         self.fp32_pred = self.fp32_logits.argmax(1)
         # No labels (a model with random weights): FP32's own predictions stand in.
         self.labels = self.fp32_pred if images.labels is None else images.labels
@@ -49,6 +50,12 @@ class Scorer:
         # Counted in images, so a one-image drop on 1000 images is exactly 0.1 pp.
         return Outcome(correct / n, (self.fp32_correct - correct) * 100 / n, float((pred == self.fp32_pred).mean()),
                        sqnr_db(self.fp32_logits, logits))
+
+    def head(self, n: int) -> "Scorer":
+        """The same scoring on the first ``n`` images, without running FP32 again."""
+        if n >= len(self.images):
+            return self
+        return Scorer(self.runner, self.images.head(n), self.fp32_logits[:n])
 
     def __call__(self, cand: Candidate) -> Outcome:
         return self.logits_outcome(self.runner.logits(cand, self.images))
