@@ -3,8 +3,13 @@
 A candidate is the FP32 graph plus three choices: the activation scales, corrected conv
 biases, and the layers left in float. It is emitted with the ``ort`` QDQ profile, whose
 quantization points (inputs and outputs of every node unit) cover TensorRT's and OpenVINO's
-on the same int8 grid, and run by ONNX Runtime with its fused int8 kernels: what is
-measured is what the ORT engine ships, and the other engines get the same choices.
+on the same int8 grid, and the other engines get the same choices.
+
+Candidates run unfused (``ORT_DISABLE_ALL``): every Q/DQ and conv as written, in float, which
+is the int8 grid's exact arithmetic up to float rounding: what VNNI, AMX, ARM, OpenVINO and
+TensorRT compute. The fused kernels of the export machine would score its quirks instead (on
+x86 without VNNI, 8-bit weights saturate int16 sums: a float layer would be chosen to hide a
+fault that other CPUs do not have, and that the ORT engine's 7-bit twin avoids there).
 """
 
 from __future__ import annotations
@@ -92,7 +97,7 @@ class Runner:
         self.output = fp32.graph.output[0].name
         self.runs = 0  # candidate graphs built and run: the cost of tuning, reported
 
-    def _session(self, model, extra: list[str]):
+    def _session(self, model, extra: list[str], exact: bool = False):
         onnx = require("onnx", "torch")
         ort = require("onnxruntime", "ort")
         if extra:
@@ -105,10 +110,13 @@ class Runner:
         if self.threads:
             opts.intra_op_num_threads = self.threads
         opts.log_severity_level = 3
+        if exact:
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
-    def _run(self, model, images: Images, extra: list[str], reduce=None) -> dict[str, list[np.ndarray]]:
-        sess = self._session(model, extra)
+    def _run(self, model, images: Images, extra: list[str], reduce=None, exact: bool = False
+             ) -> dict[str, list[np.ndarray]]:
+        sess = self._session(model, extra, exact)
         name = sess.get_inputs()[0].name
         fetch = [self.output, *extra]
         out: dict[str, list[np.ndarray]] = {t: [] for t in fetch}
@@ -125,7 +133,7 @@ class Runner:
     def candidate(self, cand: Candidate, images: Images, extra: list[str] = (), reduce=None
                   ) -> dict[str, list[np.ndarray]]:
         self.runs += 1
-        return self._run(quantized_model(self.fp32, cand), images, list(extra), reduce)
+        return self._run(quantized_model(self.fp32, cand), images, list(extra), reduce, exact=True)
 
     def logits(self, cand: Candidate, images: Images) -> np.ndarray:
         return np.concatenate(self.candidate(cand, images)[self.output])
