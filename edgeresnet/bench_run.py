@@ -154,5 +154,19 @@ def bench(cfg: BenchConfig) -> tuple[list[ResultRow], dict | None]:
                               details={**r.get("details", {}), "load_seconds": r.get("load_seconds"),
                                        "requests": r.get("requests"), "rounds": cfg.rounds,
                                        **({"throughput_rounds": r["throughput_rounds"]} if "throughput_rounds" in r else {})},
-                              **item.accuracy))
+                              kernel=r.get("details", {}).get("kernel"), **item.accuracy))
+    _warn_other_cpu(report)
     return rows, report
+
+
+def _warn_other_cpu(report: dict | None) -> None:
+    """The accuracy columns come from the export: say so when it ran on another CPU class."""
+    import warnings
+
+    from .errors import PortabilityWarning
+    from .machine import cpu_class
+
+    measured = ((report or {}).get("machine") or {}).get("cpu") or {}
+    if measured.get("class") and measured["class"] != cpu_class():
+        warnings.warn(f"the accuracy columns were measured on {measured.get('model')} ({measured['class']}); this CPU is "
+                      f"{cpu_class()}: run `edgeresnet eval BUNDLE` here for this CPU's INT8 drop", PortabilityWarning)

@@ -84,6 +84,20 @@ def _failed(target: str, precision: str, exc: BaseException) -> ResultRow:
                      details={"traceback": traceback.format_exc(limit=3)})
 
 
+def _build_int8(backend: Backend, ctx: EngineContext) -> Artifact:
+    """The INT8 artifact from the backend's QDQ profile, plus a file per CPU-specific variant
+    (listed in ``details["variants"]``; the backend's ``load`` picks one per CPU)."""
+    out = ctx.artifacts_dir or ctx.work
+    profile = PROFILES[backend.qdq_profile]
+    art: Artifact = backend.build(ctx.qdq(profile.name), "int8", out)
+    art.details["qdq_profile"] = profile.to_dict()
+    for kernel, name in getattr(backend, "qdq_variants", {}).items():
+        variant = backend.build(ctx.qdq(name), "int8", out)
+        art.details.setdefault("variants", {})[kernel] = variant.path.name
+        art.details.setdefault("variant_profiles", {})[kernel] = PROFILES[name].to_dict()
+    return art
+
+
 def engine_rows(backend: Backend, ctx: EngineContext, int8: bool) -> list[ResultRow]:
     """Rows for every precision ``backend`` offers, fp32 first (the baseline of the drop)."""
     rows: list[ResultRow] = []
@@ -95,15 +109,14 @@ def engine_rows(backend: Backend, ctx: EngineContext, int8: bool) -> list[Result
     for precision in precisions:
         try:
             if precision == "int8":
-                profile = PROFILES[backend.qdq_profile]
-                art: Artifact = backend.build(ctx.qdq(profile.name), precision, ctx.artifacts_dir or ctx.work)
-                art.details["qdq_profile"] = profile.to_dict()
+                art = _build_int8(backend, ctx)
             else:
                 art = backend.build(ctx.fp32_path, precision, ctx.artifacts_dir or ctx.work)
             run = backend.load(art, ctx.threads)
             row = ResultRow(art.target, art.precision, artifact=str(art.path.relative_to(ctx.work)),
                             size_bytes=artifact_size(art.path), details=dict(art.details),
-                            fallback_layers=list(ctx.fallback_layers) if precision == "int8" else None)
+                            fallback_layers=list(ctx.fallback_layers) if precision == "int8" else None,
+                            kernel=art.details.get("kernel"))
             acc = ctx.measure(row, run)
         except Exception as exc:
             rows.append(_failed(backend.name, precision, exc))

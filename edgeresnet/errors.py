@@ -45,3 +45,7 @@ def require(module: str, extra: str):
         raise BackendUnavailable(
             f"{module} is not installed", hint=f"pip install 'edgeresnet[{extra}]'"
         ) from None
+
+
+class PortabilityWarning(UserWarning):
+    """A bundle runs on a CPU class (or INT8 kernel path) other than the one its report measured."""

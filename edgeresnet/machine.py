@@ -46,6 +46,27 @@ def cpu() -> dict:
             "isa": [name for flag, name in ISA_FLAGS.items() if flag in flags]}
 
 
+X86 = ("x86_64", "amd64", "i386", "i686")
+ARM = ("aarch64", "arm64")
+
+
+def cpu_class(info: dict | None = None) -> str:
+    """The CPU class that decides INT8 numerics and speed: which int8 dot-product the
+    runtimes' kernels use. x86 without VNNI multiplies u8 x s8 pairs into saturating int16
+    (VPMADDUBSW); VNNI, AMX and ARM's dot-product instructions accumulate in int32."""
+    info = info or cpu()
+    isa, arch = set(info.get("isa", [])), str(info.get("arch", "")).lower()
+    if arch in X86:
+        if "AMX-INT8" in isa:
+            return "x86-amx"
+        if isa & {"AVX-512 VNNI", "AVX-VNNI"}:
+            return "x86-vnni"
+        return "x86-avx512" if "AVX-512F" in isa else "x86-avx2" if "AVX2" in isa else "x86"
+    if arch in ARM:
+        return "arm-i8mm" if "ARM i8mm" in isa else "arm-dot" if "ARM dot-product" in isa else "arm"
+    return arch or "unknown"
+
+
 def library_version(name: str) -> str | None:
     dist = {"pillow": "Pillow"}.get(name, name)
     for candidate in (dist, f"{dist}-cu12", f"{dist}-cu13") if name == "tensorrt" else (dist,):
@@ -118,4 +139,4 @@ def runtime_details() -> dict:
 
 def describe() -> dict:
     return {"python": platform.python_version(), "os": f"{platform.system()} {platform.release()}",
-            "cpu": cpu(), "libraries": libraries(), "gpus": gpus(), **runtime_details()}
+            "cpu": {**cpu(), "class": cpu_class()}, "libraries": libraries(), "gpus": gpus(), **runtime_details()}

@@ -1,6 +1,7 @@
 """``edgeresnet.json``: what an export bundle holds, checked on every load.
 
-Every artifact per target and precision with the SHA-256 of each of its files, the
+Every artifact per target and precision with the SHA-256 of each of its files (per-CPU
+variants included) and the INT8 kernel path it was measured with, the
 preprocessing spec, class names, input shape, calibration provenance and the versions of the
 libraries that made it. A changed or missing file is reported, never silently used.
 """
@@ -34,10 +35,12 @@ def write_manifest(root: Path, report: dict, libraries: dict) -> dict:
     for row in report["results"]:
         if row.get("status") != "ok" or not row.get("artifact"):
             continue
-        files = [str(p.relative_to(root)) for p in artifact_files(root / row["artifact"])]
+        details = row.get("details") or {}
+        files = [str(p.relative_to(root)) for p in artifact_files(root / row["artifact"], details)]
         artifacts.append({"target": row["target"], "precision": row["precision"], "path": row["artifact"],
                           "files": {f: sha256(root / f) for f in files},
-                          "inference_precision": row.get("details", {}).get("inference_precision")})
+                          "inference_precision": details.get("inference_precision"),
+                          "kernel": row.get("kernel"), "variants": details.get("variants")})
     extra = [p for p in ("model.fp32.onnx", "calibration.json") if (root / p).exists()]
     if (root / "trt").is_dir():
         extra += [str(p.relative_to(root)) for p in sorted((root / "trt").iterdir()) if p.is_file()]
@@ -46,6 +49,8 @@ def write_manifest(root: Path, report: dict, libraries: dict) -> dict:
                 "input_shape": model.get("input_shape"), "preprocess": model.get("preprocess"),
                 "classes": model.get("classes"), "calibration": report.get("calibration"),
                 "libraries": libraries, "artifacts": artifacts,
+                # The CPU the report's numbers were measured on: INT8 numerics depend on its class.
+                "measured_on": (report.get("machine") or {}).get("cpu"),
                 "files": {p: sha256(root / p) for p in extra}}
     atomic_write(root / NAME, lambda p: p.write_text(json.dumps(manifest, indent=1)))
     return manifest

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from .backends import get_backend
 from .backends.base import Artifact
 from .data import Preprocess
 from .data.sources import open_image
-from .errors import BackendUnavailable, InputError
+from .errors import BackendUnavailable, InputError, PortabilityWarning
 from .manifest import read_manifest, verify_files
 from .validate import check_onnx_file
 
@@ -53,7 +54,12 @@ class BundleModel:
         self.preprocess = Preprocess.from_dict(manifest["preprocess"])
         self.classes: list[str] = list(manifest["classes"])
         backend = get_backend(self.target)
-        self._run = backend.load(Artifact(self.target, self.precision, root / entry["path"], {}), threads)
+        artifact = Artifact(self.target, self.precision, root / entry["path"], {"variants": entry.get("variants") or {}})
+        self._run = backend.load(artifact, threads)
+        self.kernel: str | None = artifact.details.get("kernel")  # the INT8 kernel path taken here
+        self.cpu_note = cpu_mismatch(manifest, entry, self.kernel)
+        if self.cpu_note:
+            warnings.warn(self.cpu_note, PortabilityWarning, stacklevel=3)
         self._lock = threading.Lock() if self.target == "trt" else None  # one CUDA context, one stream
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
@@ -81,6 +87,20 @@ class BundleModel:
         return out
 
 
+def cpu_mismatch(manifest: dict, entry: dict, kernel: str | None) -> str | None:
+    """A one-line note when this CPU takes another INT8 kernel path, or is of another class,
+    than the one the bundle's accuracy was measured on; None when they match."""
+    from .machine import cpu_class
+
+    measured = manifest.get("measured_on") or {}
+    was, now = measured.get("class"), cpu_class()
+    was_kernel = entry.get("kernel")
+    if entry.get("precision") != "int8" or (was in (None, now) and was_kernel in (None, kernel)):
+        return None
+    return (f"this bundle's {entry['target']} int8 numbers were measured on {measured.get('model', '?')} ({was}, kernel "
+            f"{was_kernel}); this CPU is {now} (kernel {kernel}): run `edgeresnet eval BUNDLE` here to measure its drop")
+
+
 def _as_image(item) -> Image.Image:
     if isinstance(item, Image.Image):
         return item
@@ -105,6 +125,9 @@ def load(path: str | Path, target: str | None = None, precision: str = "int8", t
         if reason:
             reasons.append(f"{entry['target']}: {reason}")
             continue
+        if entry["path"] not in entry["files"]:
+            raise InputError(f"{root}'s manifest loads {entry['path']}, a file its hashes do not cover",
+                             hint="re-export; a bundle's manifest must not be edited by hand")
         verify_files(root, entry["files"])
         if entry["path"].endswith(".onnx"):
             check_onnx_file(root / entry["path"])

@@ -12,13 +12,23 @@ import numpy as np
 Runner = Callable[[np.ndarray], np.ndarray]
 
 
-def artifact_files(path: Path) -> list[Path]:
-    """The files an artifact consists of: an OpenVINO IR is its .xml plus its .bin."""
+def variant_paths(path: Path, details: dict | None) -> dict[str, Path]:
+    """Kernel path -> file that replaces ``path`` on CPUs taking that path (same folder).
+    ONNX Runtime's INT8 ships a 7-bit-weight twin for x86 without VNNI (see quantize.qdq)."""
+    variants = (details or {}).get("variants") or {}
+    return {kernel: path.parent / Path(name).name for kernel, name in variants.items()}
+
+
+def artifact_files(path: Path, details: dict | None = None) -> list[Path]:
+    """The files an artifact consists of: an OpenVINO IR is its .xml plus its .bin; an ORT
+    INT8 model its per-CPU variants."""
     binary = path.with_suffix(".bin")
-    return [path, binary] if path.suffix == ".xml" and binary.exists() else [path]
+    files = [path, binary] if path.suffix == ".xml" and binary.exists() else [path]
+    return files + [p for p in variant_paths(path, details).values() if p not in files]
 
 
 def artifact_size(path: Path) -> int:
+    """Bytes one machine loads (the main file; a variant is the same size)."""
     return sum(p.stat().st_size for p in artifact_files(path))
 
 
@@ -27,12 +37,15 @@ class Artifact:
     target: str  # ort | openvino | trt | torch
     precision: str  # fp32 | fp16 | int8
     path: Path
-    details: dict = field(default_factory=dict)  # e.g. the QDQ profile, the precision that ran
+    details: dict = field(default_factory=dict)  # e.g. the QDQ profile, the precision and kernel that ran
 
 
 class Backend(Protocol):
     name: str
     qdq_profile: str  # which QDQ encoding its INT8 artifact is built from (see quantize.qdq.PROFILES)
+    # Kernel path -> QDQ profile of an extra INT8 file for CPUs whose kernels need another
+    # encoding; ``load`` picks the file for the CPU it runs on. Most engines have none.
+    qdq_variants: dict[str, str]
 
     def unavailable_reason(self) -> str | None:
         """None when the engine can run here, else one line naming what is missing and the fix."""
@@ -46,7 +59,12 @@ class Backend(Protocol):
     def load(self, artifact: Artifact, threads: int | None = None, mode: str = "latency") -> Runner:
         """A callable: float32 NCHW batch -> logits, safe to call from several threads.
         ``mode`` "throughput" tunes for several requests in flight (OpenVINO's THROUGHPUT
-        hint). May record what really runs (the precision a runtime chose) in ``artifact.details``."""
+        hint). Records what really runs in ``artifact.details``: the precision a runtime chose,
+        and for INT8 the ``kernel`` path (e.g. ``u8s8-vnni``, ``u8s8-7bit``, ``jit_avx2_I8``)."""
+
+    def int8_kernel(self) -> tuple[str, str]:
+        """The INT8 kernel path this engine takes on this CPU and what it means for accuracy and
+        speed, for `doctor`; ("", reason) where it cannot tell without a model."""
 
     def input_chw(self, path: Path) -> tuple[int, int, int]:
         """(channels, height, width) of the artifact's input."""

@@ -4,6 +4,11 @@ INT8 uses the ``ort`` QDQ profile (uint8 activations, zero point 128: the U8S8 k
 are fast on x86) and is saved after ONNX Runtime's graph optimizations at the EXTENDED level,
 where Q/DQ pairs fuse into QLinearConv; EXTENDED is the portable level (ALL writes
 machine-specific layouts).
+
+Which file runs is chosen at load time, per CPU. x86 without VNNI gets a twin with 7-bit
+weights (profile ``ort-w7``): its U8S8 kernels saturate int16 pair sums with 8-bit weights
+(the default model lost 1.35 pp on an AVX2-only EPYC; the twin lost nothing at the same
+speed). VNNI, AMX and ARM accumulate exactly in int32 and keep the 8-bit file unchanged.
 """
 
 from __future__ import annotations
@@ -11,12 +16,35 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import BackendUnavailable, require
-from .base import Artifact, Runner
+from ..machine import cpu_class
+from .base import Artifact, Runner, variant_paths
+
+# CPU class (machine.cpu_class) -> the kernel path ONNX Runtime's MLAS takes for U8S8 QLinearConv,
+# and what it means for accuracy and speed.
+KERNELS = {
+    "x86-amx": ("u8s8-amx", "AMX tiles, exact int32 sums: the fastest INT8 on CPU"),
+    "x86-vnni": ("u8s8-vnni", "VPDPBUSD, exact int32 sums: full INT8 accuracy and speed"),
+    "x86-avx512": ("u8s8-7bit", "no VNNI: 7-bit weights keep VPMADDUBSW's int16 sums exact; "
+                                "INT8 speed-up about 2x, not 3-4x"),
+    "x86-avx2": ("u8s8-7bit", "no VNNI: 7-bit weights keep VPMADDUBSW's int16 sums exact; "
+                              "INT8 speed-up about 1.6-2x, not 3-4x"),
+    "x86": ("u8s8-7bit", "no AVX2: slow SSE kernels; INT8 gains small"),
+    "arm-i8mm": ("arm-i8mm", "SMMLA/UMMLA matrix instructions, exact int32 sums"),
+    "arm-dot": ("arm-dot", "SDOT/UDOT, exact int32 sums: full INT8 accuracy and speed"),
+    "arm": ("arm-neon", "no dot-product: widening NEON multiplies, exact but INT8 gains small"),
+}
+SATURATING = "u8s8-saturating"  # an 8-bit file on x86 without VNNI (bundles without the twin)
+
+
+def int8_kernel(cls: str | None = None) -> tuple[str, str]:
+    """(kernel path, what it means) for a CPU class; this CPU's by default."""
+    return KERNELS.get(cls or cpu_class(), ("mlas-generic", "no tuned INT8 kernels known for this CPU"))
 
 
 class OnnxRuntimeBackend:
     name = "ort"
     qdq_profile = "ort"
+    qdq_variants = {"u8s8-7bit": "ort-w7"}
 
     def unavailable_reason(self) -> str | None:
         try:
@@ -32,13 +60,29 @@ class OnnxRuntimeBackend:
         ort = require("onnxruntime", "ort")
         if precision == "fp32":
             return Artifact(self.name, precision, source, {"execution_provider": "CPUExecutionProvider"})
-        target = out_dir / f"model.{precision}.ort.onnx"
+        # model.int8.ort.qdq.onnx -> model.int8.ort.onnx; model.int8.ort-w7.qdq.onnx -> model.int8.ort-w7.onnx
+        name = source.name[:-len(".qdq.onnx")] + ".onnx" if source.name.endswith(".qdq.onnx") else f"model.{precision}.ort.onnx"
+        target = out_dir / name
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         opts.optimized_model_filepath = str(target)
         ort.InferenceSession(str(source), opts, providers=["CPUExecutionProvider"])
         return Artifact(self.name, precision, target, {"execution_provider": "CPUExecutionProvider",
                                                        "optimization": "ORT_ENABLE_EXTENDED", "qdq": str(source.name)})
+
+    def int8_kernel(self) -> tuple[str, str]:
+        return int8_kernel()
+
+    def choose(self, artifact: Artifact) -> tuple[Path, str | None]:
+        """The file this CPU should run, and its kernel path (None for float artifacts)."""
+        if artifact.precision != "int8":
+            return artifact.path, None
+        kernel = int8_kernel()[0]
+        variant = variant_paths(artifact.path, artifact.details).get(kernel)
+        if variant is not None:
+            return variant, kernel
+        seven_bit = artifact.path.name.endswith(".ort-w7.onnx")
+        return artifact.path, SATURATING if kernel == "u8s8-7bit" and not seven_bit else kernel
 
     def session(self, path: Path, threads: int | None = None):
         ort = require("onnxruntime", "ort")
@@ -49,7 +93,11 @@ class OnnxRuntimeBackend:
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
     def load(self, artifact: Artifact, threads: int | None = None, mode: str = "latency") -> Runner:
-        sess = self.session(artifact.path, threads)
+        path, kernel = self.choose(artifact)
+        sess = self.session(path, threads)
+        if kernel:
+            artifact.details["kernel"] = kernel
+            artifact.details["kernel_file"] = path.name
         name = sess.get_inputs()[0].name
 
         def run(x):

@@ -64,6 +64,10 @@ def unavailable_reason() -> str | None:
 class TensorRTBackend:
     name = "trt"
     qdq_profile = "trt"
+    qdq_variants: dict[str, str] = {}
+
+    def int8_kernel(self) -> tuple[str, str]:
+        return "", "GPU tensor cores, chosen per layer when the engine is built on the device"
 
     def __init__(self, options: TrtOptions | None = None) -> None:
         self.options = options or TrtOptions()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from collections.abc import Callable
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..errors import EdgeResNetError
+from ..errors import EdgeResNetError, PortabilityWarning
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
@@ -32,7 +33,10 @@ def command(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         _exit_on_sigterm()
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("once", PortabilityWarning)
+                warnings.showwarning = _show_warning
+                return fn(*args, **kwargs)
         except EdgeResNetError as exc:
             if DEBUG["on"]:
                 raise
@@ -50,6 +54,17 @@ def command(fn: Callable) -> Callable:
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+_default_show = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """The project's own warnings as one yellow line; others as Python prints them."""
+    if issubclass(category, PortabilityWarning):
+        err.print(f"[yellow]warning:[/] {escape(str(message))}", soft_wrap=True)
+    else:
+        _default_show(message, category, filename, lineno, file, line)
 
 
 def _exit_on_sigterm() -> None:

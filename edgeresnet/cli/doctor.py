@@ -20,7 +20,14 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the facts
     INT8-relevant ISA (AVX2, AVX-512 VNNI, AMX, ARM dot-product) and the GPUs."""
     from ..machine import describe
 
+    from ..backends import TARGETS, get_backend
+
     facts = describe()
+    kernels = {}
+    for name in TARGETS:
+        kernel, meaning = get_backend(name).int8_kernel()
+        kernels[name] = {"kernel": kernel or None, "meaning": meaning}
+    facts["int8_kernels"] = kernels
     if as_json:
         print(json.dumps(facts, indent=2))
         return
@@ -36,8 +43,11 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the facts
     cpu = facts["cpu"]
     table.add_row("cpu", f"{cpu['model']} ({cpu['arch']}, {cpu['cores']} cores)")
     table.add_row("isa", ", ".join(cpu["isa"]) or "none of the INT8-relevant extensions")
-    vnni = any("VNNI" in f or "AMX-INT8" in f or "dot-product" in f for f in cpu["isa"])
-    table.add_row("int8 on cpu", "fast (VNNI / AMX / dot-product)" if vnni else "[yellow]no int8 dot-product instructions: INT8 gains will be small[/]")
+    exact = cpu["class"] in ("x86-amx", "x86-vnni", "arm-i8mm", "arm-dot")
+    table.add_row("cpu class", cpu["class"] if exact else f"[yellow]{cpu['class']}[/]: no int8 dot-product "
+                  "instructions, INT8 gains are smaller (about 2x, not 3-4x)")
+    for name, k in kernels.items():
+        table.add_row(f"{name} int8", escape(f"{k['kernel']}: {k['meaning']}" if k["kernel"] else k["meaning"]))
     if "onnxruntime_providers" in facts:
         table.add_row("ort providers", ", ".join(facts["onnxruntime_providers"]) if isinstance(facts["onnxruntime_providers"], list) else facts["onnxruntime_providers"])
     if "openvino_devices" in facts:

@@ -64,6 +64,16 @@ def eval_cmd(
     indices = np.arange(len(dataset) if limit is None else min(limit, len(dataset)))
     acc = evaluate(run, dataset, pre, indices, batch_size)
     result = {"model": name, "arch": arch, "data": dataset.source, "split": split, **acc.to_dict()}
+    reference = None
+    if Path(model).is_dir():
+        from ..machine import cpu, cpu_class
+
+        reference = _report_fp32(Path(model), bundle.target)
+        result.update(kernel=bundle.kernel, cpu={**cpu(), "class": cpu_class()})
+        if reference is not None and bundle.precision != "fp32":
+            same = reference["source"] == dataset.source and reference["images"] == acc.images
+            result.update(reference_fp32=reference, same_images_as_report=same,
+                          drop_vs_report_fp32_pp=round((reference["top1"] - acc.top1) * 100, 4))
     if as_json:
         print(json.dumps(result))
         return
@@ -74,3 +84,23 @@ def eval_cmd(
         table.add_row(name, f"{value:.2%}")
     out.print(table)
     out.print(f"top-1 [bold]{acc.top1:.2%}[/]  top-5 {acc.top5:.2%}  on {acc.images} images")
+    if "drop_vs_report_fp32_pp" in result:
+        ref = result["reference_fp32"]
+        caveat = "" if result["same_images_as_report"] else \
+            f" [yellow](the export scored {ref['images']} images of {escape(ref['source'])}: pass the same data and --limit for an exact drop)[/]"
+        out.print(f"drop vs the export's {bundle.target} fp32 row ({ref['top1']:.2%}): "
+                  f"[bold]{result['drop_vs_report_fp32_pp']:+.2f} pp[/] on this CPU "
+                  f"({result['cpu']['class']}, kernel {result.get('kernel')}){caveat}")
+
+
+def _report_fp32(bundle: "Path", target: str) -> dict | None:
+    """The export's FP32 row for ``target`` (its top-1 and the images it was scored on)."""
+    import json as _json
+
+    try:
+        report = _json.loads((bundle / "report.json").read_text())
+        row = next(r for r in report["results"] if r["target"] == target and r["precision"] == "fp32" and r.get("top1") is not None)
+        ev = report["evaluation"]
+        return {"target": target, "top1": float(row["top1"]), "images": int(ev["images"]), "source": str(ev["source"])}
+    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        return None

@@ -53,7 +53,7 @@ def export(
     With an accuracy budget: edgeresnet export default --calib-method minmax --calib-size 32 --max-drop 0.1
     """
     from ..pipeline import ExportConfig, run_export
-    from ..report import terminal_table, tuning_summary
+    from ..report import kernel_line, terminal_table, tuning_summary
     from ..tune.run import TuneOptions
 
     tuning = TuneOptions(max_drop=max_drop, val_size=val_size, bias_correction=bias_correction,
@@ -78,6 +78,8 @@ def export(
         out.print(escape(f"calibration: {c['method']}, {c['images']} images from {c['source']} ({c['seconds']:.1f} s)"))
     if report.evaluation:
         out.print(escape(f"evaluation: {report.evaluation['images']} images from {report.evaluation['source']}"))
+    if kernel_line(report):
+        out.print(escape(kernel_line(report)), style="dim")
     if report.tuning:
         out.print(tuning_summary(report))
     for row in report.results:

@@ -49,7 +49,7 @@ def predict(
             preds += model.predict(chunk, top_k=top_k, names=[str(p) for p in chunk])
             bar.update(task, advance=len(chunk))
     if as_json:
-        print(json.dumps({"target": model.target, "precision": model.precision,
+        print(json.dumps({"target": model.target, "precision": model.precision, "kernel": model.kernel,
                           "predictions": [p.to_dict() for p in preds],
                           "skipped": [{"image": str(p), "reason": r} for p, r in bad]}))
         return

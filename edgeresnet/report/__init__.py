@@ -1,6 +1,6 @@
 """Report schema (rows) and rendering (terminal, markdown)."""
 
-from .render import markdown, terminal_table, tuning_summary
+from .render import kernel_line, markdown, terminal_table, tuning_summary
 from .schema import Report, ResultRow
 
-__all__ = ["Report", "ResultRow", "markdown", "terminal_table", "tuning_summary"]
+__all__ = ["Report", "ResultRow", "kernel_line", "markdown", "terminal_table", "tuning_summary"]

@@ -92,6 +92,17 @@ def tuning_summary(report: Report) -> str:
     return escape("\n".join(tuning_lines(report)))
 
 
+def kernel_line(report: Report) -> str | None:
+    """Which CPU the numbers were measured on and which INT8 kernels ran: INT8 accuracy and
+    speed depend on both (VNNI, AMX, AVX2-only and ARM differ)."""
+    cpu = (report.machine or {}).get("cpu") or {}
+    kernels = [f"{r.target} {r.kernel}" for r in report.results if r.kernel]
+    if not cpu and not kernels:
+        return None
+    where = f"{cpu.get('model')} [{cpu.get('class')}: {', '.join(cpu.get('isa', [])) or 'no INT8 ISA'}]" if cpu else "?"
+    return f"measured on {where}" + (f"; INT8 kernels: {', '.join(kernels)}" if kernels else "")
+
+
 def markdown(report: Report) -> str:
     m, cal, ev = report.model, report.calibration, report.evaluation
     lines = [f"# edgeresnet export: {m.get('arch')}", "",
@@ -107,6 +118,8 @@ def markdown(report: Report) -> str:
         lines.append(f"- calibration: {cal['method']} on {cal['images']} images from `{cal['source']}` "
                      f"({cal['seconds']:.1f} s); table `{cal.get('table')}`")
     lines.append(f"- evaluation: {ev['images']} images from `{ev['source']}`" if ev else "- evaluation: skipped")
+    if kernel_line(report):
+        lines.append(f"- {kernel_line(report)}")
     lines += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_cells(report, r)) + " |" for r in report.results]
     drops = [r for r in report.results if r.per_class_drop_pp and r.precision != "fp32"]

@@ -29,6 +29,7 @@ class ResultRow:
     peak_memory_mb: float | None = None  # peak RSS of the process that ran it (bench)
     samples_ms: list[float] | None = None  # latency samples (bench; downsampled to <= 2000)
     fallback_layers: list[str] | None = None  # INT8 rows: layers kept in float to meet --max-drop
+    kernel: str | None = None  # INT8 rows: the kernel path that ran (u8s8-vnni, u8s8-7bit, jit_avx2_I8, ...)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
