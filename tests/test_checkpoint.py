@@ -70,6 +70,19 @@ def test_garbage_files_are_input_errors(tmp_path, content):
         load_checkpoint(path, arch="resnet20")
 
 
+def test_random_bytes_are_always_input_errors(tmp_path):
+    """200 seeded random files: the weights-only unpickler fails in many ways (IndexError,
+    KeyError, UnicodeDecodeError, ...); every one must be the same one-line input error."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "random.pt"
+    for _ in range(200):
+        path.write_bytes(rng.integers(0, 256, 2048, dtype=np.uint8).tobytes())
+        with pytest.raises(InputError, match="not a readable PyTorch checkpoint"):
+            load_checkpoint(path, arch="resnet20")
+
+
 def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
     target = tmp_path / "keep.pt"
     target.write_bytes(b"precious")
