@@ -22,7 +22,7 @@ import onnx
 from onnxruntime import quantization as ortq
 
 from edgeresnet.backends.base import Artifact
-from edgeresnet.backends.onnxruntime import OnnxRuntimeBackend
+from edgeresnet.backends.onnxruntime import OnnxRuntimeBackend, int8_kernel
 from edgeresnet.bench import time_runner
 from edgeresnet.calibrate.collect import calibrate, pick_calibration_images
 from edgeresnet.calibrate.observers import METHODS
@@ -82,7 +82,9 @@ def main() -> None:
             view = table.with_method(method)
             scales = view.scales
             q_path = work / f"ours-{method}-{n}.onnx"
-            onnx.save(emit_qdq(fp32, scales, PROFILES["ort"]), str(q_path))
+            # The file this CPU's ORT engine loads: the 7-bit twin on x86 without VNNI (see quantize.qdq).
+            profile = PROFILES["ort-w7" if int8_kernel()[0] == "u8s8-7bit" else "ort"]
+            onnx.save(emit_qdq(fp32, scales, profile), str(q_path))
             art = backend.build(q_path, "int8", work)
             emit_s = time.perf_counter() - t0
             acc, t = score(art.path)

@@ -134,6 +134,7 @@ def main() -> None:
         t0 = time.perf_counter()
         paths = peers(out, images)
         peers_s = time.perf_counter() - t0
+        ours = {(r["target"], r["precision"]): r.get("details", {}) for r in report["results"]}
         blocks = [("PyTorch eager", "torch", "fp32", None),
                   ("edgeresnet ORT FP32", "ort", "fp32", out / "model.fp32.onnx"),
                   ("edgeresnet ORT INT8", "ort", "int8", out / "model.int8.ort.onnx"),
@@ -143,13 +144,17 @@ def main() -> None:
                   ("edgeresnet OpenVINO INT8", "openvino", "int8", out / "model.int8.openvino.xml"),
                   ("NNCF nncf.quantize defaults", "openvino", "int8", paths["nncf"])]
         p50s: dict[str, list[float]] = {b[0]: [] for b in blocks}
+        kernels: dict[str, str] = {"PyTorch eager": "-"}
         for _ in range(args.rounds):
             for label, target, precision, path in blocks:
                 if target == "torch":
                     r = torch_block(model, size, args.threads)
                 else:
+                    # Our artifacts carry their report row's details: the ORT INT8 file this CPU takes.
+                    details = ours.get((target, precision), {}) if label.startswith("edgeresnet") else {}
                     r = worker({"target": target, "precision": precision, "path": str(path), "batch": 1,
-                                "threads": args.threads, "min_runs": 50, "min_seconds": 2.0})
+                                "threads": args.threads, "min_runs": 50, "min_seconds": 2.0, "details": details})
+                    kernels[label] = r.get("details", {}).get("kernel") or "-"
                 p50s[label].append(r["latency_ms"]["p50"])
         acc = {}
         if not size:
@@ -168,14 +173,14 @@ def main() -> None:
         lines = [f"### {title}", "",
                  f"Export: `{' '.join(cmd)}` ({export_s:.0f} s); peers quantized on the same {len(images)} "
                  f"calibration images ({peers_s:.0f} s).", "",
-                 "| engine | p50 ms (median of rounds) | spread | vs FP32 same engine | vs PyTorch eager |"
+                 "| engine | INT8 kernel | p50 ms (median of rounds) | spread | vs FP32 same engine | vs PyTorch eager |"
                  + (" top-1 | drop pp |" if acc else ""),
-                 "|---|---|---|---|---|" + ("---|---|" if acc else "")]
+                 "|---|---|---|---|---|---|" + ("---|---|" if acc else "")]
         fp32_acc = acc.get("edgeresnet ORT FP32")
         for label, target, precision, _ in blocks:
             m = med[label]
             spread = 100 * (max(p50s[label]) - min(p50s[label])) / m
-            line = (f"| {label} | {m:.3f} | {spread:.0f}% | {base[target] / m:.2f}x | {base['torch'] / m:.2f}x |")
+            line = (f"| {label} | {kernels[label] if precision == 'int8' else '-'} | {m:.3f} | {spread:.0f}% | {base[target] / m:.2f}x | {base['torch'] / m:.2f}x |")
             if acc:
                 line += f" {acc[label] * 100:.2f}% | {(fp32_acc - acc[label]) * 100:+.2f} |"
             lines.append(line)
@@ -184,7 +189,7 @@ def main() -> None:
     m = describe()
     text = "\n".join([
         "# edgeresnet against its peers", "",
-        f"Recorded {datetime.date.today().isoformat()} on {m['cpu']['model']} ({m['cpu']['cores']} cores; "
+        f"Recorded {datetime.date.today().isoformat()} on {m['cpu']['model']} (class {m['cpu']['class']}, {m['cpu']['cores']} cores; "
         f"{', '.join(m['cpu']['isa'])}); " + ", ".join(f"{k} {v}" for k, v in m["libraries"].items() if v) + ".", "",
         f"Command: `python benchmarks/peers.py --models {args.models} --rounds {args.rounds} --threads {args.threads}`", "",
         "Batch 1, latency mode, each engine in its own process after its own warm-up (>= 50 runs and >= 2 s), "
