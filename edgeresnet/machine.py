@@ -41,9 +41,16 @@ def _cpuinfo() -> tuple[str, set[str]]:
 
 
 def cpu() -> dict:
+    """Model and cores from /proc/cpuinfo; the ISA as the runtimes read it (CPUID / HWCAP, see
+    cpufeatures), else from /proc/cpuinfo's flags. ``isa_source`` says which."""
+    from .cpufeatures import runtime_isa
+
     model, flags = _cpuinfo()
+    seen = runtime_isa()
+    names = set(seen[0]) if seen else {name for flag, name in ISA_FLAGS.items() if flag in flags}
     return {"model": model, "arch": platform.machine(), "cores": os.cpu_count(),
-            "isa": [name for flag, name in ISA_FLAGS.items() if flag in flags]}
+            "isa": [name for name in dict.fromkeys(ISA_FLAGS.values()) if name in names],
+            "isa_source": seen[1] if seen else "/proc/cpuinfo"}
 
 
 X86 = ("x86_64", "amd64", "i386", "i686")

@@ -44,6 +44,33 @@ def test_cpu_class_follows_the_int8_instructions(arch, isa, expected):
     assert cpu_class({"arch": arch, "isa": isa}) == expected
 
 
+def test_isa_is_read_as_the_runtimes_read_it_and_agrees_with_numpys_cpuid():
+    """CPUID (x86) / HWCAP (ARM), not /proc/cpuinfo, which qemu-user and some VMs misreport.
+    numpy detects features by CPUID too: the features both know must agree on any CPU."""
+    import platform
+
+    from edgeresnet.machine import cpu
+
+    info = cpu()
+    if platform.machine().lower() not in ("x86_64", "amd64", "aarch64", "arm64"):
+        pytest.skip(f"CPUID/HWCAP reading is for x86-64 and arm64 (this is {platform.machine()})")
+    if info["isa_source"] == "/proc/cpuinfo":
+        pytest.skip("this kernel refuses executable memory: the ISA falls back to /proc/cpuinfo")
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as numpy_has
+    except ImportError:  # numpy < 2
+        from numpy.core._multiarray_umath import __cpu_features__ as numpy_has
+    both = {"AVX2": "AVX2", "FMA": "FMA3", "AVX-512F": "AVX512F", "AVX-512 VNNI": "AVX512VNNI",
+            "AVX-512 FP16": "AVX512FP16", "ARM dot-product": "ASIMDDP", "NEON": "ASIMD"}
+    arm = info["arch"] in ("aarch64", "arm64")
+    checked = 0
+    for ours, theirs in both.items():
+        if theirs in numpy_has and (ours in ("NEON", "ARM dot-product")) == arm:
+            assert (ours in info["isa"]) == bool(numpy_has[theirs]), (ours, info["isa"])
+            checked += 1
+    assert checked >= 2
+
+
 def test_only_x86_without_vnni_takes_the_7bit_file():
     for cls in ("x86-avx2", "x86-avx512", "x86"):
         assert int8_kernel(cls)[0] == "u8s8-7bit"
