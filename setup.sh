@@ -3,12 +3,18 @@
 # every engine that installs from PyPI, plus Debian's Fashion-MNIST when apt is at hand.
 set -euo pipefail
 cd "$(dirname "$0")"
-if command -v apt-get >/dev/null 2>&1 && [ ! -d /usr/share/datasets/fashion-mnist ]; then
+# Debian packages: Fashion-MNIST (the full train split) and qemu-user (tests/test_cpu_emulation.py
+# runs the bundle as an AVX2-only x86 and as an ARM64 CPU). Both are optional: without them the
+# shipped calibration/ images still work and the emulation tests skip, saying why.
+missing=""
+[ -d /usr/share/datasets/fashion-mnist ] || missing="$missing dataset-fashion-mnist"
+command -v qemu-aarch64 >/dev/null 2>&1 || missing="$missing qemu-user"
+if [ -n "$missing" ] && command -v apt-get >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ]; then
-        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) \
-            || echo "note: dataset-fashion-mnist not installed; the shipped calibration/ images still work (--data default)"
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing) \
+            || echo "note:$missing not installed; the shipped calibration/ images still work, emulation tests skip"
     else
-        echo "note: run 'sudo apt-get install dataset-fashion-mnist' for the full Fashion-MNIST train split"
+        echo "note: run 'sudo apt-get install$missing' for the full Fashion-MNIST train split and the CPU emulation tests"
     fi
 fi
 python3 -m venv .venv
