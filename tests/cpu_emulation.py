@@ -5,11 +5,12 @@
 * ``arm64``: ``qemu-aarch64 -cpu neoverse-n1`` (ARM dot-product, as in Graviton 2 and the
   Jetson Orin's Cortex-A78AE) runs an arm64 Python from Debian's own packages with the aarch64
   wheels of onnxruntime, numpy and pillow: the torch-free runtime as a Jetson or Graviton runs it.
+* ``arm64-a72``: the same userland as a Cortex-A72 (NEON without dot-product: Raspberry Pi 4).
 
 The arm64 userland is built without root rights, chroot or binfmt: Debian's arm64 packages
 (apt-get download) unpacked with ``dpkg -x``, and the wheels unzipped beside them. qemu-user
 opens absolute paths inside its ``-L`` prefix first. That is how the sysroot's synthetic ARM
-``/proc/cpuinfo`` replaces the host's x86 one, which crashed ONNX Runtime's cpuinfo parser
+``/proc/cpuinfo`` (one prefix per core) replaces the host's x86 one, which crashed ONNX Runtime's cpuinfo parser
 (SIGSEGV on import). CPUID and HWCAP are emulated, so edgeresnet.machine sees the emulated
 CPU. The sysroot is cached under ``~/.cache/edgeresnet/emulation`` and keyed by the package
 versions. It is written to a temp folder and renamed into place, so an interrupted build
@@ -41,12 +42,17 @@ WHEELS = ("onnxruntime", "numpy", "pillow", "protobuf", "flatbuffers", "packagin
           "shellingham", "markdown-it-py", "mdurl", "pygments", "typing_extensions", "annotated-doc", "pydantic",
           "pydantic_core", "annotated-types", "typing-inspection")
 ARM_PLATFORMS = ("manylinux_2_17_aarch64", "manylinux2014_aarch64", "manylinux_2_27_aarch64", "manylinux_2_28_aarch64")
-# What a Neoverse-N1 kernel reports (Features as Linux prints them; part 0xd0c = Neoverse N1).
-ARM_CPUINFO = ("processor\t: {i}\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics "
-               "fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp\nCPU implementer\t: 0x41\nCPU architecture: 8\n"
-               "CPU variant\t: 0x3\nCPU part\t: 0xd0c\nCPU revision\t: 1\n")
+# What each ARM core's Linux kernel reports in /proc/cpuinfo: (qemu -cpu, Features, part number).
+ARM_CORES = {
+    "arm64": ("neoverse-n1", "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc "
+                             "dcpop asimddp", "0xd0c"),
+    "arm64-a72": ("cortex-a72", "fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid", "0xd08"),
+}
+ARM_CPUINFO = ("processor\t: {i}\nBogoMIPS\t: 50.00\nFeatures\t: {features}\nCPU implementer\t: 0x41\n"
+               "CPU architecture: 8\nCPU variant\t: 0x3\nCPU part\t: {part}\nCPU revision\t: 1\n")
 CPUS = {"haswell": "qemu-x86_64 -cpu Haswell-v4 (AVX2, FMA; no AVX-512, no VNNI)",
-        "arm64": "qemu-aarch64 -cpu neoverse-n1 (NEON, ARM dot-product), Debian bookworm arm64 userland"}
+        "arm64": "qemu-aarch64 -cpu neoverse-n1 (NEON, ARM dot-product: Graviton 2, Jetson Orin class)",
+        "arm64-a72": "qemu-aarch64 -cpu cortex-a72 (NEON, no dot-product: Raspberry Pi 4 class)"}
 
 
 class EmulatorUnavailable(RuntimeError):
@@ -86,12 +92,32 @@ def emulator(name: str) -> Emulator:
             raise EmulatorUnavailable("the Haswell emulation runs this venv's x86-64 Python: needs an x86-64 host")
         return Emulator(name, (_qemu("qemu-x86_64"), "-cpu", "Haswell-v4", sys.executable),
                         {"PYTHONPATH": str(ROOT)})
-    if name == "arm64":
+    if name in ARM_CORES:
         qemu = _qemu("qemu-aarch64")
         root, site = arm64_sysroot()
-        return Emulator(name, (qemu, "-cpu", "neoverse-n1", "-L", str(root), str(root / "usr/bin/python3.11")),
+        prefix = _core_prefix(root, name)
+        return Emulator(name, (qemu, "-cpu", ARM_CORES[name][0], "-L", str(prefix), str(prefix / "usr/bin/python3.11")),
                         {"PYTHONPATH": f"{site}{os.pathsep}{ROOT}"})
     raise ValueError(f"unknown emulated CPU {name!r}; one of {', '.join(CPUS)}")
+
+
+def _core_prefix(root: Path, name: str) -> Path:
+    """A -L prefix for one ARM core: its own /proc/cpuinfo, everything else linked to the sysroot."""
+    prefix = root.parent / f"prefix-{name}"
+    if not (prefix / "proc" / "cpuinfo").exists():
+        tmp = Path(tempfile.mkdtemp(prefix=f".prefix-{name}-", dir=root.parent))
+        for entry in root.iterdir():
+            if entry.name != "proc":
+                (tmp / entry.name).symlink_to(entry)
+        (tmp / "proc").mkdir()
+        _, features, part = ARM_CORES[name]
+        (tmp / "proc" / "cpuinfo").write_text(
+            "\n".join(ARM_CPUINFO.format(i=i, features=features, part=part) for i in range(os.cpu_count() or 1)))
+        try:
+            os.replace(tmp, prefix)
+        except OSError:  # built meanwhile by another process
+            shutil.rmtree(tmp, ignore_errors=True)
+    return prefix
 
 
 def _versions() -> dict[str, str]:
@@ -111,7 +137,7 @@ def _run(cmd: list[str], cwd: Path | None = None) -> None:
 def arm64_sysroot() -> tuple[Path, Path]:
     """(sysroot, site-packages) of the cached arm64 userland; built when missing (~30 s, ~250 MB)."""
     versions = _versions()
-    key = hashlib.sha256(repr((sorted(versions.items()), DEBS, ARM_CPUINFO)).encode()).hexdigest()[:12]
+    key = hashlib.sha256(repr((sorted(versions.items()), DEBS)).encode()).hexdigest()[:12]
     final = CACHE / f"arm64-{key}"
     if (final / "ok").exists():
         return final / "root", final / "site"
@@ -130,8 +156,6 @@ def arm64_sysroot() -> tuple[Path, Path]:
         root = tmp / "root"
         for deb in sorted((apt / "debs").glob("*.deb")):
             _run(["dpkg", "-x", str(deb), str(root)])
-        (root / "proc").mkdir(exist_ok=True)
-        (root / "proc" / "cpuinfo").write_text("\n".join(ARM_CPUINFO.format(i=i) for i in range(os.cpu_count() or 1)))
         wheels, site = tmp / "wheels", tmp / "site"
         platforms = [f"--platform={p}" for p in ARM_PLATFORMS]
         _run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version", "3.11",

@@ -14,7 +14,7 @@ import json
 import pytest
 
 from .conftest import export_default
-from .cpu_emulation import CPUS, EmulatorUnavailable, emulator
+from .cpu_emulation import EmulatorUnavailable, emulator
 
 pytestmark = pytest.mark.slow
 IMAGES = 2000
@@ -27,7 +27,7 @@ def bundle(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("cpu", list(CPUS))
+@pytest.mark.parametrize("cpu", ["haswell", "arm64"])  # arm64-a72: benchmarks/portability.py
 def test_int8_drop_holds_as_another_cpu(bundle, cpu):
     try:
         emu = emulator(cpu)
