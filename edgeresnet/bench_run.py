@@ -56,13 +56,16 @@ def discover(source: Path) -> tuple[list[Item], dict | None]:
     """The artifacts to time: an export dir's report rows, or one model file."""
     if source.is_dir():
         report = read_json(source / "report.json", hint="pass an export directory or one model file")
+        entries = _verified_entries(source)
         items = []
         for row in report.get("results", []):
             if row.get("status") != "ok" or not row.get("artifact") or row["target"] == "torch":
                 continue
             path = source / row["artifact"]
-            if not path.exists():
-                raise InputError(f"{path} is listed in report.json but missing", hint="re-export, or restore the file")
+            entry = entries.get((row["target"], row["precision"]))
+            if entry is None or entry["path"] != row["artifact"]:
+                raise InputError(f"{row['artifact']} is in report.json but not in {source}'s edgeresnet.json",
+                                 hint="re-export; a bundle's files must not be edited by hand")
             keep = {k: row.get(k) for k in ("top1", "top5", "top1_drop_pp", "agreement", "per_class_drop_pp")}
             items.append(Item(Artifact(row["target"], row["precision"], path, dict(row.get("details", {}))), keep))
         return items, report
@@ -76,6 +79,26 @@ def discover(source: Path) -> tuple[list[Item], dict | None]:
 
         check_onnx_file(source)
     return [Item(Artifact(target, _file_precision(source), source), {})], None
+
+
+def _verified_entries(source: Path) -> dict[tuple[str, str], dict]:
+    """The bundle's manifest entries, every file checked against its SHA-256 (and ONNX files by
+    onnx.checker) before anything is timed: the same checks `predict` and `eval` make."""
+    from .manifest import read_manifest, verify_files
+    from .validate import check_onnx_file
+
+    manifest = read_manifest(source)
+    entries = {}
+    for entry in manifest.get("artifacts", []):
+        if entry["path"] not in entry.get("files", {}):
+            raise InputError(f"{source}'s manifest loads {entry['path']}, a file its hashes do not cover",
+                             hint="re-export; a bundle's manifest must not be edited by hand")
+        verify_files(source, entry["files"])
+        for rel in entry["files"]:
+            if rel.endswith(".onnx"):
+                check_onnx_file(source / rel)
+        entries[(entry["target"], entry["precision"])] = entry
+    return entries
 
 
 def _run_block(spec: dict, timeout: float) -> dict:

@@ -92,3 +92,21 @@ def test_speedup_compares_same_engine_batch_and_mode():
     rows = [row("fp32", 1, "latency", 10.0), row("int8", 1, "latency", 4.0), row("fp32", 8, "latency", 50.0),
             row("int8", 8, "latency", 10.0), row("fp32", 1, "throughput", ips=100.0), row("int8", 1, "throughput", ips=300.0)]
     assert [speedup(rows, r) for r in rows] == [None, 2.5, None, 5.0, None, 3.0]
+
+
+def test_bench_refuses_a_tampered_bundle_and_rewrites_nothing(ort_ov_bundle, tmp_path):
+    """bench checks every file against edgeresnet.json (and ONNX files by onnx.checker) before
+    timing, like predict and eval: one flipped byte is refused, and no report is rewritten."""
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(ort_ov_bundle, bad)
+    target = bad / "model.int8.ort.onnx"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    before = {p.name: p.read_bytes() for p in bad.iterdir() if p.name.startswith("report")}
+    res = run_cli("bench", str(bad), "--min-runs", "5", "--min-seconds", "0.1")
+    assert res.returncode == 3 and "changed since export" in res.stderr and "Traceback" not in res.stderr
+    assert {p.name: p.read_bytes() for p in bad.iterdir() if p.name.startswith("report")} == before
+    assert not (bad / "bench.json").exists()
