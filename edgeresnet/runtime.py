@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from collections.abc import Iterable, Sequence
@@ -20,7 +21,7 @@ from .backends import get_backend
 from .backends.base import Artifact
 from .data import Preprocess
 from .data.sources import open_image
-from .errors import BackendUnavailable, InputError, PortabilityWarning
+from .errors import BackendUnavailable, InputError, PortabilityWarning, UsageError
 from .manifest import read_manifest, verify_files
 from .validate import check_onnx_file
 
@@ -112,6 +113,9 @@ def _as_image(item) -> Image.Image:
 def load(path: str | Path, target: str | None = None, precision: str = "int8", threads: int | None = None) -> BundleModel:
     """Load one artifact of an export bundle, checking every file against ``edgeresnet.json``.
     ``target`` defaults to the first of ort, openvino, trt that the bundle has and this machine runs."""
+    limit = 4 * (os.cpu_count() or 1)
+    if threads is not None and not (isinstance(threads, int) and 1 <= threads <= limit):
+        raise UsageError(f"threads must be an integer from 1 to {limit} (4x this machine's cores), got {threads!r}")
     root = Path(path)
     manifest = read_manifest(root)
     entries = [a for a in manifest["artifacts"] if a["precision"] == precision and (target is None or a["target"] == target)]

@@ -84,7 +84,22 @@ MATRIX = [  # (command line, exit code, words in stderr)
     ("export default --calib {files}/flat --eval {files}/flat --out {tmp}/x", 3, "same images"),
     ("build {files}", 3, "build.json does not exist"),
     ("demo --out {files}", 3, "no earlier demo"),
+    # --threads is bounded to 1..4x the cores before any work (3000 once started ~2,900 threads)
+    ("predict {bundle} {files}/noimg --threads 100000", 2, "--threads 100000 is out of range"),
+    ("eval default --data default --threads -1", 2, "--threads -1 is out of range"),
+    ("export default --out {tmp}/x --threads 0", 2, "--threads 0 is out of range"),
+    ("bench {bundle} --threads 3000", 2, "--threads 3000 is out of range"),
+    ("train --arch resnet20 --data default --out {tmp}/t.pt --threads 3000", 2, "--threads 3000 is out of range"),
 ]
+
+
+@pytest.mark.parametrize("threads", [0, -1, 10_000, 2.5, "4"])
+def test_runtime_api_bounds_threads(bundle, threads):
+    from edgeresnet.errors import UsageError
+    from edgeresnet.runtime import load
+
+    with pytest.raises(UsageError, match="threads must be an integer from 1 to"):
+        load(bundle, threads=threads)
 
 
 @pytest.mark.parametrize("line,code,words", MATRIX)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .common import command, int_list, out
+from .common import command, int_list, out, threads_option
 
 
 def _names(text: str | None) -> tuple[str, ...] | None:
@@ -22,7 +22,7 @@ def bench(
     mode: Annotated[str, typer.Option(help="latency (one request at a time), throughput (several in flight: OpenVINO's THROUGHPUT hint, parallel ORT requests), or both: latency,throughput.")] = "latency",
     target: Annotated[str | None, typer.Option(help="Only these engines (ort, openvino, trt).")] = None,
     precision: Annotated[str | None, typer.Option(help="Only these precisions (fp32, bf16, fp16, int8).")] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads per engine (default: the runtime's own choice).")] = None,
+    threads: Annotated[int | None, threads_option("CPU threads per engine (default: the runtime's own choice).")] = None,
     warmup: Annotated[int, typer.Option(help="Untimed runs before timing.")] = 10,
     min_runs: Annotated[int, typer.Option(help="Timed runs: at least this many ...")] = 100,
     min_seconds: Annotated[float, typer.Option(help="... and at least this long.")] = 2.0,

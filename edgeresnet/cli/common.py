@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -33,6 +34,7 @@ def command(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         _exit_on_sigterm()
         try:
+            _check_threads(kwargs.get("threads"))
             with warnings.catch_warnings():
                 warnings.simplefilter("once", PortabilityWarning)
                 warnings.showwarning = _show_warning
@@ -77,6 +79,22 @@ def _exit_on_sigterm() -> None:
             raise SystemExit(128 + signum)
 
         signal.signal(signal.SIGTERM, handler)
+
+
+MAX_THREADS = 4 * (os.cpu_count() or 1)  # more only oversubscribes the cores (issue 15: 3000 hung the machine)
+
+
+def threads_option(help: str):
+    """``--threads``: 1 to 4x this machine's cores, checked by :func:`command` before any work."""
+    return typer.Option(help=f"{help} 1 to {MAX_THREADS} (4x the cores).")
+
+
+def _check_threads(threads) -> None:
+    from ..errors import UsageError
+
+    if threads is not None and not 1 <= threads <= MAX_THREADS:
+        raise UsageError(f"--threads {threads} is out of range: 1 to {MAX_THREADS} (4x this machine's "
+                         f"{os.cpu_count()} cores)", hint="more threads only oversubscribe the cores; omit it for all cores")
 
 
 def int_list(text: str, flag: str) -> tuple[int, ...]:

@@ -8,13 +8,13 @@ from typing import Annotated
 
 import typer
 
-from .common import command, command_line, out
+from .common import command, command_line, out, threads_option
 
 
 @command
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Where the demo export goes (a previous demo there is replaced).")] = Path("edgeresnet-demo"),
-    threads: Annotated[int | None, typer.Option(help="CPU threads for every engine (default: all cores).")] = None,
+    threads: Annotated[int | None, threads_option("CPU threads for every engine (default: all cores).")] = None,
 ) -> None:
     """The shipped default end to end: the ResNet-20 Fashion-MNIST model, calibrated on the
     shipped train-split images, exported to every engine available here, evaluated on the 10,000

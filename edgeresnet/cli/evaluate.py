@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import InputError
-from .common import command, out
+from .common import command, out, threads_option
 
 
 @command
@@ -21,7 +21,7 @@ def eval_cmd(
     arch: Annotated[str | None, typer.Option(help="Architecture of a plain state_dict (torchvision checkpoints).")] = None,
     limit: Annotated[int | None, typer.Option(help="Score only the first N images.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
-    threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
+    threads: Annotated[int | None, threads_option("CPU threads (default: all cores).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (top1, top5, images, per_class, ...).")] = False,
     target: Annotated[str | None, typer.Option(help="Export directories: the engine (ort, openvino, trt).")] = None,
     precision: Annotated[str, typer.Option(help="Export directories: fp32, fp16, bf16 or int8.")] = "int8",

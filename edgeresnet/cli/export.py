@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from .common import batch_range as parse_batch_range
-from .common import command, command_line, out
+from .common import command, command_line, out, threads_option
 
 
 @command
@@ -29,7 +29,7 @@ def export(
     eval_limit: Annotated[int | None, typer.Option(help="Evaluate on the first N test images only.")] = None,
     input_size: Annotated[int | None, typer.Option(help="Input side for zoo names (e.g. 224).")] = None,
     arch: Annotated[str | None, typer.Option(help="Architecture of a plain state_dict.")] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads for every engine (default: all cores).")] = None,
+    threads: Annotated[int | None, threads_option("CPU threads for every engine (default: all cores).")] = None,
     device: Annotated[str, typer.Option(help="OpenVINO device: CPU, GPU, NPU (as OpenVINO names them).")] = "CPU",
     batch_range: Annotated[str, typer.Option(help="TensorRT optimization profile: min,opt,max batch.")] = "1,8,32",
     dla_core: Annotated[int | None, typer.Option(help="TensorRT: build for this Jetson DLA core (GPU fallback on).")] = None,

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .common import command, err, out
+from .common import command, err, out, threads_option
 
 
 @command
@@ -20,7 +20,7 @@ def predict(
     target: Annotated[str | None, typer.Option(help="Engine: ort, openvino or trt (default: the first the bundle has and this machine runs).")] = None,
     precision: Annotated[str, typer.Option(help="fp32, fp16, bf16 or int8.")] = "int8",
     top_k: Annotated[int, typer.Option(help="Classes listed per image.")] = 5,
-    threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
+    threads: Annotated[int | None, threads_option("CPU threads.")] = None,
     strict: Annotated[bool, typer.Option(help="Stop at the first unreadable image instead of skipping it with a count.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help='Print {"predictions": [{image, class_index, class_name, score, top_k}]}.')] = False,
 ) -> None:
