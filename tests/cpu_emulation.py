@@ -79,9 +79,17 @@ class Emulator:
 
 
 def _qemu(binary: str) -> str:
+    """The qemu-user binary; refused before 7.2, whose TCG cannot run AVX2 (Haswell-v4 would
+    silently lose AVX2 and test another class)."""
     path = shutil.which(binary)
     if path is None:
         raise EmulatorUnavailable(f"{binary} is not installed (Debian: apt-get install qemu-user)")
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
+    words = out.split()
+    version = words[words.index("version") + 1] if "version" in words else "0"
+    major_minor = tuple(int(v) for v in version.split(".")[:2] if v.isdigit())
+    if major_minor < (7, 2):
+        raise EmulatorUnavailable(f"{binary} {version} is too old: qemu 7.2 or newer emulates AVX2 (Debian bookworm has it)")
     return path
 
 
