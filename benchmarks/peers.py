@@ -110,7 +110,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "RESULTS.md")
     args = ap.parse_args()
     from edgeresnet.data import Preprocess, load_split
-    from edgeresnet.machine import describe
+    from edgeresnet.machine import cpu_class, describe
+    from portability import peer_kernel  # benchmarks/ is on sys.path when run as a script
 
     work = Path(tempfile.mkdtemp(prefix="edgeresnet-peers-"))
     sections = []
@@ -154,7 +155,9 @@ def main() -> None:
                     details = ours.get((target, precision), {}) if label.startswith("edgeresnet") else {}
                     r = worker({"target": target, "precision": precision, "path": str(path), "batch": 1,
                                 "threads": args.threads, "min_runs": 50, "min_seconds": 2.0, "details": details})
-                    kernels[label] = r.get("details", {}).get("kernel") or "-"
+                    # Ours: the kernel its backend chose; peers: read from their graphs (activation type).
+                    kernels[label] = (r.get("details", {}).get("kernel") or "-") if label.startswith("edgeresnet") \
+                        else peer_kernel(path, cpu_class()) if target == "ort" else r.get("details", {}).get("kernel") or "-"
                 p50s[label].append(r["latency_ms"]["p50"])
         acc = {}
         if not size:
