@@ -63,9 +63,10 @@ class OpenVinoBackend:
             config["INFERENCE_NUM_THREADS"] = threads
         compiled = core.compile_model(str(artifact.path), self.device, config)
         artifact.details["inference_precision"] = str(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
-        artifact.details["conv_runtime_precisions"] = runtime_precisions(compiled)
+        precisions, kernel = conv_runtime(compiled)
+        artifact.details["conv_runtime_precisions"] = precisions
         if artifact.precision == "int8":
-            artifact.details["kernel"] = conv_kernel(compiled) or int8_kernel()[0]
+            artifact.details["kernel"] = kernel or int8_kernel()[0]
         artifact.details["optimal_requests"] = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         local = threading.local()  # one infer request per calling thread (throughput mode runs several)
 
@@ -102,29 +103,18 @@ def int8_kernel(cls: str | None = None) -> tuple[str, str]:
     return KERNELS.get(cls or cpu_class(), ("reference", "no optimized INT8 kernels known for this CPU"))
 
 
-def conv_kernel(compiled) -> str | None:
-    """The primitive most INT8 convolutions ran with (e.g. jit_avx2_I8, brgconv_avx512_amx_I8)."""
-    counts: dict[str, int] = {}
+def conv_runtime(compiled) -> tuple[dict[str, int], str | None]:
+    """How many Convolution layers run in each precision (u8/i8 means INT8 kernels), and the
+    primitive most of them ran with (e.g. jit_avx2_I8, brgconv_avx512_amx_I8): one pass."""
+    precisions: dict[str, int] = {}
+    kinds: dict[str, int] = {}
     try:
         for op in compiled.get_runtime_model().get_ordered_ops():
             info = op.get_rt_info()
             if info["layerType"].astype(str) == "Convolution":
-                kind = info["primitiveType"].astype(str)
-                counts[kind] = counts.get(kind, 0) + 1
-    except (RuntimeError, KeyError):
-        return None
-    return max(counts, key=counts.get) if counts else None
-
-
-def runtime_precisions(compiled) -> dict[str, int]:
-    """How many Convolution layers run in each precision (u8/i8 means INT8 kernels)."""
-    counts: dict[str, int] = {}
-    try:
-        for op in compiled.get_runtime_model().get_ordered_ops():
-            info = op.get_rt_info()
-            if info["layerType"].astype(str) == "Convolution":
-                p = info["runtimePrecision"].astype(str)
-                counts[p] = counts.get(p, 0) + 1
+                p, kind = info["runtimePrecision"].astype(str), info["primitiveType"].astype(str)
+                precisions[p] = precisions.get(p, 0) + 1
+                kinds[kind] = kinds.get(kind, 0) + 1
     except (RuntimeError, KeyError):  # devices other than CPU may not expose runtime info
         pass
-    return counts
+    return precisions, max(kinds, key=kinds.get) if kinds else None
