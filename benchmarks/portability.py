@@ -124,8 +124,8 @@ def main() -> None:
         except EmulatorUnavailable as exc:
             rows.append(f"| {name} | - | - | - | - | - | not run: {exc} |")
             continue
-        probe = json.loads(emu.python("-c", "import json; from edgeresnet.machine import cpu, cpu_class; "
-                                      "print(json.dumps({**cpu(), 'class': cpu_class()}))").stdout)
+        probe = json.loads(emu.python("-c", "import json; from edgeresnet.machine import cpu; "
+                                      "print(json.dumps(cpu()))").stdout)
         where = f"{name}: {probe['model'] if name == 'native' else CPUS[name]} [{probe['class']}: {', '.join(probe['isa'])}]"
         targets = ["ort", "openvino"] if name == "native" else ["ort"]
         for target in targets:

@@ -82,21 +82,12 @@ def discover(source: Path) -> tuple[list[Item], dict | None]:
 
 
 def _verified_entries(source: Path) -> dict[tuple[str, str], dict]:
-    """The bundle's manifest entries, every file checked against its SHA-256 (and ONNX files by
-    onnx.checker) before anything is timed: the same checks `predict` and `eval` make."""
-    from .manifest import read_manifest, verify_files
-    from .validate import check_onnx_file
+    """The bundle's manifest entries, each checked as `predict` and `eval` check them."""
+    from .manifest import read_manifest, verify_entry
 
-    manifest = read_manifest(source)
     entries = {}
-    for entry in manifest.get("artifacts", []):
-        if entry["path"] not in entry.get("files", {}):
-            raise InputError(f"{source}'s manifest loads {entry['path']}, a file its hashes do not cover",
-                             hint="re-export; a bundle's manifest must not be edited by hand")
-        verify_files(source, entry["files"])
-        for rel in entry["files"]:
-            if rel.endswith(".onnx"):
-                check_onnx_file(source / rel)
+    for entry in read_manifest(source).get("artifacts", []):
+        verify_entry(source, entry)
         entries[(entry["target"], entry["precision"])] = entry
     return entries
 

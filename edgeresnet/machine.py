@@ -6,6 +6,7 @@ these facts (VNNI decides ONNX Runtime's fast path, AMX and bf16 OpenVINO's).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import os
@@ -40,17 +41,27 @@ def _cpuinfo() -> tuple[str, set[str]]:
     return model, flags
 
 
-def cpu() -> dict:
-    """Model and cores from /proc/cpuinfo; the ISA as the runtimes read it (CPUID / HWCAP, see
-    cpufeatures), else from /proc/cpuinfo's flags. ``isa_source`` says which."""
+MAX_THREADS = 4 * (os.cpu_count() or 1)  # more only oversubscribes the cores (3000 once hung a machine)
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu() -> dict:
     from .cpufeatures import runtime_isa
 
     model, flags = _cpuinfo()
     seen = runtime_isa()
     names = set(seen[0]) if seen else {name for flag, name in ISA_FLAGS.items() if flag in flags}
-    return {"model": model, "arch": platform.machine(), "cores": os.cpu_count(),
+    info = {"model": model, "arch": platform.machine(), "cores": os.cpu_count(),
             "isa": [name for name in dict.fromkeys(ISA_FLAGS.values()) if name in names],
             "isa_source": seen[1] if seen else "/proc/cpuinfo"}
+    return {**info, "class": cpu_class(info)}
+
+
+def cpu() -> dict:
+    """Model and cores from /proc/cpuinfo; the ISA as the runtimes read it (CPUID / HWCAP, see
+    cpufeatures), else from /proc/cpuinfo's flags (``isa_source`` says which); the ``class``
+    (:func:`cpu_class`). Read once per process."""
+    return dict(_cpu())
 
 
 X86 = ("x86_64", "amd64", "i386", "i686")
@@ -61,7 +72,8 @@ def cpu_class(info: dict | None = None) -> str:
     """The CPU class that decides INT8 numerics and speed: which int8 dot-product the
     runtimes' kernels use. x86 without VNNI multiplies u8 x s8 pairs into saturating int16
     (VPMADDUBSW); VNNI, AMX and ARM's dot-product instructions accumulate in int32."""
-    info = info or cpu()
+    if info is None:
+        return cpu()["class"]
     isa, arch = set(info.get("isa", [])), str(info.get("arch", "")).lower()
     if arch in X86:
         if "AMX-INT8" in isa:
@@ -146,4 +158,4 @@ def runtime_details() -> dict:
 
 def describe() -> dict:
     return {"python": platform.python_version(), "os": f"{platform.system()} {platform.release()}",
-            "cpu": {**cpu(), "class": cpu_class()}, "libraries": libraries(), "gpus": gpus(), **runtime_details()}
+            "cpu": cpu(), "libraries": libraries(), "gpus": gpus(), **runtime_details()}

@@ -79,3 +79,17 @@ def verify_files(root: Path, files: dict[str, str]) -> None:
         if sha256(path) != digest:
             raise InputError(f"{rel} in {root} changed since export (SHA-256 differs)",
                              hint="re-export, or restore the original file")
+
+
+def verify_entry(root: Path, entry: dict) -> None:
+    """One artifact entry, as every command checks it before use: the file it loads must be
+    covered by its hashes, every file must match, and ONNX files must pass onnx.checker."""
+    from .validate import check_onnx_file
+
+    if entry.get("path") not in entry.get("files", {}):
+        raise InputError(f"{root}'s manifest loads {entry.get('path')}, a file its hashes do not cover",
+                         hint="re-export; a bundle's manifest must not be edited by hand")
+    verify_files(root, entry["files"])
+    for rel in entry["files"]:
+        if rel.endswith(".onnx"):
+            check_onnx_file(root / rel)

@@ -27,7 +27,7 @@ from .errors import BackendUnavailable, InputError, UsageError, require
 from .evaluate import torch_predictor
 from .export import INPUT, OPSET, compare_with_torch, export_onnx
 from .fold import fold_bn, verify_fold
-from .machine import cpu, cpu_class, libraries
+from .machine import cpu, libraries
 from .manifest import write_manifest
 from .models.registry import get_arch, list_models
 from .outdir import atomic_write, staged_dir
@@ -312,7 +312,7 @@ def run_export(cfg: ExportConfig) -> Report:
                                                       "spec": cfg.eval or calib_spec},
             results=results, fold=fold_report.to_dict(),
             onnx={"opset": OPSET, "file": FP32_ONNX, "max_rel_error_vs_torch": onnx_error},
-            command=cfg.command, version=__version__, machine={"cpu": {**cpu(), "class": cpu_class()}},
+            command=cfg.command, version=__version__, machine={"cpu": cpu()},
             sensitivity=tuned.sensitivity if tuned else None, tuning=tuned.summary if tuned else None)
         atomic_write(work / "report.json", lambda p: p.write_text(json.dumps(report.to_dict(), indent=1)))
         atomic_write(work / "report.md", lambda p: p.write_text(markdown(report)))

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import warnings
 from collections.abc import Iterable, Sequence
@@ -21,9 +20,9 @@ from .backends import get_backend
 from .backends.base import Artifact
 from .data import Preprocess
 from .data.sources import open_image
+from .machine import MAX_THREADS
 from .errors import BackendUnavailable, InputError, PortabilityWarning, UsageError
-from .manifest import read_manifest, verify_files
-from .validate import check_onnx_file
+from .manifest import read_manifest, verify_entry
 
 PREFERENCE = ("ort", "openvino", "trt")
 
@@ -113,9 +112,8 @@ def _as_image(item) -> Image.Image:
 def load(path: str | Path, target: str | None = None, precision: str = "int8", threads: int | None = None) -> BundleModel:
     """Load one artifact of an export bundle, checking every file against ``edgeresnet.json``.
     ``target`` defaults to the first of ort, openvino, trt that the bundle has and this machine runs."""
-    limit = 4 * (os.cpu_count() or 1)
-    if threads is not None and not (isinstance(threads, int) and 1 <= threads <= limit):
-        raise UsageError(f"threads must be an integer from 1 to {limit} (4x this machine's cores), got {threads!r}")
+    if threads is not None and not (isinstance(threads, int) and 1 <= threads <= MAX_THREADS):
+        raise UsageError(f"threads must be an integer from 1 to {MAX_THREADS} (4x this machine's cores), got {threads!r}")
     root = Path(path)
     manifest = read_manifest(root)
     entries = [a for a in manifest["artifacts"] if a["precision"] == precision and (target is None or a["target"] == target)]
@@ -129,12 +127,7 @@ def load(path: str | Path, target: str | None = None, precision: str = "int8", t
         if reason:
             reasons.append(f"{entry['target']}: {reason}")
             continue
-        if entry["path"] not in entry["files"]:
-            raise InputError(f"{root}'s manifest loads {entry['path']}, a file its hashes do not cover",
-                             hint="re-export; a bundle's manifest must not be edited by hand")
-        verify_files(root, entry["files"])
-        if entry["path"].endswith(".onnx"):
-            check_onnx_file(root / entry["path"])
+        verify_entry(root, entry)
         return BundleModel(root, manifest, entry, threads)
     raise BackendUnavailable(f"no runtime here for {root}'s {precision} artifacts ({'; '.join(reasons)})",
                              hint="pip install 'edgeresnet[ort]' or 'edgeresnet[openvino]'")

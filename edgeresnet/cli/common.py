@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import EdgeResNetError, PortabilityWarning
+from ..machine import MAX_THREADS
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
@@ -81,7 +82,6 @@ def _exit_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
-MAX_THREADS = 4 * (os.cpu_count() or 1)  # more only oversubscribes the cores (issue 15: 3000 hung the machine)
 
 
 def threads_option(help: str):

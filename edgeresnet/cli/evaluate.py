@@ -66,10 +66,10 @@ def eval_cmd(
     result = {"model": name, "arch": arch, "data": dataset.source, "split": split, **acc.to_dict()}
     reference = None
     if Path(model).is_dir():
-        from ..machine import cpu, cpu_class
+        from ..machine import cpu
 
         reference = _report_fp32(Path(model), bundle.target)
-        result.update(kernel=bundle.kernel, cpu={**cpu(), "class": cpu_class()})
+        result.update(kernel=bundle.kernel, cpu=cpu())
         if reference is not None and bundle.precision != "fp32":
             same = reference["source"] == dataset.source and reference["images"] == acc.images
             result.update(reference_fp32=reference, same_images_as_report=same,
@@ -95,10 +95,8 @@ def eval_cmd(
 
 def _report_fp32(bundle: "Path", target: str) -> dict | None:
     """The export's FP32 row for ``target`` (its top-1 and the images it was scored on)."""
-    import json as _json
-
     try:
-        report = _json.loads((bundle / "report.json").read_text())
+        report = json.loads((bundle / "report.json").read_text())
         row = next(r for r in report["results"] if r["target"] == target and r["precision"] == "fp32" and r.get("top1") is not None)
         ev = report["evaluation"]
         return {"target": target, "top1": float(row["top1"]), "images": int(ev["images"]), "source": str(ev["source"])}
