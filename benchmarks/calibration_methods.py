@@ -33,7 +33,8 @@ from edgeresnet.export import export_onnx
 from edgeresnet.fold import fold_bn
 from edgeresnet.machine import describe
 from edgeresnet.quantize.plan import plan
-from edgeresnet.quantize.qdq import PROFILES, emit_qdq
+from edgeresnet.backends.onnxruntime import PROFILE, PROFILE_W7
+from edgeresnet.quantize.qdq import emit_qdq
 
 
 class _Reader(ortq.CalibrationDataReader):
@@ -83,7 +84,7 @@ def main() -> None:
             scales = view.scales
             q_path = work / f"ours-{method}-{n}.onnx"
             # The file this CPU's ORT engine loads: the 7-bit twin on x86 without VNNI (see quantize.qdq).
-            profile = PROFILES["ort-w7" if int8_kernel()[0] == "u8s8-7bit" else "ort"]
+            profile = PROFILE_W7 if int8_kernel()[0] == "u8s8-7bit" else PROFILE
             onnx.save(emit_qdq(fp32, scales, profile), str(q_path))
             art = backend.build(q_path, "int8", work)
             emit_s = time.perf_counter() - t0

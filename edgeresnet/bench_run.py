@@ -11,15 +11,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .backends import get_backend
+from .backends import expand_targets, get_backend
+from .backends.registry import for_suffix, suffixes_help
 from .backends.base import Artifact, artifact_size
 from .errors import InputError, UsageError
 from .outdir import read_json
 from .progress import progress
 from .report import ResultRow
-
-SUFFIX_TARGET = {".onnx": "ort", ".xml": "openvino", ".engine": "trt"}
-
 
 @dataclass(frozen=True)
 class BenchConfig:
@@ -71,10 +69,10 @@ def discover(source: Path) -> tuple[list[Item], dict | None]:
         return items, report
     if not source.is_file():
         raise InputError(f"{source} does not exist", hint="pass an export directory or a .onnx / .xml / .engine file")
-    target = SUFFIX_TARGET.get(source.suffix)
+    target = for_suffix(source.suffix)
     if target is None:
-        raise InputError(f"cannot benchmark {source.name}", hint="supported: .onnx (ONNX Runtime), .xml (OpenVINO IR), .engine (TensorRT)")
-    if target == "ort":
+        raise InputError(f"cannot benchmark {source.name}", hint=f"supported: {suffixes_help()}")
+    if source.suffix.lower() == ".onnx":
         from .validate import check_onnx_file
 
         check_onnx_file(source)
@@ -123,7 +121,8 @@ def bench(cfg: BenchConfig) -> tuple[list[ResultRow], dict | None]:
             raise UsageError(f"unknown --mode {m!r}", hint="latency or throughput")
     items, report = discover(cfg.source)
     if cfg.targets:
-        items = [i for i in items if i.artifact.target in cfg.targets]
+        wanted = expand_targets(cfg.targets)
+        items = [i for i in items if i.artifact.target in wanted]
     if cfg.precisions:
         items = [i for i in items if i.artifact.precision in cfg.precisions]
     if not items:

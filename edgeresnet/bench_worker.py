@@ -26,7 +26,8 @@ def run_block(spec: dict) -> dict:
     requests = int(spec.get("requests") or (2 if mode == "throughput" else 1))
     t0 = time.perf_counter()
     # ONNX Runtime: several requests share the cores; OpenVINO's THROUGHPUT hint splits them itself.
-    load_threads = max(1, threads // requests) if (mode == "throughput" and threads and art.target == "ort") else threads
+    split = mode == "throughput" and threads and getattr(backend, "splits_threads_per_request", False)
+    load_threads = max(1, threads // requests) if split else threads
     run = backend.load(art, load_threads, mode)
     load_s = time.perf_counter() - t0
     if mode == "throughput" and not spec.get("requests") and "optimal_requests" in art.details:

@@ -12,6 +12,7 @@ import numpy as np
 
 from .backends.tensorrt import (
     INSTALL_HINT,
+    PROFILE,
     TensorRTBackend,
     TrtOptions,
     unavailable_reason,
@@ -45,11 +46,12 @@ def build_on_device(export_dir: Path, eval_spec: str | None = None, eval_limit: 
     probe = np.zeros((1, *pre.input_shape), np.float32) if eval_set is None else eval_set.batch(np.arange(1), pre)
     ctx = EngineContext(work=export_dir, fp32_path=(bundle / plan["fp32_onnx"]).resolve(), fp32_proto=None, table=None,
                         threads=threads, measure=Measurer(eval_set, pre, eval_idx, probe, threads),
-                        artifacts_dir=bundle, qdq_paths={"trt": bundle / plan["int8_onnx"]},
+                        artifacts_dir=bundle, qdq_paths={PROFILE.name: bundle / plan["int8_onnx"]},
                         fallback_layers=list(plan.get("fallback_layers", [])))
-    rows = engine_rows(TensorRTBackend(options), ctx, int8=True)
+    backend = TensorRTBackend(trt_options=options)
+    rows = engine_rows(backend, ctx, int8=True)
     report = Report.from_dict(report_json)
-    report.results = [r for r in report.results if r.target != "trt"] + rows
+    report.results = [r for r in report.results if r.target != backend.name] + rows
     if eval_set is not None:
         report.evaluation = {**(report.evaluation or {}), "trt_source": eval_set.source, "trt_images": int(len(eval_idx))}
     atomic_write(export_dir / "report.json", lambda p: p.write_text(json.dumps(report.to_dict(), indent=1)))

@@ -21,7 +21,7 @@ from .data.sources import ImageSet
 from .errors import EdgeResNetError, require
 from .evaluate import Accuracy, evaluate
 from .outdir import atomic_write
-from .quantize.qdq import PROFILES
+from .quantize.qdq import Profile
 from .report import ResultRow
 from .tune.emulate import Candidate, quantized_model
 
@@ -58,24 +58,30 @@ class EngineContext:
     measure: Measure
     torch_acc: Accuracy | None = None
     artifacts_dir: Path | None = None  # where engines go (default: work)
-    qdq_paths: dict[str, Path] = field(default_factory=dict)  # profile -> written QDQ ONNX
+    qdq_paths: dict[str, Path] = field(default_factory=dict)  # profile name -> written QDQ ONNX
     candidate: Candidate | None = None  # tuned scales, biases and float layers (default: the table's scales)
     fallback_layers: list[str] = field(default_factory=list)  # layers the INT8 engines keep in float
+    # For backends' prepare hooks (files built on the device): the model's input, the
+    # evaluation data spec to measure there, and the export's final folder.
+    input_name: str = "input"
+    chw: tuple[int, int, int] | None = None
+    eval_spec: str | None = None
+    out: Path | None = None
 
     @property
     def quant(self) -> Candidate:
         """What the INT8 graphs are emitted from: the tuned candidate, else the table's scales."""
         return self.candidate or Candidate(self.table.scales)
 
-    def qdq(self, profile_name: str) -> Path:
+    def qdq(self, profile: Profile) -> Path:
         """The QDQ ONNX of a profile, written once and shared by the backends that use it."""
-        if profile_name not in self.qdq_paths:
+        if profile.name not in self.qdq_paths:
             onnx = require("onnx", "torch")
-            path = self.work / f"model.int8.{profile_name}.qdq.onnx"
-            proto = quantized_model(self.fp32_proto, self.quant, PROFILES[profile_name])
+            path = self.work / f"model.int8.{profile.name}.qdq.onnx"
+            proto = quantized_model(self.fp32_proto, self.quant, profile)
             atomic_write(path, lambda p: onnx.save(proto, str(p)))
-            self.qdq_paths[profile_name] = path
-        return self.qdq_paths[profile_name]
+            self.qdq_paths[profile.name] = path
+        return self.qdq_paths[profile.name]
 
 
 def _failed(target: str, precision: str, exc: BaseException) -> ResultRow:
@@ -88,13 +94,12 @@ def _build_int8(backend: Backend, ctx: EngineContext) -> Artifact:
     """The INT8 artifact from the backend's QDQ profile, plus a file per CPU-specific variant
     (listed in ``details["variants"]``; the backend's ``load`` picks one per CPU)."""
     out = ctx.artifacts_dir or ctx.work
-    profile = PROFILES[backend.qdq_profile]
-    art: Artifact = backend.build(ctx.qdq(profile.name), "int8", out)
-    art.details["qdq_profile"] = profile.to_dict()
-    for kernel, name in getattr(backend, "qdq_variants", {}).items():
-        variant = backend.build(ctx.qdq(name), "int8", out)
+    art: Artifact = backend.build(ctx.qdq(backend.qdq_profile), "int8", out)
+    art.details["qdq_profile"] = backend.qdq_profile.to_dict()
+    for kernel, profile in getattr(backend, "qdq_variants", {}).items():
+        variant = backend.build(ctx.qdq(profile), "int8", out)
         art.details.setdefault("variants", {})[kernel] = variant.path.name
-        art.details.setdefault("variant_profiles", {})[kernel] = PROFILES[name].to_dict()
+        art.details.setdefault("variant_profiles", {})[kernel] = profile.to_dict()
     return art
 
 

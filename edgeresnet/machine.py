@@ -7,7 +7,6 @@ these facts (VNNI decides ONNX Runtime's fast path, AMX and bf16 OpenVINO's).
 from __future__ import annotations
 
 import functools
-import importlib
 import importlib.metadata
 import os
 import platform
@@ -22,7 +21,7 @@ ISA_FLAGS = {
     "amx_int8": "AMX-INT8", "amx_bf16": "AMX-BF16",
     "asimd": "NEON", "asimddp": "ARM dot-product", "i8mm": "ARM i8mm", "fphp": "ARM fp16", "sve": "SVE",
 }
-LIBRARIES = ("torch", "onnx", "onnxruntime", "openvino", "tensorrt", "numpy", "pillow")
+CORE_LIBRARIES = ("torch", "onnx", "numpy", "pillow")  # plus each registered engine's own
 
 
 def _cpuinfo() -> tuple[str, set[str]]:
@@ -88,7 +87,7 @@ def cpu_class(info: dict | None = None) -> str:
 
 def library_version(name: str) -> str | None:
     dist = {"pillow": "Pillow"}.get(name, name)
-    for candidate in (dist, f"{dist}-cu12", f"{dist}-cu13") if name == "tensorrt" else (dist,):
+    for candidate in (dist, f"{dist}-cu12", f"{dist}-cu13"):  # NVIDIA's wheels carry the CUDA major
         try:
             return importlib.metadata.version(candidate)
         except importlib.metadata.PackageNotFoundError:
@@ -97,7 +96,10 @@ def library_version(name: str) -> str | None:
 
 
 def libraries() -> dict[str, str | None]:
-    return {name: library_version(name) for name in LIBRARIES}
+    from .backends.registry import library_extras
+
+    names = [*CORE_LIBRARIES[:2], *library_extras(), *CORE_LIBRARIES[2:]]
+    return {name: library_version(name) for name in names}
 
 
 def gpus() -> list[dict]:
@@ -141,18 +143,19 @@ def jetson() -> dict:
 
 
 def runtime_details() -> dict:
-    """Execution providers of ONNX Runtime and devices of OpenVINO, when installed."""
+    """What each installed engine sees (ONNX Runtime's execution providers, OpenVINO's
+    devices): every registered backend's ``runtime_facts()``, where it has one."""
+    from .backends.registry import backends
+
     details: dict = {}
-    if library_version("onnxruntime"):
+    for cls in backends():
+        facts = getattr(cls, "runtime_facts", None)
+        if facts is None or not all(library_version(lib) for lib in cls.libraries):
+            continue
         try:
-            details["onnxruntime_providers"] = importlib.import_module("onnxruntime").get_available_providers()
+            details.update(facts())
         except Exception as exc:  # a broken install is itself a finding
-            details["onnxruntime_providers"] = f"import failed: {exc}"
-    if library_version("openvino"):
-        try:
-            details["openvino_devices"] = importlib.import_module("openvino").Core().available_devices
-        except Exception as exc:
-            details["openvino_devices"] = f"import failed: {exc}"
+            details[f"{cls.name}_facts"] = f"import failed: {exc}"
     return details
 
 

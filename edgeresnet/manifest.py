@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ._version import __version__
 from .backends.base import artifact_files
+from .backends.registry import bundle_dirs
 from .errors import InputError
 from .outdir import atomic_write, read_json
 
@@ -42,8 +43,9 @@ def write_manifest(root: Path, report: dict, libraries: dict) -> dict:
                           "inference_precision": details.get("inference_precision"),
                           "kernel": row.get("kernel"), "variants": details.get("variants")})
     extra = [p for p in ("model.fp32.onnx", "calibration.json") if (root / p).exists()]
-    if (root / "trt").is_dir():
-        extra += [str(p.relative_to(root)) for p in sorted((root / "trt").iterdir()) if p.is_file()]
+    for folder in bundle_dirs():  # what engines built on the device need there (prepare hooks)
+        if (root / folder).is_dir():
+            extra += [str(p.relative_to(root)) for p in sorted((root / folder).iterdir()) if p.is_file()]
     model = report["model"]
     manifest = {"format": FORMAT, "edgeresnet_version": __version__, "arch": model.get("arch"),
                 "input_shape": model.get("input_shape"), "preprocess": model.get("preprocess"),

@@ -1,5 +1,10 @@
-"""Wires the stages for `export`: load -> fold -> FP32 ONNX -> calibrate once -> QDQ per
-backend profile -> engines -> evaluate -> quick latency -> report."""
+"""Wires the stages for `export`, each a function below, in this order:
+
+validate (every refusal before any work) -> load_and_fold (BN folded, FP32 ONNX checked
+against torch) -> calibrate_once -> tune_int8 (only with --max-drop/--sensitivity) ->
+build_engines (per backend: prepare hook, QDQ from its profile, each precision built and
+evaluated) -> publish (report.json/md/html and the manifest). No engine is named here:
+engines come from backends.registry."""
 
 from __future__ import annotations
 
@@ -11,11 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from ._version import __version__
-from .backends import expand_targets, get_backend
-from .backends.tensorrt import INSTALL_HINT as TRT_HINT
-from .backends.tensorrt import TrtOptions
-from .backends.tensorrt import unavailable_reason as trt_unavailable
-from .backends.tensorrt_bundle import BUNDLE, write_bundle
+from .backends import Backend, EngineOptions, expand_targets, get_backend, install_hint
+from .backends import backends as registered
+from .backends.base import DEFAULT_BATCH_RANGE
 from .calibrate.collect import calibrate, pick_calibration_images, pick_validation_images
 from .calibrate.observers import METHODS
 from .calibrate.table import CalibrationTable, weights_sha256
@@ -29,7 +32,7 @@ from .export import INPUT, OPSET, compare_with_torch, export_onnx
 from .fold import fold_bn, verify_fold
 from .machine import cpu, libraries
 from .manifest import write_manifest
-from .models.registry import get_arch, list_models
+from .models.registry import default_small_input, list_models
 from .outdir import atomic_write, staged_dir
 from .progress import stderr
 from .quantize.plan import plan
@@ -48,7 +51,7 @@ TABLE = "calibration.json"
 class ExportConfig:
     model: str
     out: Path
-    targets: tuple[str, ...] = ("ort",)
+    targets: tuple[str, ...] = ()  # names or aliases; none: the registry's most preferred engine
     int8: bool = True
     calib: str | None = None
     calib_size: int = 512
@@ -65,7 +68,7 @@ class ExportConfig:
     force: bool = False
     allow_eval_calib: bool = False
     device: str = "CPU"  # OpenVINO device
-    batch_range: tuple[int, int, int] = (1, 8, 32)  # TensorRT optimization profile: min, opt, max
+    batch_range: tuple[int, int, int] = DEFAULT_BATCH_RANGE  # engines with optimization profiles: min, opt, max
     dla_core: int | None = None
     prepare_only: bool = False
     strict: bool = False  # unreadable images are fatal instead of skipped with a count
@@ -90,7 +93,7 @@ def load_model(cfg: ExportConfig) -> Loaded:
             raise UsageError(f"a zoo name ({cfg.model}) needs --input-size", hint="e.g. --input-size 224")
         from .models.registry import build_model
 
-        small = cfg.input_size <= 64 and get_arch(cfg.model).family == "imagenet"
+        small = default_small_input(cfg.model, cfg.input_size)
         model = build_model(cfg.model, num_classes=1000, in_channels=3, small_input=small).eval()
         pre = Preprocess(3, cfg.input_size, cfg.input_size, IMAGENET_PREPROCESS.mean, IMAGENET_PREPROCESS.std)
         meta = ModelMeta(cfg.model, 1000, 3, pre, [f"class_{i}" for i in range(1000)], small_input=small,
@@ -121,9 +124,9 @@ def _check_classes(meta: ModelMeta, data: ImageSet, what: str, spec: str) -> Non
                          hint=f"pass --{what} data the model was trained for")
 
 
-def _tune(cfg: ExportConfig, loaded: Loaded, fp32_proto, table: CalibrationTable, calib_set: ImageSet,
+def tune_int8(cfg: ExportConfig, loaded: Loaded, fp32_proto, table: CalibrationTable, calib_set: ImageSet,
           calib_idx: np.ndarray) -> TuneResult:
-    """Carve the validation slice out of the calibration split (never the evaluation split,
+    """Accuracy-aware INT8. Carve the validation slice out of the calibration split (never the evaluation split,
     never a calibration image) and run the accuracy-aware stages on it."""
     pre = loaded.meta.preprocess
     used = np.asarray(table.image_indices if cfg.calib_table and table.source == calib_set.source else calib_idx)
@@ -154,15 +157,6 @@ def _tune(cfg: ExportConfig, loaded: Loaded, fp32_proto, table: CalibrationTable
     return result
 
 
-def _trt_scales(fp32_proto, ctx: EngineContext) -> dict[str, float]:
-    """Scales for the calibration cache: every tensor the quantized layers touch, except
-    those a float layer reads. A tensor with a scale may be stored in int8, so the implicit
-    path would feed a float layer the very rounding it was kept in float to avoid."""
-    cand = ctx.quant
-    read_by_float = {i for n in fp32_proto.graph.node if n.name in cand.keep_float for i in n.input}
-    return {t: cand.scales[t] for t in plan(fp32_proto, cand.keep_float).all_tensors if t not in read_by_float}
-
-
 def _price(backend, ctx: EngineContext, tuned: TuneResult, rows: list[ResultRow], probe: np.ndarray) -> None:
     """Latency price of each float layer on this engine, into its INT8 row."""
     row = next((r for r in rows if r.precision == "int8" and r.status == "ok"), None)
@@ -181,10 +175,32 @@ def _price(backend, ctx: EngineContext, tuned: TuneResult, rows: list[ResultRow]
             entry.setdefault("price_ms", {})[backend.name] = prices["per_layer_ms"][entry["layer"]]
 
 
-def run_export(cfg: ExportConfig) -> Report:
-    """Run every stage; the export directory appears only when all of them succeeded."""
-    torch = require("torch", "torch")
-    onnx = require("onnx", "torch")
+@dataclass
+class Inputs:
+    """What validate() found: the engines, the model and the data, all checked."""
+
+    backends: list[Backend]
+    loaded: Loaded
+    calib_spec: str
+    calib_set: ImageSet
+    eval_set: ImageSet | None
+    eval_spec: str | None
+
+
+@dataclass
+class Folded:
+    """The model as every later stage sees it: BN folded, exported to ONNX, checked."""
+
+    model: object
+    fold_report: object
+    fp32_path: Path
+    fp32_proto: object
+    onnx_error: float
+    calib_idx: np.ndarray
+    probe: np.ndarray  # up to 64 preprocessed calibration images
+
+
+def _check_flags(cfg: ExportConfig) -> None:
     if not cfg.int8 and cfg.calib_table:
         raise UsageError("--calib-table needs --int8")
     if cfg.calib_method not in METHODS:
@@ -198,30 +214,43 @@ def run_export(cfg: ExportConfig) -> Report:
                          hint="pass the calibration.json of an earlier export of the same weights")
     if cfg.tuning.active and not cfg.int8:
         raise UsageError("--max-drop, --sensitivity and the INT8 fixes need --int8")
-    targets = expand_targets(cfg.targets)
-    backends = [get_backend(t, device=cfg.device, trt_options=TrtOptions(cfg.batch_range, cfg.dla_core))
-                for t in targets]
-    if cfg.prepare_only and "trt" not in targets:
-        raise UsageError("--prepare-only applies to --target trt")
-    if "trt" in cfg.targets and not cfg.prepare_only:
-        reason = trt_unavailable()
-        if reason:
-            raise BackendUnavailable(f"--target trt: {reason}", hint=TRT_HINT)
-    loaded = load_model(cfg)
-    meta, pre = loaded.meta, loaded.meta.preprocess
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
 
+
+def _engines(cfg: ExportConfig) -> list[Backend]:
+    """The requested engines, aliases resolved first so every spelling gets the same checks.
+    One named explicitly that cannot run here is refused (with --prepare-only, engines with a
+    device bundle write it instead); ``all`` lists the missing ones as skipped rows."""
+    options = EngineOptions(cfg.device, cfg.batch_range, cfg.dla_core, cfg.prepare_only)
+    backends = [get_backend(name, options) for name in expand_targets(cfg.targets or (registered()[0].name,))]
+    on_device = [b.name for b in backends if hasattr(b, "prepare")]
+    if cfg.prepare_only and not on_device:
+        device_built = [c.name for c in registered() if hasattr(c, "prepare")]
+        raise UsageError("--prepare-only applies to engines built on the device",
+                         hint=f"add --target {','.join(device_built)}")
+    explicit = set() if any(t.strip().lower() == "all" for t in cfg.targets) else {b.name for b in backends}
+    for backend in backends:
+        if backend.name not in explicit or (cfg.prepare_only and backend.name in on_device):
+            continue
+        reason = backend.unavailable_reason()
+        if reason:
+            raise BackendUnavailable(f"--target {backend.name}: {reason}", hint=install_hint(backend.name))
+    return backends
+
+
+def validate(cfg: ExportConfig) -> Inputs:
+    """Flags, engines, model and data: everything that can be refused, before any work."""
+    _check_flags(cfg)
+    backends = _engines(cfg)
+    loaded = load_model(cfg)
     calib_spec = _calib_spec(cfg, loaded)
     calib_set = load_split(calib_spec, "train", cfg.strict)
     warn_skipped(calib_set, "calibration")
-    no_eval = cfg.no_eval or loaded.random_weights
-    eval_set = None
-    if not no_eval:
+    eval_set, eval_spec = None, None
+    if not (cfg.no_eval or loaded.random_weights):
         eval_spec = cfg.eval or calib_spec
         eval_set = load_split(eval_spec, "test", cfg.strict)
         warn_skipped(eval_set, "evaluation")
-        _check_classes(meta, eval_set, "eval", eval_spec)
+        _check_classes(loaded.meta, eval_set, "eval", eval_spec)
         if eval_set.origin == calib_set.origin and not cfg.allow_eval_calib:
             raise InputError(f"calibration and evaluation would use the same images ({calib_set.source})",
                              hint="give a data spec with separate train and test splits, or --allow-eval-calib")
@@ -229,93 +258,119 @@ def run_export(cfg: ExportConfig) -> Report:
             raise InputError("the --max-drop validation slice would come from the evaluation images",
                              hint="give --calib data with separate train and test splits")
     if not loaded.random_weights:
-        _check_classes(meta, calib_set, "calib", calib_spec)
+        _check_classes(loaded.meta, calib_set, "calib", calib_spec)
+    return Inputs(backends, loaded, calib_spec, calib_set, eval_set, eval_spec)
 
+
+def load_and_fold(cfg: ExportConfig, inputs: Inputs, work: Path) -> Folded:
+    """Fold BN into the convs (checked on real images), export FP32 ONNX, compare with torch."""
+    onnx = require("onnx", "torch")
+    loaded, calib_set, pre = inputs.loaded, inputs.calib_set, inputs.loaded.meta.preprocess
+    calib_idx = pick_calibration_images(calib_set, cfg.calib_size, cfg.calib_seed)
+    if cfg.int8 and not cfg.calib_table:
+        check_calibration_set(calib_set.labels, calib_idx, None if loaded.random_weights else loaded.meta.num_classes)
+    probe = calib_set.batch(calib_idx[:64], pre)
+    folded, fold_report = fold_bn(loaded.model)
+    verify_fold(loaded.model, folded, probe, fold_report)
+    stderr.print(f"folded {fold_report.folded} BNs into convs, kept {fold_report.kept} as scale+shift "
+                 f"(max relative error {fold_report.max_rel_error:.1e})")
+    fp32_path = work / FP32_ONNX
+    export_onnx(folded, loaded.meta, fp32_path)
+    onnx_error = compare_with_torch(folded, fp32_path, probe)
+    return Folded(folded, fold_report, fp32_path, onnx.load(str(fp32_path)), onnx_error, calib_idx, probe)
+
+
+def calibrate_once(cfg: ExportConfig, inputs: Inputs, folded: Folded, work: Path) -> CalibrationTable | None:
+    """One calibration table for every engine (or the one --calib-table gives), saved beside them."""
+    if not cfg.int8:
+        return None
+    if cfg.calib_table:
+        table = CalibrationTable.load(cfg.calib_table)
+        table.check_weights(weights_sha256(folded.fp32_proto), cfg.calib_table)
+        if cfg.calib_method != table.method:
+            table = table.with_method(cfg.calib_method)
+    else:
+        table = calibrate(folded.fp32_proto, plan(folded.fp32_proto).all_tensors, inputs.calib_set,
+                          inputs.loaded.meta.preprocess, folded.calib_idx, cfg.calib_method, cfg.percentile,
+                          threads=cfg.threads)
+    table.save(work / TABLE)
+    stderr.print(f"calibrated {len(table.amax)} tensors ({table.method}, {table.images} images, {table.seconds:.1f} s)")
+    return table
+
+
+def build_engines(cfg: ExportConfig, inputs: Inputs, folded: Folded, table: CalibrationTable | None,
+                  tuned: TuneResult | None, work: Path) -> list[ResultRow]:
+    """The torch row, then per engine: its prepare hook, every precision built and evaluated
+    (accuracy on the evaluation images, a quick latency), and the price of float layers."""
+    pre, eval_set = inputs.loaded.meta.preprocess, inputs.eval_set
+    eval_idx = None if eval_set is None else np.arange(
+        len(eval_set) if cfg.eval_limit is None else min(cfg.eval_limit, len(eval_set)))
+    measure = Measurer(eval_set, pre, eval_idx, inputs.calib_set.batch(folded.calib_idx[:1], pre),
+                       cfg.threads or os.cpu_count())
+    torch_row = ResultRow("torch", "fp32", details={"note": "PyTorch eager, BN folded"})
+    torch_acc = measure(torch_row, torch_predictor(folded.model))
+    if torch_acc is not None:
+        torch_row.top1_drop_pp, torch_row.agreement = 0.0, 1.0
+    rows = [torch_row]
+    ctx = EngineContext(work, folded.fp32_path, folded.fp32_proto, table, cfg.threads, measure, torch_acc,
+                        candidate=tuned.candidate if tuned else None,
+                        fallback_layers=tuned.fallback_layers if tuned else [],
+                        input_name=INPUT, chw=pre.input_shape, eval_spec=inputs.eval_spec, out=cfg.out)
+    for backend in inputs.backends:
+        skip = backend.prepare(ctx) if cfg.int8 and hasattr(backend, "prepare") else None
+        reason = None if skip else backend.unavailable_reason()
+        if skip or reason:
+            rows.append(ResultRow(backend.name, "int8" if cfg.int8 else "fp32", status="skipped",
+                                  reason=skip.reason if skip else reason, details=skip.details if skip else {}))
+            continue
+        engine = engine_rows(backend, ctx, cfg.int8)
+        rows.extend(engine)
+        if tuned and tuned.fallback_layers and cfg.price:
+            _price(backend, ctx, tuned, engine, measure.probe)
+    return rows
+
+
+def make_report(cfg: ExportConfig, inputs: Inputs, folded: Folded, table: CalibrationTable | None,
+                tuned: TuneResult | None, rows: list[ResultRow]) -> Report:
+    meta, pre, ev = inputs.loaded.meta, inputs.loaded.meta.preprocess, inputs.eval_set
+    return Report(
+        model={"arch": meta.arch, "params": int(sum(p.numel() for p in inputs.loaded.model.parameters())),
+               "input_shape": [1, *pre.input_shape], "source": inputs.loaded.source, "classes": meta.classes,
+               "preprocess": pre.to_dict(), "random_weights": inputs.loaded.random_weights},
+        calibration=None if table is None else {
+            "method": table.method, "images": table.images, "source": table.source, "seconds": round(table.seconds, 3),
+            "table": TABLE, "percentile": table.percentile if table.method == "percentile" else None,
+            "reused_from": str(cfg.calib_table) if cfg.calib_table else None, "split": "train"},
+        evaluation=None if ev is None else {
+            "source": ev.source, "images": int(len(ev) if cfg.eval_limit is None else min(cfg.eval_limit, len(ev))),
+            "split": "test", "spec": inputs.eval_spec},
+        results=rows, fold=folded.fold_report.to_dict(),
+        onnx={"opset": OPSET, "file": FP32_ONNX, "max_rel_error_vs_torch": folded.onnx_error},
+        command=cfg.command, version=__version__, machine={"cpu": cpu()},
+        sensitivity=tuned.sensitivity if tuned else None, tuning=tuned.summary if tuned else None)
+
+
+def publish_export(work: Path, report: Report) -> None:
+    """report.json, report.md, report.html, then the manifest that hashes every artifact."""
+    atomic_write(work / "report.json", lambda p: p.write_text(json.dumps(report.to_dict(), indent=1)))
+    atomic_write(work / "report.md", lambda p: p.write_text(markdown(report)))
+    atomic_write(work / "report.html", lambda p: p.write_text(render_html(report, [], None)))
+    write_manifest(work, report.to_dict(), libraries())
+
+
+def run_export(cfg: ExportConfig) -> Report:
+    """Run every stage; the export directory appears only when all of them succeeded."""
+    require("torch", "torch")
+    inputs = validate(cfg)
+    if cfg.threads:
+        require("torch", "torch").set_num_threads(cfg.threads)
     with staged_dir(cfg.out, cfg.force) as work:
-        calib_idx = pick_calibration_images(calib_set, cfg.calib_size, cfg.calib_seed)
-        if cfg.int8 and not cfg.calib_table:
-            check_calibration_set(calib_set.labels, calib_idx, None if loaded.random_weights else meta.num_classes)
-        probe = calib_set.batch(calib_idx[:64], pre)
-        folded, fold_report = fold_bn(loaded.model)
-        verify_fold(loaded.model, folded, probe, fold_report)
-        stderr.print(f"folded {fold_report.folded} BNs into convs, kept {fold_report.kept} as scale+shift "
-                     f"(max relative error {fold_report.max_rel_error:.1e})")
-        fp32_path = work / FP32_ONNX
-        export_onnx(folded, meta, fp32_path)
-        onnx_error = compare_with_torch(folded, fp32_path, probe)
-        fp32_proto = onnx.load(str(fp32_path))
-
-        table = None
-        if cfg.int8:
-            sites = plan(fp32_proto)
-            if cfg.calib_table:
-                table = CalibrationTable.load(cfg.calib_table)
-                table.check_weights(weights_sha256(fp32_proto), cfg.calib_table)
-                if cfg.calib_method != table.method:
-                    table = table.with_method(cfg.calib_method)
-            else:
-                table = calibrate(fp32_proto, sites.all_tensors, calib_set, pre, calib_idx, cfg.calib_method,
-                                  cfg.percentile, threads=cfg.threads)
-            table.save(work / TABLE)
-            stderr.print(f"calibrated {len(table.amax)} tensors ({table.method}, {table.images} images, "
-                         f"{table.seconds:.1f} s)")
+        folded = load_and_fold(cfg, inputs, work)
+        table = calibrate_once(cfg, inputs, folded, work)
         tuned = None
         if cfg.int8 and cfg.tuning.active:
-            tuned = _tune(cfg, loaded, fp32_proto, table, calib_set, calib_idx)
-
-        results: list[ResultRow] = []
-        threads = cfg.threads or os.cpu_count()
-        eval_idx = None if eval_set is None else np.arange(
-            len(eval_set) if cfg.eval_limit is None else min(cfg.eval_limit, len(eval_set)))
-        measure = Measurer(eval_set, pre, eval_idx, calib_set.batch(calib_idx[:1], pre), threads)
-
-        torch_row = ResultRow("torch", "fp32", details={"note": "PyTorch eager, BN folded"})
-        torch_acc = measure(torch_row, torch_predictor(folded))
-        results.append(torch_row)
-
-        ctx = EngineContext(work, fp32_path, fp32_proto, table, cfg.threads, measure, torch_acc,
-                            candidate=tuned.candidate if tuned else None,
-                            fallback_layers=tuned.fallback_layers if tuned else [])
-        for backend in backends:
-            reason = backend.unavailable_reason()
-            if backend.name == "trt" and cfg.int8:
-                bundle = write_bundle(
-                    work, input_name=INPUT, chw=pre.input_shape, batch_range=cfg.batch_range, dla_core=cfg.dla_core,
-                    scales=_trt_scales(fp32_proto, ctx), eval_spec=None if eval_set is None else (cfg.eval or calib_spec),
-                    qdq_name=ctx.qdq("trt").name, fallback_layers=tuple(ctx.fallback_layers),
-                    float_nodes=tuple(sorted(ctx.quant.keep_float)))
-                ctx.qdq_paths["trt"] = bundle / "model.int8.trt.qdq.onnx"
-                if reason or cfg.prepare_only:
-                    why = "--prepare-only" if cfg.prepare_only and not reason else reason
-                    results.append(ResultRow("trt", "int8", status="skipped", reason=why,
-                                             details={"bundle": BUNDLE, "next": f"edgeresnet build {cfg.out}"}))
-                    continue
-            if reason:
-                results.append(ResultRow(backend.name, "int8" if cfg.int8 else "fp32", status="skipped", reason=reason))
-                continue
-            rows = engine_rows(backend, ctx, cfg.int8)
-            results.extend(rows)
-            if tuned and tuned.fallback_layers and cfg.price:
-                _price(backend, ctx, tuned, rows, measure.probe)
-        if torch_acc is not None:
-            torch_row.top1_drop_pp, torch_row.agreement = 0.0, 1.0
-        report = Report(
-            model={"arch": meta.arch, "params": int(sum(p.numel() for p in loaded.model.parameters())),
-                   "input_shape": [1, *pre.input_shape], "source": loaded.source, "classes": meta.classes,
-                   "preprocess": pre.to_dict(),
-                   "random_weights": loaded.random_weights},
-            calibration=None if table is None else {
-                "method": table.method, "images": table.images, "source": table.source, "seconds": round(table.seconds, 3),
-                "table": TABLE, "percentile": table.percentile if table.method == "percentile" else None,
-                "reused_from": str(cfg.calib_table) if cfg.calib_table else None, "split": "train"},
-            evaluation=None if eval_set is None else {"source": eval_set.source, "images": int(len(eval_idx)), "split": "test",
-                                                      "spec": cfg.eval or calib_spec},
-            results=results, fold=fold_report.to_dict(),
-            onnx={"opset": OPSET, "file": FP32_ONNX, "max_rel_error_vs_torch": onnx_error},
-            command=cfg.command, version=__version__, machine={"cpu": cpu()},
-            sensitivity=tuned.sensitivity if tuned else None, tuning=tuned.summary if tuned else None)
-        atomic_write(work / "report.json", lambda p: p.write_text(json.dumps(report.to_dict(), indent=1)))
-        atomic_write(work / "report.md", lambda p: p.write_text(markdown(report)))
-        atomic_write(work / "report.html", lambda p: p.write_text(render_html(report, [], None)))
-        write_manifest(work, report.to_dict(), libraries())
+            tuned = tune_int8(cfg, inputs.loaded, folded.fp32_proto, table, inputs.calib_set, folded.calib_idx)
+        rows = build_engines(cfg, inputs, folded, table, tuned, work)
+        report = make_report(cfg, inputs, folded, table, tuned, rows)
+        publish_export(work, report)
     return report

@@ -16,15 +16,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .backends import get_backend
+from .backends import backend_class, backends, get_backend, install_hint, resolve
 from .backends.base import Artifact
 from .data import Preprocess
 from .data.sources import open_image
 from .machine import MAX_THREADS
 from .errors import BackendUnavailable, InputError, PortabilityWarning, UsageError
 from .manifest import read_manifest, verify_entry
-
-PREFERENCE = ("ort", "openvino", "trt")
 
 
 @dataclass
@@ -60,7 +58,8 @@ class BundleModel:
         self.cpu_note = cpu_mismatch(manifest, entry, self.kernel)
         if self.cpu_note:
             warnings.warn(self.cpu_note, PortabilityWarning, stacklevel=3)
-        self._lock = threading.Lock() if self.target == "trt" else None  # one CUDA context, one stream
+        # Engines that are not thread-safe (TensorRT: one CUDA context, one stream) run one call at a time.
+        self._lock = None if getattr(backend_class(self.target), "thread_safe", True) else threading.Lock()
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         if self._lock is None:
@@ -111,26 +110,30 @@ def _as_image(item) -> Image.Image:
 
 def load(path: str | Path, target: str | None = None, precision: str = "int8", threads: int | None = None) -> BundleModel:
     """Load one artifact of an export bundle, checking every file against ``edgeresnet.json``.
-    ``target`` defaults to the first of ort, openvino, trt that the bundle has and this machine runs."""
+    ``target`` (any alias) defaults to the first engine, in the registry's preference order
+    (ort, openvino, trt), that the bundle has and this machine runs."""
     if threads is not None and not (isinstance(threads, int) and 1 <= threads <= MAX_THREADS):
         raise UsageError(f"threads must be an integer from 1 to {MAX_THREADS} (4x this machine's cores), got {threads!r}")
     root = Path(path)
+    target = resolve(target) if target else None
     manifest = read_manifest(root)
     entries = [a for a in manifest["artifacts"] if a["precision"] == precision and (target is None or a["target"] == target)]
     if not entries:
         have = ", ".join(sorted({f"{a['target']} {a['precision']}" for a in manifest["artifacts"]})) or "none"
         raise InputError(f"{root} has no {target or 'any'} {precision} artifact", hint=f"the bundle has: {have}")
-    entries.sort(key=lambda a: PREFERENCE.index(a["target"]) if a["target"] in PREFERENCE else 99)
+    order = [c.name for c in backends()]
+    entries.sort(key=lambda a: order.index(a["target"]) if a["target"] in order else len(order))
     reasons = []
     for entry in entries:
-        reason = get_backend(entry["target"]).unavailable_reason()
+        known = entry["target"] in order
+        reason = get_backend(entry["target"]).unavailable_reason() if known else "an engine this edgeresnet does not know"
         if reason:
             reasons.append(f"{entry['target']}: {reason}")
             continue
         verify_entry(root, entry)
         return BundleModel(root, manifest, entry, threads)
     raise BackendUnavailable(f"no runtime here for {root}'s {precision} artifacts ({'; '.join(reasons)})",
-                             hint="pip install 'edgeresnet[ort]' or 'edgeresnet[openvino]'")
+                             hint=" or ".join(install_hint(t) for t in dict.fromkeys(e["target"] for e in entries if e["target"] in order)))
 
 
 def expand_images(items: Iterable[str]) -> list[Path]:

@@ -16,7 +16,7 @@ from .checkpoint import ModelMeta, load_checkpoint, save_checkpoint
 from .data import Preprocess, default_preprocess, load_split
 from .data.sources import ImageSet
 from .errors import InputError, UsageError, require
-from .models.registry import build_model, get_arch
+from .models.registry import build_model, default_small_input, get_arch
 from .progress import progress, stderr
 
 
@@ -144,8 +144,7 @@ def train(cfg: TrainConfig) -> tuple[ModelMeta, list[EpochStats]]:
         history = [EpochStats(**h) for h in meta.metrics.get("history", [])]
     else:
         pre = default_preprocess(train_set, cfg.in_channels, cfg.input_size)
-        small = cfg.small_input if cfg.small_input is not None else (
-            get_arch(cfg.arch).family == "imagenet" and pre.size <= 64)
+        small = cfg.small_input if cfg.small_input is not None else default_small_input(cfg.arch, pre.size)
         model = build_model(cfg.arch, num_classes=len(train_set.classes), in_channels=pre.channels,
                             small_input=small, zero_init_residual=cfg.zero_init_residual)
         meta = ModelMeta(arch=cfg.arch, num_classes=len(train_set.classes), in_channels=pre.channels,

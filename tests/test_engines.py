@@ -9,6 +9,7 @@ import pytest
 from onnx import TensorProto, numpy_helper
 
 from edgeresnet.backends import expand_targets
+from edgeresnet.backends.tensorrt import TensorRTBackend
 from edgeresnet.backends.tensorrt import unavailable_reason as trt_unavailable
 from edgeresnet.backends.tensorrt_bundle import (
     calibration_cache,
@@ -134,8 +135,9 @@ def test_layer_checks_name_float_convs_unfused_adds_and_reformats():
 
 
 @pytest.mark.skipif(TRT_REASON is None, reason="TensorRT is installed here")
-def test_target_trt_without_tensorrt_refuses_in_one_line(tmp_path):
-    res = run_cli("export", "default", "--target", "trt", "--out", str(tmp_path / "x"))
+@pytest.mark.parametrize("spelling", ["trt", "tensorrt", "TRT"])
+def test_target_trt_without_tensorrt_refuses_in_one_line(tmp_path, spelling):
+    res = run_cli("export", "default", "--target", spelling, "--out", str(tmp_path / "x"))
     assert res.returncode == 4 and "TensorRT" in res.stderr and "--prepare-only" in res.stderr
     assert "Traceback" not in res.stderr and not (tmp_path / "x").exists()
     res = run_cli("build", str(tmp_path))
@@ -156,7 +158,7 @@ def test_build_engines_on_the_device(export_all):
 def test_target_names():
     assert expand_targets(("all",)) == ("ort", "openvino", "trt")
     assert expand_targets(("ort", "openvino", "ort")) == ("ort", "openvino")
-    assert expand_targets(("tensorrt",)) == ("trt",)
+    assert expand_targets(("tensorrt",)) == expand_targets(("TRT",)) == expand_targets((" trt",)) == ("trt",)
     with pytest.raises(UsageError, match="did you mean openvino"):
         expand_targets(("openvin",))
 
@@ -164,7 +166,7 @@ def test_target_names():
 class _BrokenBackend:
     """An engine whose int8 build breaks: its row must say so while fp32 still measures."""
 
-    name, qdq_profile = "broken", "trt"
+    name, qdq_profile = "broken", TensorRTBackend.qdq_profile
 
     def unavailable_reason(self):
         return None

@@ -11,7 +11,10 @@ from edgeresnet.checkpoint import load_checkpoint
 from edgeresnet.export import export_onnx
 from edgeresnet.fold import fold_bn
 from edgeresnet.quantize.plan import plan
-from edgeresnet.quantize.qdq import PROFILES, emit_qdq
+from edgeresnet.backends import backends
+from edgeresnet.quantize.qdq import emit_qdq
+
+PROFILES = {p.name: p for c in backends() for p in (c.qdq_profile, *c.qdq_variants.values())}
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,29 @@ from typing import Protocol
 
 import numpy as np
 
+from ..quantize.qdq import Profile
+
 Runner = Callable[[np.ndarray], np.ndarray]
+
+DEFAULT_BATCH_RANGE = (1, 8, 32)  # min, opt, max batch of a TensorRT optimization profile
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """What the user may set for any engine; each backend reads the fields it uses."""
+
+    device: str = "CPU"  # OpenVINO's device name (CPU, GPU, NPU)
+    batch_range: tuple[int, int, int] = DEFAULT_BATCH_RANGE  # engines with fixed optimization profiles
+    dla_core: int | None = None  # Jetson DLA core (TensorRT)
+    prepare_only: bool = False  # engines built on the device: write their bundle, build nothing here
+
+
+@dataclass
+class Skip:
+    """What ``prepare`` returns when the engine is not built here: why, and where to go next."""
+
+    reason: str
+    details: dict = field(default_factory=dict)
 
 
 def variant_paths(path: Path, details: dict | None) -> dict[str, Path]:
@@ -41,11 +63,17 @@ class Artifact:
 
 
 class Backend(Protocol):
+    """One engine. Registered with ``@registry.register``; see backends/registry.py for the
+    class attributes the rest of the package reads (name, aliases, suffixes, extra, ...).
+    Constructed with an :class:`EngineOptions`. May define ``prepare(ctx) -> Skip | None``:
+    called before its INT8 build, with the engine stage's context (TensorRT writes its
+    device bundle there)."""
+
     name: str
-    qdq_profile: str  # which QDQ encoding its INT8 artifact is built from (see quantize.qdq.PROFILES)
+    qdq_profile: Profile  # the QDQ encoding its INT8 artifact is built from
     # Kernel path -> QDQ profile of an extra INT8 file for CPUs whose kernels need another
     # encoding; ``load`` picks the file for the CPU it runs on. Most engines have none.
-    qdq_variants: dict[str, str]
+    qdq_variants: dict[str, Profile]
 
     def unavailable_reason(self) -> str | None:
         """None when the engine can run here, else one line naming what is missing and the fix."""

@@ -17,7 +17,12 @@ from pathlib import Path
 
 from ..errors import BackendUnavailable, require
 from ..machine import cpu_class
-from .base import Artifact, Runner, variant_paths
+from ..quantize.qdq import Profile
+from .base import Artifact, EngineOptions, Runner, variant_paths
+from .registry import register
+
+PROFILE = Profile("ort", "uint8", 128, "uint8", 0, quantize_bias=True, placement="units")
+PROFILE_W7 = Profile("ort-w7", "uint8", 128, "uint8", 0, quantize_bias=True, placement="units", weight_bits=7)
 
 # CPU class (machine.cpu_class) -> the kernel path ONNX Runtime's MLAS takes for U8S8 QLinearConv,
 # and what it means for accuracy and speed.
@@ -41,10 +46,21 @@ def int8_kernel(cls: str | None = None) -> tuple[str, str]:
     return KERNELS.get(cls or cpu_class(), ("mlas-generic", "no tuned INT8 kernels known for this CPU"))
 
 
+@register
 class OnnxRuntimeBackend:
     name = "ort"
-    qdq_profile = "ort"
-    qdq_variants = {"u8s8-7bit": "ort-w7"}
+    aliases = ("onnxruntime",)
+    preference = 0
+    suffixes = (".onnx",)
+    extra = "ort"
+    libraries = ("onnxruntime",)
+    thread_safe = True
+    splits_threads_per_request = True  # bench throughput: each request in flight gets threads / requests
+    qdq_profile = PROFILE
+    qdq_variants = {"u8s8-7bit": PROFILE_W7}
+
+    def __init__(self, options: EngineOptions | None = None) -> None:
+        self.options = options or EngineOptions()
 
     def unavailable_reason(self) -> str | None:
         try:
@@ -72,6 +88,11 @@ class OnnxRuntimeBackend:
 
     def int8_kernel(self) -> tuple[str, str]:
         return int8_kernel()
+
+    @staticmethod
+    def runtime_facts() -> dict:
+        """For `doctor`: the execution providers this ONNX Runtime has."""
+        return {"onnxruntime_providers": require("onnxruntime", "ort").get_available_providers()}
 
     def choose(self, artifact: Artifact) -> tuple[Path, str | None]:
         """The file this CPU should run, and its kernel path (None for float artifacts)."""

@@ -12,17 +12,29 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import BackendUnavailable, require
-from .base import Artifact, Runner
+from ..quantize.qdq import Profile
+from .base import Artifact, EngineOptions, Runner
+from .registry import register
 
 HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
+PROFILE = Profile("openvino", "int8", 0, "uint8", 0, quantize_bias=False, placement="units")
 
 
+@register
 class OpenVinoBackend:
     name = "openvino"
-    qdq_profile = "openvino"
+    aliases = ("ov",)
+    preference = 1
+    suffixes = (".xml",)
+    extra = "openvino"
+    libraries = ("openvino",)
+    thread_safe = True  # one infer request per calling thread
+    qdq_profile = PROFILE
+    qdq_variants: dict[str, Profile] = {}
 
-    def __init__(self, device: str = "CPU") -> None:
-        self.device = device
+    def __init__(self, options: EngineOptions | None = None) -> None:
+        self.options = options or EngineOptions()
+        self.device = self.options.device
 
     def _core(self):
         ov = require("openvino", "openvino")
@@ -79,6 +91,11 @@ class OpenVinoBackend:
 
     def int8_kernel(self) -> tuple[str, str]:
         return int8_kernel()
+
+    @staticmethod
+    def runtime_facts() -> dict:
+        """For `doctor`: the devices OpenVINO sees."""
+        return {"openvino_devices": require("openvino", "openvino").Core().available_devices}
 
     def input_chw(self, path: Path) -> tuple[int, int, int]:
         model = self._core().read_model(str(path))

@@ -24,8 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendUnavailable
-from .base import Artifact, Runner
-from .tensorrt_bundle import layer_warnings
+from ..quantize.plan import plan
+from ..quantize.qdq import Profile
+from .base import DEFAULT_BATCH_RANGE, Artifact, EngineOptions, Runner, Skip
+from .registry import register
+from .tensorrt_bundle import BUNDLE, layer_warnings, write_bundle
+
+PROFILE = Profile("trt", "int8", 0, "int8", 0, quantize_bias=False, placement="inputs")
 
 INSTALL_HINT = ("build on the GPU host or Jetson: `pip install 'edgeresnet[trt]'` (or JetPack's python3-libnvinfer), "
                 "or pass --prepare-only to write the bundle for `edgeresnet build` there")
@@ -33,7 +38,7 @@ INSTALL_HINT = ("build on the GPU host or Jetson: `pip install 'edgeresnet[trt]'
 
 @dataclass(frozen=True)
 class TrtOptions:
-    batch_range: tuple[int, int, int] = (1, 8, 32)  # min, opt, max
+    batch_range: tuple[int, int, int] = DEFAULT_BATCH_RANGE  # min, opt, max
     dla_core: int | None = None
     workspace_mb: int = 1024
     timing_cache: Path | None = None
@@ -61,19 +66,44 @@ def unavailable_reason() -> str | None:
     return None
 
 
+@register
 class TensorRTBackend:
     name = "trt"
-    qdq_profile = "trt"
-    qdq_variants: dict[str, str] = {}
+    aliases = ("tensorrt",)
+    preference = 2
+    suffixes = (".engine",)
+    extra = "trt"
+    libraries = ("tensorrt",)
+    install_hint = INSTALL_HINT
+    thread_safe = False  # one CUDA context and stream per loaded engine
+    bundle = BUNDLE  # what prepare() writes: everything `edgeresnet build` needs on the device
+    qdq_profile = PROFILE
+    qdq_variants: dict[str, Profile] = {}
 
     def int8_kernel(self) -> tuple[str, str]:
         return "", "GPU tensor cores, chosen per layer when the engine is built on the device"
 
-    def __init__(self, options: TrtOptions | None = None) -> None:
-        self.options = options or TrtOptions()
+    def __init__(self, options: EngineOptions | None = None, trt_options: TrtOptions | None = None) -> None:
+        self.engine_options = options or EngineOptions()
+        self.options = trt_options or TrtOptions(self.engine_options.batch_range, self.engine_options.dla_core)
 
     def unavailable_reason(self) -> str | None:
         return unavailable_reason()
+
+    def prepare(self, ctx) -> Skip | None:
+        """Write ``trt/`` (QDQ ONNX, calibration cache, trtexec lines, build.json) before the
+        INT8 build; skip building here when TensorRT is missing or with --prepare-only."""
+        bundle = write_bundle(
+            ctx.work, input_name=ctx.input_name, chw=ctx.chw, batch_range=self.options.batch_range,
+            dla_core=self.options.dla_core, scales=cache_scales(ctx.fp32_proto, ctx.quant),
+            eval_spec=ctx.eval_spec, qdq_name=ctx.qdq(PROFILE).name, fallback_layers=tuple(ctx.fallback_layers),
+            float_nodes=tuple(sorted(ctx.quant.keep_float)))
+        ctx.qdq_paths[PROFILE.name] = bundle / "model.int8.trt.qdq.onnx"
+        reason = self.unavailable_reason()
+        if reason or self.engine_options.prepare_only:
+            return Skip("--prepare-only" if self.engine_options.prepare_only and not reason else reason,
+                        {"bundle": BUNDLE, "next": f"edgeresnet build {ctx.out}"})
+        return None
 
     def precisions(self, int8: bool) -> list[str]:
         return ["fp32", "fp16"] + (["int8"] if int8 else [])
@@ -139,7 +169,7 @@ class TensorRTBackend:
         inp = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
         out = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
         stream = torch.cuda.Stream()
-        hi = artifact.details.get("batch_range", [1, 8, 32])[2]
+        hi = artifact.details.get("batch_range", DEFAULT_BATCH_RANGE)[2]
 
         def run_chunk(x: np.ndarray) -> np.ndarray:
             xin = torch.from_numpy(np.ascontiguousarray(x)).cuda()
@@ -158,6 +188,14 @@ class TensorRTBackend:
 
     def input_chw(self, path: Path) -> tuple[int, int, int]:
         return _engine_chw(path)
+
+
+def cache_scales(fp32_proto, cand) -> dict[str, float]:
+    """Scales for the calibration cache: every tensor the quantized layers touch, except
+    those a float layer reads. A tensor with a scale may be stored in int8, so the implicit
+    path would feed a float layer the very rounding it was kept in float to avoid."""
+    read_by_float = {i for n in fp32_proto.graph.node if n.name in cand.keep_float for i in n.input}
+    return {t: cand.scales[t] for t in plan(fp32_proto, cand.keep_float).all_tensors if t not in read_by_float}
 
 
 def _engine_chw(path: Path) -> tuple[int, int, int]:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .common import command, int_list, out, threads_option
+from .common import command, engines_help, int_list, out, threads_option
 
 
 def _names(text: str | None) -> tuple[str, ...] | None:
@@ -20,7 +20,7 @@ def bench(
     source: Annotated[Path, typer.Argument(help="An export directory (every artifact in its report) or one model file (.onnx, .xml, .engine).")],
     batch: Annotated[str, typer.Option(help="Batch sizes to sweep, comma-separated.")] = "1",
     mode: Annotated[str, typer.Option(help="latency (one request at a time), throughput (several in flight: OpenVINO's THROUGHPUT hint, parallel ORT requests), or both: latency,throughput.")] = "latency",
-    target: Annotated[str | None, typer.Option(help="Only these engines (ort, openvino, trt).")] = None,
+    target: Annotated[str | None, typer.Option(help=engines_help("Only these engines, comma-separated"))] = None,
     precision: Annotated[str | None, typer.Option(help="Only these precisions (fp32, bf16, fp16, int8).")] = None,
     threads: Annotated[int | None, threads_option("CPU threads per engine (default: the runtime's own choice).")] = None,
     warmup: Annotated[int, typer.Option(help="Untimed runs before timing.")] = 10,

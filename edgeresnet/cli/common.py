@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import EdgeResNetError, PortabilityWarning
+from ..backends import base
 from ..machine import MAX_THREADS
 
 err = Console(stderr=True, highlight=False)
@@ -110,14 +111,26 @@ def int_list(text: str, flag: str) -> tuple[int, ...]:
     return values
 
 
+DEFAULT_BATCH_RANGE = ",".join(map(str, base.DEFAULT_BATCH_RANGE))
+
+
 def batch_range(text: str) -> tuple[int, int, int]:
-    """TensorRT's optimization profile, 'min,opt,max'."""
+    """An optimization profile (TensorRT's), 'min,opt,max'."""
     from ..errors import UsageError
 
     values = int_list(text, "--batch-range")
     if len(values) != 3 or not values[0] <= values[1] <= values[2]:
-        raise UsageError(f"--batch-range {text!r} is not min,opt,max with min <= opt <= max", hint="e.g. 1,8,32")
+        raise UsageError(f"--batch-range {text!r} is not min,opt,max with min <= opt <= max",
+                         hint=f"e.g. {DEFAULT_BATCH_RANGE}")
     return values
+
+
+def engines_help(lead: str) -> str:
+    """A --target help text naming every registered engine and its aliases."""
+    from ..backends import backends
+
+    names = ", ".join(c.name + (f" ({'/'.join(c.aliases)})" if getattr(c, "aliases", ()) else "") for c in backends())
+    return f"{lead}: {names}."
 
 
 def command_line() -> str:

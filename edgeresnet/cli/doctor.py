@@ -11,7 +11,7 @@ from rich.table import Table
 
 from .common import command, out
 
-EXTRA_FOR = {"torch": "torch", "onnx": "torch", "onnxruntime": "ort", "openvino": "openvino", "tensorrt": "trt"}
+CORE_EXTRAS = {"torch": "torch", "onnx": "torch"}  # the engines' own come from the registry
 
 
 @command
@@ -20,11 +20,12 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the facts
     INT8-relevant ISA (AVX2, AVX-512 VNNI, AMX, ARM dot-product) and the GPUs."""
     from ..machine import describe
 
-    from ..backends import TARGETS, get_backend
+    from ..backends import get_backend, names
+    from ..backends.registry import library_extras
 
     facts = describe()
     kernels = {}
-    for name in TARGETS:
+    for name in names():
         kernel, meaning = get_backend(name).int8_kernel()
         kernels[name] = {"kernel": kernel or None, "meaning": meaning}
     facts["int8_kernels"] = kernels
@@ -37,7 +38,7 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the facts
     table.add_row("python", facts["python"])
     table.add_row("os", facts["os"])
     for name, version in facts["libraries"].items():
-        extra = EXTRA_FOR.get(name)
+        extra = {**CORE_EXTRAS, **library_extras()}.get(name)
         hint = "  [dim]" + escape(f"(pip install 'edgeresnet[{extra}]')") + "[/]" if extra and not version else ""
         table.add_row(name, f"[green]{version}[/]" if version else f"[yellow]absent[/]{hint}")
     cpu = facts["cpu"]

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import InputError
-from .common import command, out, threads_option
+from .common import command, engines_help, out, threads_option
 
 
 @command
@@ -23,7 +23,7 @@ def eval_cmd(
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
     threads: Annotated[int | None, threads_option("CPU threads (default: all cores).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (top1, top5, images, per_class, ...).")] = False,
-    target: Annotated[str | None, typer.Option(help="Export directories: the engine (ort, openvino, trt).")] = None,
+    target: Annotated[str | None, typer.Option(help=engines_help("Export directories: the engine"))] = None,
     precision: Annotated[str, typer.Option(help="Export directories: fp32, fp16, bf16 or int8.")] = "int8",
     strict: Annotated[bool, typer.Option(help="Stop at the first unreadable image instead of skipping it with a count.")] = False,
 ) -> None:

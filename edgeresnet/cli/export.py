@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from .common import batch_range as parse_batch_range
-from .common import command, command_line, out, threads_option
+from .common import DEFAULT_BATCH_RANGE, command, command_line, engines_help, out, threads_option
 
 
 @command
@@ -17,7 +17,7 @@ def export(
     model: Annotated[str, typer.Argument(help="Checkpoint (.pt/.pth/.safetensors), `default`, or a zoo name such as resnet18 (random weights; needs --input-size).")],
     out_dir: Annotated[Path | None, typer.Option("--out", help="Export directory (default: exports/<model name>). A non-empty one is refused without --force.")] = None,
     int8: Annotated[bool, typer.Option("--int8/--no-int8", help="Calibrate and build INT8 engines (default) or FP32 only.")] = True,
-    target: Annotated[str, typer.Option(help="Engines, comma-separated: ort, openvino, trt, or all (runs what is available here and lists the rest as skipped).")] = "ort",
+    target: Annotated[str, typer.Option(help=engines_help("Engines, comma-separated, or all (runs what is available here and lists the rest as skipped)"))] = "ort",
     calib: Annotated[str | None, typer.Option(help="Calibration data spec; its *train* split is used (default: the model's training data, else the shipped images).")] = None,
     calib_size: Annotated[int, typer.Option(help="Calibration images, drawn class-balanced with --calib-seed.")] = 512,
     calib_method: Annotated[str, typer.Option(help="minmax | percentile | entropy (KL, as TensorRT's calibrator) | mse.")] = "percentile",
@@ -31,9 +31,9 @@ def export(
     arch: Annotated[str | None, typer.Option(help="Architecture of a plain state_dict.")] = None,
     threads: Annotated[int | None, threads_option("CPU threads for every engine (default: all cores).")] = None,
     device: Annotated[str, typer.Option(help="OpenVINO device: CPU, GPU, NPU (as OpenVINO names them).")] = "CPU",
-    batch_range: Annotated[str, typer.Option(help="TensorRT optimization profile: min,opt,max batch.")] = "1,8,32",
+    batch_range: Annotated[str, typer.Option(help="Optimization profile of engines that have one (TensorRT): min,opt,max batch.")] = DEFAULT_BATCH_RANGE,
     dla_core: Annotated[int | None, typer.Option(help="TensorRT: build for this Jetson DLA core (GPU fallback on).")] = None,
-    prepare_only: Annotated[bool, typer.Option(help="TensorRT: write the bundle (QDQ ONNX, calibration cache, trtexec lines) for `edgeresnet build` on the device; build nothing here.")] = False,
+    prepare_only: Annotated[bool, typer.Option(help="Engines built on the device (TensorRT): write their bundle (QDQ ONNX, calibration cache, trtexec lines) for `edgeresnet build` there; build nothing here.")] = False,
     force: Annotated[bool, typer.Option(help="Replace a non-empty --out (only once the new export is complete).")] = False,
     strict: Annotated[bool, typer.Option(help="Stop at the first unreadable image instead of skipping it with a count.")] = False,
     bench: Annotated[bool, typer.Option("--bench", help="Run `edgeresnet bench` on the export right after (batch 1, latency).")] = False,

@@ -10,14 +10,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .common import command, err, out, threads_option
+from .common import command, engines_help, err, out, threads_option
 
 
 @command
 def predict(
     bundle: Annotated[Path, typer.Argument(help="An export directory (it holds edgeresnet.json).")],
     images: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns ('imgs/*.png').")],
-    target: Annotated[str | None, typer.Option(help="Engine: ort, openvino or trt (default: the first the bundle has and this machine runs).")] = None,
+    target: Annotated[str | None, typer.Option(help=engines_help("Engine (default: the first the bundle has and this machine runs)"))] = None,
     precision: Annotated[str, typer.Option(help="fp32, fp16, bf16 or int8.")] = "int8",
     top_k: Annotated[int, typer.Option(help="Classes listed per image.")] = 5,
     threads: Annotated[int | None, threads_option("CPU threads.")] = None,

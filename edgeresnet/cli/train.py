@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from .common import command, command_line, out, threads_option
+from ..models.registry import SMALL_INPUT_MAX
 
 
 @command
@@ -26,7 +27,7 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed for init, shuffling and augmentation.")] = 0,
     input_size: Annotated[int | None, typer.Option(help="Input side in pixels (default: the data's own size, 224 for folders).")] = None,
     in_channels: Annotated[int | None, typer.Option(help="Input channels, 1 or 3 (default: the data's).")] = None,
-    small_input: Annotated[bool | None, typer.Option("--small-input/--no-small-input", help="3x3 stem without max-pool for ImageNet-style nets; default: automatic, on at <= 64 px. --no-small-input keeps the 7x7 stem (e.g. to train at 64 px and fine-tune at 224).", show_default=False)] = None,
+    small_input: Annotated[bool | None, typer.Option("--small-input/--no-small-input", help=f"3x3 stem without max-pool for ImageNet-style nets; default: automatic, on at <= {SMALL_INPUT_MAX} px. --no-small-input keeps the 7x7 stem (e.g. to train at 64 px and fine-tune at 224).", show_default=False)] = None,
     zero_init_residual: Annotated[bool, typer.Option(help="Zero-init each block's last BN.")] = False,
     threads: Annotated[int | None, threads_option("CPU threads (default: all cores).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",

@@ -67,6 +67,15 @@ def get_arch(name: str) -> ArchSpec:
         ) from None
 
 
+SMALL_INPUT_MAX = 64  # px: at or below, ImageNet-style nets default to the 3x3/1 stem
+
+
+def default_small_input(name: str, size: int) -> bool:
+    """Whether ``name`` at ``size`` px takes the small stem by default: the 7x7/2 stem and max-pool
+    would shrink a 28 px image to 7 px before the first block. CIFAR nets always have it."""
+    return get_arch(name).family == "imagenet" and size <= SMALL_INPUT_MAX
+
+
 def build_model(
     name: str,
     num_classes: int = 1000,

@@ -1,6 +1,7 @@
 """Emit a QDQ ONNX graph from an FP32 graph, a placement plan and a calibration table.
 
-Backend profiles share the scales and differ only in encoding:
+Backend profiles share the scales and differ only in encoding. Each backend module defines
+its own (``qdq_profile`` on the class, see backends/registry.py); these are the ones shipped:
 
 * ``trt``: int8 activations, zero point 0, float biases (TensorRT's explicit quantization
   accepts symmetric int8 only; it folds biases itself);
@@ -59,12 +60,6 @@ class Profile:
                 "weights": f"int8 per-channel symmetric, {self.weight_bits}-bit", "bias": "int32" if self.quantize_bias else "float"}
 
 
-PROFILES = {
-    "trt": Profile("trt", "int8", 0, "int8", 0, quantize_bias=False, placement="inputs"),
-    "ort": Profile("ort", "uint8", 128, "uint8", 0, quantize_bias=True, placement="units"),
-    "openvino": Profile("openvino", "int8", 0, "uint8", 0, quantize_bias=False, placement="units"),
-    "ort-w7": Profile("ort-w7", "uint8", 128, "uint8", 0, quantize_bias=True, placement="units", weight_bits=7),
-}
 
 
 SCALE_PRESERVING = ("MaxPool", "Flatten", "Reshape")

@@ -21,9 +21,10 @@ import numpy as np
 from ..data import Preprocess
 from ..data.sources import ImageSet
 from ..errors import require
-from ..quantize.qdq import PROFILES, emit_qdq
+from ..backends.onnxruntime import PROFILE as ORT_PROFILE
+from ..quantize.qdq import emit_qdq
 
-TUNE_PROFILE = PROFILES["ort"]
+TUNE_PROFILE = ORT_PROFILE
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ import numpy as np
 from ..backends.base import Backend
 from ..bench import time_runner
 from ..errors import require
-from ..quantize.qdq import PROFILES
 from .emulate import Candidate, quantized_model
 from .search import expand
 
@@ -34,7 +33,7 @@ def price_fallbacks(backend: Backend, fp32, cand: Candidate, fallback: list[str]
         runners = {}
         for i, (name, variant) in enumerate(variants.items()):
             src = tmp / f"v{i}.qdq.onnx"
-            onnx.save(quantized_model(fp32, variant, PROFILES[backend.qdq_profile]), str(src))
+            onnx.save(quantized_model(fp32, variant, backend.qdq_profile), str(src))
             out = tmp / f"v{i}"
             out.mkdir()
             runners[name] = backend.load(backend.build(src, "int8", out), threads)

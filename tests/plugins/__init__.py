@@ -1,0 +1,1 @@
+"""Engine plug-ins used by the tests (loaded through EDGERESNET_BACKENDS)."""

@@ -1,0 +1,23 @@
+"""A toy engine: ONNX Runtime running a second QDQ encoding (signed int8 activations, zero
+point 0, Q/DQ around whole units). The whole of what adding an engine takes: this module."""
+
+from __future__ import annotations
+
+from edgeresnet.backends.onnxruntime import OnnxRuntimeBackend
+from edgeresnet.backends.registry import register
+from edgeresnet.quantize.qdq import Profile
+
+PROFILE = Profile("ort-s8", "int8", 0, "int8", 0, quantize_bias=True, placement="units")
+
+
+@register
+class SignedOrtBackend(OnnxRuntimeBackend):
+    name = "ort-s8"
+    aliases = ("toy",)
+    preference = 90
+    suffixes = ()  # .onnx files stay ONNX Runtime's
+    qdq_profile = PROFILE
+    qdq_variants: dict[str, Profile] = {}
+
+    def int8_kernel(self) -> tuple[str, str]:
+        return "s8s8", "signed int8 activations (a toy second profile)"
