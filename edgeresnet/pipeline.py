@@ -12,6 +12,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,12 +37,13 @@ from .models.registry import default_small_input, list_models
 from .outdir import atomic_write, staged_dir
 from .progress import stderr
 from .quantize.plan import plan
-from .tune.emulate import Images
-from .tune.price import price_fallbacks
-from .tune.run import TuneOptions, TuneResult, tune
+from .tune.options import TuneOptions
 from .report import Report, ResultRow, markdown
 from .report.html import render_html
 from .validate import check_calibration_set, warn_skipped
+
+if TYPE_CHECKING:  # the tuner is imported only when --max-drop or --sensitivity asks for it
+    from .tune.run import TuneResult
 
 FP32_ONNX = "model.fp32.onnx"
 TABLE = "calibration.json"
@@ -128,6 +130,9 @@ def tune_int8(cfg: ExportConfig, loaded: Loaded, fp32_proto, table: CalibrationT
           calib_idx: np.ndarray) -> TuneResult:
     """Accuracy-aware INT8. Carve the validation slice out of the calibration split (never the evaluation split,
     never a calibration image) and run the accuracy-aware stages on it."""
+    from .tune.emulate import Images
+    from .tune.run import tune
+
     pre = loaded.meta.preprocess
     used = np.asarray(table.image_indices if cfg.calib_table and table.source == calib_set.source else calib_idx)
     val_idx = pick_validation_images(calib_set, cfg.tuning.val_size, used, cfg.calib_seed)
@@ -159,6 +164,8 @@ def tune_int8(cfg: ExportConfig, loaded: Loaded, fp32_proto, table: CalibrationT
 
 def _price(backend, ctx: EngineContext, tuned: TuneResult, rows: list[ResultRow], probe: np.ndarray) -> None:
     """Latency price of each float layer on this engine, into its INT8 row."""
+    from .tune.price import price_fallbacks
+
     row = next((r for r in rows if r.precision == "int8" and r.status == "ok"), None)
     if row is None:
         return

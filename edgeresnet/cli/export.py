@@ -54,7 +54,7 @@ def export(
     """
     from ..pipeline import ExportConfig, run_export
     from ..report import kernel_line, terminal_table, tuning_summary
-    from ..tune.run import TuneOptions
+    from ..tune.options import TuneOptions
 
     tuning = TuneOptions(max_drop=max_drop, val_size=val_size, bias_correction=bias_correction,
                          layer_methods=layer_methods, sensitivity=sensitivity)

@@ -16,41 +16,17 @@ import time
 from dataclasses import dataclass, field
 
 from ..calibrate.table import CalibrationTable
-from ..errors import UsageError
 from ..progress import stderr
 from ..quantize.plan import layer_units
 from .emulate import Candidate, Images, Runner
 from .fixes import choose_methods, correct_biases
+from .options import TuneOptions
 from .search import Scorer, expand, fallback_search
 from .sensitivity import layer_sensitivity
 
-FIX_MODES = ("auto", "on", "off")
 SENSITIVITY_IMAGES = 1000  # validation images per single-layer candidate
 BIAS_IMAGES = 128  # calibration images for the per-channel mean shifts
 ERROR_IMAGES = 32  # calibration images for output errors: method choice and layer SQNRs
-
-
-@dataclass(frozen=True)
-class TuneOptions:
-    max_drop: float | None = None  # pp of top-1 on the validation slice
-    val_size: int = 2000
-    bias_correction: str = "auto"
-    layer_methods: str = "auto"
-    sensitivity: bool = False  # compute the table even without a budget
-
-    def __post_init__(self):
-        for name in ("bias_correction", "layer_methods"):
-            if getattr(self, name) not in FIX_MODES:
-                flag = name.replace("_", "-")
-                raise UsageError(f"--{flag} must be one of {', '.join(FIX_MODES)}, got {getattr(self, name)!r}")
-        if self.max_drop is not None and self.max_drop < 0:
-            raise UsageError(f"--max-drop must be >= 0 (percentage points of top-1), got {self.max_drop}")
-        if self.val_size < 1:
-            raise UsageError("--val-size must be >= 1")
-
-    @property
-    def active(self) -> bool:
-        return self.max_drop is not None or self.sensitivity or "on" in (self.bias_correction, self.layer_methods)
 
 
 @dataclass
