@@ -21,7 +21,7 @@ from .data.sources import ImageSet
 from .errors import EdgeResNetError, require
 from .evaluate import Accuracy, evaluate
 from .outdir import atomic_write
-from .quantize.qdq import Profile
+from .quantize.profile import Profile
 from .report import ResultRow
 from .tune.emulate import Candidate, quantized_model
 

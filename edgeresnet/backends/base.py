@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
+from ..quantize.profile import Profile
 
-from ..quantize.qdq import Profile
+if TYPE_CHECKING:  # numpy stays unloaded until an engine runs (the CLI starts without it)
+    import numpy as np
 
-Runner = Callable[[np.ndarray], np.ndarray]
+Runner = Callable[["np.ndarray"], "np.ndarray"]
 
 DEFAULT_BATCH_RANGE = (1, 8, 32)  # min, opt, max batch of a TensorRT optimization profile
 

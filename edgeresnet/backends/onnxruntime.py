@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import BackendUnavailable, require
 from ..machine import cpu_class
-from ..quantize.qdq import Profile
+from ..quantize.profile import Profile
 from .base import Artifact, EngineOptions, Runner, variant_paths
 from .registry import register
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import BackendUnavailable, require
-from ..quantize.qdq import Profile
+from ..quantize.profile import Profile
 from .base import Artifact, EngineOptions, Runner
 from .registry import register
 

@@ -21,11 +21,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import BackendUnavailable
 from ..quantize.plan import plan
-from ..quantize.qdq import Profile
+from ..quantize.profile import Profile
 from .base import DEFAULT_BATCH_RANGE, Artifact, EngineOptions, Runner, Skip
 from .registry import register
 from .tensorrt_bundle import BUNDLE, layer_warnings, write_bundle
@@ -160,6 +158,8 @@ class TensorRTBackend:
                          "source": source.name})
 
     def load(self, artifact: Artifact, threads: int | None = None, mode: str = "latency") -> Runner:
+        import numpy as np
+
         trt = _trt()
         torch = _torch_cuda()
         logger = trt.Logger(trt.Logger.WARNING)

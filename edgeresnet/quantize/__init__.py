@@ -1,6 +1,3 @@
-"""Quantization: where Q/DQ goes (plan) and the QDQ graph per backend profile (qdq)."""
-
-from .plan import QuantPlan, plan
-from .qdq import Profile, emit_qdq
-
-__all__ = ["Profile", "QuantPlan", "emit_qdq", "plan"]
+"""Quantization: the encoding per runtime (profile), where Q/DQ goes (plan) and the QDQ graph
+(qdq). Import the submodules; this package imports none of them, so the engine registry can
+read a Profile without loading numpy."""

@@ -31,33 +31,12 @@ DequantizeLinear: 8 bits unless the profile says otherwise.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from ..calibrate.observers import quantize_symmetric, weight_scales
 from ..errors import require
 from .plan import QuantPlan, plan
-
-
-@dataclass(frozen=True)
-class Profile:
-    name: str
-    signed_dtype: str  # "int8" or "uint8": tensors that may be negative
-    signed_zero_point: int
-    relu_dtype: str  # tensors >= 0 by construction (after a ReLU)
-    relu_zero_point: int
-    quantize_bias: bool
-    placement: str  # "inputs" (TensorRT's rules) or "units" (inputs and outputs of each op)
-    weight_bits: int = 8
-
-    def encoding(self, nonnegative: bool) -> tuple[str, int]:
-        return (self.relu_dtype, self.relu_zero_point) if nonnegative else (self.signed_dtype, self.signed_zero_point)
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "activations": f"{self.signed_dtype} zero point {self.signed_zero_point} (signed), "
-                f"{self.relu_dtype} zero point {self.relu_zero_point} (after ReLU)", "placement": self.placement,
-                "weights": f"int8 per-channel symmetric, {self.weight_bits}-bit", "bias": "int32" if self.quantize_bias else "float"}
+from .profile import Profile
 
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from edgeresnet.backends.onnxruntime import OnnxRuntimeBackend
 from edgeresnet.backends.registry import register
-from edgeresnet.quantize.qdq import Profile
+from edgeresnet.quantize.profile import Profile
 
 PROFILE = Profile("ort-s8", "int8", 0, "int8", 0, quantize_bias=True, placement="units")
 
