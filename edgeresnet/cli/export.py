@@ -85,8 +85,10 @@ def export(
     for row in report.results:
         for warning in row.details.get("warnings", []):
             out.print(escape(f"warning: {row.target} {row.precision}: {warning}"), style="yellow")
-    if any(r.details.get("bundle") for r in report.results):
-        out.print(escape(f"TensorRT bundle: {cfg.out}/trt/ (copy the export to the device, then `edgeresnet build {cfg.out}`)"))
+    for row in report.results:
+        if row.details.get("bundle"):  # an engine built on the device (prepare hook): where to go next
+            out.print(escape(f"{row.target} bundle: {cfg.out}/{row.details['bundle']}/ (copy the export to the device, "
+                             f"then `{row.details['next']}`)"))
     out.print(f"wrote {cfg.out}/ (report.json, report.md, report.html)")
     if bench:
         from .bench import bench as bench_cmd
