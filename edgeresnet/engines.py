@@ -22,8 +22,8 @@ from .errors import EdgeResNetError, require
 from .evaluate import Accuracy, evaluate
 from .outdir import atomic_write
 from .quantize.profile import Profile
+from .quantize.recipe import Candidate, quantized_model
 from .report import ResultRow
-from .tune.emulate import Candidate, quantized_model
 
 Measure = Callable[[ResultRow, Callable], "Accuracy | None"]
 

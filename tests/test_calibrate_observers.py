@@ -9,15 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from edgeresnet.calibrate import (
-    METHODS,
-    MIN_AMAX,
-    HistogramObserver,
-    dequantize,
-    quantize_symmetric,
-    weight_scales,
-)
-from edgeresnet.calibrate.observers import ZERO_CHANNEL_SCALE
+from edgeresnet.calibrate import METHODS, MIN_AMAX, HistogramObserver
+from edgeresnet.quantize.scheme import ZERO_CHANNEL_SCALE, dequantize, quantize_symmetric, weight_scales
 from edgeresnet.errors import InputError, UsageError
 
 HALF_NORMAL_P9999 = 3.8906  # |N(0,1)|: the 99.995th percentile of N(0,1)

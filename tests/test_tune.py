@@ -14,7 +14,8 @@ from edgeresnet.calibrate.collect import pick_calibration_images, pick_validatio
 from edgeresnet.checkpoint import load_checkpoint, save_checkpoint
 from edgeresnet.models.surgery import rescale_channel
 from edgeresnet.quantize.plan import layer_units, plan
-from edgeresnet.tune.emulate import Candidate, quantized_model
+from edgeresnet.quantize.recipe import Candidate, quantized_model
+from edgeresnet.tune.emulate import TUNE_PROFILE
 
 from .conftest import DEBIAN, export_default, run_cli
 
@@ -64,7 +65,7 @@ def test_float_layer_keeps_float_weights_and_its_original_bias(fp32_default):
     other = next(n for n in fp32_default.graph.node if n.name == "/layer2/layer2.1/conv1/Conv")
     biases = {node.input[2]: np.full(32, 7.0, np.float32), other.input[2]: np.full(32, 7.0, np.float32)}
     units = layer_units(fp32_default)
-    model = quantized_model(fp32_default, Candidate(scales, units[layer], biases))
+    model = quantized_model(fp32_default, Candidate(scales, units[layer], biases), TUNE_PROFILE)
     assert layer not in _weight_dqs(model) and other.name in _weight_dqs(model)
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     original = {i.name: numpy_helper.to_array(i) for i in fp32_default.graph.initializer}

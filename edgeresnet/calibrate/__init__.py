@@ -1,21 +1,6 @@
-"""Calibration: activation statistics (observers) -> a calibration table."""
+"""Calibration: activation statistics (observers) -> a calibration table. The scale math
+they feed lives in quantize.scheme."""
 
-from .observers import (
-    DEFAULT_BINS,
-    METHODS,
-    MIN_AMAX,
-    HistogramObserver,
-    dequantize,
-    quantize_symmetric,
-    weight_scales,
-)
+from .observers import DEFAULT_BINS, METHODS, MIN_AMAX, HistogramObserver
 
-__all__ = [
-    "DEFAULT_BINS",
-    "METHODS",
-    "MIN_AMAX",
-    "HistogramObserver",
-    "dequantize",
-    "quantize_symmetric",
-    "weight_scales",
-]
+__all__ = ["DEFAULT_BINS", "METHODS", "MIN_AMAX", "HistogramObserver"]

@@ -13,27 +13,11 @@ import numpy as np
 
 from ..data import Preprocess
 from ..data.sources import ImageSet
-from ..errors import InputError, UsageError, require
+from ..errors import InputError, UsageError
+from ..onnxrun import session_with_outputs
 from ..progress import progress
 from .observers import METHODS, HistogramObserver
 from .table import CalibrationTable, weights_sha256
-
-
-def _session_with_outputs(model, tensors: list[str], threads: int | None):
-    onnx = require("onnx", "torch")
-    ort = require("onnxruntime", "ort")
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    existing = {o.name for o in probe.graph.output}
-    for t in tensors:
-        if t not in existing:
-            probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(t))
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    # Basic optimizations only: fusions must not swallow the tensors we observe.
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    return ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
 def calibrate(model, tensors: list[str], data: ImageSet, pre: Preprocess, indices: np.ndarray,
@@ -45,7 +29,7 @@ def calibrate(model, tensors: list[str], data: ImageSet, pre: Preprocess, indice
         raise UsageError(f"unknown calibration method {method!r}", hint=f"use one of {', '.join(METHODS)}")
     if len(indices) == 0:
         raise InputError("no calibration images", hint="check --calib and --calib-size")
-    sess = _session_with_outputs(model, tensors, threads)
+    sess = session_with_outputs(model, tensors, threads, "basic")  # fusions must not swallow observed tensors
     input_name = sess.get_inputs()[0].name
     observers = {t: HistogramObserver() for t in tensors}
     start = time.perf_counter()

@@ -20,7 +20,8 @@ import math
 
 import numpy as np
 
-from ..errors import InputError, UsageError
+from ..errors import UsageError
+from ..quantize.scheme import qmax as _qmax
 
 METHODS = ("minmax", "percentile", "entropy", "mse")
 DEFAULT_BINS = 2048
@@ -31,23 +32,12 @@ DEFAULT_BINS = 2048
 # float32's subnormals that amax / 127 and its reciprocal are ordinary float32 numbers.
 MIN_AMAX = 1e-6
 
-# The scale of an all-zero weight channel (ONNX Runtime's choice for a zero range). Its
-# weights quantize to 0 at any scale, but an int32 bias is quantized with
-# activation_scale * weight_scale: a tiny weight scale would saturate that channel's bias.
-ZERO_CHANNEL_SCALE = 1.0
-
 # Entropy: the pseudo-count given to an empty last bin that receives clipped values, where
 # TensorRT's reference rejects the candidate outright (KL = inf). Rejection means an isolated
 # outlier can never be clipped; a pseudo-count (MXNet's smoothing constant) makes clipping it
 # cost about (clipped / total) * log(clipped / 1e-4): cheap for a few values, prohibitive for many.
 _EMPTY_BIN_PSEUDOCOUNT = 1e-4
 _MSE_CHUNK = 32  # candidate thresholds evaluated at once: a 32 x bins temporary stays in cache
-
-
-def _qmax(num_bits: int, most: int = 16) -> int:
-    if isinstance(num_bits, bool) or not isinstance(num_bits, (int, np.integer)) or not 2 <= num_bits <= most:
-        raise UsageError(f"num_bits must be an integer from 2 to {most}, got {num_bits!r}", hint="use 8 for INT8")
-    return (1 << (int(num_bits) - 1)) - 1
 
 
 class HistogramObserver:
@@ -269,48 +259,3 @@ def _mse(hist: np.ndarray, width: float, qmax: int) -> float:
         per_bin += np.diff(beyond_cubed, axis=1) / 3.0
         err[start:start + _MSE_CHUNK] = per_bin @ h
     return float(candidates[int(np.argmin(err))])
-
-
-def weight_scales(w: np.ndarray, axis: int = 0, num_bits: int = 8) -> np.ndarray:
-    """Per-output-channel symmetric scales: max |w| over every axis but ``axis``, / 127.
-
-    Weights are static, so their exact range is used (no clipping). An all-zero channel gets
-    :data:`ZERO_CHANNEL_SCALE`. Non-finite weights are an error: no scale can represent them.
-    """
-    qmax = _qmax(num_bits, most=8)
-    w = np.asarray(w)
-    if w.ndim == 0 or not -w.ndim <= axis < w.ndim:
-        raise UsageError(f"axis {axis} is out of range for a weight of shape {w.shape}",
-                         hint="pass the output-channel axis (0 for Conv)")
-    if not np.all(np.isfinite(w)):
-        raise InputError("the weights contain NaN or Inf", hint="the checkpoint is broken: retrain or re-export it")
-    others = tuple(d for d in range(w.ndim) if d != axis % w.ndim)
-    amax = np.max(np.abs(w), axis=others, initial=0.0).astype(np.float64)
-    scales = (amax / qmax).astype(np.float32)
-    # A range so small that its scale is no normal float32 (0 included) is treated as zero.
-    return np.where(scales >= np.finfo(np.float32).tiny, scales, np.float32(ZERO_CHANNEL_SCALE))
-
-
-def _checked_scale(scale) -> np.ndarray:
-    s = np.asarray(scale, dtype=np.float32)
-    if not np.all(np.isfinite(s) & (s > 0)):
-        raise InputError("quantization scales must be positive and finite",
-                         hint="recalibrate: the calibration table holds a zero, negative or non-finite scale")
-    return s
-
-
-def quantize_symmetric(x: np.ndarray, scale, num_bits: int = 8) -> np.ndarray:
-    """``clip(round(x / scale), -qmax, qmax)`` as int8, the way QuantizeLinear computes it.
-
-    float32 arithmetic, rounding half to even; the range is symmetric ([-127, 127] at 8 bits,
-    -128 unused, as TensorRT requires). ``scale`` is a scalar or broadcasts against ``x``.
-    NaN maps to 0.
-    """
-    qmax = _qmax(num_bits, most=8)
-    v = np.rint(np.asarray(x, dtype=np.float32) / _checked_scale(scale))
-    return np.where(np.isnan(v), 0, np.clip(v, -qmax, qmax)).astype(np.int8)
-
-
-def dequantize(q: np.ndarray, scale) -> np.ndarray:
-    """``q * scale`` in float32, the inverse of :func:`quantize_symmetric` up to rounding."""
-    return np.asarray(q, dtype=np.float32) * _checked_scale(scale)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from .._version import __version__
 from ..errors import InputError
+from ..quantize.scheme import QMAX
 
 FORMAT = "edgeresnet-calibration/1"
-QMAX = 127  # symmetric int8: scale = amax / 127
 
 
 @dataclass

@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..calibrate.observers import quantize_symmetric, weight_scales
 from ..errors import require
 from .plan import QuantPlan, plan
 from .profile import Profile
+from .scheme import quantize_symmetric, weight_scales
 
 
 

@@ -14,50 +14,17 @@ fault that other CPUs do not have, and that the ORT engine's 7-bit twin avoids t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
 import numpy as np
 
+from ..backends.onnxruntime import PROFILE as ORT_PROFILE
 from ..data import Preprocess
 from ..data.sources import ImageSet
-from ..errors import require
-from ..backends.onnxruntime import PROFILE as ORT_PROFILE
-from ..quantize.qdq import emit_qdq
+from ..onnxrun import session_with_outputs
+from ..quantize.recipe import Candidate, quantized_model
 
-TUNE_PROFILE = ORT_PROFILE
-
-
-@dataclass(frozen=True)
-class Candidate:
-    scales: dict[str, float]
-    keep_float: frozenset[str] = frozenset()  # node names that stay in float
-    biases: dict[str, np.ndarray] = field(default_factory=dict)  # bias initializer -> corrected values
-
-    def but(self, **changes) -> "Candidate":
-        return replace(self, **changes)
-
-
-def with_biases(model, biases: dict[str, np.ndarray]):
-    """A copy of ``model`` whose named bias initializers hold new values."""
-    onnx = require("onnx", "torch")
-    from onnx import numpy_helper
-
-    if not biases:
-        return model
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    for init in out.graph.initializer:
-        if init.name in biases:
-            init.CopyFrom(numpy_helper.from_array(biases[init.name].astype(np.float32), init.name))
-    return out
-
-
-def quantized_model(fp32, cand: Candidate, profile=TUNE_PROFILE):
-    """The QDQ ModelProto a candidate stands for, in any backend profile. A layer in float
-    keeps its original bias: a correction removes the shift of that layer's own quantization."""
-    floated = {n.input[2] for n in fp32.graph.node if n.name in cand.keep_float and len(n.input) > 2}
-    biases = {b: v for b, v in cand.biases.items() if b not in floated}
-    return emit_qdq(with_biases(fp32, biases), cand.scales, profile, cand.keep_float)
+TUNE_PROFILE = ORT_PROFILE  # covers TensorRT's and OpenVINO's quantization points on the same grid
 
 
 @dataclass
@@ -98,26 +65,9 @@ class Runner:
         self.output = fp32.graph.output[0].name
         self.runs = 0  # candidate graphs built and run: the cost of tuning, reported
 
-    def _session(self, model, extra: list[str], exact: bool = False):
-        onnx = require("onnx", "torch")
-        ort = require("onnxruntime", "ort")
-        if extra:
-            probe = onnx.ModelProto()
-            probe.CopyFrom(model)
-            have = {o.name for o in probe.graph.output}
-            probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(t) for t in extra if t not in have)
-            model = probe
-        opts = ort.SessionOptions()
-        if self.threads:
-            opts.intra_op_num_threads = self.threads
-        opts.log_severity_level = 3
-        if exact:
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-
     def _run(self, model, images: Images, extra: list[str], reduce=None, exact: bool = False
              ) -> dict[str, list[np.ndarray]]:
-        sess = self._session(model, extra, exact)
+        sess = session_with_outputs(model, extra, self.threads, "none" if exact else "all")
         name = sess.get_inputs()[0].name
         fetch = [self.output, *extra]
         out: dict[str, list[np.ndarray]] = {t: [] for t in fetch}
@@ -134,7 +84,7 @@ class Runner:
     def candidate(self, cand: Candidate, images: Images, extra: list[str] = (), reduce=None
                   ) -> dict[str, list[np.ndarray]]:
         self.runs += 1
-        return self._run(quantized_model(self.fp32, cand), images, list(extra), reduce, exact=True)
+        return self._run(quantized_model(self.fp32, cand, TUNE_PROFILE), images, list(extra), reduce, exact=True)
 
     def logits(self, cand: Candidate, images: Images) -> np.ndarray:
         return np.concatenate(self.candidate(cand, images)[self.output])

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..calibrate.table import QMAX, CalibrationTable
+from ..calibrate.table import CalibrationTable
 from ..errors import require
 from ..progress import progress
 from ..quantize.plan import plan
 from ..quantize.qdq import SCALE_PRESERVING
-from .emulate import Candidate, Images, Runner, sqnr_db
+from ..quantize.recipe import Candidate
+from ..quantize.scheme import QMAX
+from .emulate import Images, Runner, sqnr_db
 
 
 def choose_methods(runner: Runner, cand: Candidate, table: CalibrationTable, images: Images

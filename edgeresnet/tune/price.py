@@ -18,7 +18,7 @@ import numpy as np
 from ..backends.base import Backend
 from ..bench import time_runner
 from ..errors import require
-from .emulate import Candidate, quantized_model
+from ..quantize.recipe import Candidate, quantized_model
 from .search import expand
 
 

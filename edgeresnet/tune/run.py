@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from ..calibrate.table import CalibrationTable
 from ..progress import stderr
 from ..quantize.plan import layer_units
-from .emulate import Candidate, Images, Runner
+from ..quantize.recipe import Candidate
+from .emulate import Images, Runner
 from .fixes import choose_methods, correct_biases
 from .options import TuneOptions
 from .search import Scorer, expand, fallback_search

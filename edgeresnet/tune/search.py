@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .emulate import Candidate, Images, Runner, sqnr_db
+from ..quantize.recipe import Candidate
+from .emulate import Images, Runner, sqnr_db
 
 
 @dataclass(frozen=True)

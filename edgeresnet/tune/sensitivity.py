@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..progress import progress
-from .emulate import Candidate, Images, Runner, sqnr_db
+from ..quantize.recipe import Candidate
+from .emulate import Images, Runner, sqnr_db
 from .search import Scorer, expand
 
 
