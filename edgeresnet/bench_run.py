@@ -4,16 +4,15 @@ schema with the machine they ran on."""
 
 from __future__ import annotations
 
-import json
 import statistics
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from .backends import expand_targets, get_backend
-from .backends.registry import for_suffix, suffixes_help
 from .backends.base import Artifact, artifact_size
+from .backends.registry import for_suffix, suffixes_help
+from .bench_worker import block_spec, spawn
 from .errors import InputError, UsageError
 from .outdir import read_json
 from .progress import progress
@@ -90,15 +89,6 @@ def _verified_entries(source: Path) -> dict[tuple[str, str], dict]:
     return entries
 
 
-def _run_block(spec: dict, timeout: float) -> dict:
-    res = subprocess.run([sys.executable, "-m", "edgeresnet.bench_worker", json.dumps(spec)],
-                         capture_output=True, text=True, timeout=timeout)
-    if res.returncode != 0:
-        lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
-        raise RuntimeError(lines[-1] if lines else f"worker exited {res.returncode}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
-
-
 def _merge(rounds: list[dict], mode: str) -> dict:
     """The round with the median p50 (latency) or median throughput, plus the spread."""
     if mode == "throughput":
@@ -142,13 +132,12 @@ def bench(cfg: BenchConfig) -> tuple[list[ResultRow], dict | None]:
             for i, (item, batch, mode) in enumerate(blocks):
                 art = item.artifact
                 bar.update(task, description=f"{art.target} {art.precision} b{batch} {mode}")
-                spec = {"target": art.target, "precision": art.precision, "path": str(art.path), "batch": batch,
-                        "chw": chw, "threads": cfg.threads, "mode": mode, "warmup": cfg.warmup,
-                        "min_runs": cfg.min_runs, "min_seconds": cfg.min_seconds, "requests": cfg.requests,
-                        "device": cfg.device, "details": art.details}
+                spec = block_spec(art, batch=batch, chw=chw, threads=cfg.threads, mode=mode, warmup=cfg.warmup,
+                                  min_runs=cfg.min_runs, min_seconds=cfg.min_seconds, requests=cfg.requests,
+                                  device=cfg.device)
                 if i not in failures and i not in skipped:
                     try:
-                        collected[i].append(_run_block(spec, timeout=600))
+                        collected[i].append(spawn(spec, timeout=600))
                     except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:
                         failures[i] = str(exc)
                 bar.advance(task)

@@ -2,12 +2,14 @@
 
 A process per block keeps the engines' thread pools from fighting (measured here: OpenVINO
 f32 went from 10.6 ms alone to 39 ms interleaved with ONNX Runtime) and makes peak memory
-per engine meaningful. Usage: python -m edgeresnet.bench_worker '<json spec>'
+per engine meaningful. Usage: python -m edgeresnet.bench_worker '<json spec>'; the parent
+side is :func:`spawn`, used by `bench` and by `export`'s quick timing alike.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -46,6 +48,26 @@ def run_block(spec: dict) -> dict:
         out["samples_ms"] = [round(v, 4) for v in t.samples_ms[:: max(1, len(t.samples_ms) // 2000)]]
     out["peak_rss_mb"] = peak_rss_mb()
     return out
+
+
+def block_spec(art: Artifact, *, batch: int = 1, chw=None, threads: int | None = None, mode: str = "latency",
+               warmup: int = 10, min_runs: int = 100, min_seconds: float = 2.0, requests: int | None = None,
+               device: str = "CPU") -> dict:
+    """What :func:`run_block` needs to time one artifact (JSON-ready)."""
+    return {"target": art.target, "precision": art.precision, "path": str(art.path), "batch": batch,
+            "chw": list(chw) if chw else None, "threads": threads, "mode": mode, "warmup": warmup,
+            "min_runs": min_runs, "min_seconds": min_seconds, "requests": requests, "device": device,
+            "details": art.details}
+
+
+def spawn(spec: dict, timeout: float = 600) -> dict:
+    """Run one block in a fresh interpreter and return its result; one line on failure."""
+    res = subprocess.run([sys.executable, "-m", "edgeresnet.bench_worker", json.dumps(spec)],
+                         capture_output=True, text=True, timeout=timeout)
+    if res.returncode != 0:
+        lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+        raise RuntimeError(lines[-1] if lines else f"worker exited {res.returncode}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

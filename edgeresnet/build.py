@@ -5,7 +5,6 @@ the model (torch's CUDA allocator is used for device buffers)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +22,9 @@ from .engines import EngineContext, Measurer, engine_rows
 from .errors import BackendUnavailable
 from .machine import libraries
 from .manifest import write_manifest
-from .outdir import atomic_write, read_json
-from .report import Report, markdown
+from .outdir import read_json
+from .report import Report
+from .report.publish import publish
 
 
 def build_on_device(export_dir: Path, eval_spec: str | None = None, eval_limit: int | None = None,
@@ -54,7 +54,6 @@ def build_on_device(export_dir: Path, eval_spec: str | None = None, eval_limit: 
     report.results = [r for r in report.results if r.target != backend.name] + rows
     if eval_set is not None:
         report.evaluation = {**(report.evaluation or {}), "trt_source": eval_set.source, "trt_images": int(len(eval_idx))}
-    atomic_write(export_dir / "report.json", lambda p: p.write_text(json.dumps(report.to_dict(), indent=1)))
-    atomic_write(export_dir / "report.md", lambda p: p.write_text(markdown(report)))
+    publish(export_dir, report)
     write_manifest(export_dir, report.to_dict(), libraries())
     return report

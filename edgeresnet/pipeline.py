@@ -8,7 +8,6 @@ engines come from backends.registry."""
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,12 +33,12 @@ from .fold import fold_bn, verify_fold
 from .machine import cpu, libraries
 from .manifest import write_manifest
 from .models.registry import default_small_input, list_models
-from .outdir import atomic_write, staged_dir
+from .outdir import staged_dir
 from .progress import stderr
 from .quantize.plan import plan
 from .tune.options import TuneOptions
-from .report import Report, ResultRow, markdown
-from .report.html import render_html
+from .report import Report, ResultRow
+from .report.publish import publish
 from .validate import check_calibration_set, warn_skipped
 
 if TYPE_CHECKING:  # the tuner is imported only when --max-drop or --sensitivity asks for it
@@ -313,7 +312,7 @@ def build_engines(cfg: ExportConfig, inputs: Inputs, folded: Folded, table: Cali
     eval_idx = None if eval_set is None else np.arange(
         len(eval_set) if cfg.eval_limit is None else min(cfg.eval_limit, len(eval_set)))
     measure = Measurer(eval_set, pre, eval_idx, inputs.calib_set.batch(folded.calib_idx[:1], pre),
-                       cfg.threads or os.cpu_count())
+                       cfg.threads or os.cpu_count(), cfg.device)
     torch_row = ResultRow("torch", "fp32", details={"note": "PyTorch eager, BN folded"})
     torch_acc = measure(torch_row, torch_predictor(folded.model))
     if torch_acc is not None:
@@ -359,9 +358,7 @@ def make_report(cfg: ExportConfig, inputs: Inputs, folded: Folded, table: Calibr
 
 def publish_export(work: Path, report: Report) -> None:
     """report.json, report.md, report.html, then the manifest that hashes every artifact."""
-    atomic_write(work / "report.json", lambda p: p.write_text(json.dumps(report.to_dict(), indent=1)))
-    atomic_write(work / "report.md", lambda p: p.write_text(markdown(report)))
-    atomic_write(work / "report.html", lambda p: p.write_text(render_html(report, [], None)))
+    publish(work, report)
     write_manifest(work, report.to_dict(), libraries())
 
 

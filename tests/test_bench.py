@@ -8,7 +8,7 @@ import pytest
 
 from edgeresnet.bench import time_runner
 from edgeresnet.report import ResultRow
-from edgeresnet.report.bench_table import speedup
+from edgeresnet.report.table import speedup
 
 from .conftest import run_cli
 
@@ -112,3 +112,23 @@ def test_bench_refuses_a_tampered_bundle_and_rewrites_nothing(ort_ov_bundle, tmp
     res = run_cli("bench", str(bad), "--min-runs", "5", "--min-seconds", "0.1")
     assert res.returncode == 3 and "changed since export" in res.stderr and "Traceback" not in res.stderr
     assert outputs() == before
+
+
+def test_worker_peak_memory_is_its_own_not_the_parents(tmp_path):
+    """ru_maxrss of a forked child starts at its parent's peak; the worker reports its own."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgeresnet.backends.base import Artifact
+    from edgeresnet.bench_worker import block_spec, spawn
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])])
+    path = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    ballast = np.ones(600 * 2**20 // 8)  # this process now peaks above 600 MB
+    ballast += 1
+    timed = spawn(block_spec(Artifact("ort", "fp32", path), chw=(1, 4, 4), threads=1, min_runs=5, min_seconds=0.05))
+    assert timed["latency_ms"]["samples"] >= 5
+    assert 10 < timed["peak_rss_mb"] < 400, timed["peak_rss_mb"]  # the worker's own (~70 MB), not our 600+

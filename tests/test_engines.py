@@ -188,7 +188,7 @@ def test_one_failing_engine_becomes_a_status_row(tmp_path, export_all):
     out, _, _ = export_all
     rows_seen = []
     ctx = EngineContext(work=out, fp32_path=out / "model.fp32.onnx", fp32_proto=None, table=None, threads=1,
-                        measure=lambda row, run: rows_seen.append(row.precision),
+                        measure=lambda row, run, art=None: rows_seen.append(row.precision),
                         qdq_paths={"trt": out / "trt" / "model.int8.trt.qdq.onnx"})
     rows = engine_rows(_BrokenBackend(), ctx, int8=True)
     assert [(r.precision, r.status) for r in rows] == [("fp32", "ok"), ("int8", "failed")]

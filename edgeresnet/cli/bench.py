@@ -41,7 +41,7 @@ def bench(
     from ..bench_run import bench as run
     from ..machine import describe
     from ..outdir import atomic_write
-    from ..report.bench_table import bench_table
+    from ..report import Report, bench_table
     from ..report.publish import publish
 
     cfg = BenchConfig(source=source, targets=_names(target), precisions=_names(precision), batches=int_list(batch, "--batch"),
@@ -58,5 +58,5 @@ def bench(
         atomic_write(json_out, lambda p: p.write_text(json.dumps(payload, indent=1)))
         out.print(f"wrote {json_out}", markup=False)
     if report is not None:
-        written = publish(source, report, rows, machine)
+        written = publish(source, Report.from_dict(report), rows, machine, rewrite_report=False)
         out.print(f"wrote {', '.join(str(p) for p in written)}", markup=False)

@@ -8,9 +8,9 @@ import base64
 import html
 import io
 
-from .bench_table import HEAD, cells
-from .render import COLUMNS, _cells, tuning_lines
+from .render import kernel_line, latency_note, tuning_lines
 from .schema import Report, ResultRow
+from .table import BENCH, export_columns, html_table
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2rem;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:1rem 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
@@ -119,13 +119,8 @@ def _sensitivity_png(plt, sensitivity: list[dict]) -> str:
     return uri
 
 
-def _table(head, rows) -> str:
-    h = "".join(f"<th>{html.escape(c)}</th>" for c in head)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{h}</tr>{body}</table>"
-
-
-def render_html(report: Report, bench: list[ResultRow], machine: dict | None) -> str:
+def render_html(report: Report, bench: list[ResultRow] | None = None, machine: dict | None = None) -> str:
+    bench = bench or []
     m = report.model
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>edgeresnet: {html.escape(str(m.get('arch')))}</title>",
              f"<style>{CSS}</style></head><body><h1>edgeresnet report: {html.escape(str(m.get('arch')))}</h1>"]
@@ -134,16 +129,20 @@ def render_html(report: Report, bench: list[ResultRow], machine: dict | None) ->
     if cal:
         facts.append(f"calibration: {cal['method']} on {cal['images']} images from {cal['source']}")
     facts.append(f"evaluation: {ev['images']} images from {ev['source']}" if ev else "evaluation: skipped")
-    if machine:
-        cpu = machine.get("cpu", {})
+    cpu = (machine or report.machine or {}).get("cpu") or {}
+    if cpu:
         facts.append(f"machine: {cpu.get('model')} ({cpu.get('cores')} cores; {', '.join(cpu.get('isa', []))})")
+    if kernel_line(report):
+        facts.append(kernel_line(report))
+    if any(r.latency_ms for r in report.results):
+        facts.append(f"latency: {latency_note(report, bench)}")
     parts.append("<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in facts) + "</ul>")
-    parts.append("<h2>Export: FP32 vs INT8</h2>" + _table(COLUMNS, [_cells(report, r) for r in report.results]))
+    parts.append("<h2>Export: FP32 vs INT8</h2>" + html_table(report.results, export_columns(bool(bench))))
     if report.tuning:
         parts.append("<h2>Accuracy budget</h2><ul>" + "".join(
             f"<li>{html.escape(line.strip())}</li>" for line in tuning_lines(report)) + "</ul>")
     if bench:
-        parts.append("<h2>Benchmark</h2>" + _table(HEAD, [cells(bench, r) for r in bench]))
+        parts.append("<h2>Benchmark</h2>" + html_table(bench, BENCH))
     figures = plots(report, bench)
     if not figures:
         parts.append("<p class='note'>Plots need matplotlib: pip install 'edgeresnet[report]'.</p>")

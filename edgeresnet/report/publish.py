@@ -1,24 +1,45 @@
-"""Writing an export's reports after a benchmark: bench.json, report.md with the bench table,
-and the self-contained report.html."""
+"""The one writer of an export's reports: report.json, report.md, report.html, and bench.json
+after a benchmark. `export`, `build` and `bench` all publish through here, so the three
+report files always describe the same rows."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from ..outdir import atomic_write
-from .bench_table import bench_markdown
+from ..outdir import atomic_write, read_json
 from .html import render_html
 from .render import markdown
 from .schema import Report, ResultRow
 
+BENCH_JSON = "bench.json"
 
-def publish(export_dir: Path, report_json: dict, bench: list[ResultRow], machine: dict) -> list[Path]:
-    report = Report.from_dict(report_json)
-    payload = {"machine": machine, "results": [r.to_dict() for r in bench]}
-    md = markdown(report) + "\n## Benchmark\n\n" + bench_markdown(bench) + "\n"
-    targets = {"bench.json": json.dumps(payload, indent=1), "report.md": md,
-               "report.html": render_html(report, bench, machine)}
-    for name, text in targets.items():
+
+def read_bench(export_dir: Path) -> tuple[list[ResultRow], dict | None]:
+    """The rows and machine of an earlier `bench` of this export (none when there was none)."""
+    path = Path(export_dir) / BENCH_JSON
+    if not path.exists():
+        return [], None
+    data = read_json(path, hint="delete it and rerun `edgeresnet bench`")
+    fields = set(ResultRow.__dataclass_fields__)
+    return [ResultRow(**{k: v for k, v in r.items() if k in fields}) for r in data.get("results", [])], data.get("machine")
+
+
+def publish(export_dir: Path, report: Report, bench: list[ResultRow] | None = None, machine: dict | None = None,
+            rewrite_report: bool = True) -> list[Path]:
+    """Write the reports, each atomically. With ``bench`` rows, bench.json too; without, an
+    existing bench.json stays and its table stays in report.md/html. ``rewrite_report``
+    False (bench) leaves report.json as the export wrote it."""
+    export_dir = Path(export_dir)
+    texts: dict[str, str] = {}
+    if bench is not None:
+        texts[BENCH_JSON] = json.dumps({"machine": machine, "results": [r.to_dict() for r in bench]}, indent=1)
+    else:
+        bench, machine = read_bench(export_dir)
+    if rewrite_report:
+        texts["report.json"] = json.dumps(report.to_dict(), indent=1)
+    texts["report.md"] = markdown(report, bench)
+    texts["report.html"] = render_html(report, bench, machine)
+    for name, text in texts.items():
         atomic_write(export_dir / name, lambda p, text=text: p.write_text(text))
-    return [export_dir / n for n in targets]
+    return [export_dir / n for n in texts]

@@ -1,51 +1,20 @@
-"""Rendering a Report: the terminal table (rich) and report.md."""
+"""Rendering a Report: the terminal tables (rich) and report.md; every table through
+report.table's named columns."""
 
 from __future__ import annotations
 
-from rich import box
 from rich.table import Table
 
 from .schema import Report, ResultRow
-
-
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{v * 100:.2f}%"
-
-
-def _num(v: float | None, fmt: str = ".2f") -> str:
-    return "-" if v is None else format(v, fmt)
-
-
-def _speedup(report: Report, row: ResultRow) -> str:
-    base = report.row(row.target, "fp32")
-    if row.precision == "fp32" or not base or not base.latency_ms or not row.latency_ms:
-        return "-"
-    return f"{base.latency_ms['p50'] / row.latency_ms['p50']:.2f}x"
-
-
-COLUMNS = ("engine", "precision", "size MB", "top-1", "drop pp", "agreement", "p50 ms", "p99 ms", "img/s", "speedup")
-SHORT = ("engine", "prec", "MB", "top-1%", "drop pp", "agree%", "p50 ms", "p99 ms", "img/s", "vs fp32")
-
-
-def _cells(report: Report, r: ResultRow, compact: bool = False) -> list[str]:
-    if r.status != "ok":
-        reason = "" if compact else f": {r.reason or ''}"  # the terminal lists reasons under the table
-        return [r.target, r.precision, "-", "-", "-", "-", "-", "-", "-", f"{r.status}{reason}"]
-    lat = r.latency_ms or {}
-    pct = (lambda v: _num(None if v is None else v * 100)) if compact else _pct
-    return [r.target, r.precision, _num(r.size_bytes / 1e6 if r.size_bytes else None, ".2f"), pct(r.top1),
-            _num(r.top1_drop_pp), pct(r.agreement), _num(lat.get("p50"), ".3f"), _num(lat.get("p99"), ".3f"),
-            _num(r.throughput_ips, ".0f"), _speedup(report, r)]
+from .table import BENCH, BENCH_TERMINAL, EXPORT, export_columns, markdown_table, terminal
 
 
 def terminal_table(report: Report) -> Table:
-    table = Table(title=f"{report.model.get('arch')}: FP32 vs INT8", box=box.SIMPLE_HEAD, padding=0,
-                  pad_edge=False)
-    for col in SHORT:
-        table.add_column(col, justify="left" if col in ("engine", "prec") else "right", no_wrap=col != "vs fp32")
-    for r in report.results:
-        table.add_row(*_cells(report, r, compact=True))
-    return table
+    return terminal(report.results, EXPORT, f"{report.model.get('arch')}: FP32 vs INT8")
+
+
+def bench_table(rows: list[ResultRow], title: str) -> Table:
+    return terminal(rows, BENCH_TERMINAL, title)
 
 
 def _stage_text(stage: dict) -> str:
@@ -103,7 +72,9 @@ def kernel_line(report: Report) -> str | None:
     return f"measured on {where}" + (f"; INT8 kernels: {', '.join(kernels)}" if kernels else "")
 
 
-def markdown(report: Report) -> str:
+def markdown(report: Report, bench: list[ResultRow] | None = None) -> str:
+    """report.md: the export's facts and table, then the bench table when there is one
+    (and then speed appears only there)."""
     m, cal, ev = report.model, report.calibration, report.evaluation
     lines = [f"# edgeresnet export: {m.get('arch')}", "",
              f"- model: `{m.get('source')}` ({m.get('params'):,} parameters, input {m.get('input_shape')})"]
@@ -120,8 +91,9 @@ def markdown(report: Report) -> str:
     lines.append(f"- evaluation: {ev['images']} images from `{ev['source']}`" if ev else "- evaluation: skipped")
     if kernel_line(report):
         lines.append(f"- {kernel_line(report)}")
-    lines += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_cells(report, r)) + " |" for r in report.results]
+    if report.results and any(r.latency_ms for r in report.results):
+        lines.append(f"- latency: {latency_note(report, bench)}")
+    lines += ["", markdown_table(report.results, export_columns(bool(bench)))]
     drops = [r for r in report.results if r.per_class_drop_pp and r.precision != "fp32"]
     if drops:
         classes = list(drops[0].per_class_drop_pp)
@@ -143,5 +115,16 @@ def markdown(report: Report) -> str:
             p = r.details["qdq_profile"]
             lines.append(f"\n{r.target} {r.precision}: QDQ profile `{p['name']}`: activations {p['activations']}, "
                          f"weights {p['weights']}, bias {p['bias']}")
+    if bench:
+        lines += ["", "## Benchmark", "", markdown_table(bench, BENCH)]
     lines += ["", f"Command: `{report.command}`", ""]
     return "\n".join(lines)
+
+
+def latency_note(report: Report, bench: list[ResultRow] | None) -> str:
+    """How the export table's latencies were taken, or where the speed figures are instead."""
+    if bench:
+        return "see the benchmark table (each engine and batch in its own process); the export's quick timings are in report.json"
+    methods = {r.details.get("latency_method") for r in report.results if r.latency_ms and r.target != "torch"}
+    return (next(iter(methods)) if len(methods) == 1 and None not in methods else "quick timing during export") + \
+        "; `edgeresnet bench` for batches, throughput and rounds"

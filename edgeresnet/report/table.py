@@ -1,0 +1,120 @@
+"""One row renderer: named columns, each rendered the same way for the terminal (rich),
+report.md and report.html. A table is a list of column names; the export table, the bench
+table and their terminal versions differ only in which names they list.
+
+Speed-up has one definition (:func:`speedup`): this row against the FP32 row of the same
+engine, batch and mode in the same table.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rich import box
+from rich.table import Table
+
+from .schema import ResultRow
+
+
+def speedup(rows: list[ResultRow], row: ResultRow) -> float | None:
+    """How much faster than FP32 on the same engine, batch and mode (p50, or throughput)."""
+    base = next((r for r in rows if (r.target, r.batch, r.mode, r.precision, r.status) ==
+                 (row.target, row.batch, row.mode, "fp32", "ok")), None)
+    if base is None or row.status != "ok" or row.precision == "fp32":
+        return None
+    if row.mode == "throughput":
+        return row.throughput_ips / base.throughput_ips if base.throughput_ips and row.throughput_ips else None
+    if not (row.latency_ms and base.latency_ms and row.latency_ms.get("p50") and base.latency_ms.get("p50")):
+        return None
+    return base.latency_ms["p50"] / row.latency_ms["p50"]
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _pct(value, compact: bool) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 100:.2f}" if compact else f"{value * 100:.2f}%"
+
+
+def _lat(key: str) -> Callable:
+    return lambda r, rows, compact: _fmt((r.latency_ms or {}).get(key), ".3f")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str  # markdown / HTML header
+    short: str  # terminal header
+    cell: Callable[[ResultRow, list[ResultRow], bool], str]  # (row, all rows, compact) -> text
+    left: bool = False
+
+
+COLUMNS = {c.name: c for c in (
+    Column("engine", "engine", lambda r, rows, c: r.target, left=True),
+    Column("precision", "prec", lambda r, rows, c: r.precision, left=True),
+    Column("batch", "b", lambda r, rows, c: str(r.batch)),
+    Column("mode", "mode", lambda r, rows, c: {"latency": "lat", "throughput": "thr"}.get(r.mode, r.mode) if c else r.mode,
+           left=True),
+    Column("size MB", "MB", lambda r, rows, c: _fmt(r.size_bytes / 1e6 if r.size_bytes else None, ".2f")),
+    Column("top-1", "top-1%", lambda r, rows, c: _pct(r.top1, c)),
+    Column("drop pp", "drop pp", lambda r, rows, c: _fmt(r.top1_drop_pp, ".2f")),
+    Column("agreement", "agree%", lambda r, rows, c: _pct(r.agreement, c)),
+    Column("p50 ms", "p50 ms", _lat("p50")),
+    Column("p90 ms", "p90 ms", _lat("p90")),
+    Column("p99 ms", "p99 ms", _lat("p99")),
+    Column("mean ms", "mean ms", _lat("mean")),
+    Column("img/s", "img/s", lambda r, rows, c: _fmt(r.throughput_ips, ".0f")),
+    Column("peak MB", "peak MB", lambda r, rows, c: _fmt(r.peak_memory_mb, ".0f")),
+    Column("speedup", "vs fp32", lambda r, rows, c: _fmt(speedup(rows, r), ".2f") + ("x" if speedup(rows, r) else "")),
+)}
+IDENTITY = ("engine", "precision", "batch", "mode")  # columns a failed or skipped row still fills
+ACCURACY = ("size MB", "top-1", "drop pp", "agreement")
+EXPORT = ("engine", "precision", *ACCURACY, "p50 ms", "p99 ms", "img/s", "speedup")
+EXPORT_ACCURACY = ("engine", "precision", *ACCURACY, "status")  # when a bench table carries the speed
+BENCH = ("engine", "precision", "batch", "mode", *ACCURACY, "p50 ms", "p90 ms", "p99 ms", "mean ms", "img/s",
+         "peak MB", "speedup")
+BENCH_TERMINAL = ("engine", "precision", "batch", "mode", *ACCURACY, "p50 ms", "p99 ms", "img/s", "speedup")
+COLUMNS["status"] = Column("status", "status", lambda r, rows, c: r.status, left=True)
+
+
+def cells(rows: list[ResultRow], r: ResultRow, names: tuple[str, ...], compact: bool = False) -> list[str]:
+    """One row's texts for the named columns. A row that did not run keeps its identity columns
+    and puts its status (and, unless compact, its reason) in the last one."""
+    if r.status == "ok":
+        return [COLUMNS[n].cell(r, rows, compact) for n in names]
+    texts = [COLUMNS[n].cell(r, rows, compact) if n in IDENTITY else "-" for n in names]
+    texts[-1] = r.status if compact else f"{r.status}: {r.reason or ''}".rstrip(": ")
+    return texts
+
+
+def terminal(rows: list[ResultRow], names: tuple[str, ...], title: str) -> Table:
+    """A rich table (short headers, compact cells; reasons go under the table)."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=0, pad_edge=False)
+    for n in names:
+        col = COLUMNS[n]
+        table.add_column(col.short, justify="left" if col.left else "right", no_wrap=n != names[-1])
+    for r in rows:
+        table.add_row(*cells(rows, r, names, compact=True))
+    return table
+
+
+def markdown_table(rows: list[ResultRow], names: tuple[str, ...]) -> str:
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    lines += ["| " + " | ".join(cells(rows, r, names)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def html_table(rows: list[ResultRow], names: tuple[str, ...]) -> str:
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells(rows, r, names)) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def export_columns(has_bench: bool) -> tuple[str, ...]:
+    """The export table's columns: with a bench in the same report, speed is the bench
+    table's alone (one measurement, one speed-up per engine and batch)."""
+    return EXPORT_ACCURACY if has_bench else EXPORT
