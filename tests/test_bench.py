@@ -27,6 +27,7 @@ def swept(export_dir, tmp_path_factory):
     return json.loads(path.read_text()), res
 
 
+@pytest.mark.slow
 def test_bench_json_has_machine_and_report_rows(swept):
     data, res = swept
     machine = data["machine"]
@@ -46,6 +47,7 @@ def test_bench_json_has_machine_and_report_rows(swept):
     assert "vs fp32" in res.stdout
 
 
+@pytest.mark.slow
 def test_reports_are_written_with_plots(swept, export_dir):
     html = (export_dir / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3  # accuracy/latency, distribution, throughput vs batch, per-class

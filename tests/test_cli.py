@@ -25,6 +25,7 @@ def test_doctor_reports_runtimes_and_isa():
     assert isinstance(facts["cpu"]["isa"], list) and isinstance(facts["gpus"], list)
 
 
+@pytest.mark.slow
 def test_default_model_meets_its_card():
     data = "fashion-mnist" if DEBIAN.exists() else "default"
     res = run_cli("eval", "default", "--data", data, "--split", "test", "--json")

@@ -38,6 +38,7 @@ def _rows(report):
     return {(r["target"], r["precision"]): r for r in report["results"]}
 
 
+@pytest.mark.slow
 def test_openvino_rows_record_the_precision_that_ran(export_all):
     out, report, _ = export_all
     rows = _rows(report)
@@ -53,6 +54,7 @@ def test_openvino_rows_record_the_precision_that_ran(export_all):
     assert int8["top1_drop_pp"] < 1.5 and int8["agreement"] > 0.97
 
 
+@pytest.mark.slow
 def test_openvino_ir_on_disk_with_int8_weights(export_all):
     out, report, _ = export_all
     for stem in ("fp32", "int8"):
@@ -62,6 +64,7 @@ def test_openvino_ir_on_disk_with_int8_weights(export_all):
     assert int8_bin < fp32_bin / 3  # weights stored int8, not re-expanded to float
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(TRT_REASON is None, reason="TensorRT is installed here: the skip row does not apply")
 def test_target_all_lists_skipped_trt_and_finishes_the_rest(export_all):
     out, report, res = export_all
@@ -71,6 +74,7 @@ def test_target_all_lists_skipped_trt_and_finishes_the_rest(export_all):
     assert "trt int8 skipped" in res.stdout
 
 
+@pytest.mark.slow
 def test_trt_bundle_qdq_follows_tensorrt_rules(export_all):
     out, _, _ = export_all
     model = onnx.load(str(out / "trt" / "model.int8.trt.qdq.onnx"))
@@ -87,6 +91,7 @@ def test_trt_bundle_qdq_follows_tensorrt_rules(export_all):
         assert any(getattr(producers.get(i), "op_type", None) == "DequantizeLinear" for i in add.input)
 
 
+@pytest.mark.slow
 def test_calibration_cache_parses_back_to_the_table(export_all):
     out, _, _ = export_all
     table = CalibrationTable.load(out / "calibration.json")
@@ -105,6 +110,7 @@ def test_cache_format_and_version_codes():
     assert text.splitlines()[1] == "input: 3c010204"
 
 
+@pytest.mark.slow
 def test_trtexec_lines_and_bundle_files(export_all):
     out, _, _ = export_all
     plan = json.loads((out / "trt" / "build.json").read_text())
@@ -144,6 +150,7 @@ def test_target_trt_without_tensorrt_refuses_in_one_line(tmp_path, spelling):
     assert res.returncode != 0 and "Traceback" not in res.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(TRT_REASON is not None, reason=f"needs TensorRT and a CUDA GPU: {TRT_REASON}")
 def test_build_engines_on_the_device(export_all):
     out, _, _ = export_all
@@ -184,12 +191,13 @@ class _BrokenBackend:
         return lambda x: np.zeros((len(x), 10), np.float32)
 
 
-def test_one_failing_engine_becomes_a_status_row(tmp_path, export_all):
-    out, _, _ = export_all
+def test_one_failing_engine_becomes_a_status_row(tmp_path):
+    fp32 = tmp_path / "model.fp32.onnx"
+    fp32.write_bytes(b"not read by the broken engine")
     rows_seen = []
-    ctx = EngineContext(work=out, fp32_path=out / "model.fp32.onnx", fp32_proto=None, table=None, threads=1,
+    ctx = EngineContext(work=tmp_path, fp32_path=fp32, fp32_proto=None, table=None, threads=1,
                         measure=lambda row, run, art=None: rows_seen.append(row.precision),
-                        qdq_paths={"trt": out / "trt" / "model.int8.trt.qdq.onnx"})
+                        qdq_paths={"trt": tmp_path / "model.int8.trt.qdq.onnx"})
     rows = engine_rows(_BrokenBackend(), ctx, int8=True)
     assert [(r.precision, r.status) for r in rows] == [("fp32", "ok"), ("int8", "failed")]
     assert "engine compiler crashed" in rows[1].reason and rows_seen == ["fp32"]

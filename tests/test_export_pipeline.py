@@ -8,6 +8,8 @@ from onnx import TensorProto
 
 from .conftest import export_default, run_cli
 
+pytestmark = pytest.mark.slow  # full exports; the fast tier covers the stages on tiny graphs
+
 
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory):

@@ -169,6 +169,7 @@ def test_image_loader_never_crashes_on_hostile_bytes(tmp_path_factory, case):
         assert str(path) in exc.message
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 def test_interrupted_export_leaves_nothing_half_written_and_reruns(tmp_path, sig):
     out = tmp_path / "exp"
@@ -191,6 +192,7 @@ def test_interrupted_export_leaves_nothing_half_written_and_reruns(tmp_path, sig
     assert (out / "edgeresnet.json").exists()
 
 
+@pytest.mark.slow
 def test_soak_10000_predictions_from_4_threads(bundle, test_set):
     """Identical results to a single-threaded run and no memory growth beyond 10%."""
     import resource

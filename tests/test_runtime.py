@@ -120,6 +120,7 @@ def test_cli_imports_no_runtime_at_startup():
     assert res.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
     res = run_cli("demo", "--out", str(out))

@@ -3,12 +3,14 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from edgeresnet.checkpoint import load_checkpoint
 from edgeresnet.train import TrainConfig, _augment, train
 
 
+@pytest.mark.slow
 def test_short_training_lowers_the_loss_on_real_images(tmp_path):
     cfg = TrainConfig(arch="resnet20", data="fashion-mnist" if _debian() else "default", out=tmp_path / "r.pt",
                       epochs=3, limit=1536, val_limit=500, threads=2, lr=0.1, seed=1)
@@ -22,6 +24,7 @@ def test_short_training_lowers_the_loss_on_real_images(tmp_path):
     assert ckpt.meta.preprocess.size == 28 and ckpt.meta.in_channels == 1
 
 
+@pytest.mark.slow
 def test_small_input_stem_is_automatic_and_can_be_refused(tmp_path):
     """At <= 64 px an ImageNet-style net gets the 3x3 stem unless --no-small-input keeps the 7x7
     one (train small, fine-tune at 224: the stem must be the one the big input needs)."""
@@ -44,6 +47,7 @@ def test_augmentation_crops_and_flips_per_sample():
     assert values <= set(x.unique().tolist()) | {-1.0}
 
 
+@pytest.mark.slow
 def test_interrupted_training_resumes(tmp_path):
     out = tmp_path / "r.pt"
     data = "fashion-mnist" if _debian() else "default"

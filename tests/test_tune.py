@@ -9,9 +9,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+
 from edgeresnet.backends.tensorrt_bundle import layer_warnings, parse_calibration_cache
 from edgeresnet.calibrate.collect import pick_calibration_images, pick_validation_images
 from edgeresnet.checkpoint import load_checkpoint, save_checkpoint
+from edgeresnet.export import export_onnx
+from edgeresnet.fold import fold_bn
 from edgeresnet.models.surgery import rescale_channel
 from edgeresnet.quantize.plan import layer_units, plan
 from edgeresnet.quantize.recipe import Candidate, quantized_model
@@ -40,9 +43,11 @@ def test_validation_slice_is_disjoint_from_calibration_and_balanced(calib_set):
 
 @pytest.fixture(scope="module")
 def fp32_default(tmp_path_factory):
-    out = tmp_path_factory.mktemp("fp32") / "exp"
-    export_default(out, "--no-int8", "--no-eval")
-    return onnx.load(str(out / "model.fp32.onnx"))
+    """The default model folded and exported, in-process (no export run)."""
+    ckpt = load_checkpoint("default")
+    path = tmp_path_factory.mktemp("fp32") / "model.fp32.onnx"
+    export_onnx(fold_bn(ckpt.model)[0], ckpt.meta, path)
+    return onnx.load(str(path))
 
 
 def test_layer_units_tie_adds_and_pooling_to_their_conv(fp32_default):
@@ -114,6 +119,7 @@ def outlier_export(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_search_floats_the_outlier_layer_first_and_meets_the_budget(outlier_export):
     report = json.loads((outlier_export / "report.json").read_text())
     tuning, sensitivity = report["tuning"], report["sensitivity"]
@@ -136,6 +142,7 @@ def test_search_floats_the_outlier_layer_first_and_meets_the_budget(outlier_expo
     assert OUTLIER_LAYER not in _weight_dqs(shipped) and len(_weight_dqs(shipped)) == len(layers) - len(fallback)
 
 
+@pytest.mark.slow
 def test_tensorrt_bundle_keeps_the_fallback_layers_in_fp16(outlier_export):
     trt = outlier_export / "trt"
     plan = json.loads((trt / "build.json").read_text())
@@ -150,6 +157,7 @@ def test_tensorrt_bundle_keeps_the_fallback_layers_in_fp16(outlier_export):
     assert f"{OUTLIER_LAYER}:fp16" in script
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not DEBIAN.exists(), reason="needs Debian's dataset-fashion-mnist (setup.sh installs it)")
 def test_issue_acceptance_minmax_32_images_within_a_tenth_of_a_point(tmp_path):
     """The issue's done-when: minmax on 32 images, --max-drop 0.1, all 10,000 test images."""
@@ -171,7 +179,8 @@ def test_issue_acceptance_minmax_32_images_within_a_tenth_of_a_point(tmp_path):
     (["--max-drop", "-1"], "--max-drop must be >= 0"),
     (["--max-drop", "0.1", "--bias-correction", "maybe"], "--bias-correction must be one of"),
     (["--max-drop", "0.1", "--no-int8"], "need --int8"),
-    (["--max-drop", "0.1", "--calib-size", "1000"], "no images left for the validation slice"),
+    pytest.param(["--max-drop", "0.1", "--calib-size", "1000"], "no images left for the validation slice",
+                 marks=pytest.mark.slow),  # calibrates before it can tell
 ])
 def test_bad_budget_input_is_one_line(tmp_path, args, needle):
     res = run_cli("export", "default", "--calib", "default", "--no-eval", "--out", str(tmp_path / "x"), *args)
@@ -180,6 +189,7 @@ def test_bad_budget_input_is_one_line(tmp_path, args, needle):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_sensitivity_without_a_budget_changes_nothing(tmp_path):
     out = tmp_path / "exp"
     export_default(out, "--calib-size", "64", "--sensitivity", "--val-size", "300", "--eval-limit", "500")
@@ -195,6 +205,7 @@ def test_sensitivity_without_a_budget_changes_nothing(tmp_path):
     assert "Per-layer sensitivity" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_budget_refuses_a_slice_that_would_be_the_evaluation_images(tmp_path, test_set):
     from PIL import Image
 
