@@ -14,6 +14,7 @@ from .backends.base import Artifact, artifact_size
 from .backends.registry import for_suffix, suffixes_help
 from .bench_worker import block_spec, spawn
 from .errors import InputError, UsageError
+from .limits import check_flag
 from .outdir import read_json
 from .progress import progress
 from .report import ResultRow
@@ -53,6 +54,15 @@ def discover(source: Path) -> tuple[list[Item], dict | None]:
     """The artifacts to time: an export dir's report rows, or one model file."""
     if source.is_dir():
         report = read_json(source / "report.json", hint="pass an export directory or one model file")
+        try:
+            from .report import Report
+
+            Report.from_dict(report)  # every row has the schema's fields and types
+            if not all(isinstance(r.get("target"), str) and isinstance(r.get("precision"), str) for r in report["results"]):
+                raise TypeError("a row without a target or precision")
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise InputError(f"{source}/report.json is malformed ({type(exc).__name__}: {exc})",
+                             hint="re-export; a bundle's files must not be edited by hand") from None
         entries = _verified_entries(source)
         items = []
         for row in report.get("results", []):
@@ -104,8 +114,13 @@ def _merge(rounds: list[dict], mode: str) -> dict:
 
 
 def bench(cfg: BenchConfig) -> tuple[list[ResultRow], dict | None]:
-    if cfg.rounds < 1 or cfg.min_runs < 1 or any(b < 1 for b in cfg.batches):
-        raise UsageError("--rounds, --min-runs and every --batch must be >= 1")
+    check_flag("--rounds", cfg.rounds, least=1, most=1000, integer=True)
+    check_flag("--min-runs", cfg.min_runs, least=1, most=10_000_000, integer=True)
+    check_flag("--warmup", cfg.warmup, least=0, most=1_000_000, integer=True)
+    check_flag("--min-seconds", cfg.min_seconds, least=0, most=3600)
+    check_flag("--requests", cfg.requests, least=1, most=1024, integer=True)
+    for b in cfg.batches:
+        check_flag("--batch", b, least=1, most=65_536, integer=True)
     for m in cfg.modes:
         if m not in ("latency", "throughput"):
             raise UsageError(f"unknown --mode {m!r}", hint="latency or throughput")

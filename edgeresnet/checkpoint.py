@@ -18,6 +18,7 @@ from ._version import __version__
 from .data.preprocess import Preprocess
 from .data.sources import user_path
 from .errors import InputError, require
+from .limits import MAX_CLASSES, check_count
 from .models.registry import build_model, get_arch
 from .outdir import atomic_write
 
@@ -54,7 +55,25 @@ class ModelMeta:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelMeta":
-        return cls(arch=d["arch"], num_classes=int(d["num_classes"]), in_channels=int(d["in_channels"]),
+        """From a checkpoint's metadata; missing, mistyped or out-of-bounds fields are InputErrors,
+        checked before any model is built (num_classes = 1e9 once asked for 256 GB)."""
+        try:
+            meta = cls._from_dict(d)
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+            raise InputError(f"the checkpoint's metadata is malformed ({type(exc).__name__}: {exc})",
+                             hint="re-save it with edgeresnet, or load the plain state_dict with --arch") from None
+        check_count("the checkpoint's num_classes", meta.num_classes, MAX_CLASSES)
+        if meta.in_channels not in (1, 3):
+            raise InputError(f"the checkpoint's in_channels is {meta.in_channels}; 1 or 3 are supported")
+        if len(meta.classes) != meta.num_classes or not all(isinstance(c, str) for c in meta.classes):
+            raise InputError(f"the checkpoint names {len(meta.classes)} classes but has {meta.num_classes} outputs",
+                             hint="its class names must be one string per output")
+        get_arch(meta.arch)
+        return meta
+
+    @classmethod
+    def _from_dict(cls, d: dict[str, Any]) -> "ModelMeta":
+        return cls(arch=str(d["arch"]), num_classes=int(d["num_classes"]), in_channels=int(d["in_channels"]),
                    preprocess=Preprocess.from_dict(d["preprocess"]), classes=list(d["classes"]),
                    small_input=bool(d.get("small_input", False)), shortcut=d.get("shortcut", "B"),
                    train=dict(d.get("train", {})), metrics=dict(d.get("metrics", {})),
@@ -123,7 +142,13 @@ def _meta_for_plain(state: dict, arch: str | None, path: Path) -> ModelMeta:
         fc, conv1 = state["fc.weight"], state["conv1.weight"]
     except KeyError as exc:
         raise InputError(f"{path} has no {exc.args[0]!r} tensor: not a ResNet state_dict") from None
-    num_classes, in_channels = int(fc.shape[0]), int(conv1.shape[1])
+    torch = require("torch", "torch")
+    if not (isinstance(fc, torch.Tensor) and isinstance(conv1, torch.Tensor) and fc.ndim == 2 and conv1.ndim == 4):
+        raise InputError(f"{path}: fc.weight and conv1.weight are not 2-D and 4-D tensors: not a ResNet state_dict")
+    num_classes = check_count(f"{path.name}: fc.weight's rows (classes)", int(fc.shape[0]), MAX_CLASSES)
+    in_channels = int(conv1.shape[1])
+    if in_channels not in (1, 3):
+        raise InputError(f"{path}: conv1 takes {in_channels} channels; 1 or 3 are supported")
     small = spec.family == "imagenet" and conv1.shape[-1] == 3
     pre = IMAGENET_PREPROCESS if in_channels == 3 else Preprocess(
         channels=in_channels, size=224, resize=256, mean=(0.5,) * in_channels, std=(0.5,) * in_channels)
@@ -137,12 +162,15 @@ def load_checkpoint(path: str | Path, arch: str | None = None) -> Checkpoint:
     if str(path) == "default":
         path = default_model_path()
     path = user_path(str(path))
+    if path.exists() and not path.is_file():
+        raise InputError(f"{path} is {'a directory' if path.is_dir() else 'not a regular file'}, not a checkpoint",
+                         hint="pass a .pt, .pth or .safetensors file")
     raw, st_meta = _read_raw(path)
     train_state = None
     if st_meta is not None and "edgeresnet" in st_meta:
-        meta, state = ModelMeta.from_dict(json.loads(st_meta["edgeresnet"])), raw
+        meta, state = ModelMeta.from_dict(_meta_json(st_meta["edgeresnet"], path)), raw
     elif isinstance(raw, dict) and raw.get("format") == FORMAT:
-        meta, state = ModelMeta.from_dict(json.loads(raw["meta_json"])), raw["state_dict"]
+        meta, state = ModelMeta.from_dict(_meta_json(raw.get("meta_json"), path)), raw.get("state_dict")
         train_state = raw.get("train_state")
     elif isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
         meta, state = _meta_for_plain(raw["state_dict"], arch, path), raw["state_dict"]
@@ -150,6 +178,9 @@ def load_checkpoint(path: str | Path, arch: str | None = None) -> Checkpoint:
         meta, state = _meta_for_plain(raw, arch, path), raw
     else:
         raise InputError(f"{path} holds a {type(raw).__name__}, not a state_dict")
+    torch = require("torch", "torch")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"{path}: its state_dict holds values that are not tensors", hint="not a checkpoint of weights")
     if arch is not None and arch != meta.arch:
         raise InputError(f"{path} is a {meta.arch}, not a {arch}", hint=f"drop --arch or pass --arch {meta.arch}")
     model = meta.build()
@@ -166,6 +197,18 @@ def load_checkpoint(path: str | Path, arch: str | None = None) -> Checkpoint:
     model.load_state_dict(state)
     model.eval()
     return Checkpoint(model, meta, train_state, path)
+
+
+def _meta_json(text, path: Path) -> dict:
+    """The metadata JSON of a checkpoint, or one InputError (not a string, not JSON, nested
+    deeper than Python's recursion limit)."""
+    try:
+        meta = json.loads(text)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InputError(f"{path}: its edgeresnet metadata is not valid JSON ({type(exc).__name__})") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{path}: its edgeresnet metadata is not a JSON object")
+    return meta
 
 
 def _compare_keys(expected: dict, got: dict) -> tuple[list[str], list[str]]:

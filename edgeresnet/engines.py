@@ -19,7 +19,7 @@ from .bench_worker import block_spec, spawn
 from .calibrate.table import CalibrationTable
 from .data import Preprocess
 from .data.sources import ImageSet
-from .errors import EdgeResNetError, require
+from .errors import EdgeResNetError, fatal, require
 from .evaluate import Accuracy, evaluate
 from .outdir import atomic_write
 from .quantize.profile import Profile
@@ -129,6 +129,8 @@ def engine_rows(backend: Backend, ctx: EngineContext, int8: bool) -> list[Result
     try:
         precisions = backend.precisions(int8)
     except Exception as exc:  # a broken runtime install must not sink the other engines
+        if fatal(exc) is not None:
+            raise fatal(exc) from None
         return [_failed(backend.name, "fp32", exc)]
     for precision in precisions:
         try:
@@ -143,6 +145,9 @@ def engine_rows(backend: Backend, ctx: EngineContext, int8: bool) -> list[Result
                             kernel=art.details.get("kernel"))
             acc = ctx.measure(row, run, art)
         except Exception as exc:
+            stop = fatal(exc)  # Ctrl-C inside a runtime, or a full disk: end the run, publish nothing
+            if stop is not None:
+                raise stop from None
             rows.append(_failed(backend.name, precision, exc))
             continue
         if precision == "fp32":

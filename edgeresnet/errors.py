@@ -47,5 +47,38 @@ def require(module: str, extra: str):
         ) from None
 
 
+class OutOfSpace(EdgeResNetError):
+    """The disk filled up while writing: nothing is published, the user frees space and reruns."""
+
+    exit_code = 3
+
+
+SIGNALLED = {"signum": 0}  # set by the CLI's SIGINT/SIGTERM handlers (cli/common.py)
+
+
+def stop_requested() -> bool:
+    """Whether Ctrl-C or SIGTERM arrived. Runtimes that call back into Python (OpenVINO's
+    converter) turn the KeyboardInterrupt into their own RuntimeError; this tells them apart."""
+    return SIGNALLED["signum"] != 0
+
+
+def fatal(exc: BaseException) -> BaseException | None:
+    """What a per-engine ``except Exception`` must not swallow: an interrupt (as
+    KeyboardInterrupt) or a full disk (as OutOfSpace); None for an ordinary engine failure."""
+    import errno
+
+    if stop_requested():
+        return KeyboardInterrupt()
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return OutOfSpace(f"no space left on the device ({seen.filename or 'while writing'})",
+                              hint="free some space and rerun; nothing was published")
+        seen = seen.__cause__ or seen.__context__
+    if "No space left on device" in str(exc):
+        return OutOfSpace("no space left on the device", hint="free some space and rerun; nothing was published")
+    return None
+
+
 class PortabilityWarning(UserWarning):
     """A bundle runs on a CPU class (or INT8 kernel path) other than the one its report measured."""

@@ -13,6 +13,7 @@ import numpy as np
 
 from .data import Preprocess
 from .data.sources import ImageSet
+from .errors import InputError
 from .progress import progress
 
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -58,7 +59,11 @@ def collect_logits(predict: Predict, data: ImageSet, pre: Preprocess, indices: n
         task = bar.add_task(label, total=len(indices))
         for i in range(0, len(indices), batch_size):
             idx = indices[i:i + batch_size]
-            chunks.append(np.asarray(predict(data.batch(idx, pre)), dtype=np.float32))
+            logits = np.asarray(predict(data.batch(idx, pre)), dtype=np.float32)
+            if not np.isfinite(logits).all():  # a score over NaN/Inf logits would be a number, and wrong
+                raise InputError(f"the model gives NaN or Inf logits on {data.source}",
+                                 hint="its weights or its preprocessing (a std of 0?) are broken")
+            chunks.append(logits)
             bar.update(task, advance=len(idx))
     return np.concatenate(chunks) if chunks else np.zeros((0, len(data.classes)), np.float32)
 

@@ -67,7 +67,39 @@ def read_manifest(root: Path) -> dict:
     manifest = read_json(path)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise InputError(f"{path} is not an edgeresnet bundle manifest")
+    _check_shape(manifest, path)
     return manifest
+
+
+def _check_shape(manifest: dict, path: Path) -> None:
+    """Every field a command reads has its type, and the sizes are bounded, before any use:
+    a hand-edited manifest is one InputError, never a KeyError or a 100,000-pixel input."""
+    from .data.preprocess import Preprocess
+    from .limits import MAX_CLASSES
+
+    def bad(what: str) -> InputError:
+        return InputError(f"{path}: {what}", hint="re-export; a bundle's manifest must not be edited by hand")
+
+    def str_map(value) -> bool:
+        return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+
+    arts = manifest.get("artifacts")
+    if not isinstance(arts, list) or not all(isinstance(a, dict) for a in arts):
+        raise bad("'artifacts' is not a list of entries")
+    for a in arts:
+        if not all(isinstance(a.get(k), str) for k in ("target", "precision", "path")) or not str_map(a.get("files")):
+            raise bad("an artifact entry lacks a target, precision, path or its file hashes")
+        if a.get("variants") is not None and not str_map(a["variants"]):
+            raise bad("an artifact's 'variants' is not a map of file names")
+    if not str_map(manifest.get("files", {})):
+        raise bad("'files' is not a map of file hashes")
+    classes = manifest.get("classes")
+    if not isinstance(classes, list) or not 1 <= len(classes) <= MAX_CLASSES or \
+            not all(isinstance(c, str) for c in classes):
+        raise bad(f"'classes' is not a list of 1 to {MAX_CLASSES:,} names")
+    if not isinstance(manifest.get("preprocess"), dict):
+        raise bad("'preprocess' is missing")
+    Preprocess.from_dict(manifest["preprocess"])  # bounded sizes, positive stds
 
 
 def verify_files(root: Path, files: dict[str, str]) -> None:
@@ -78,6 +110,8 @@ def verify_files(root: Path, files: dict[str, str]) -> None:
             raise InputError(f"{NAME} names a file outside the bundle: {rel}")
         if not path.exists():
             raise InputError(f"{rel} is missing from the bundle {root}", hint="copy the whole export directory")
+        if not path.is_file():  # a FIFO would block the hash for good
+            raise InputError(f"{rel} in {root} is not a regular file", hint="re-export, or restore the original file")
         if sha256(path) != digest:
             raise InputError(f"{rel} in {root} changed since export (SHA-256 differs)",
                              hint="re-export, or restore the original file")

@@ -15,33 +15,88 @@ from pathlib import Path
 from .errors import InputError
 
 
+EXPORT_MARKERS = ("edgeresnet.json", "report.json")  # what makes a folder an edgeresnet export
+
+
+def is_export(folder: Path) -> bool:
+    return any((folder / m).is_file() for m in EXPORT_MARKERS)
+
+
 def check_target(out: Path, force: bool) -> None:
+    """Refuse an --out that is a file, not empty (without --force), not an export (even with
+    --force: it would be deleted), the current folder or one above it, or a mount point."""
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file", hint="pass a directory path")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise InputError(f"--out {out} exists and is not empty", hint="pass --force to replace it, or another --out")
+    if not out.is_dir():
+        return
+    here, target = Path.cwd().resolve(), out.resolve()
+    if target == here or target in here.parents or os.path.ismount(target):
+        raise InputError(f"--out {out} is {'a mount point' if os.path.ismount(target) else 'the current folder or one above it'}: "
+                         "it cannot be replaced as a whole", hint="pass a new subfolder, e.g. --out exports/x")
+    if any(out.iterdir()):
+        if not force:
+            raise InputError(f"--out {out} exists and is not empty", hint="pass --force to replace it, or another --out")
+        if not is_export(out):
+            raise InputError(f"--out {out} is not an edgeresnet export; --force replaces only those",
+                             hint="pass another --out (nothing there was touched)")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_leftovers(out: Path) -> list[Path]:
+    """Remove the temp folders a killed run left beside ``out`` (their owner process is gone)."""
+    removed = []
+    for kind in ("tmp", "old"):
+        for left in out.parent.glob(f".{out.name}.{kind}-*"):
+            pid = left.name.split("-")[1] if left.name.count("-") >= 2 else ""
+            if left.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
+                shutil.rmtree(left, ignore_errors=True)
+                removed.append(left)
+    return removed
 
 
 @contextlib.contextmanager
 def staged_dir(out: Path, force: bool) -> Iterator[Path]:
-    """Yield a temp folder beside ``out``; on success it replaces ``out`` in one rename."""
+    """Yield a temp folder beside ``out``; on success it replaces ``out`` in one rename.
+
+    The --out rules are checked at the start and again just before the rename, so a second
+    run that filled ``out`` meanwhile is never silently replaced. Temp folders carry the
+    owner's pid; the next run removes those whose owner died (SIGKILL, power loss)."""
     out = Path(out)
     check_target(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    clean_leftovers(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
         yield tmp
+        check_target(out, force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     os.chmod(tmp, 0o755)
     old = None
     if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{os.getpid()}-", dir=out.parent))
         os.replace(out, old / "previous")
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old / "previous", out)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write(path: Path, write) -> None:
@@ -64,9 +119,16 @@ def atomic_write(path: Path, write) -> None:
 
 def read_json(path: Path, hint: str | None = None):
     """A JSON file the user pointed us at, or one line saying what is wrong with it."""
+    path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():  # a FIFO would block the read for good
+        raise InputError(f"{path} is not a regular file", hint=hint)
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError:
         raise InputError(f"{path} does not exist", hint=hint) from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a directory, not a JSON file", hint=hint) from None
+    except RecursionError:
+        raise InputError(f"cannot read {path}: its JSON is nested too deeply", hint=hint) from None
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read {path}: {exc}", hint=hint) from None

@@ -26,7 +26,8 @@ from .checkpoint import IMAGENET_PREPROCESS, ModelMeta, load_checkpoint
 from .data import FASHION_MNIST_CLASSES, Preprocess, load_split
 from .data.sources import ImageSet, user_path
 from .engines import EngineContext, Measurer, engine_rows
-from .errors import BackendUnavailable, InputError, UsageError, require
+from .errors import BackendUnavailable, InputError, UsageError, fatal, require
+from .limits import MAX_SIDE, check_flag
 from .evaluate import torch_predictor
 from .export import INPUT, OPSET, compare_with_torch, export_onnx
 from .fold import fold_bn, verify_fold
@@ -173,6 +174,8 @@ def _price(backend, ctx: EngineContext, tuned: TuneResult, rows: list[ResultRow]
         prices = price_fallbacks(backend, ctx.fp32_proto, ctx.candidate, tuned.fallback_layers, tuned.units,
                                  ctx.work, probe, ctx.threads)
     except Exception as exc:  # a price is a nice-to-have; the engine row stands
+        if fatal(exc) is not None:
+            raise fatal(exc) from None
         row.details["fallback_price"] = {"error": f"{type(exc).__name__}: {exc}"}
         return
     row.details["fallback_price"] = prices
@@ -213,8 +216,9 @@ def _check_flags(cfg: ExportConfig) -> None:
         raise UsageError(f"unknown --calib-method {cfg.calib_method!r}", hint=f"use one of {', '.join(METHODS)}")
     if not 0 < cfg.percentile <= 100:
         raise UsageError(f"--percentile must be in (0, 100], got {cfg.percentile}")
-    if cfg.calib_size < 1:
-        raise UsageError("--calib-size must be >= 1")
+    check_flag("--calib-size", cfg.calib_size, least=1, most=1_000_000, integer=True)
+    check_flag("--input-size", cfg.input_size, least=8, most=MAX_SIDE, integer=True)
+    check_flag("--eval-limit", cfg.eval_limit, least=1, integer=True)
     if cfg.calib_table and not cfg.calib_table.is_file():
         raise InputError(f"--calib-table {cfg.calib_table} does not exist",
                          hint="pass the calibration.json of an earlier export of the same weights")
@@ -273,6 +277,9 @@ def load_and_fold(cfg: ExportConfig, inputs: Inputs, work: Path) -> Folded:
     onnx = require("onnx", "torch")
     loaded, calib_set, pre = inputs.loaded, inputs.calib_set, inputs.loaded.meta.preprocess
     calib_idx = pick_calibration_images(calib_set, cfg.calib_size, cfg.calib_seed)
+    if len(calib_idx) < cfg.calib_size and not cfg.calib_table:
+        stderr.print(f"note: --calib-size {cfg.calib_size} is more than the {len(calib_idx)} images of the "
+                     f"calibration split: calibrating on all {len(calib_idx)}", style="yellow")
     if cfg.int8 and not cfg.calib_table:
         check_calibration_set(calib_set.labels, calib_idx, None if loaded.random_weights else loaded.meta.num_classes)
     probe = calib_set.batch(calib_idx[:64], pre)

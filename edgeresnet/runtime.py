@@ -72,9 +72,16 @@ class BundleModel:
 
     def predict(self, images: Sequence, top_k: int = 5, batch_size: int = 32,
                 names: Sequence[str] | None = None) -> list[Prediction]:
-        """Classify paths, PIL images or HWC uint8 arrays."""
+        """Classify paths, PIL images or arrays: one HW / HWC array is one image, an NHW(C)
+        array a batch; uint8 arrays are 0..255, float arrays 0..1."""
+        for flag, value in (("top_k", top_k), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise UsageError(f"{flag} must be an integer >= 1, got {value!r}")
+        images = _as_list(images)
         names = list(names) if names is not None else [str(im) if isinstance(im, (str, Path)) else f"image_{i}"
                                                        for i, im in enumerate(images)]
+        if len(names) != len(images):
+            raise UsageError(f"{len(names)} names for {len(images)} images")
         out: list[Prediction] = []
         k = max(1, min(top_k, len(self.classes)))
         for i in range(0, len(images), batch_size):
@@ -100,12 +107,49 @@ def cpu_mismatch(manifest: dict, entry: dict, kernel: str | None) -> str | None:
             f"{was_kernel}); this CPU is {now} (kernel {kernel}): run `edgeresnet eval BUNDLE` here to measure its drop")
 
 
+def _as_list(images) -> list:
+    """What ``predict`` iterates: one array is one image (HW, HWC) or a batch (NHW, NHWC) —
+    never its rows; one path or PIL image is one image."""
+    if isinstance(images, np.ndarray):
+        if images.ndim == 2 or (images.ndim == 3 and images.shape[2] in (1, 3, 4) and images.shape[0] > 4):
+            return [images]
+        if images.ndim in (3, 4):
+            return list(images)
+        raise InputError(f"an image array has shape {images.shape}", hint="pass HW, HWC, NHW or NHWC")
+    if isinstance(images, (str, Path, Image.Image)):
+        return [images]
+    try:
+        return list(images)
+    except TypeError:
+        raise InputError(f"cannot read images from a {type(images).__name__}",
+                         hint="pass paths, PIL images or numpy arrays") from None
+
+
 def _as_image(item) -> Image.Image:
     if isinstance(item, Image.Image):
         return item
     if isinstance(item, np.ndarray):
-        return Image.fromarray(item[:, :, 0] if item.ndim == 3 and item.shape[2] == 1 else item)
-    return open_image(Path(item))
+        return _array_image(item)
+    if isinstance(item, (str, Path)):
+        return open_image(Path(item))
+    raise InputError(f"cannot read an image from a {type(item).__name__}", hint="pass paths, PIL images or numpy arrays")
+
+
+def _array_image(a: np.ndarray) -> Image.Image:
+    """HW or HWC (1, 3 or 4 channels) uint8 (0..255) or float (0..1) pixels."""
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))) or 0 in a.shape:
+        raise InputError(f"an image array has shape {a.shape}", hint="pass HW or HWC with 1, 3 or 4 channels")
+    if np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
+            raise InputError("a float image array must hold values from 0 to 1", hint="or pass uint8 (0..255)")
+        a = np.round(a * 255).astype(np.uint8)
+    elif a.dtype != np.uint8:
+        if not np.issubdtype(a.dtype, np.integer) or a.min() < 0 or a.max() > 255:
+            raise InputError(f"an image array of {a.dtype} must hold 0..255", hint="pass uint8 or float 0..1")
+        a = a.astype(np.uint8)
+    return Image.fromarray(a)
 
 
 def load(path: str | Path, target: str | None = None, precision: str = "int8", threads: int | None = None) -> BundleModel:
@@ -120,7 +164,8 @@ def load(path: str | Path, target: str | None = None, precision: str = "int8", t
     entries = [a for a in manifest["artifacts"] if a["precision"] == precision and (target is None or a["target"] == target)]
     if not entries:
         have = ", ".join(sorted({f"{a['target']} {a['precision']}" for a in manifest["artifacts"]})) or "none"
-        raise InputError(f"{root} has no {target or 'any'} {precision} artifact", hint=f"the bundle has: {have}")
+        raise InputError(f"{root} has no {precision} artifact" + (f" for {target}" if target else ""),
+                         hint=f"the bundle has: {have}")
     order = [c.name for c in backends()]
     entries.sort(key=lambda a: order.index(a["target"]) if a["target"] in order else len(order))
     reasons = []

@@ -15,7 +15,8 @@ import numpy as np
 from .checkpoint import ModelMeta, load_checkpoint, save_checkpoint
 from .data import Preprocess, default_preprocess, load_split
 from .data.sources import ImageSet
-from .errors import InputError, UsageError, require
+from .errors import BackendUnavailable, InputError, UsageError, require
+from .limits import MAX_SIDE, check_flag
 from .models.registry import build_model, default_small_input, get_arch
 from .progress import progress, stderr
 
@@ -45,6 +46,7 @@ class TrainConfig:
     limit: int | None = None  # use only the first N training images (quick runs, tests)
     val_limit: int | None = None
     resume: bool = False
+    force: bool = False  # overwrite an existing --out that is not resumed
     command: str = ""
 
 
@@ -112,15 +114,50 @@ def _scheduler(torch, cfg: TrainConfig, opt, steps_per_epoch: int):
     raise UsageError(f"unknown schedule {cfg.schedule!r}", hint="use onecycle or cosine")
 
 
+def _check_config(cfg: TrainConfig) -> None:
+    """Every number bounded and every path usable before the first epoch (not after it)."""
+    check_flag("--epochs", cfg.epochs, least=1, most=100_000, integer=True)
+    check_flag("--batch-size", cfg.batch_size, least=1, most=65_536, integer=True)
+    check_flag("--lr", cfg.lr, above=0, most=100)
+    check_flag("--weight-decay", cfg.weight_decay, least=0, most=1)
+    check_flag("--label-smoothing", cfg.label_smoothing, least=0, below=1)
+    check_flag("--pad", cfg.pad, least=0, most=MAX_SIDE, integer=True)
+    check_flag("--input-size", cfg.input_size, least=8, most=MAX_SIDE, integer=True)
+    check_flag("--limit", cfg.limit, least=1, integer=True)
+    check_flag("--val-limit", cfg.val_limit, least=1, integer=True)
+    if cfg.in_channels not in (None, 1, 3):
+        raise UsageError(f"--in-channels must be 1 or 3, got {cfg.in_channels}")
+    out = Path(cfg.out)
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a directory", hint="pass a checkpoint file path, e.g. --out runs/r20.pt")
+    if out.exists() and not cfg.resume and not cfg.force:
+        raise InputError(f"--out {out} exists", hint="pass --resume to continue its run, --force to overwrite it, "
+                         "or another --out")
+
+
+def _device(torch, name: str):
+    """``auto``: CUDA when present; an explicit CUDA device that is not there is exit 4, not a crash."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown --device {name!r}", hint="auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise BackendUnavailable(f"--device {name}: no such CUDA device here",
+                                 hint="use --device cpu, or install a CUDA build of torch on a GPU machine")
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {name}: only cpu and cuda are supported")
+    return device
+
+
 def train(cfg: TrainConfig) -> tuple[ModelMeta, list[EpochStats]]:
     """Train ``cfg.arch`` on ``cfg.data`` and write ``cfg.out`` after every epoch."""
     torch = require("torch", "torch")
     get_arch(cfg.arch)
-    if cfg.epochs < 1 or cfg.batch_size < 1:
-        raise UsageError("--epochs and --batch-size must be >= 1")
+    _check_config(cfg)
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+    device = _device(torch, cfg.device)
     use_amp = cfg.amp and device.type == "cuda"
 
     train_set = load_split(cfg.data, "train")
@@ -138,6 +175,9 @@ def train(cfg: TrainConfig) -> tuple[ModelMeta, list[EpochStats]]:
         ckpt = load_checkpoint(cfg.out)
         if not ckpt.train_state:
             raise InputError(f"--resume: {cfg.out} finished its run already", hint="train into a new --out")
+        if ckpt.meta.arch != cfg.arch:
+            raise InputError(f"--resume: {cfg.out} is a {ckpt.meta.arch} run, not {cfg.arch}",
+                             hint=f"pass --arch {ckpt.meta.arch} to resume it")
         model, meta, state = ckpt.model, ckpt.meta, ckpt.train_state
         pre = meta.preprocess
         start_epoch = int(state["epoch"])

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from edgeresnet import build_model
+from edgeresnet.bench import peak_rss_mb
 from edgeresnet.data.sources import open_image
 from edgeresnet.errors import InputError
 
@@ -29,6 +30,65 @@ MARKER = Path("/tmp/edgeresnet-matrix-pwned")
 class _Exploit:
     def __reduce__(self):
         return (os.system, (f"touch {MARKER}",))
+
+
+def _hostile_files(d: Path) -> None:
+    """Issue 15's tiny files that once exhausted memory, hung, or crashed with exit 1."""
+    from edgeresnet.checkpoint import FORMAT, load_checkpoint
+
+    img = np.zeros((4, 28, 28), np.uint8)
+    np.savez(d / "biglabel.npz", images=img, labels=np.array([0, 1, 2, 10**10]))
+    np.savez(d / "neglabel.npz", images=img, labels=np.array([0, 1, 2, -1]))
+    np.savez(d / "strlabel.npz", images=img, labels=np.array(["a", "b", "c", "d"]))
+    np.savez(d / "fivech.npz", images=np.zeros((4, 28, 28, 5), np.uint8), labels=np.arange(4))
+    (d / "cifar").mkdir()
+    import pickle
+
+    (d / "cifar" / "test_batch").write_bytes(pickle.dumps({b"data": np.zeros((2, 3072), np.uint8)}))
+    ckpt = load_checkpoint("default")
+    sd = ckpt.model.state_dict()
+    meta = ckpt.meta.to_dict()
+    for name, change in (("bigclasses", {"num_classes": 10**9}), ("threenames", {"classes": ["a", "b", "c"]}),
+                         ("badmeta", {"preprocess": {"channels": 1, "size": 100000, "mean": [0], "std": [1]}})):
+        torch.save({"format": FORMAT, "meta_json": json.dumps({**meta, **change}), "state_dict": sd}, d / f"{name}.pt")
+    torch.save({"format": FORMAT, "meta_json": "[" * 100_000 + "]" * 100_000, "state_dict": sd}, d / "nested.pt")
+    stride0 = dict(sd)
+    stride0["fc.weight"] = torch.zeros(1, 64).expand(10**9, 64)  # 1e9 rows in 256 bytes
+    torch.save(stride0, d / "stride0.pth")
+    torch.save({"conv1.weight": "x", "fc.weight": 3}, d / "nontensor.pth")
+    (d / "text.pt").write_text("this is not a checkpoint\n")
+    (d / "folder.pt").mkdir()
+    os.mkfifo(d / "fifo.pt")
+
+
+@pytest.fixture(scope="module")
+def hostile_bundles(ort_ov_bundle, tmp_path_factory):
+    """Copies of the shared bundle, each with one hand-made defect in a file commands read."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("hostile")
+
+    def copy(name, edit):
+        dst = root / name
+        shutil.copytree(ort_ov_bundle, dst)
+        edit(dst)
+        return dst
+
+    def manifest(change):
+        def edit(dst):
+            m = json.loads((dst / "edgeresnet.json").read_text())
+            change(m)
+            (dst / "edgeresnet.json").write_text(json.dumps(m))
+        return edit
+
+    copy("bigsize", manifest(lambda m: m["preprocess"].update(size=100000)))
+    copy("nolist", manifest(lambda m: m.update(artifacts="all of them")))
+    copy("nostd", manifest(lambda m: m["preprocess"].update(std=[0.0])))
+    copy("fifo", lambda d: ((d / "model.int8.ort.onnx").unlink(), os.mkfifo(d / "model.int8.ort.onnx"),
+                            (d / "model.int8.ort-w7.onnx").unlink(), os.mkfifo(d / "model.int8.ort-w7.onnx")))
+    copy("badreport", lambda d: (d / "report.json").write_text(json.dumps({"model": {}, "results": ["x", 3]})))
+    copy("nested", lambda d: (d / "edgeresnet.json").write_text("[" * 100_000 + "]" * 100_000))
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +105,7 @@ def files(tmp_path_factory, calib_set):
     (d / "noimg" / "cls" / "a.png").write_text("not a png")
     (d / "noimg" / "cls" / "b.jpg").write_bytes(os.urandom(300))
     np.savez(d / "twoch.npz", images=np.zeros((8, 28, 28, 2), np.uint8), labels=np.arange(8) % 2)
+    _hostile_files(d)
     for c in range(10):  # a flat ImageFolder: no train/test split inside
         (d / "flat" / f"c{c}").mkdir(parents=True)
         i = int(np.flatnonzero(calib_set.labels == c)[0])
@@ -62,7 +123,7 @@ def bundle(ort_ov_bundle):
 MATRIX = [  # (command line, exit code, words in stderr)
     ("train --arch resnet20 --data /no/such/dir --epochs 1 --out {tmp}/t.pt", 3, "unknown data spec"),
     ("train --arch resnet99 --data default --out {tmp}/t.pt", 3, "unknown architecture"),
-    ("train --arch resnet20 --data default --in-channels 2 --out {tmp}/t.pt", 3, "1 or 3 channels"),
+    ("train --arch resnet20 --data default --in-channels 2 --out {tmp}/t.pt", 2, "--in-channels must be 1 or 3"),
     ("train --arch resnet20 --data npz:{files}/twoch.npz --epochs 1 --out {tmp}/t.pt", 3, "channels"),
     ("train --arch resnet20 --data {files}/empty --out {tmp}/t.pt", 3, "no images"),
     ("eval {files}/random.pt --data default --arch resnet20", 3, "not a readable PyTorch checkpoint"),
@@ -90,6 +151,44 @@ MATRIX = [  # (command line, exit code, words in stderr)
     ("export default --out {tmp}/x --threads 0", 2, "--threads 0 is out of range"),
     ("bench {bundle} --threads 3000", 2, "--threads 3000 is out of range"),
     ("train --arch resnet20 --data default --out {tmp}/t.pt --threads 3000", 2, "--threads 3000 is out of range"),
+    # issue 15: tiny files that exhausted memory or hung, each bounded before allocation
+    ("eval default --data npz:{files}/biglabel.npz", 3, "the limit is 0 to 100,000"),
+    ("eval {files}/bigclasses.pt --data default", 3, "num_classes is 1000000000"),
+    ("eval {files}/stride0.pth --arch resnet20 --data default", 3, "the limit is 1 to 100,000"),
+    ("predict {hostile}/bigsize {files}/noimg", 3, "input size is 100000"),
+    ("predict {hostile}/fifo {files}/noimg --target ort", 3, "not a regular file"),
+    ("eval {files}/fifo.pt --data default", 3, "not a regular file"),
+    # issue 15: crashes that were "internal error" (exit 1)
+    ("eval {files}/threenames.pt --data default", 3, "names 3 classes but has 10 outputs"),
+    ("eval {files}/text.pt --data default", 3, "not a readable PyTorch checkpoint"),
+    ("eval {files}/nontensor.pth --arch resnet20 --data default", 3, "not a ResNet state_dict"),
+    ("eval {files}/badmeta.pt --data default", 3, "input size is 100000"),
+    ("eval {files}/nested.pt --data default", 3, "not valid JSON"),
+    ("export {files}/folder.pt --out {tmp}/x", 3, "is a directory"),
+    ("predict {hostile}/nolist {files}/noimg", 3, "'artifacts' is not a list"),
+    ("predict {hostile}/nested {files}/noimg", 3, "nested too deeply"),
+    ("predict {hostile}/nostd {files}/noimg", 3, "positive finite stds"),
+    ("bench {hostile}/badreport", 3, "report.json is malformed"),
+    ("eval default --data npz:{files}/strlabel.npz", 3, "labels must be integers"),
+    ("eval default --data npz:{files}/neglabel.npz", 3, "labels are class indices from 0"),
+    ("eval default --data npz:{files}/fivech.npz", 3, "1 or 3 channels"),
+    ("eval default --data cifar10:{files}/cifar", 3, "has no labels"),
+    ("train --arch resnet20 --data default --out {files}/seven.pth", 3, "exists"),
+    ("export default --force --out {files}/flat", 3, "not an edgeresnet export"),
+    # issue 15: flags that were accepted and run to the end, or crashed
+    ("export default --out {tmp}/x --input-size 0", 2, "--input-size must be"),
+    ("export default --out {tmp}/x --max-drop nan", 2, "--max-drop must be from 0 to 100"),
+    ("export default --out {tmp}/x --calib-size 1000000000000", 2, "--calib-size must be"),
+    ("train --arch resnet20 --data default --out {tmp}/t.pt --batch-size 0", 2, "--batch-size must be"),
+    ("train --arch resnet20 --data default --out {tmp}/t.pt --pad -3", 2, "--pad must be"),
+    ("train --arch resnet20 --data default --out {tmp}/t.pt --label-smoothing 2", 2, "--label-smoothing must be"),
+    ("train --arch resnet20 --data default --out {tmp}/t.pt --lr nan", 2, "--lr must be"),
+    ("train --arch resnet20 --data default --out {files}", 2, "is a directory"),
+    ("train --arch resnet20 --data default --out {tmp}/t.pt --device cuda:7", 4, "no such CUDA device"),
+    ("eval default --data default --limit 0 --json", 2, "--limit must be"),
+    ("bench {bundle} --min-seconds nan", 2, "--min-seconds must be"),
+    ("bench {bundle} --requests -1", 2, "--requests must be"),
+    ("predict {bundle} {files}/noimg --top-k -2", 2, "--top-k must be"),
 ]
 
 
@@ -102,16 +201,38 @@ def test_runtime_api_bounds_threads(bundle, threads):
         load(bundle, threads=threads)
 
 
+def _threads() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    return threading.active_count()
+
+
+def run_inprocess(*args: str):
+    """The CLI in this process (typer's runner): exit code and stderr as a user sees them,
+    without a new interpreter per case (the matrix stays in the fast tier)."""
+    from typer.testing import CliRunner
+
+    from edgeresnet.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
 @pytest.mark.parametrize("line,code,words", MATRIX)
-def test_bad_input_matrix(line, code, words, files, bundle, tmp_path):
+def test_bad_input_matrix(line, code, words, files, bundle, hostile_bundles, tmp_path):
     MARKER.unlink(missing_ok=True)
-    args = line.format(files=files, bundle=bundle, tmp=tmp_path).split()
-    res = run_cli(*args)
-    assert res.returncode == code, (res.returncode, res.stderr)
+    before = {p: p.stat().st_mtime_ns for p in files.rglob("*") if p.is_file()}
+    args = line.format(files=files, bundle=bundle, tmp=tmp_path, hostile=hostile_bundles).split()
+    peak_before = peak_rss_mb()
+    res = run_inprocess(*args)
+    assert res.exit_code == code, (res.exit_code, res.stderr, res.exception)
+    assert peak_rss_mb() - peak_before < 2048  # no case allocates more than 2 GB on its way to the error
+    assert _threads() <= 4 * (os.cpu_count() or 1) + 32  # nor starts more threads than 4x the cores (+ pools)
     assert words in res.stderr and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) <= 3
     assert not MARKER.exists()
     assert not list(tmp_path.iterdir())  # nothing written, not even a temp folder
+    assert {p: p.stat().st_mtime_ns for p in files.rglob("*") if p.is_file()} == before  # nothing of theirs touched
 
 
 def test_failed_export_leaves_the_existing_one_untouched(bundle, files):
@@ -190,6 +311,7 @@ def test_interrupted_export_leaves_nothing_half_written_and_reruns(tmp_path, sig
     res = run_cli("export", "default", "--target", "ort", "--calib", "default", "--no-eval", "--out", str(out))
     assert res.returncode == 0, res.stderr
     assert (out / "edgeresnet.json").exists()
+    assert not list(tmp_path.glob(".exp.*"))  # the rerun removed what a SIGKILL left behind
 
 
 @pytest.mark.slow
@@ -230,3 +352,147 @@ def test_soak_10000_predictions_from_4_threads(bundle, test_set):
         t.join()
     assert not errors and not mismatches
     assert rss_mb() <= start * 1.10
+
+
+class _FailingEngine:
+    """Its int8 build raises ``error``; fp32 works (issue 15: what a per-engine except may swallow)."""
+
+    name = "failing"
+
+    def __init__(self, error):
+        from edgeresnet.backends.tensorrt import PROFILE
+
+        self.error, self.qdq_profile, self.qdq_variants = error, PROFILE, {}
+
+    def unavailable_reason(self):
+        return None
+
+    def precisions(self, int8):
+        return ["fp32", "int8"]
+
+    def build(self, source, precision, out_dir):
+        from edgeresnet.backends.base import Artifact
+
+        if precision == "int8":
+            raise self.error
+        return Artifact(self.name, precision, source)
+
+    def load(self, artifact, threads=None):
+        return lambda x: np.zeros((len(x), 10), np.float32)
+
+
+def _engine_ctx(tmp_path):
+    from edgeresnet.engines import EngineContext
+
+    fp32 = tmp_path / "model.fp32.onnx"
+    fp32.write_bytes(b"x")
+    return EngineContext(work=tmp_path, fp32_path=fp32, fp32_proto=None, table=None, threads=1,
+                         measure=lambda row, run, art=None: None, qdq_paths={"trt": tmp_path / "q.onnx"})
+
+
+def test_an_interrupt_or_a_full_disk_inside_an_engine_ends_the_run(tmp_path, monkeypatch):
+    """OpenVINO turns Ctrl-C into its own RuntimeError, and a full disk is an OSError: neither
+    may become a 'failed' row of an export that then publishes and exits 0."""
+    import errno
+
+    from edgeresnet import errors
+    from edgeresnet.engines import engine_rows
+
+    rows = engine_rows(_FailingEngine(RuntimeError("compiler crashed")), _engine_ctx(tmp_path), int8=True)
+    assert [r.status for r in rows] == ["ok", "failed"]
+    with pytest.raises(errors.OutOfSpace, match="no space left"):
+        engine_rows(_FailingEngine(OSError(errno.ENOSPC, "No space left on device", "x.onnx")), _engine_ctx(tmp_path), True)
+    monkeypatch.setitem(errors.SIGNALLED, "signum", signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        engine_rows(_FailingEngine(RuntimeError("Exception from src/core: KeyboardInterrupt")), _engine_ctx(tmp_path), True)
+
+
+def test_out_is_checked_again_when_published_and_leftovers_are_cleaned(tmp_path):
+    from edgeresnet.errors import InputError
+    from edgeresnet.outdir import staged_dir
+
+    out = tmp_path / "exp"
+    dead = tmp_path / ".exp.tmp-999999-abc"  # a SIGKILLed run's staging folder (pid 999999 is gone)
+    dead.mkdir()
+    with pytest.raises(InputError, match="exists and is not empty"):
+        with staged_dir(out, force=False) as work:
+            assert not dead.exists()
+            (work / "report.json").write_text("{}")
+            out.mkdir()  # another export finished meanwhile
+            (out / "edgeresnet.json").write_text("theirs")
+    assert (out / "edgeresnet.json").read_text() == "theirs"
+    assert [p.name for p in tmp_path.iterdir()] == ["exp"]  # no temp folder left
+
+
+def test_read_only_or_forbidden_output_is_one_input_error():
+    import errno
+
+    from edgeresnet.cli.common import _known_os_error
+
+    for code in (errno.EROFS, errno.EACCES):
+        known = _known_os_error(OSError(code, os.strerror(code), "/mnt/ro/report.json"))
+        assert known.exit_code == 3 and "cannot write /mnt/ro/report.json" in known.message
+    assert _known_os_error(OSError(errno.ENOSPC, "No space left on device")).exit_code == 3
+    assert _known_os_error(ValueError("a bug")) is None  # real bugs stay internal errors
+
+
+def test_json_output_is_strict_and_names_print_on_one_line():
+    from edgeresnet.cli.common import json_text, printable
+
+    assert json.loads(json_text({"top1": float("nan"), "x": [float("inf"), 1.0]})) == {"top1": None, "x": [None, 1.0]}
+    weird = "a\nb" + b"\xff".decode("utf-8", "surrogateescape") + ".png"
+    assert printable(weird) == "a\\nb\\xff.png"
+    assert json.loads(json_text({"image": weird}))["image"].startswith("a\nb")
+
+
+def test_predict_into_a_closed_pipe_is_quiet(bundle, tmp_path):
+    for i in range(20):
+        Image.fromarray(np.full((28, 28), i * 10, np.uint8)).save(tmp_path / f"{i}.png")
+    cmd = f"{sys.executable} -m edgeresnet predict {bundle} {tmp_path} --json | head -c 100 > /dev/null"
+    res = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=120)
+    assert "internal error" not in res.stderr and "Traceback" not in res.stderr and "BrokenPipe" not in res.stderr
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                     max_leaves=8)
+
+
+@settings(max_examples=150, deadline=None)
+@given(field=st.sampled_from(["artifacts", "files", "classes", "preprocess", "format"]), value=_JSON)
+def test_manifest_loader_takes_any_value_of_any_field(bundle, tmp_path_factory, field, value):
+    """Any JSON in a manifest field is loaded as it was or refused with one InputError."""
+    from edgeresnet.manifest import read_manifest
+
+    root = tmp_path_factory.mktemp("m")
+    manifest = json.loads((bundle / "edgeresnet.json").read_text())
+    manifest[field] = value
+    (root / "edgeresnet.json").write_text(json.dumps(manifest))
+    try:
+        read_manifest(root)
+    except InputError:
+        pass
+
+
+@settings(max_examples=120, deadline=None)
+@given(image=st.one_of(
+    st.builds(lambda shape, dtype: np.zeros(shape, dtype),
+              st.lists(st.integers(0, 40), min_size=0, max_size=5).map(tuple),
+              st.sampled_from([np.uint8, np.float32, np.int64, np.float64, np.bool_])),
+    st.floats(), st.text(max_size=5), st.none(), st.lists(st.integers(), max_size=3)),
+    top_k=st.integers(-3, 12), batch_size=st.integers(-2, 70))
+def test_runtime_predict_takes_anything_or_says_why(loaded_model, image, top_k, batch_size):
+    from edgeresnet.errors import EdgeResNetError
+
+    try:
+        preds = loaded_model.predict(image, top_k=top_k, batch_size=batch_size)
+    except EdgeResNetError:
+        return
+    assert all(1 <= len(p.top_k) <= 10 and 0 <= p.score <= 1 for p in preds)
+
+
+@pytest.fixture(scope="module")
+def loaded_model(bundle):
+    from edgeresnet.runtime import load
+
+    return load(bundle, target="ort", threads=1)

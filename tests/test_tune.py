@@ -176,7 +176,7 @@ def test_issue_acceptance_minmax_32_images_within_a_tenth_of_a_point(tmp_path):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--max-drop", "-1"], "--max-drop must be >= 0"),
+    (["--max-drop", "-1"], "--max-drop must be from 0 to 100"),
     (["--max-drop", "0.1", "--bias-correction", "maybe"], "--bias-correction must be one of"),
     (["--max-drop", "0.1", "--no-int8"], "need --int8"),
     pytest.param(["--max-drop", "0.1", "--calib-size", "1000"], "no images left for the validation slice",

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .common import command, engines_help, int_list, out, threads_option
+from .common import command, engines_help, err, int_list, out, threads_option
 
 
 def _names(text: str | None) -> tuple[str, ...] | None:
@@ -38,6 +38,7 @@ def bench(
     Example: edgeresnet bench exports/default --batch 1,8,32 --threads 2
     """
     from ..bench_run import BenchConfig
+    from ..errors import InputError
     from ..bench_run import bench as run
     from ..machine import describe
     from ..outdir import atomic_write
@@ -58,5 +59,14 @@ def bench(
         atomic_write(json_out, lambda p: p.write_text(json.dumps(payload, indent=1)))
         out.print(f"wrote {json_out}", markup=False)
     if report is not None:
-        written = publish(source, Report.from_dict(report), rows, machine, rewrite_report=False)
-        out.print(f"wrote {', '.join(str(p) for p in written)}", markup=False)
+        try:
+            written = publish(source, Report.from_dict(report), rows, machine, rewrite_report=False)
+            out.print(f"wrote {', '.join(str(p) for p in written)}", markup=False)
+        except OSError as exc:  # a bundle on a read-only mount can still be timed
+            err.print(f"warning: could not update the reports in {source} ({exc.strerror or exc}); the results are "
+                      "above" + (f" and in {json_out}" if json_out else ": pass --json FILE to keep them"),
+                      style="yellow", markup=False, soft_wrap=True)
+    if not any(r.status == "ok" for r in rows):
+        first = next((r for r in rows if r.status == "failed"), rows[0])
+        raise InputError(f"nothing could be benchmarked: {first.target} {first.precision}: {first.reason}",
+                         hint="see the reasons above")

@@ -50,9 +50,15 @@ def command(fn: Callable) -> Callable:
             raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise
+        except BrokenPipeError:  # `edgeresnet predict ... | head`: the reader left; say nothing
+            _silence_stdout()
+            raise typer.Exit(141) from None
         except Exception as exc:
             if DEBUG["on"]:
                 raise
+            known = _known_os_error(exc)
+            if known is not None:
+                raise fail(known) from None
             err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}", soft_wrap=True)
             err.print("[dim]hint:[/] rerun with --debug for the traceback and report it")
             raise typer.Exit(1) from None
@@ -71,18 +77,76 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
         _default_show(message, category, filename, lineno, file, line)
 
 
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the interpreter's final flush is quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _known_os_error(exc: Exception) -> EdgeResNetError | None:
+    """A full disk, a read-only or forbidden output path: the user's to fix, one line each."""
+    import errno
+
+    from ..errors import InputError, fatal
+
+    stop = fatal(exc)
+    if isinstance(stop, EdgeResNetError):
+        return stop
+    if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        where = exc.filename or "the output"
+        return InputError(f"cannot write {where}: {exc.strerror}", hint="pass a writable --out (or --json path)")
+    return None
+
+
 def _exit_on_sigterm() -> None:
     """A `kill` unwinds like Ctrl-C, so half-built export folders are removed on the way out."""
     import signal
     import threading
 
+    from ..errors import SIGNALLED
+
     if threading.current_thread() is threading.main_thread():
-        def handler(signum, frame):
+        def on_term(signum, frame):
+            SIGNALLED["signum"] = signum
             raise SystemExit(128 + signum)
 
-        signal.signal(signal.SIGTERM, handler)
+        def on_int(signum, frame):
+            SIGNALLED["signum"] = signum
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_int)
 
 
+
+
+def json_text(obj) -> str:
+    """Strict JSON: NaN and Inf become null (json.dumps would print NaN, which no parser
+    accepts); names with bytes that are not UTF-8 keep them as \\udcXX escapes."""
+    import json
+    import math
+
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(obj), allow_nan=False)
+
+
+def printable(text: str) -> str:
+    """A file or class name for a terminal table: control characters (a newline in a file
+    name breaks the rows) and undecodable bytes shown as escapes."""
+    return "".join(c if c.isprintable() and not 0xDC80 <= ord(c) <= 0xDCFF else
+                   c.encode("unicode_escape", "backslashreplace").decode("ascii") if ord(c) < 0xDC80 or ord(c) > 0xDCFF
+                   else f"\\x{ord(c) - 0xDC00:02x}" for c in text)
 
 
 def threads_option(help: str):

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import InputError
-from .common import command, engines_help, out, threads_option
+from .common import command, engines_help, json_text, out, printable, threads_option
 
 
 @command
@@ -40,6 +40,10 @@ def eval_cmd(
     from ..evaluate import evaluate
     from ..validate import warn_skipped
 
+    from ..limits import check_flag
+
+    check_flag("--limit", limit, least=1, integer=True)
+    check_flag("--batch-size", batch_size, least=1, most=65_536, integer=True)
     dataset = load_split(data, split, strict)
     warn_skipped(dataset, "evaluation")
     if Path(model).is_dir():  # an export bundle: numpy + Pillow + one runtime, no torch
@@ -75,13 +79,13 @@ def eval_cmd(
             result.update(reference_fp32=reference, same_images_as_report=same,
                           drop_vs_report_fp32_pp=round((reference["top1"] - acc.top1) * 100, 4))
     if as_json:
-        print(json.dumps(result))
+        print(json_text(result))
         return
     table = Table(title=escape(f"{arch} on {dataset.source}"))
     table.add_column("class")
     table.add_column("top-1", justify="right")
     for name, value in acc.per_class.items():
-        table.add_row(name, f"{value:.2%}")
+        table.add_row(escape(printable(name)), f"{value:.2%}")
     out.print(table)
     out.print(f"top-1 [bold]{acc.top1:.2%}[/]  top-5 {acc.top5:.2%}  on {acc.images} images")
     if "drop_vs_report_fp32_pp" in result:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .common import command, engines_help, err, out, threads_option
+from .common import command, engines_help, err, json_text, out, printable, threads_option
 
 
 @command
@@ -33,6 +32,9 @@ def predict(
     from ..progress import progress
     from ..runtime import expand_images, load
 
+    from ..limits import MAX_CLASSES, check_flag
+
+    check_flag("--top-k", top_k, least=1, most=MAX_CLASSES, integer=True)
     model = load(bundle, target=target, precision=precision, threads=threads)
     paths, bad = readable_images(expand_images(images), strict)
     for path, reason in bad:
@@ -49,14 +51,15 @@ def predict(
             preds += model.predict(chunk, top_k=top_k, names=[str(p) for p in chunk])
             bar.update(task, advance=len(chunk))
     if as_json:
-        print(json.dumps({"target": model.target, "precision": model.precision, "kernel": model.kernel,
-                          "predictions": [p.to_dict() for p in preds],
-                          "skipped": [{"image": str(p), "reason": r} for p, r in bad]}))
+        print(json_text({"target": model.target, "precision": model.precision, "kernel": model.kernel,
+                         "predictions": [p.to_dict() for p in preds],
+                         "skipped": [{"image": str(p), "reason": r} for p, r in bad]}))
         return
     table = Table(title=f"{bundle} ({model.target} {model.precision})")
     for col in ("image", "class", "score", f"top-{top_k}"):
         table.add_column(col)
     for p in preds:
         rest = ", ".join(f"{t['class_name']} {t['score']:.2f}" for t in p.top_k[1:])
-        table.add_row(escape(p.image), escape(p.class_name), f"{p.score:.3f}", escape(rest))
+        table.add_row(escape(printable(p.image)), escape(printable(p.class_name)), f"{p.score:.3f}",
+                      escape(printable(rest)))
     out.print(table)

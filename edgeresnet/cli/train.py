@@ -35,6 +35,7 @@ def train(
     limit: Annotated[int | None, typer.Option(help="Train on the first N images only (quick runs).")] = None,
     val_limit: Annotated[int | None, typer.Option(help="Validate on the first N test images only.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the unfinished run saved at --out.")] = False,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing --out (without it, an existing checkpoint is refused).")] = False,
 ) -> None:
     """Train a ResNet on real data and save a checkpoint that carries its own metadata.
 
@@ -47,7 +48,7 @@ def train(
                       weight_decay=weight_decay, schedule=schedule, label_smoothing=label_smoothing,
                       hflip=hflip, pad=pad, seed=seed, input_size=input_size, in_channels=in_channels,
                       small_input=small_input, zero_init_residual=zero_init_residual, threads=threads,
-                      device=device, amp=amp, limit=limit, val_limit=val_limit, resume=resume,
+                      device=device, amp=amp, limit=limit, val_limit=val_limit, resume=resume, force=force,
                       command=command_line())
     meta, history = run(cfg)
     last = history[-1]

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
+from ..limits import MAX_SIDE, check_count
 
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
              "nearest": Image.Resampling.NEAREST}
@@ -32,8 +33,14 @@ class Preprocess:
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
             raise InputError(f"preprocessing supports 1 or 3 channels, not {self.channels}")
+        check_count("the preprocessing input size", self.size, MAX_SIDE)
+        if self.resize is not None:
+            check_count("the preprocessing resize", self.resize, MAX_SIDE)
         if len(self.mean) != self.channels or len(self.std) != self.channels:
             raise InputError("preprocessing mean/std need one value per channel")
+        if not all(np.isfinite(v) for v in self.mean) or not all(np.isfinite(v) and v > 0 for v in self.std):
+            raise InputError(f"preprocessing needs finite means and positive finite stds, got mean {self.mean} "
+                             f"std {self.std}", hint="a std of 0 divides every pixel by zero")
         if self.interpolation not in _RESAMPLE:
             raise InputError(f"unknown interpolation {self.interpolation!r}")
 
@@ -46,6 +53,15 @@ class Preprocess:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocess":
+        """From a checkpoint's or manifest's JSON; anything missing or mistyped is an InputError."""
+        try:
+            return cls._from_dict(d)
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise InputError(f"the preprocessing spec is malformed ({type(exc).__name__}: {exc})",
+                             hint="re-export the model; its metadata must not be edited by hand") from None
+
+    @classmethod
+    def _from_dict(cls, d: dict) -> "Preprocess":
         return cls(channels=int(d["channels"]), size=int(d["size"]),
                    resize=None if d.get("resize") is None else int(d["resize"]),
                    mean=tuple(float(v) for v in d["mean"]), std=tuple(float(v) for v in d["std"]),

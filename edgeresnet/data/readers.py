@@ -70,8 +70,11 @@ def read_cifar_batch(path: Path) -> dict:
         raise InputError(f"{path} is not a CIFAR batch (no dict inside)")
     out = {(k.decode() if isinstance(k, bytes) else k): v for k, v in obj.items()}
     if "data" in out:
-        data = np.asarray(out["data"], dtype=np.uint8)
-        out["data"] = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        try:
+            data = np.asarray(out["data"], dtype=np.uint8)
+            out["data"] = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"{path}: its 'data' is not N x 3072 uint8 pixels ({exc})") from None
     return out
 
 

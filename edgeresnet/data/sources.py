@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
+from ..limits import MAX_CLASSES, check_count
 from .preprocess import Preprocess, to_mode
 from .readers import read_cifar_batch, read_idx, read_npz
 
@@ -137,9 +138,32 @@ def _nhwc(images: np.ndarray) -> np.ndarray:
         return images[:, :, :, None]
     if images.ndim == 4 and images.shape[1] in (1, 3) and images.shape[3] not in (1, 3):
         return images.transpose(0, 2, 3, 1)
-    if images.ndim == 4:
+    if images.ndim == 4 and images.shape[3] in (1, 3):
         return images
-    raise InputError(f"image array has shape {images.shape}; expected N,H,W or N,H,W,C")
+    raise InputError(f"image array has shape {images.shape}; expected N,H,W or N,H,W,C with 1 or 3 channels")
+
+
+def _labels(values, spec: str, names: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """Integer labels in [0, classes) and the class names: checked before a class list is
+    built from ``labels.max()`` (one label of 1e10 once asked for ten billion names)."""
+    if values is None:
+        raise InputError(f"{spec}: the data has no labels", hint="every image needs an integer class label")
+    arr = np.asarray(values).reshape(-1)
+    if arr.size and not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.bool_)):
+        raise InputError(f"{spec}: labels must be integers, found {arr.dtype}",
+                         hint="store class indices 0..N-1 (and class names in class_names)")
+    arr = arr.astype(np.int64)
+    if arr.size and arr.min() < 0:
+        raise InputError(f"{spec}: a label is {int(arr.min())}; labels are class indices from 0")
+    top = int(arr.max()) + 1 if arr.size else 0
+    if names is not None:
+        if len(names) > MAX_CLASSES:
+            raise InputError(f"{spec}: {len(names):,} class names; the limit is {MAX_CLASSES:,}")
+        if top > len(names):
+            raise InputError(f"{spec}: a label is {top - 1} but there are {len(names)} class names")
+        return arr, names
+    check_count(f"{spec}: the number of classes (largest label + 1)", top, MAX_CLASSES, least=0)
+    return arr, [str(i) for i in range(top)]
 
 
 def repo_calibration_dir() -> Path:
@@ -203,13 +227,20 @@ def _load_cifar10(arg: str | None, split: str, spec: str) -> ImageSet:
     if not present:
         raise InputError(f"{spec}: no {', '.join(names)} in {directory}")
     batches = [read_cifar_batch(p) for p in present]
+    for b, p in zip(batches, present):
+        if "data" not in b:
+            raise InputError(f"{spec}: {p.name} has no 'data' array", hint="pass the CIFAR-10 python batches")
     images = np.concatenate([b["data"] for b in batches])
-    labels = np.concatenate([np.asarray(b.get("labels", b.get("fine_labels")), dtype=np.int64) for b in batches])
-    classes = [f"class_{i}" for i in range(int(labels.max()) + 1)]
+    labels = np.concatenate([_labels(b.get("labels", b.get("fine_labels")), f"{spec} ({p.name})")[0]
+                             for b, p in zip(batches, present)])
+    names = None
     if (directory / "batches.meta").exists():
         meta = read_cifar_batch(directory / "batches.meta")
         if "label_names" in meta:
-            classes = [n.decode() if isinstance(n, bytes) else str(n) for n in meta["label_names"]]
+            names = [n.decode(errors="replace") if isinstance(n, bytes) else str(n) for n in meta["label_names"]]
+    labels, classes = _labels(labels, spec, names)
+    if names is None:
+        classes = [f"class_{c}" for c in classes]
     return ArraySet(images, labels, classes, f"{spec} [{split}] {directory}",
                     ",".join(str(p.resolve()) for p in present))
 
@@ -230,11 +261,9 @@ def _load_npz(arg: str | None, split: str, spec: str) -> ImageSet:
         raise InputError(f"{spec}: expected arrays x_{key}/y_{key} or images/labels, found {sorted(z)}")
     if images.dtype != np.uint8:
         raise InputError(f"{spec}: images must be uint8 (0..255), found {images.dtype}")
-    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    labels, classes = _labels(labels, spec, [str(c) for c in z["class_names"]] if "class_names" in z else None)
     if len(images) != len(labels):
         raise InputError(f"{spec}: {len(images)} images but {len(labels)} labels")
-    n = int(labels.max()) + 1 if len(labels) else 0
-    classes = [str(c) for c in z["class_names"]] if "class_names" in z else [str(i) for i in range(n)]
     origin = f"{path.resolve()}:{'x_' + key if f'x_{key}' in z else 'images'}"
     return ArraySet(_nhwc(images), labels, classes, f"{spec} [{split}]", origin)
 

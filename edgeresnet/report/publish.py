@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..errors import InputError
 from ..outdir import atomic_write, read_json
 from .html import render_html
 from .render import markdown
@@ -22,7 +23,11 @@ def read_bench(export_dir: Path) -> tuple[list[ResultRow], dict | None]:
         return [], None
     data = read_json(path, hint="delete it and rerun `edgeresnet bench`")
     fields = set(ResultRow.__dataclass_fields__)
-    return [ResultRow(**{k: v for k, v in r.items() if k in fields}) for r in data.get("results", [])], data.get("machine")
+    try:
+        return [ResultRow(**{k: v for k, v in r.items() if k in fields}) for r in data.get("results", [])], \
+            data.get("machine")
+    except (AttributeError, TypeError) as exc:
+        raise InputError(f"{path} is malformed ({exc})", hint="delete it and rerun `edgeresnet bench`") from None
 
 
 def publish(export_dir: Path, report: Report, bench: list[ResultRow] | None = None, machine: dict | None = None,

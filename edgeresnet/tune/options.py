@@ -23,10 +23,10 @@ class TuneOptions:
             if getattr(self, name) not in FIX_MODES:
                 flag = name.replace("_", "-")
                 raise UsageError(f"--{flag} must be one of {', '.join(FIX_MODES)}, got {getattr(self, name)!r}")
-        if self.max_drop is not None and self.max_drop < 0:
-            raise UsageError(f"--max-drop must be >= 0 (percentage points of top-1), got {self.max_drop}")
-        if self.val_size < 1:
-            raise UsageError("--val-size must be >= 1")
+        if self.max_drop is not None and not 0 <= self.max_drop <= 100:  # NaN fails both
+            raise UsageError(f"--max-drop must be from 0 to 100 (percentage points of top-1), got {self.max_drop}")
+        if not 1 <= self.val_size <= 1_000_000:
+            raise UsageError(f"--val-size must be from 1 to 1,000,000, got {self.val_size}")
 
     @property
     def active(self) -> bool:
