@@ -57,6 +57,13 @@ def _hostile_files(d: Path) -> None:
     torch.save(stride0, d / "stride0.pth")
     torch.save({"conv1.weight": "x", "fc.weight": 3}, d / "nontensor.pth")
     (d / "text.pt").write_text("this is not a checkpoint\n")
+    from onnx import TensorProto, helper, save
+
+    graph = helper.make_graph([helper.make_node("Foo", ["x"], ["y"], domain="com.example")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]),
+         str(d / "customop.onnx"))
     (d / "folder.pt").mkdir()
     os.mkfifo(d / "fifo.pt")
 
@@ -169,6 +176,7 @@ MATRIX = [  # (command line, exit code, words in stderr)
     ("predict {hostile}/nested {files}/noimg", 3, "nested too deeply"),
     ("predict {hostile}/nostd {files}/noimg", 3, "positive finite stds"),
     ("bench {hostile}/badreport", 3, "report.json is malformed"),
+    ("bench {files}/customop.onnx --min-seconds 0.1", 3, "nothing could be benchmarked"),
     ("eval default --data npz:{files}/strlabel.npz", 3, "labels must be integers"),
     ("eval default --data npz:{files}/neglabel.npz", 3, "labels are class indices from 0"),
     ("eval default --data npz:{files}/fivech.npz", 3, "1 or 3 channels"),
