@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 
 class EdgeResNetError(Exception):
     """Base error: a message naming the problem and an optional hint naming the fix."""
@@ -54,6 +56,38 @@ class OutOfSpace(EdgeResNetError):
 
 
 SIGNALLED = {"signum": 0}  # set by the CLI's SIGINT/SIGTERM handlers (cli/common.py)
+
+
+@contextlib.contextmanager
+def native_call():
+    """Hold Ctrl-C and SIGTERM while a runtime's native code runs, then act on them.
+
+    A KeyboardInterrupt raised inside a pybind11 callback either becomes the runtime's own
+    RuntimeError (OpenVINO's converter) or aborts the process with std::terminate (exit 134,
+    seen once at about 2 s into an export). Held, the signal is acted on as soon as the call
+    returns: a delay of the call's length, then the usual clean unwinding."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+
+    def hold(signum, frame):
+        held.append(signum)
+        SIGNALLED["signum"] = signum
+
+    previous = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if held:
+            if held[0] == signal.SIGTERM:
+                raise SystemExit(128 + signal.SIGTERM)
+            raise KeyboardInterrupt
 
 
 def stop_requested() -> bool:

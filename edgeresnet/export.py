@@ -11,7 +11,7 @@ import numpy as np
 
 from ._version import __version__
 from .checkpoint import ModelMeta
-from .errors import EdgeResNetError, require
+from .errors import EdgeResNetError, native_call, require
 
 INPUT, OUTPUT = "input", "logits"
 OPSET = 17
@@ -69,9 +69,10 @@ def export_onnx(model, meta: ModelMeta, path: Path, opset: int = OPSET) -> None:
         warnings.simplefilter("ignore")
         try:
             tmp = Path(str(path) + ".torch.tmp")
-            torch.onnx.export(model, (dummy,), str(tmp), input_names=[INPUT], output_names=[OUTPUT],
-                              opset_version=opset, dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
-                              dynamo=False, do_constant_folding=True)
+            with native_call():
+                torch.onnx.export(model, (dummy,), str(tmp), input_names=[INPUT], output_names=[OUTPUT],
+                                  opset_version=opset, dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+                                  dynamo=False, do_constant_folding=True)
         except Exception as exc:
             raise ExportError(f"torch.onnx.export failed: {exc}") from None
     proto = onnx.load(str(tmp))

@@ -504,3 +504,18 @@ def loaded_model(bundle):
     from edgeresnet.runtime import load
 
     return load(bundle, target="ort", threads=1)
+
+
+def test_a_signal_during_native_code_is_held_until_it_returns(monkeypatch):
+    """Ctrl-C inside a runtime's pybind11 callback once aborted the process (exit 134)."""
+    from edgeresnet import errors
+
+    monkeypatch.setitem(errors.SIGNALLED, "signum", 0)
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with errors.native_call():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # a handler that raised would have interrupted this
+            done.append("the native call finished")
+    assert done and errors.stop_requested()
+    assert signal.getsignal(signal.SIGINT) is not None and signal.getsignal(signal.SIGINT).__name__ != "hold"

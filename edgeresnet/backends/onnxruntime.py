@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import BackendUnavailable, require
+from ..errors import BackendUnavailable, native_call, require
 from ..machine import cpu_class
 from ..quantize.profile import Profile
 from .base import Artifact, EngineOptions, Runner, variant_paths
@@ -82,7 +82,8 @@ class OnnxRuntimeBackend:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         opts.optimized_model_filepath = str(target)
-        ort.InferenceSession(str(source), opts, providers=["CPUExecutionProvider"])
+        with native_call():
+            ort.InferenceSession(str(source), opts, providers=["CPUExecutionProvider"])
         return Artifact(self.name, precision, target, {"execution_provider": "CPUExecutionProvider",
                                                        "optimization": "ORT_ENABLE_EXTENDED", "qdq": str(source.name)})
 
@@ -111,7 +112,8 @@ class OnnxRuntimeBackend:
         if threads:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        with native_call():
+            return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
     def load(self, artifact: Artifact, threads: int | None = None, mode: str = "latency") -> Runner:
         path, kernel = self.choose(artifact)

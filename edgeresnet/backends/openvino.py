@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import BackendUnavailable, require
+from ..errors import BackendUnavailable, native_call, require
 from ..quantize.profile import Profile
 from .base import Artifact, EngineOptions, Runner
 from .registry import register
@@ -61,7 +61,8 @@ class OpenVinoBackend:
         xml = out_dir / f"model.{stem}.openvino.xml"
         if not xml.exists():
             # Keep weights as they are: int8 for the QDQ model, f32 for the float one.
-            ov.save_model(ov.convert_model(str(source)), str(xml), compress_to_fp16=False)
+            with native_call():
+                ov.save_model(ov.convert_model(str(source)), str(xml), compress_to_fp16=False)
         return Artifact(self.name, precision, xml, {"device": self.device, "inference_precision_hint": HINT[precision],
                                                     "ir_bin": xml.with_suffix(".bin").name, "source": source.name})
 
@@ -73,7 +74,8 @@ class OpenVinoBackend:
                   "PERFORMANCE_HINT": "THROUGHPUT" if mode == "throughput" else "LATENCY"}
         if threads and self.device == "CPU":
             config["INFERENCE_NUM_THREADS"] = threads
-        compiled = core.compile_model(str(artifact.path), self.device, config)
+        with native_call():
+            compiled = core.compile_model(str(artifact.path), self.device, config)
         artifact.details["inference_precision"] = str(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
         precisions, kernel = conv_runtime(compiled)
         artifact.details["conv_runtime_precisions"] = precisions
