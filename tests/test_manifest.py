@@ -23,7 +23,8 @@ def bundle(tmp_path):
     root.mkdir()
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(root / "model.fp32.onnx"))
     (root / "calibration.json").write_text("{}")
-    report = {"model": {"arch": "toy", "input_shape": [1, 2], "preprocess": {}, "classes": ["a", "b"]},
+    report = {"model": {"arch": "toy", "input_shape": [1, 2], "classes": ["a", "b"],
+                        "preprocess": {"channels": 1, "size": 2, "mean": [0.5], "std": [0.5]}},
               "results": [{"target": "ort", "precision": "fp32", "status": "ok", "artifact": "model.fp32.onnx",
                            "details": {}, "kernel": None},
                           {"target": "trt", "precision": "int8", "status": "skipped", "artifact": None}],
