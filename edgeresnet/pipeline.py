@@ -36,7 +36,8 @@ from .manifest import write_manifest
 from .models.registry import default_small_input, list_models
 from .outdir import staged_dir
 from .progress import stderr
-from .quantize.plan import plan
+from .quantize.plan import layer_units, plan
+from .quantize.recipe import Candidate, match_layers, module_path
 from .tune.options import TuneOptions
 from .report import Report, ResultRow
 from .report.publish import publish
@@ -76,6 +77,7 @@ class ExportConfig:
     strict: bool = False  # unreadable images are fatal instead of skipped with a count
     tuning: TuneOptions = TuneOptions()  # --max-drop, sensitivity and the fixes
     price: bool = True  # measure the latency price of each layer kept in float
+    float_layers: tuple[str, ...] = ()  # --float-layers: node names, module paths or globs kept in float
     command: str = ""
 
 
@@ -222,8 +224,8 @@ def _check_flags(cfg: ExportConfig) -> None:
     if cfg.calib_table and not cfg.calib_table.is_file():
         raise InputError(f"--calib-table {cfg.calib_table} does not exist",
                          hint="pass the calibration.json of an earlier export of the same weights")
-    if cfg.tuning.active and not cfg.int8:
-        raise UsageError("--max-drop, --sensitivity and the INT8 fixes need --int8")
+    if (cfg.tuning.active or cfg.float_layers) and not cfg.int8:
+        raise UsageError("--max-drop, --sensitivity, --float-layers and the INT8 fixes need --int8")
 
 
 def _engines(cfg: ExportConfig) -> list[Backend]:
@@ -311,8 +313,31 @@ def calibrate_once(cfg: ExportConfig, inputs: Inputs, folded: Folded, work: Path
     return table
 
 
+def float_layers(cfg: ExportConfig, folded: Folded) -> list[str]:
+    """The layers --float-layers names (checked against the graph before calibration runs)."""
+    if not cfg.float_layers:
+        return []
+    chosen = match_layers(list(cfg.float_layers), layer_units(folded.fp32_proto))
+    stderr.print(f"keeping {len(chosen)} layers in float (--float-layers): {', '.join(module_path(n) for n in chosen)}")
+    return chosen
+
+
+def recipe(table: CalibrationTable | None, tuned: TuneResult | None, forced: list[str],
+           fp32_proto) -> tuple[Candidate | None, list[str]]:
+    """What the INT8 graphs are emitted from: the tuned recipe (or the table's scales) with
+    the --float-layers on top, and every layer kept in float."""
+    candidate = tuned.candidate if tuned else None
+    layers = list(tuned.fallback_layers) if tuned else []
+    if forced and table is not None:
+        units = layer_units(fp32_proto)
+        base = candidate or Candidate(table.scales)
+        candidate = base.but(keep_float=base.keep_float.union(*(units[layer] for layer in forced)))
+        layers += [layer for layer in forced if layer not in layers]
+    return candidate, layers
+
+
 def build_engines(cfg: ExportConfig, inputs: Inputs, folded: Folded, table: CalibrationTable | None,
-                  tuned: TuneResult | None, work: Path) -> list[ResultRow]:
+                  tuned: TuneResult | None, work: Path, forced: list[str] = ()) -> list[ResultRow]:
     """The torch row, then per engine: its prepare hook, every precision built and evaluated
     (accuracy on the evaluation images, a quick latency), and the price of float layers."""
     pre, eval_set = inputs.loaded.meta.preprocess, inputs.eval_set
@@ -325,9 +350,9 @@ def build_engines(cfg: ExportConfig, inputs: Inputs, folded: Folded, table: Cali
     if torch_acc is not None:
         torch_row.top1_drop_pp, torch_row.agreement = 0.0, 1.0
     rows = [torch_row]
+    candidate, kept_float = recipe(table, tuned, list(forced), folded.fp32_proto)
     ctx = EngineContext(work, folded.fp32_path, folded.fp32_proto, table, cfg.threads, measure, torch_acc,
-                        candidate=tuned.candidate if tuned else None,
-                        fallback_layers=tuned.fallback_layers if tuned else [],
+                        candidate=candidate, fallback_layers=kept_float,
                         input_name=INPUT, chw=pre.input_shape, eval_spec=inputs.eval_spec, out=cfg.out)
     for backend in inputs.backends:
         skip = backend.prepare(ctx) if cfg.int8 and hasattr(backend, "prepare") else None
@@ -377,11 +402,15 @@ def run_export(cfg: ExportConfig) -> Report:
         require("torch", "torch").set_num_threads(cfg.threads)
     with staged_dir(cfg.out, cfg.force) as work:
         folded = load_and_fold(cfg, inputs, work)
+        forced = float_layers(cfg, folded)
         table = calibrate_once(cfg, inputs, folded, work)
         tuned = None
         if cfg.int8 and cfg.tuning.active:
             tuned = tune_int8(cfg, inputs.loaded, folded.fp32_proto, table, inputs.calib_set, folded.calib_idx)
-        rows = build_engines(cfg, inputs, folded, table, tuned, work)
+        rows = build_engines(cfg, inputs, folded, table, tuned, work, forced)
         report = make_report(cfg, inputs, folded, table, tuned, rows)
+        if forced:
+            report.float_layers = {"requested": list(cfg.float_layers), "layers": forced,
+                                   "modules": [module_path(n) for n in forced]}
         publish_export(work, report)
     return report

@@ -83,3 +83,17 @@ def test_recipe_bias_correction_applies_to_quantized_layers_only():
     floated = quantized_model(fp32, Candidate(scales, frozenset({"conv"}), new_bias), TRT)
     original = numpy_helper.to_array(fp32.graph.initializer[1])
     np.testing.assert_array_equal({i.name: numpy_helper.to_array(i) for i in floated.graph.initializer}["b"], original)
+
+
+def test_float_layers_are_named_by_node_module_path_or_glob():
+    from edgeresnet.quantize.recipe import match_layers, module_path
+
+    assert module_path("/layer2/layer2.0/downsample/downsample.0/Conv") == "layer2.0.downsample.0"
+    assert module_path("/layer1/layer1.0/conv1/Conv") == "layer1.0.conv1" and module_path("/fc/Gemm") == "fc"
+    units = {n: frozenset({n}) for n in ("/conv1/Conv", "/layer1/layer1.0/conv1/Conv",
+                                         "/layer2/layer2.0/downsample/downsample.0/Conv", "/fc/Gemm")}
+    assert match_layers(["fc", "conv1"], units) == ["/conv1/Conv", "/fc/Gemm"]  # graph order, module paths
+    assert match_layers(["*downsample*", "/layer1/layer1.0/conv1/Conv"], units) == [
+        "/layer1/layer1.0/conv1/Conv", "/layer2/layer2.0/downsample/downsample.0/Conv"]
+    with pytest.raises(UsageError, match="names no quantized layer"):
+        match_layers(["layer9.*"], units)

@@ -218,3 +218,20 @@ def test_budget_refuses_a_slice_that_would_be_the_evaluation_images(tmp_path, te
                   "--max-drop", "0.1", "--out", str(tmp_path / "x"))
     assert res.returncode == 3, res.stderr
     assert "validation slice would come from the evaluation images" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.slow
+def test_float_layers_stay_float_on_every_engine(tmp_path):
+    out = tmp_path / "fl"
+    export_default(out, "--target", "ort,openvino,trt", "--prepare-only", "--float-layers", "conv1,layer3.2.*",
+                   "--calib-size", "64", "--eval-limit", "300")
+    report = json.loads((out / "report.json").read_text())
+    floated = report["float_layers"]["layers"]
+    assert report["float_layers"]["modules"] == ["conv1", "layer3.2.conv1", "layer3.2.conv2"]
+    for name in ("model.int8.ort.qdq.onnx", "model.int8.openvino.qdq.onnx", "trt/model.int8.trt.qdq.onnx"):
+        model = onnx.load(str(out / name))
+        assert not any(layer in _weight_dqs(model) for layer in floated), name
+        assert len(_weight_dqs(model)) == 22 - len(floated), name
+    rows = [r for r in report["results"] if r["precision"] == "int8" and r["status"] == "ok"]
+    assert rows and all(r["fallback_layers"] == floated for r in rows)
+    assert json.loads((out / "trt" / "build.json").read_text())["fallback_layers"] == floated

@@ -43,6 +43,7 @@ def export(
     bias_correction: Annotated[str, typer.Option(help="Remove the mean shift quantization puts into each conv output: auto (tried while --max-drop is not met, kept if it helps) | on | off.", rich_help_panel="Accuracy budget")] = "auto",
     layer_methods: Annotated[str, typer.Option(help="Choose the calibration method per tensor by the network's output error: auto | on | off (as --bias-correction).", rich_help_panel="Accuracy budget")] = "auto",
     sensitivity: Annotated[bool, typer.Option("--sensitivity", help="Measure per-layer sensitivity (SQNR, top-1 change) even without --max-drop.", rich_help_panel="Accuracy budget")] = False,
+    float_layers_opt: Annotated[str | None, typer.Option("--float-layers", help="Keep these layers in float on every engine (FP16 on TensorRT), comma-separated: ONNX node names, PyTorch module paths (layer1.0.conv1) or globs ('layer4.*'). Combines with --max-drop.", rich_help_panel="Accuracy budget")] = None,
     price: Annotated[bool, typer.Option("--price/--no-price", help="Time each INT8 engine all-INT8, as shipped, and with each float layer alone in float: the latency price of every fallback layer on that engine.", rich_help_panel="Accuracy budget")] = True,
 ) -> None:
     """Fold BN, export FP32 ONNX, calibrate INT8 once on real images, build each engine, and
@@ -67,6 +68,7 @@ def export(
                        eval_limit=eval_limit, input_size=input_size, arch=arch, threads=threads, force=force,
                        allow_eval_calib=allow_eval_calib, device=device, batch_range=(lo, opt, hi),
                        dla_core=dla_core, prepare_only=prepare_only, strict=strict, tuning=tuning, price=price,
+                       float_layers=tuple(v.strip() for v in (float_layers_opt or "").split(",") if v.strip()),
                        command=command_line())
     report = run_export(cfg)
     out.print(terminal_table(report))
@@ -80,6 +82,8 @@ def export(
         out.print(escape(f"evaluation: {report.evaluation['images']} images from {report.evaluation['source']}"))
     if kernel_line(report):
         out.print(escape(kernel_line(report)), style="dim")
+    if report.float_layers:
+        out.print(escape(f"kept in float (--float-layers): {', '.join(report.float_layers['modules'])}"))
     if report.tuning:
         out.print(tuning_summary(report))
     for row in report.results:

@@ -101,6 +101,9 @@ def markdown(report: Report, bench: list[ResultRow] | None = None) -> str:
                   "| class | " + " | ".join(f"{r.target} {r.precision}" for r in drops) + " |",
                   "|---|" + "---|" * len(drops)]
         lines += [f"| {c} | " + " | ".join(f"{r.per_class_drop_pp.get(c, 0.0):+.2f}" for r in drops) + " |" for c in classes]
+    if report.float_layers:
+        lines.append(f"\nLayers kept in float by `--float-layers {','.join(report.float_layers['requested'])}`: "
+                     + ", ".join(f"`{m}`" for m in report.float_layers["modules"]))
     if report.tuning:
         lines += ["", "## Accuracy budget", ""] + [f"- {ln.strip()}" for ln in tuning_lines(report)]
     if report.sensitivity:
