@@ -18,7 +18,7 @@ from .data.sources import ImageSet
 from .errors import BackendUnavailable, InputError, UsageError, require
 from .limits import MAX_SIDE, check_flag
 from .models.registry import build_model, default_small_input, get_arch
-from .progress import progress, stderr
+from .progress import RunClock, eta_text, progress, stderr
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,9 @@ def _param_groups(model, weight_decay: float):
 def _scheduler(torch, cfg: TrainConfig, opt, steps_per_epoch: int):
     total = cfg.epochs * steps_per_epoch
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.25,
+        # OneCycleLR divides by its warm-up length (0.25 * total - 1 steps): a run of fewer than 8
+        # steps (a quick --limit run) would divide by zero; it then stops before the schedule ends.
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total, 8), pct_start=0.25,
                                                    div_factor=10.0, final_div_factor=100.0)
     if cfg.schedule == "cosine":
         warm = steps_per_epoch
@@ -208,13 +210,14 @@ def train(cfg: TrainConfig) -> tuple[ModelMeta, list[EpochStats]]:
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     fill = torch.from_numpy(pre.pad_value())
 
-    with progress("loss", "acc", "speed") as bar:
+    run_clock = RunClock((cfg.epochs - start_epoch) * steps)
+    with progress("loss", "acc", "speed", "eta") as bar:
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
             rng = np.random.default_rng(cfg.seed + epoch)
             gen = torch.Generator().manual_seed(cfg.seed + epoch)
             order = rng.permutation(train_idx)
-            task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(order), loss="", acc="", speed="")
+            task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(order), loss="", acc="", speed="", eta="")
             t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
             for b in range(steps):
                 idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
@@ -236,8 +239,11 @@ def train(cfg: TrainConfig) -> tuple[ModelMeta, list[EpochStats]]:
                 loss_sum += loss.item() * len(idx)
                 correct += int((logits.argmax(1) == y).sum())
                 rate = seen / (time.perf_counter() - t0)
-                bar.update(task, advance=len(idx), loss=f"loss {loss_sum / seen:.3f}",
-                           acc=f"acc {correct / seen:.3f}", speed=f"{rate:.0f} img/s")
+                status = f"loss {loss_sum / seen:.3f}", f"acc {correct / seen:.3f}", f"{rate:.0f} img/s"
+                run_clock.step(1, f"epoch {epoch + 1}/{cfg.epochs} batch {b + 1}/{steps}: " + "  ".join(status))
+                run_eta = run_clock.eta_s()
+                bar.update(task, advance=len(idx), loss=status[0], acc=status[1], speed=status[2],
+                           eta="" if run_eta is None else f"run ETA {eta_text(run_eta)}")
             seconds = time.perf_counter() - t0
             val = evaluate_top1(model, val_set, pre, val_idx, device) if len(val_idx) else None
             stats = EpochStats(epoch + 1, loss_sum / seen, correct / seen, val, seen / seconds, seconds)

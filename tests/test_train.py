@@ -72,3 +72,19 @@ def test_interrupted_training_resumes(tmp_path):
 def _debian() -> bool:
     from .conftest import DEBIAN
     return DEBIAN.exists()
+
+
+def test_run_clock_prints_lines_with_an_overall_eta_when_not_a_terminal(capsys):
+    from edgeresnet.progress import RunClock
+
+    now = [0.0]
+    clock = RunClock(total=100, every_s=30, enabled=True, clock=lambda: now[0])
+    lines = []
+    for i in range(100):
+        now[0] += 1.0  # one batch a second: 100 s for the run
+        line = clock.step(1, f"batch {i + 1}")
+        if line:
+            lines.append(line)
+    assert len(lines) == 4  # at 30, 60 and 90 s, and the last batch
+    assert lines[0] == "batch 30  30% of the run, ETA 1m10s" and lines[-1].startswith("batch 100  100%")
+    assert RunClock(total=10, enabled=False).step(10) is None  # a terminal has the bars instead
