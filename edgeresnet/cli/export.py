@@ -18,7 +18,7 @@ def export(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Export directory (default: exports/<model name>). A non-empty one is refused without --force.")] = None,
     int8: Annotated[bool, typer.Option("--int8/--no-int8", help="Calibrate and build INT8 engines (default) or FP32 only.")] = True,
     target: Annotated[str, typer.Option(help=engines_help("Engines, comma-separated, or all (runs what is available here and lists the rest as skipped)"))] = "ort",
-    calib: Annotated[str | None, typer.Option(help="Calibration data spec; its *train* split is used (default: the model's training data, else the shipped images).")] = None,
+    calib: Annotated[str | None, typer.Option(help="Calibration data spec; its *train* split is used. Default: the data the model was trained on when its checkpoint records it and it is here, else the shipped images for the default model, Fashion-MNIST models and zoo names; a plain state_dict needs --calib.")] = None,
     calib_size: Annotated[int, typer.Option(help="Calibration images, drawn class-balanced with --calib-seed.")] = 512,
     calib_method: Annotated[str, typer.Option(help="minmax | percentile | entropy (KL, as TensorRT's calibrator) | mse.")] = "percentile",
     percentile: Annotated[float, typer.Option(help="Percentile of |x| for --calib-method percentile.")] = 99.99,

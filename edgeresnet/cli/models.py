@@ -12,19 +12,25 @@ from .common import command, out
 
 @command
 def models(
-    num_classes: Annotated[int, typer.Option(help="Class count used for the parameter column.")] = 1000,
+    num_classes: Annotated[int | None, typer.Option(help="Class count for the parameter column (default: each family's own: 1000 for ImageNet nets, 10 for CIFAR nets).")] = None,
 ) -> None:
     """List the registered architectures with depth, block type and parameter count."""
+    from ..limits import MAX_CLASSES, check_flag
     from ..models.registry import get_arch, list_models
 
-    table = Table(title=f"ResNets (parameters at {num_classes} classes, 3 input channels)")
-    for col in ("name", "family", "block", "stages", "params"):
-        table.add_column(col, justify="right" if col == "params" else "left")
+    check_flag("--num-classes", num_classes, least=1, most=MAX_CLASSES, integer=True)
+    table = Table(title="ResNets (parameters with 3 input channels)")
+    for col in ("name", "family", "block", "stages", "classes", "params"):
+        table.add_column(col, justify="right" if col in ("classes", "params") else "left")
     for name in list_models():
         spec = get_arch(name)
+        classes = num_classes or FAMILY_CLASSES.get(spec.family, 1000)
         table.add_row(name, spec.family + (" v2" if spec.preact else ""), spec.block,
-                      "/".join(map(str, spec.layers)), f"{_count(name, num_classes):,}")
+                      "/".join(map(str, spec.layers)), str(classes), f"{_count(name, classes):,}")
     out.print(table)
+
+
+FAMILY_CLASSES = {"imagenet": 1000, "cifar": 10}  # the datasets each family was designed for
 
 
 def _count(name: str, num_classes: int) -> int:
