@@ -78,6 +78,7 @@ class ExportConfig:
     tuning: TuneOptions = TuneOptions()  # --max-drop, sensitivity and the fixes
     price: bool = True  # measure the latency price of each layer kept in float
     float_layers: tuple[str, ...] = ()  # --float-layers: node names, module paths or globs kept in float
+    preprocess: dict | None = None  # --mean/--std/--size/--resize/--interpolation/--preprocess overrides
     command: str = ""
 
 
@@ -99,11 +100,18 @@ def load_model(cfg: ExportConfig) -> Loaded:
 
         small = default_small_input(cfg.model, cfg.input_size)
         model = build_model(cfg.model, num_classes=1000, in_channels=3, small_input=small).eval()
-        pre = Preprocess(3, cfg.input_size, cfg.input_size, IMAGENET_PREPROCESS.mean, IMAGENET_PREPROCESS.std)
+        pre = Preprocess(3, cfg.input_size, cfg.input_size, IMAGENET_PREPROCESS.mean,
+                         IMAGENET_PREPROCESS.std).with_overrides(cfg.preprocess)
         meta = ModelMeta(cfg.model, 1000, 3, pre, [f"class_{i}" for i in range(1000)], small_input=small,
                          train={"source": "random weights (zoo name)"})
         return Loaded(model, meta, f"{cfg.model} (random weights)", True)
     ckpt = load_checkpoint(cfg.model, arch=cfg.arch)
+    if cfg.preprocess:
+        pre = ckpt.meta.preprocess.with_overrides(cfg.preprocess)
+        if pre.channels != ckpt.meta.in_channels:
+            raise UsageError(f"the preprocessing gives {pre.channels} channels; {ckpt.meta.arch} takes {ckpt.meta.in_channels}",
+                             hint="pass one --mean and --std value per input channel")
+        ckpt.meta.preprocess = pre
     return Loaded(ckpt.model, ckpt.meta, str(ckpt.path) if cfg.model != "default" else "default", False)
 
 

@@ -202,3 +202,21 @@ def test_calibration_readme_checksums_match_the_files():
     assert len(listed) == 4
     for name, digest in listed.items():
         assert hashlib.sha256((ROOT / "calibration" / name).read_bytes()).hexdigest() == digest, name
+
+
+def test_preprocessing_flags_override_the_recorded_spec(tmp_path):
+    from edgeresnet.cli.common import preprocess_overrides
+    from edgeresnet.errors import InputError, UsageError
+
+    base = Preprocess(1, 28, 28, (0.5,), (0.5,))
+    (tmp_path / "p.json").write_text('{"size": 32, "resize": 36, "interpolation": "bicubic"}')
+    fields = preprocess_overrides("0.2", "0.3", None, None, None, tmp_path / "p.json")
+    pre = base.with_overrides(fields)
+    assert (pre.mean, pre.std, pre.size, pre.resize, pre.interpolation) == ((0.2,), (0.3,), 32, 36, "bicubic")
+    assert base.with_overrides({}) is base
+    with pytest.raises(UsageError, match="comma-separated list of numbers"):
+        preprocess_overrides("a,b", None, None, None, None)
+    with pytest.raises(InputError, match="unknown preprocessing fields"):
+        base.with_overrides({"gamma": 2})
+    with pytest.raises(InputError, match="positive finite stds"):
+        base.with_overrides({"std": [0.0]})

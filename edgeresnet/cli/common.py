@@ -149,6 +149,35 @@ def printable(text: str) -> str:
                    else f"\\x{ord(c) - 0xDC00:02x}" for c in text)
 
 
+PREPROCESS_PANEL = "Preprocessing (default: what the checkpoint records)"
+
+
+def preprocess_overrides(mean: str | None, std: str | None, size: int | None, resize: int | None,
+                         interpolation: str | None, spec_file=None) -> dict:
+    """The preprocessing flags as a dict of fields to replace; a --preprocess JSON file first,
+    the single flags over it."""
+    from ..errors import UsageError
+    from ..outdir import read_json
+
+    fields: dict = {}
+    if spec_file is not None:
+        fields = read_json(spec_file, hint="a JSON object with channels, size, resize, mean, std, interpolation")
+        if not isinstance(fields, dict):
+            raise UsageError(f"--preprocess {spec_file} is not a JSON object")
+    for name, text in (("mean", mean), ("std", std)):
+        if text is not None:
+            try:
+                fields[name] = [float(v) for v in text.split(",") if v.strip()]
+            except ValueError:
+                raise UsageError(f"--{name} {text!r} is not a comma-separated list of numbers",
+                                 hint=f"e.g. --{name} 0.485,0.456,0.406") from None
+            fields["channels"] = len(fields[name])
+    for name, value in (("size", size), ("resize", resize), ("interpolation", interpolation)):
+        if value is not None:
+            fields[name] = value
+    return fields
+
+
 def threads_option(help: str):
     """``--threads``: 1 to 4x this machine's cores, checked by :func:`command` before any work."""
     return typer.Option(help=f"{help} 1 to {MAX_THREADS} (4x the cores).")

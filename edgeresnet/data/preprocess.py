@@ -67,6 +67,17 @@ class Preprocess:
                    mean=tuple(float(v) for v in d["mean"]), std=tuple(float(v) for v in d["std"]),
                    interpolation=d.get("interpolation", "bilinear"))
 
+    def with_overrides(self, overrides: dict | None) -> "Preprocess":
+        """This spec with some fields replaced (``--mean/--std/--size/--resize/--interpolation``
+        or a ``--preprocess`` JSON file); the result is checked like any spec."""
+        if not overrides:
+            return self
+        unknown = set(overrides) - set(self.to_dict())
+        if unknown:
+            raise InputError(f"unknown preprocessing fields {sorted(unknown)}",
+                             hint=f"use {', '.join(self.to_dict())}")
+        return Preprocess.from_dict({**self.to_dict(), **overrides})
+
     def pil_mode(self) -> str:
         return "L" if self.channels == 1 else "RGB"
 
