@@ -186,6 +186,10 @@ def train(cfg: TrainConfig) -> tuple[ModelMeta, list[EpochStats]]:
         history = [EpochStats(**h) for h in meta.metrics.get("history", [])]
     else:
         pre = default_preprocess(train_set, cfg.in_channels, cfg.input_size)
+        if cfg.input_size is None:
+            native = train_set.native_shape()
+            stderr.print(f"training at {pre.size} px: " + (f"the data's own size ({native[1]}x{native[1]})" if native else
+                         "the images differ in size, so resize 256 and crop 224") + "; --input-size to change")
         small = cfg.small_input if cfg.small_input is not None else default_small_input(cfg.arch, pre.size)
         model = build_model(cfg.arch, num_classes=len(train_set.classes), in_channels=pre.channels,
                             small_input=small, zero_init_residual=cfg.zero_init_residual)

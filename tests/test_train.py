@@ -3,6 +3,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -88,3 +89,19 @@ def test_run_clock_prints_lines_with_an_overall_eta_when_not_a_terminal(capsys):
     assert len(lines) == 4  # at 30, 60 and 90 s, and the last batch
     assert lines[0] == "batch 30  30% of the run, ETA 1m10s" and lines[-1].startswith("batch 100  100%")
     assert RunClock(total=10, enabled=False).step(10) is None  # a terminal has the bars instead
+
+
+def test_a_folder_of_32px_images_trains_at_32px(tmp_path, calib_set):
+    from PIL import Image
+
+    from edgeresnet.checkpoint import load_checkpoint
+
+    for c in range(3):
+        (tmp_path / "imgs" / f"c{c}").mkdir(parents=True)
+        for i in np.flatnonzero(calib_set.labels == c)[:8]:
+            Image.fromarray(calib_set.images[i, :, :, 0]).resize((32, 32)).convert("RGB").save(
+                tmp_path / "imgs" / f"c{c}" / f"{i}.png")
+    meta, history = train(TrainConfig(arch="resnet20", data=str(tmp_path / "imgs"), out=tmp_path / "r.pt", epochs=1,
+                                      batch_size=8, threads=1))
+    assert (meta.preprocess.size, meta.preprocess.channels) == (32, 3) and len(history) == 1
+    assert load_checkpoint(tmp_path / "r.pt").meta.preprocess.size == 32
