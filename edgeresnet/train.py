@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ from .checkpoint import ModelMeta, load_checkpoint, save_checkpoint
 from .data import Preprocess, default_preprocess, load_split
 from .data.sources import ImageSet
 from .errors import BackendUnavailable, InputError, UsageError, require
+from .finetune import freeze_backbone, init_state, load_init
 from .limits import MAX_SIDE, check_flag
 from .models.registry import build_model, default_small_input, get_arch
 from .progress import RunClock, eta_text, progress, stderr
@@ -28,7 +29,7 @@ class TrainConfig:
     out: Path
     epochs: int = 15
     batch_size: int = 128
-    lr: float = 0.2
+    lr: float | None = None  # None: 0.2 from scratch, 0.01 when fine-tuning from --init
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "onecycle"  # or "cosine"
@@ -47,6 +48,8 @@ class TrainConfig:
     val_limit: int | None = None
     resume: bool = False
     force: bool = False  # overwrite an existing --out that is not resumed
+    init: Path | None = None  # pretrained weights to start from (fine-tuning)
+    freeze_backbone: int = 0  # epochs that train only the classifier (with --init)
     command: str = ""
 
 
@@ -121,6 +124,11 @@ def _check_config(cfg: TrainConfig) -> None:
     check_flag("--epochs", cfg.epochs, least=1, most=100_000, integer=True)
     check_flag("--batch-size", cfg.batch_size, least=1, most=65_536, integer=True)
     check_flag("--lr", cfg.lr, above=0, most=100)
+    check_flag("--freeze-backbone", cfg.freeze_backbone, least=0, most=cfg.epochs, integer=True)
+    if cfg.init is not None and cfg.resume:
+        raise UsageError("--init starts a new run; --resume continues one", hint="pass one of them")
+    if cfg.freeze_backbone and cfg.init is None:
+        raise UsageError("--freeze-backbone needs --init (a backbone worth keeping)")
     check_flag("--weight-decay", cfg.weight_decay, least=0, most=1)
     check_flag("--label-smoothing", cfg.label_smoothing, least=0, below=1)
     check_flag("--pad", cfg.pad, least=0, most=MAX_SIDE, integer=True)
@@ -158,6 +166,8 @@ def train(cfg: TrainConfig) -> tuple[ModelMeta, list[EpochStats]]:
     torch = require("torch", "torch")
     get_arch(cfg.arch)
     _check_config(cfg)
+    if cfg.lr is None:
+        cfg = replace(cfg, lr=0.01 if cfg.init is not None else 0.2)
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     device = _device(torch, cfg.device)
     use_amp = cfg.amp and device.type == "cuda"
@@ -185,17 +195,26 @@ def train(cfg: TrainConfig) -> tuple[ModelMeta, list[EpochStats]]:
         start_epoch = int(state["epoch"])
         history = [EpochStats(**h) for h in meta.metrics.get("history", [])]
     else:
+        init_state_dict, init = (None, None)
+        if cfg.init is not None:
+            init_state_dict, init = init_state(cfg.init)
         pre = default_preprocess(train_set, cfg.in_channels, cfg.input_size)
         if cfg.input_size is None:
             native = train_set.native_shape()
             stderr.print(f"training at {pre.size} px: " + (f"the data's own size ({native[1]}x{native[1]})" if native else
                          "the images differ in size, so resize 256 and crop 224") + "; --input-size to change")
-        small = cfg.small_input if cfg.small_input is not None else default_small_input(cfg.arch, pre.size)
+        small = cfg.small_input if cfg.small_input is not None else (
+            init.small_stem if init is not None and init.small_stem is not None else default_small_input(cfg.arch, pre.size))
         model = build_model(cfg.arch, num_classes=len(train_set.classes), in_channels=pre.channels,
                             small_input=small, zero_init_residual=cfg.zero_init_residual)
+        if init is not None:
+            load_init(model, init_state_dict, init)
+            stderr.print(f"init from {cfg.init}: {init.loaded} tensors loaded" +
+                         (f"; fresh (shape differs): {', '.join(init.replaced)}" if init.replaced else ""))
         meta = ModelMeta(arch=cfg.arch, num_classes=len(train_set.classes), in_channels=pre.channels,
                          preprocess=pre, classes=list(train_set.classes), small_input=small)
     meta.train = {"command": cfg.command, "seed": cfg.seed, "data": train_set.source,
+                  **({"init": init.to_dict()} if not cfg.resume and cfg.init is not None else {}),
                   "images": int(len(train_idx)), "device": device.type,
                   "recipe": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
                              if k not in ("out", "command", "resume")}}
@@ -218,6 +237,8 @@ def train(cfg: TrainConfig) -> tuple[ModelMeta, list[EpochStats]]:
     with progress("loss", "acc", "speed", "eta") as bar:
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
+            if cfg.freeze_backbone:
+                freeze_backbone(model, epoch < cfg.freeze_backbone)
             rng = np.random.default_rng(cfg.seed + epoch)
             gen = torch.Generator().manual_seed(cfg.seed + epoch)
             order = rng.permutation(train_idx)

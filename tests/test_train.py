@@ -105,3 +105,26 @@ def test_a_folder_of_32px_images_trains_at_32px(tmp_path, calib_set):
                                       batch_size=8, threads=1))
     assert (meta.preprocess.size, meta.preprocess.channels) == (32, 3) and len(history) == 1
     assert load_checkpoint(tmp_path / "r.pt").meta.preprocess.size == 32
+
+
+def test_init_fine_tunes_from_a_torchvision_style_state_dict(tmp_path, calib_set):
+    import hashlib
+
+    from edgeresnet import build_model
+    from edgeresnet.errors import InputError
+
+    pretrained = build_model("resnet18", num_classes=1000, in_channels=3)
+    torch.save(pretrained.state_dict(), tmp_path / "r18.pth")
+    meta, _ = train(TrainConfig(arch="resnet18", data="default", out=tmp_path / "ft.pt", epochs=1, limit=64,
+                                val_limit=32, batch_size=32, input_size=32, in_channels=3, threads=1,
+                                init=tmp_path / "r18.pth", freeze_backbone=1))
+    init = meta.train["init"]
+    assert init["sha256"] == hashlib.sha256((tmp_path / "r18.pth").read_bytes()).hexdigest()
+    assert init["replaced"] == ["fc.bias", "fc.weight"] and init["loaded"] == len(pretrained.state_dict()) - 2
+    assert meta.train["recipe"]["lr"] == 0.01 and not meta.small_input  # fine-tuning LR; the weights' 7x7 stem
+    tuned = load_checkpoint(tmp_path / "ft.pt").model.state_dict()
+    assert torch.equal(tuned["layer3.0.conv1.weight"], pretrained.state_dict()["layer3.0.conv1.weight"])  # frozen
+    assert tuned["fc.weight"].shape == (10, 512)
+    with pytest.raises(InputError, match="pass the --arch the weights were trained as"):
+        train(TrainConfig(arch="resnet20", data="default", out=tmp_path / "x.pt", epochs=1, limit=32,
+                          init=tmp_path / "r18.pth"))

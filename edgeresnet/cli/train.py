@@ -18,7 +18,7 @@ def train(
     out_path: Annotated[Path, typer.Option("--out", help="Checkpoint to write (.pt or .safetensors); rewritten after every epoch.")] = Path("runs/model.pt"),
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 15,
     batch_size: Annotated[int, typer.Option(help="Images per SGD step.")] = 128,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 0.2,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (default: 0.2 from scratch, 0.01 with --init).", show_default=False)] = None,
     weight_decay: Annotated[float, typer.Option(help="L2 weight decay on conv/linear weights.")] = 5e-4,
     schedule: Annotated[str, typer.Option(help="Learning-rate schedule: onecycle or cosine (with 1 epoch warm-up).")] = "onecycle",
     label_smoothing: Annotated[float, typer.Option(help="Label smoothing of the cross-entropy.")] = 0.1,
@@ -36,6 +36,8 @@ def train(
     val_limit: Annotated[int | None, typer.Option(help="Validate on the first N test images only.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the unfinished run saved at --out.")] = False,
     force: Annotated[bool, typer.Option(help="Overwrite an existing --out (without it, an existing checkpoint is refused).")] = False,
+    init: Annotated[Path | None, typer.Option(help="Fine-tune from these weights: a torchvision-style state_dict, an edgeresnet checkpoint or .safetensors. Matching tensors load; the classifier is replaced when the class count differs; the stem follows the weights'.")] = None,
+    freeze_backbone: Annotated[int, typer.Option(help="With --init: train only the classifier for the first N epochs.")] = 0,
 ) -> None:
     """Train a ResNet on real data and save a checkpoint that carries its own metadata.
 
@@ -49,6 +51,7 @@ def train(
                       hflip=hflip, pad=pad, seed=seed, input_size=input_size, in_channels=in_channels,
                       small_input=small_input, zero_init_residual=zero_init_residual, threads=threads,
                       device=device, amp=amp, limit=limit, val_limit=val_limit, resume=resume, force=force,
+                      init=init, freeze_backbone=freeze_backbone,
                       command=command_line())
     meta, history = run(cfg)
     last = history[-1]
