@@ -42,6 +42,8 @@ def build_on_device(export_dir: Path, eval_spec: str | None = None, eval_limit: 
     pre = Preprocess.from_dict(report_json["model"]["preprocess"])
     spec = eval_spec or plan.get("eval_spec")
     eval_set = load_split(spec, "test") if spec else None
+    if eval_set is not None:
+        eval_set.require_labels("evaluation")
     eval_idx = None if eval_set is None else np.arange(len(eval_set) if eval_limit is None else min(eval_limit, len(eval_set)))
     probe = np.zeros((1, *pre.input_shape), np.float32) if eval_set is None else eval_set.batch(np.arange(1), pre)
     ctx = EngineContext(work=export_dir, fp32_path=(bundle / plan["fp32_onnx"]).resolve(), fp32_proto=None, table=None,

@@ -155,9 +155,10 @@ def engine_rows(backend: Backend, ctx: EngineContext, int8: bool) -> list[Result
             if acc is not None and ctx.torch_acc is not None:
                 row.details["agreement_with_torch"] = acc.agreement(ctx.torch_acc)
         if acc is not None and base is not None:
-            row.top1_drop_pp = round((base.top1 - acc.top1) * 100, 4)
             row.agreement = acc.agreement(base)
-            row.per_class_drop_pp = {c: round((base.per_class[c] - acc.per_class.get(c, 0.0)) * 100, 3)
-                                     for c in base.per_class}
+            if base.top1 is not None and acc.top1 is not None:
+                row.top1_drop_pp = round((base.top1 - acc.top1) * 100, 4)
+                row.per_class_drop_pp = {c: round((base.per_class[c] - acc.per_class.get(c, 0.0)) * 100, 3)
+                                         for c in base.per_class}
         rows.append(row)
     return rows

@@ -21,8 +21,8 @@ Predict = Callable[[np.ndarray], np.ndarray]
 
 @dataclass
 class Accuracy:
-    top1: float
-    top5: float
+    top1: float | None  # None: unlabelled images (agreement only)
+    top5: float | None
     images: int
     per_class: dict[str, float]
     predictions: np.ndarray  # top-1 class per image, for agreement between engines
@@ -35,8 +35,11 @@ class Accuracy:
         return {"top1": self.top1, "top5": self.top5, "images": self.images, "per_class": self.per_class}
 
 
-def score(logits: np.ndarray, labels: np.ndarray, classes: list[str]) -> Accuracy:
-    """Accuracy figures from a logits matrix and its labels."""
+def score(logits: np.ndarray, labels: np.ndarray | None, classes: list[str]) -> Accuracy:
+    """Accuracy figures from a logits matrix and its labels; without labels only the
+    predictions (for agreement between engines), top-1 and top-5 None."""
+    if labels is None:
+        return Accuracy(None, None, len(logits), {}, logits.argmax(axis=1))
     k = min(5, logits.shape[1])
     topk = np.argpartition(-logits, k - 1, axis=1)[:, :k]
     pred = logits.argmax(axis=1)
@@ -72,7 +75,7 @@ def evaluate(predict: Predict, data: ImageSet, pre: Preprocess, indices: np.ndar
              batch_size: int = 256, label: str = "evaluate") -> Accuracy:
     indices = np.arange(len(data)) if indices is None else indices
     logits = collect_logits(predict, data, pre, indices, batch_size, label)
-    return score(logits, data.labels[indices], data.classes)
+    return score(logits, data.labels[indices] if data.labelled else None, data.classes)
 
 
 def torch_predictor(model) -> Predict:

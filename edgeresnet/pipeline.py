@@ -158,7 +158,7 @@ def tune_int8(cfg: ExportConfig, loaded: Loaded, fp32_proto, table: CalibrationT
     if budget is not None and 0 < budget < 100 / len(val_idx):
         stderr.print(f"note: --max-drop {budget:g} is under one validation image ({100 / len(val_idx):.3f} pp): "
                      "it means no net loss on the slice; raise --val-size for a finer budget", style="yellow")
-    labels = None if loaded.random_weights else calib_set.labels[val_idx]
+    labels = None if loaded.random_weights or not calib_set.labelled else calib_set.labels[val_idx]
     note = "FP32 predictions (random weights)" if labels is None else "dataset labels"
     calib = Images(calib_set, pre, calib_idx, calib_set.labels[calib_idx])
     val = Images(calib_set, pre, val_idx, labels, note)
@@ -266,10 +266,16 @@ def validate(cfg: ExportConfig) -> Inputs:
     calib_set = load_split(calib_spec, "train", cfg.strict)
     warn_skipped(calib_set, "calibration")
     eval_set, eval_spec = None, None
-    if not (cfg.no_eval or loaded.random_weights):
+    no_labels = not calib_set.labelled and cfg.eval is None
+    if no_labels and not (cfg.no_eval or loaded.random_weights):
+        stderr.print(f"note: {calib_spec} has no labels: each engine is scored by its agreement with FP32 on held-out "
+                     "images of it, not by top-1; pass --eval SPEC with labelled data for the drop", style="yellow")
+        eval_set, eval_spec = calib_set, calib_spec  # agreement only, on images calibration does not use
+    if not (cfg.no_eval or loaded.random_weights or no_labels):
         eval_spec = cfg.eval or calib_spec
         eval_set = load_split(eval_spec, "test", cfg.strict)
         warn_skipped(eval_set, "evaluation")
+        eval_set.require_labels("evaluation (--eval)")
         _check_classes(loaded.meta, eval_set, "eval", eval_spec)
         if eval_set.origin == calib_set.origin and not cfg.allow_eval_calib:
             raise InputError(f"calibration and evaluation would use the same images ({calib_set.source})",
@@ -277,8 +283,10 @@ def validate(cfg: ExportConfig) -> Inputs:
         if eval_set.origin == calib_set.origin and cfg.tuning.active:
             raise InputError("the --max-drop validation slice would come from the evaluation images",
                              hint="give --calib data with separate train and test splits")
-    if not loaded.random_weights:
-        _check_classes(loaded.meta, calib_set, "calib", calib_spec)
+    if calib_set.labelled and not loaded.random_weights and len(calib_set.classes) != loaded.meta.num_classes:
+        stderr.print(f"note: the calibration data has {len(calib_set.classes)} classes and the model "
+                     f"{loaded.meta.num_classes}: calibration reads activations only, so this is fine if the "
+                     "images look like the model's inputs", style="yellow")
     return Inputs(backends, loaded, calib_spec, calib_set, eval_set, eval_spec)
 
 
@@ -291,7 +299,9 @@ def load_and_fold(cfg: ExportConfig, inputs: Inputs, work: Path) -> Folded:
         stderr.print(f"note: --calib-size {cfg.calib_size} is more than the {len(calib_idx)} images of the "
                      f"calibration split: calibrating on all {len(calib_idx)}", style="yellow")
     if cfg.int8 and not cfg.calib_table:
-        check_calibration_set(calib_set.labels, calib_idx, None if loaded.random_weights else loaded.meta.num_classes)
+        labelled = calib_set.labelled and not loaded.random_weights
+        check_calibration_set(calib_set.labels if labelled else None, calib_idx,
+                              loaded.meta.num_classes if labelled else None)
     probe = calib_set.batch(calib_idx[:64], pre)
     folded, fold_report = fold_bn(loaded.model)
     verify_fold(loaded.model, folded, probe, fold_report)
@@ -344,19 +354,30 @@ def recipe(table: CalibrationTable | None, tuned: TuneResult | None, forced: lis
     return candidate, layers
 
 
+def evaluation_indices(cfg: ExportConfig, inputs: Inputs, folded: Folded) -> np.ndarray | None:
+    """The evaluation images: the first --eval-limit of the test split; for unlabelled
+    calibration data, up to 1,000 of its images that calibration did not use."""
+    ev = inputs.eval_set
+    if ev is None:
+        return None
+    if ev is inputs.calib_set:
+        held_out = np.setdiff1d(np.arange(len(ev)), folded.calib_idx)
+        return held_out[:cfg.eval_limit or 1000]
+    return np.arange(len(ev) if cfg.eval_limit is None else min(cfg.eval_limit, len(ev)))
+
+
 def build_engines(cfg: ExportConfig, inputs: Inputs, folded: Folded, table: CalibrationTable | None,
                   tuned: TuneResult | None, work: Path, forced: list[str] = ()) -> list[ResultRow]:
     """The torch row, then per engine: its prepare hook, every precision built and evaluated
     (accuracy on the evaluation images, a quick latency), and the price of float layers."""
     pre, eval_set = inputs.loaded.meta.preprocess, inputs.eval_set
-    eval_idx = None if eval_set is None else np.arange(
-        len(eval_set) if cfg.eval_limit is None else min(cfg.eval_limit, len(eval_set)))
+    eval_idx = evaluation_indices(cfg, inputs, folded)
     measure = Measurer(eval_set, pre, eval_idx, inputs.calib_set.batch(folded.calib_idx[:1], pre),
                        cfg.threads or os.cpu_count(), cfg.device)
     torch_row = ResultRow("torch", "fp32", details={"note": "PyTorch eager, BN folded"})
     torch_acc = measure(torch_row, torch_predictor(folded.model))
     if torch_acc is not None:
-        torch_row.top1_drop_pp, torch_row.agreement = 0.0, 1.0
+        torch_row.top1_drop_pp, torch_row.agreement = (0.0 if torch_acc.top1 is not None else None), 1.0
     rows = [torch_row]
     candidate, kept_float = recipe(table, tuned, list(forced), folded.fp32_proto)
     ctx = EngineContext(work, folded.fp32_path, folded.fp32_proto, table, cfg.threads, measure, torch_acc,
@@ -388,8 +409,9 @@ def make_report(cfg: ExportConfig, inputs: Inputs, folded: Folded, table: Calibr
             "table": TABLE, "percentile": table.percentile if table.method == "percentile" else None,
             "reused_from": str(cfg.calib_table) if cfg.calib_table else None, "split": "train"},
         evaluation=None if ev is None else {
-            "source": ev.source, "images": int(len(ev) if cfg.eval_limit is None else min(cfg.eval_limit, len(ev))),
-            "split": "test", "spec": inputs.eval_spec},
+            "source": ev.source, "images": int(len(evaluation_indices(cfg, inputs, folded))),
+            "split": "test" if ev.labelled else "calibration images not used for calibration (unlabelled: agreement only)",
+            "spec": inputs.eval_spec, "labelled": ev.labelled},
         results=rows, fold=folded.fold_report.to_dict(),
         onnx={"opset": OPSET, "file": FP32_ONNX, "max_rel_error_vs_torch": folded.onnx_error},
         command=cfg.command, version=__version__, machine={"cpu": cpu()},

@@ -173,6 +173,7 @@ def train(cfg: TrainConfig) -> tuple[ModelMeta, list[EpochStats]]:
     use_amp = cfg.amp and device.type == "cuda"
 
     train_set = load_split(cfg.data, "train")
+    train_set.require_labels("training")
     try:
         val_set = load_split(cfg.data, "test")
     except InputError:

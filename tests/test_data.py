@@ -220,3 +220,21 @@ def test_preprocessing_flags_override_the_recorded_spec(tmp_path):
         base.with_overrides({"gamma": 2})
     with pytest.raises(InputError, match="positive finite stds"):
         base.with_overrides({"std": [0.0]})
+
+
+def test_unlabelled_images_calibrate_but_do_not_train_or_score(tmp_path, calib_set):
+    from edgeresnet.errors import InputError
+
+    (tmp_path / "flat").mkdir()
+    for i in range(6):
+        Image.fromarray(calib_set.images[i, :, :, 0]).save(tmp_path / "flat" / f"{i}.png")
+    np.savez(tmp_path / "imgs.npz", images=calib_set.images[:5, :, :, 0])
+    for spec, n in ((str(tmp_path / "flat"), 6), (str(tmp_path / "flat" / "*.png"), 6), (f"npz:{tmp_path / 'imgs.npz'}", 5)):
+        data = load_split(spec, "train")
+        assert not data.labelled and len(data) == n and data.classes == [], spec
+        assert data.batch(np.arange(2), Preprocess(1, 28, 28, (0.5,), (0.5,))).shape == (2, 1, 28, 28)
+        with pytest.raises(InputError, match="needs labelled data"):
+            data.require_labels("training")
+    assert load_split("default", "train").labelled
+    with pytest.raises(InputError, match="no image files match"):
+        load_split(str(tmp_path / "*.jpg"), "train")

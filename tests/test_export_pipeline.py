@@ -92,3 +92,23 @@ def test_table_from_other_weights_is_refused(export_dir, tmp_path):
                   "--calib-table", str(out / "calibration.json"), "--out", str(tmp_path / "x"))
     assert res.returncode == 3 and "other weights" in res.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_unlabelled_calibration_reports_agreement(tmp_path, calib_set):
+    """A flat folder (or glob) of images calibrates; without labelled --eval, every engine is
+    scored by its agreement with FP32 on images calibration did not use."""
+    from PIL import Image
+
+    (tmp_path / "flat").mkdir()
+    for i in range(160):
+        Image.fromarray(calib_set.images[i, :, :, 0]).save(tmp_path / "flat" / f"{i}.png")
+    out = tmp_path / "exp"
+    res = run_cli("export", "default", "--calib", str(tmp_path / "flat" / "*.png"), "--calib-size", "100",
+                  "--target", "ort", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "has no labels" in res.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["evaluation"]["images"] == 60 and report["evaluation"]["labelled"] is False
+    assert report["calibration"]["images"] == 100
+    int8 = next(r for r in report["results"] if r["precision"] == "int8")
+    assert int8["top1"] is None and int8["top1_drop_pp"] is None and 0.9 <= int8["agreement"] <= 1.0

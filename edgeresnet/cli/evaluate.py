@@ -45,6 +45,7 @@ def eval_cmd(
     check_flag("--limit", limit, least=1, integer=True)
     check_flag("--batch-size", batch_size, least=1, most=65_536, integer=True)
     dataset = load_split(data, split, strict)
+    dataset.require_labels("eval")
     warn_skipped(dataset, "evaluation")
     if Path(model).is_dir():  # an export bundle: numpy + Pillow + one runtime, no torch
         from ..runtime import load

@@ -37,11 +37,19 @@ SPLIT_ALIASES = {"train": ("train",), "test": ("test", "val"), "val": ("val", "t
 
 
 class ImageSet:
-    """A labelled split. ``batch`` turns indices into model input with a preprocessing spec."""
+    """A split. ``batch`` turns indices into model input with a preprocessing spec. An
+    unlabelled set (a flat folder, a glob, an npz of images only) has ``labelled`` False,
+    no classes and zero labels: fit for calibration, not for training or scoring."""
 
     source: str
     classes: list[str]
     labels: np.ndarray
+    labelled = True
+
+    def require_labels(self, role: str) -> None:
+        if not self.labelled:
+            raise InputError(f"{role} needs labelled data, and {self.source} has none",
+                             hint="pass an ImageFolder (one subfolder per class), a labelled npz or a dataset spec")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -66,6 +74,7 @@ class ArraySet(ImageSet):
     classes: list[str]
     source: str
     origin: str = ""  # the file(s) actually read: two splits with one origin are the same images
+    labelled: bool = True
 
     def uint8(self, indices: np.ndarray, pre: Preprocess) -> np.ndarray:
         chunk = self.images[indices]
@@ -90,6 +99,7 @@ class FileSet(ImageSet):
     source: str
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # unreadable files left out
     origin: str = ""
+    labelled: bool = True
 
     def uint8(self, indices: np.ndarray, pre: Preprocess) -> np.ndarray:
         return np.stack([pre.to_uint8(open_image(self.paths[i])) for i in indices])
@@ -274,6 +284,13 @@ def _load_npz(arg: str | None, split: str, spec: str) -> ImageSet:
         images, labels = z[f"x_{key}"], z[f"y_{key}"]
     elif "images" in z and "labels" in z:
         images, labels = z["images"], z["labels"]
+    elif f"x_{key}" in z or "images" in z:  # images only: unlabelled, for calibration
+        images = z[f"x_{key}"] if f"x_{key}" in z else z["images"]
+        if images.dtype != np.uint8:
+            raise InputError(f"{spec}: images must be uint8 (0..255), found {images.dtype}")
+        origin = f"{path.resolve()}:{'x_' + key if f'x_{key}' in z else 'images'}"
+        return ArraySet(_nhwc(images), np.zeros(len(images), np.int64), [], f"{spec} [{split}, unlabelled]", origin,
+                        labelled=False)
     else:
         raise InputError(f"{spec}: expected arrays x_{key}/y_{key} or images/labels, found {sorted(z)}")
     if images.dtype != np.uint8:
@@ -296,7 +313,11 @@ def _load_folder(path: Path, split: str, spec: str, strict: bool = False) -> Ima
             raise InputError(f"{spec}: no {split!r} split folder in {path}")
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
-        raise InputError(f"{spec}: {root} has no class subfolders", hint="ImageFolder layout: DIR/<class>/<image>")
+        flat = sorted(f for f in root.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        if flat:  # no class subfolders: unlabelled images, for calibration
+            return _unlabelled(flat, f"{spec} [unlabelled] {root}", str(root.resolve()), strict)
+        raise InputError(f"{spec}: {root} has no class subfolders and no images",
+                         hint="ImageFolder layout: DIR/<class>/<image>; a flat folder of images calibrates")
     paths, labels = [], []
     for i, cls in enumerate(classes):
         for f in sorted((root / cls).rglob("*")):
@@ -311,6 +332,13 @@ def _load_folder(path: Path, split: str, spec: str, strict: bool = False) -> Ima
     keep = {p: lab for p, lab in zip(paths, labels)}
     return FileSet(good, np.asarray([keep[p] for p in good], dtype=np.int64), classes, f"{spec} [{split}] {root}", bad,
                    str(root.resolve()))
+
+
+def _unlabelled(paths: list[Path], source: str, origin: str, strict: bool) -> "FileSet":
+    good, bad = readable_images(paths, strict)
+    if not good:
+        raise InputError(f"{source}: none of the {len(paths)} images can be decoded (first: {bad[0][1]})")
+    return FileSet(good, np.zeros(len(good), np.int64), [], source, bad, origin, labelled=False)
 
 
 def load_split(spec: str, split: str = "train", strict: bool = False) -> ImageSet:
@@ -330,6 +358,13 @@ def load_split(spec: str, split: str = "train", strict: bool = False) -> ImageSe
     path = user_path(spec)
     if path.is_dir():
         return _load_folder(path, split, spec, strict)
+    if any(ch in spec for ch in "*?["):  # a glob of image files: unlabelled, the same for every split
+        from glob import glob
+
+        matched = sorted(Path(m) for m in glob(str(path), recursive=True) if Path(m).suffix.lower() in IMAGE_SUFFIXES)
+        if not matched:
+            raise InputError(f"no image files match {spec!r}")
+        return _unlabelled(matched, f"{spec} [unlabelled]", ",".join(str(p.resolve()) for p in matched[:3]), strict)
     if path.exists():
         raise InputError(f"data spec {spec!r} is a file, not a directory", hint="for arrays use npz:FILE")
     raise InputError(f"unknown data spec {spec!r}",
