@@ -165,6 +165,9 @@ def load_checkpoint(path: str | Path, arch: str | None = None) -> Checkpoint:
     if path.exists() and not path.is_file():
         raise InputError(f"{path} is {'a directory' if path.is_dir() else 'not a regular file'}, not a checkpoint",
                          hint="pass a .pt, .pth or .safetensors file")
+    if path.suffix.lower() == ".onnx":
+        raise InputError(f"{path} is an ONNX model, not a PyTorch checkpoint",
+                         hint="`edgeresnet export MODEL.onnx` quantizes it; `eval` and `bench` take the export directory")
     raw, st_meta = _read_raw(path)
     train_state = None
     if st_meta is not None and "edgeresnet" in st_meta:

@@ -34,7 +34,7 @@ from .fold import fold_bn, verify_fold
 from .machine import cpu, libraries
 from .manifest import write_manifest
 from .models.registry import default_small_input, list_models
-from .outdir import staged_dir
+from .outdir import atomic_write, staged_dir
 from .progress import stderr
 from .quantize.plan import layer_units, plan
 from .quantize.recipe import Candidate, match_layers, module_path
@@ -84,15 +84,20 @@ class ExportConfig:
 
 @dataclass
 class Loaded:
-    model: object
+    model: object  # the torch model; None for an ONNX source
     meta: ModelMeta
     source: str
     random_weights: bool
-
+    onnx: object = None  # onnx_source.OnnxSource when the model is an FP32 ONNX file
 
 def load_model(cfg: ExportConfig) -> Loaded:
     """A checkpoint, ``default``, or a zoo name (random weights, for latency work)."""
     path = user_path(cfg.model)
+    if path.suffix.lower() == ".onnx" and path.is_file():
+        from .onnx_source import load_onnx_source
+
+        src = load_onnx_source(path, cfg.preprocess)
+        return Loaded(None, src.meta, str(path), False, src)
     if cfg.model != "default" and not path.exists() and cfg.model in list_models():
         if not cfg.input_size:
             raise UsageError(f"a zoo name ({cfg.model}) needs --input-size", hint="e.g. --input-size 224")
@@ -303,6 +308,8 @@ def load_and_fold(cfg: ExportConfig, inputs: Inputs, work: Path) -> Folded:
         check_calibration_set(calib_set.labels if labelled else None, calib_idx,
                               loaded.meta.num_classes if labelled else None)
     probe = calib_set.batch(calib_idx[:64], pre)
+    if loaded.onnx is not None:
+        return _onnx_folded(loaded, work, calib_idx, probe)
     folded, fold_report = fold_bn(loaded.model)
     verify_fold(loaded.model, folded, probe, fold_report)
     stderr.print(f"folded {fold_report.folded} BNs into convs, kept {fold_report.kept} as scale+shift "
@@ -311,6 +318,21 @@ def load_and_fold(cfg: ExportConfig, inputs: Inputs, work: Path) -> Folded:
     export_onnx(folded, loaded.meta, fp32_path)
     onnx_error = compare_with_torch(folded, fp32_path, probe)
     return Folded(folded, fold_report, fp32_path, onnx.load(str(fp32_path)), onnx_error, calib_idx, probe)
+
+
+def _onnx_folded(loaded: Loaded, work: Path, calib_idx: np.ndarray, probe: np.ndarray) -> Folded:
+    """An ONNX source: ONNX Runtime folded its BNs; check the folded graph against the file on real images."""
+    from .fold import FoldReport
+    from .onnx_source import compare_graphs
+
+    onnx = require("onnx", "torch")
+    src, fp32_path = loaded.onnx, work / FP32_ONNX
+    atomic_write(fp32_path, lambda p: onnx.save(src.proto, str(p)))
+    error = compare_graphs(Path(loaded.source), fp32_path, probe)
+    stderr.print(f"ONNX model: folded {src.bn_before - src.bn_after} BNs into convs, {src.bn_after} left "
+                 f"(max relative error {error:.1e})")
+    report = FoldReport(src.bn_before - src.bn_after, src.bn_after, error, len(probe))
+    return Folded(None, report, fp32_path, onnx.load(str(fp32_path)), error, calib_idx, probe)
 
 
 def calibrate_once(cfg: ExportConfig, inputs: Inputs, folded: Folded, work: Path) -> CalibrationTable | None:
@@ -374,11 +396,13 @@ def build_engines(cfg: ExportConfig, inputs: Inputs, folded: Folded, table: Cali
     eval_idx = evaluation_indices(cfg, inputs, folded)
     measure = Measurer(eval_set, pre, eval_idx, inputs.calib_set.batch(folded.calib_idx[:1], pre),
                        cfg.threads or os.cpu_count(), cfg.device)
-    torch_row = ResultRow("torch", "fp32", details={"note": "PyTorch eager, BN folded"})
-    torch_acc = measure(torch_row, torch_predictor(folded.model))
-    if torch_acc is not None:
-        torch_row.top1_drop_pp, torch_row.agreement = (0.0 if torch_acc.top1 is not None else None), 1.0
-    rows = [torch_row]
+    rows, torch_acc = [], None
+    if folded.model is not None:  # an ONNX source has no torch model: each engine's FP32 row is its baseline
+        torch_row = ResultRow("torch", "fp32", details={"note": "PyTorch eager, BN folded"})
+        torch_acc = measure(torch_row, torch_predictor(folded.model))
+        if torch_acc is not None:
+            torch_row.top1_drop_pp, torch_row.agreement = (0.0 if torch_acc.top1 is not None else None), 1.0
+        rows.append(torch_row)
     candidate, kept_float = recipe(table, tuned, list(forced), folded.fp32_proto)
     ctx = EngineContext(work, folded.fp32_path, folded.fp32_proto, table, cfg.threads, measure, torch_acc,
                         candidate=candidate, fallback_layers=kept_float,
@@ -401,7 +425,8 @@ def make_report(cfg: ExportConfig, inputs: Inputs, folded: Folded, table: Calibr
                 tuned: TuneResult | None, rows: list[ResultRow]) -> Report:
     meta, pre, ev = inputs.loaded.meta, inputs.loaded.meta.preprocess, inputs.eval_set
     return Report(
-        model={"arch": meta.arch, "params": int(sum(p.numel() for p in inputs.loaded.model.parameters())),
+        model={"arch": meta.arch, "params": inputs.loaded.onnx.params if inputs.loaded.onnx is not None else
+               int(sum(p.numel() for p in inputs.loaded.model.parameters())),
                "input_shape": [1, *pre.input_shape], "source": inputs.loaded.source, "classes": meta.classes,
                "preprocess": pre.to_dict(), "random_weights": inputs.loaded.random_weights},
         calibration=None if table is None else {

@@ -112,3 +112,32 @@ def test_unlabelled_calibration_reports_agreement(tmp_path, calib_set):
     assert report["calibration"]["images"] == 100
     int8 = next(r for r in report["results"] if r["precision"] == "int8")
     assert int8["top1"] is None and int8["top1_drop_pp"] is None and 0.9 <= int8["agreement"] <= 1.0
+
+
+def test_an_onnx_model_exports_like_a_checkpoint(tmp_path, calib_set):
+    """An FP32 ONNX ResNet exported by plain torch code (BNs unfolded, other names, fixed batch)
+    goes through the same calibration, engines and report; unlabelled --calib: agreement."""
+    import torch
+    from PIL import Image
+
+    from edgeresnet import build_model
+
+    model = build_model("resnet18", num_classes=5, in_channels=3).eval()
+    torch.onnx.export(model, (torch.zeros(2, 3, 64, 64),), str(tmp_path / "r18.onnx"), input_names=["x"],
+                      output_names=["y"], dynamo=False, do_constant_folding=False, opset_version=17)
+    assert sum(n.op_type == "BatchNormalization" for n in onnx.load(str(tmp_path / "r18.onnx")).graph.node) == 20
+    (tmp_path / "flat").mkdir()
+    for i in range(120):
+        Image.fromarray(calib_set.images[i, :, :, 0]).save(tmp_path / "flat" / f"{i}.png")
+    out = tmp_path / "exp"
+    res = run_cli("export", str(tmp_path / "r18.onnx"), "--calib", str(tmp_path / "flat"), "--calib-size", "64",
+                  "--target", "ort,openvino", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["fold"]["folded"] == 20 and report["fold"]["max_rel_error"] < 1e-4
+    assert report["model"]["input_shape"] == [1, 3, 64, 64] and report["model"]["arch"] == "onnx:r18.onnx"
+    rows = {(r["target"], r["precision"]): r for r in report["results"]}
+    assert "torch" not in {t for t, _ in rows}
+    assert rows[("ort", "int8")]["status"] == "ok" and rows[("ort", "int8")]["agreement"] >= 0.5
+    fp32 = onnx.load(str(out / "model.fp32.onnx"))
+    assert [i.name for i in fp32.graph.input] == ["input"] and not any(n.op_type == "BatchNormalization" for n in fp32.graph.node)

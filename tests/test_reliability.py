@@ -172,6 +172,7 @@ MATRIX = [  # (command line, exit code, words in stderr)
     ("eval {files}/badmeta.pt --data default", 3, "input size is 100000"),
     ("eval {files}/nested.pt --data default", 3, "not valid JSON"),
     ("export {files}/folder.pt --out {tmp}/x", 3, "is a directory"),
+    ("eval {files}/customop.onnx --data default", 3, "is an ONNX model, not a PyTorch checkpoint"),
     ("predict {hostile}/nolist {files}/noimg", 3, "'artifacts' is not a list"),
     ("predict {hostile}/nested {files}/noimg", 3, "nested too deeply"),
     ("predict {hostile}/nostd {files}/noimg", 3, "positive finite stds"),

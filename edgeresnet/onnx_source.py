@@ -1,0 +1,115 @@
+"""An FP32 ONNX model as the source of an export (ours, or exported by torchvision/timm code):
+checked, its BatchNorms folded into the convs by ONNX Runtime's own Conv+BN fusion, its input
+and output renamed to ``input``/``logits`` with a dynamic batch, and its preprocessing taken
+from edgeresnet's metadata when it has it, else from flags or defaults for its input shape."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import IMAGENET_PREPROCESS, ModelMeta
+from .data import Preprocess
+from .errors import InputError, require
+from .export import INPUT, OUTPUT, read_metadata, set_metadata
+from .limits import MAX_CLASSES, MAX_SIDE, check_count
+from .validate import check_onnx_file
+
+
+@dataclass
+class OnnxSource:
+    proto: object  # BN folded, input/logits names, dynamic batch
+    meta: ModelMeta
+    bn_before: int
+    bn_after: int
+    params: int
+
+
+def compare_graphs(original: Path, folded: Path, batch: np.ndarray) -> float:
+    """Max |folded - original| / max |original| on real images, through ONNX Runtime."""
+    ort = require("onnxruntime", "ort")
+    exact = ort.SessionOptions()
+    exact.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the file as written, BN unfused
+    ref_sess = ort.InferenceSession(str(original), exact, providers=["CPUExecutionProvider"])
+    new_sess = ort.InferenceSession(str(folded), providers=["CPUExecutionProvider"])
+    ref_name = ref_sess.get_inputs()[0].name
+    fixed = ref_sess.get_inputs()[0].shape[0]
+    if isinstance(fixed, int) and fixed > 0:  # a file with a fixed batch: feed it that many
+        batch = batch[:fixed]
+    ref = ref_sess.run(None, {ref_name: batch})[0]
+    got = new_sess.run(None, {INPUT: batch})[0]
+    return float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-12))
+
+
+def _dims(value_info) -> list:
+    return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
+
+
+def load_onnx_source(path: Path, overrides: dict | None = None) -> OnnxSource:
+    onnx = require("onnx", "torch")
+    ort = require("onnxruntime", "ort")
+    check_onnx_file(path)
+    model = onnx.load(str(path))
+    init_names = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in init_names]
+    if len(inputs) != 1 or len(model.graph.output) != 1:
+        raise InputError(f"{path} has {len(inputs)} inputs and {len(model.graph.output)} outputs",
+                         hint="an image classifier: one NCHW input, one N x classes output")
+    shape, out_shape = _dims(inputs[0]), _dims(model.graph.output[0])
+    if len(shape) != 4 or shape[1] not in (1, 3) or len(out_shape) != 2 or not out_shape[1]:
+        raise InputError(f"{path}: input {shape} and output {out_shape} are not NCHW (1 or 3 channels) -> N x classes")
+    channels, classes = shape[1], check_count(f"{path.name}: its classes", out_shape[1], MAX_CLASSES)
+    meta_props = read_metadata(model)
+    if "edgeresnet.preprocess" in meta_props:  # one of ours
+        pre = Preprocess.from_dict(json.loads(meta_props["edgeresnet.preprocess"]))
+    else:
+        size = shape[2] if shape[2] and shape[2] == shape[3] else 224
+        check_count(f"{path.name}: its input side", size, MAX_SIDE)
+        pre = Preprocess(channels, size, round(size * 256 / 224) if size >= 128 else size,
+                         IMAGENET_PREPROCESS.mean if channels == 3 else (0.5,), IMAGENET_PREPROCESS.std if channels == 3 else (0.5,))
+    pre = pre.with_overrides(overrides)
+    if pre.channels != channels or (shape[2] and pre.size != shape[2]):
+        raise InputError(f"the preprocessing gives {pre.channels}x{pre.size}x{pre.size}; {path.name} takes {shape[1:]}",
+                         hint="pass --size / --mean / --std that fit the model's input")
+    names = json.loads(meta_props["edgeresnet.classes"]) if "edgeresnet.classes" in meta_props else None
+    if not (isinstance(names, list) and len(names) == classes):
+        names = [str(i) for i in range(classes)]
+    bn_before = sum(n.op_type == "BatchNormalization" for n in model.graph.node)
+    with tempfile.TemporaryDirectory() as tmp:  # ONNX Runtime's basic level folds Conv+BN exactly
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        opts.optimized_model_filepath = str(Path(tmp) / "folded.onnx")
+        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        folded = onnx.load(opts.optimized_model_filepath)
+    _normalise(folded, inputs[0].name, model.graph.output[0].name)
+    set_metadata(folded, {**meta_props, "edgeresnet.preprocess": json.dumps(pre.to_dict()),
+                          "edgeresnet.classes": json.dumps(names), "edgeresnet.source": path.name})
+    arch = meta_props.get("edgeresnet.arch") or f"onnx:{path.name}"
+    meta = ModelMeta(arch=arch, num_classes=classes, in_channels=channels, preprocess=pre, classes=names,
+                     train={"source": f"ONNX model {path.name}"})
+    params = int(sum(np.prod(i.dims) for i in folded.graph.initializer))
+    return OnnxSource(folded, meta, bn_before, sum(n.op_type == "BatchNormalization" for n in folded.graph.node), params)
+
+
+def _normalise(model, input_name: str, output_name: str) -> None:
+    """``input``/``logits`` names, a dynamic batch axis, a name on every node (Q/DQ placement
+    and the reports refer to nodes by name)."""
+    rename = {input_name: INPUT, output_name: OUTPUT}
+    for node in model.graph.node:
+        node.input[:] = [rename.get(t, t) for t in node.input]
+        node.output[:] = [rename.get(t, t) for t in node.output]
+    for vi, new in ((model.graph.input, INPUT), (model.graph.output, OUTPUT)):
+        for v in vi:
+            if v.name in rename:
+                v.name = new
+                v.type.tensor_type.shape.dim[0].dim_param = "batch"
+    del model.graph.value_info[:]  # shapes inferred for the file's fixed batch would contradict a dynamic one
+    seen: set[str] = set()
+    for i, node in enumerate(model.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"/{node.op_type}_{i}"
+        seen.add(node.name)
