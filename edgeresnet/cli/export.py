@@ -23,7 +23,7 @@ from .common import (
 
 @command
 def export(
-    model: Annotated[str, typer.Argument(help="Checkpoint (.pt/.pth/.safetensors), `default`, or a zoo name such as resnet18 (random weights; needs --input-size).")],
+    model: Annotated[str, typer.Argument(help="Checkpoint (.pt/.pth/.safetensors), an FP32 .onnx classifier, `default`, or a zoo name such as resnet18 (random weights; needs --input-size).")],
     out_dir: Annotated[Path | None, typer.Option("--out", help="Export directory (default: exports/<model name>). A non-empty one is refused without --force.")] = None,
     int8: Annotated[bool, typer.Option("--int8/--no-int8", help="Calibrate and build INT8 engines (default) or FP32 only.")] = True,
     target: Annotated[str, typer.Option(help=engines_help("Engines, comma-separated, or all (runs what is available here and lists the rest as skipped)"))] = "ort",
