@@ -15,6 +15,7 @@ import numpy as np
 from .checkpoint import ModelMeta, load_checkpoint, save_checkpoint
 from .data import Preprocess, default_preprocess, load_split
 from .data.sources import ImageSet
+from . import distributed
 from .errors import BackendUnavailable, InputError, UsageError, require
 from .finetune import freeze_backbone, init_state, load_init
 from .limits import MAX_SIDE, check_flag
@@ -168,8 +169,16 @@ def train(cfg: TrainConfig) -> tuple[ModelMeta, list[EpochStats]]:
     _check_config(cfg)
     if cfg.lr is None:
         cfg = replace(cfg, lr=0.01 if cfg.init is not None else 0.2)
-    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
-    device = _device(torch, cfg.device)
+    ddp = distributed.setup(cfg.device)
+    try:
+        return _train(torch, cfg, ddp)
+    finally:
+        ddp.close()
+
+
+def _train(torch, cfg: TrainConfig, ddp: distributed.Dist) -> tuple[ModelMeta, list[EpochStats]]:
+    torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // ddp.world))
+    device = ddp.device or _device(torch, cfg.device)
     use_amp = cfg.amp and device.type == "cuda"
 
     train_set = load_split(cfg.data, "train")
@@ -200,7 +209,7 @@ def train(cfg: TrainConfig) -> tuple[ModelMeta, list[EpochStats]]:
         if cfg.init is not None:
             init_state_dict, init = init_state(cfg.init)
         pre = default_preprocess(train_set, cfg.in_channels, cfg.input_size)
-        if cfg.input_size is None:
+        if cfg.input_size is None and ddp.main:
             native = train_set.native_shape()
             stderr.print(f"training at {pre.size} px: " + (f"the data's own size ({native[1]}x{native[1]})" if native else
                          "the images differ in size, so resize 256 and crop 224") + "; --input-size to change")
@@ -210,7 +219,8 @@ def train(cfg: TrainConfig) -> tuple[ModelMeta, list[EpochStats]]:
                             small_input=small, zero_init_residual=cfg.zero_init_residual)
         if init is not None:
             load_init(model, init_state_dict, init)
-            stderr.print(f"init from {cfg.init}: {init.loaded} tensors loaded" +
+            log = stderr.print if ddp.main else (lambda *a, **k: None)
+            log(f"init from {cfg.init}: {init.loaded} tensors loaded" +
                          (f"; fresh (shape differs): {', '.join(init.replaced)}" if init.replaced else ""))
         meta = ModelMeta(arch=cfg.arch, num_classes=len(train_set.classes), in_channels=pre.channels,
                          preprocess=pre, classes=list(train_set.classes), small_input=small)
@@ -234,8 +244,9 @@ def train(cfg: TrainConfig) -> tuple[ModelMeta, list[EpochStats]]:
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     fill = torch.from_numpy(pre.pad_value())
 
-    run_clock = RunClock((cfg.epochs - start_epoch) * steps)
-    with progress("loss", "acc", "speed", "eta") as bar:
+    net = ddp.wrap(model)
+    run_clock = RunClock((cfg.epochs - start_epoch) * steps, enabled=None if ddp.main else False)
+    with progress("loss", "acc", "speed", "eta", enabled=None if ddp.main else False) as bar:
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
             if cfg.freeze_backbone:
@@ -247,11 +258,14 @@ def train(cfg: TrainConfig) -> tuple[ModelMeta, list[EpochStats]]:
             t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
             for b in range(steps):
                 idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+                if len(idx) < ddp.world:  # a last global batch too small to give every rank an image
+                    continue
+                idx = ddp.shard(idx)
                 x = _augment(torch, torch.from_numpy(train_set.batch(idx, pre)), cfg.pad, cfg.hflip, fill, gen)
                 x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
                 y = torch.from_numpy(train_set.labels[idx]).to(device)
                 with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    logits = model(x)
+                    logits = net(x)
                     loss = criterion(logits, y)
                 if not torch.isfinite(loss):
                     raise InputError(f"training diverged (loss {loss.item()}) at epoch {epoch + 1}",
@@ -271,9 +285,13 @@ def train(cfg: TrainConfig) -> tuple[ModelMeta, list[EpochStats]]:
                 bar.update(task, advance=len(idx), loss=status[0], acc=status[1], speed=status[2],
                            eta="" if run_eta is None else f"run ETA {eta_text(run_eta)}")
             seconds = time.perf_counter() - t0
-            val = evaluate_top1(model, val_set, pre, val_idx, device) if len(val_idx) else None
+            seen, loss_sum, correct = ddp.sum(seen, loss_sum, correct)
+            val = evaluate_top1(model, val_set, pre, val_idx, device) if len(val_idx) and ddp.main else None
             stats = EpochStats(epoch + 1, loss_sum / seen, correct / seen, val, seen / seconds, seconds)
             history.append(stats)
+            if not ddp.main:
+                ddp.barrier()  # rank 0 validates and writes the checkpoint
+                continue
             stderr.print(f"epoch {epoch + 1}/{cfg.epochs}: loss {stats.loss:.4f}  train {stats.train_top1:.4f}  "
                          f"val {'-' if val is None else f'{val:.4f}'}  {stats.images_per_s:.0f} img/s  {seconds:.0f}s")
             meta.metrics = {"history": [asdict(h) for h in history], "val_top1": val,
@@ -282,4 +300,5 @@ def train(cfg: TrainConfig) -> tuple[ModelMeta, list[EpochStats]]:
             train_state = None if done else {"epoch": epoch + 1, "optimizer": opt.state_dict(),
                                               "scheduler": sched.state_dict()}
             save_checkpoint(cfg.out, model, meta, train_state)
+            ddp.barrier()
     return meta, history

@@ -128,3 +128,39 @@ def test_init_fine_tunes_from_a_torchvision_style_state_dict(tmp_path, calib_set
     with pytest.raises(InputError, match="pass the --arch the weights were trained as"):
         train(TrainConfig(arch="resnet20", data="default", out=tmp_path / "x.pt", epochs=1, limit=32,
                           init=tmp_path / "r18.pth"))
+
+
+def _losses(path) -> list[float]:
+    return [h["loss"] for h in load_checkpoint(path).meta.metrics["history"]]
+
+
+@pytest.mark.slow
+def test_torchrun_trains_like_one_process_and_resumes(tmp_path):
+    """DDP on gloo with 2 CPU processes: the same global batch gives the same losses as one
+    process (within BN's per-rank statistics), and an interrupted run resumes under torchrun."""
+    common = ["train", "--arch", "resnet20", "--data", "default", "--limit", "512", "--val-limit", "300",
+              "--batch-size", "64", "--lr", "0.02", "--device", "cpu", "--threads", "1"]
+    ddp = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "edgeresnet"]
+    res = subprocess.run(ddp + common + ["--epochs", "2", "--out", str(tmp_path / "ddp.pt")], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("saved ") == 1  # rank 0 speaks for the run
+    one = subprocess.run([sys.executable, "-m", "edgeresnet"] + common + ["--epochs", "2", "--out", str(tmp_path / "one.pt")],
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr
+    assert np.allclose(_losses(tmp_path / "ddp.pt"), _losses(tmp_path / "one.pt"), atol=0.1)
+
+    out = tmp_path / "r.pt"
+    proc = subprocess.Popen(ddp + common + ["--epochs", "3", "--out", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not out.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert 1 <= load_checkpoint(out).train_state["epoch"] < 3
+    res = subprocess.run(ddp + common + ["--epochs", "3", "--out", str(out), "--resume"], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    final = load_checkpoint(out)
+    assert final.train_state is None and [h["epoch"] for h in final.meta.metrics["history"]] == [1, 2, 3]

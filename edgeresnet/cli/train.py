@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -42,6 +43,8 @@ def train(
     """Train a ResNet on real data and save a checkpoint that carries its own metadata.
 
     Example: edgeresnet train --arch resnet20 --data fashion-mnist --epochs 15 --out runs/r20.pt
+
+    Several GPUs (or CPU processes): torchrun --nproc_per_node 2 -m edgeresnet train ... (DDP; --batch-size is the global batch)
     """
     from ..train import TrainConfig
     from ..train import train as run
@@ -54,6 +57,8 @@ def train(
                       init=init, freeze_backbone=freeze_backbone,
                       command=command_line())
     meta, history = run(cfg)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
+        return
     last = history[-1]
     val = "-" if last.val_top1 is None else f"{last.val_top1:.4f}"
     out.print(f"saved {out_path}: {meta.arch}, {len(history)} epochs, val top-1 {val}")
