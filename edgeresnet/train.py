@@ -51,6 +51,7 @@ class TrainConfig:
     force: bool = False  # overwrite an existing --out that is not resumed
     init: Path | None = None  # pretrained weights to start from (fine-tuning)
     freeze_backbone: int = 0  # epochs that train only the classifier (with --init)
+    preprocess: dict | None = None  # --mean/--std/--size/--resize/--interpolation/--preprocess over the data's own
     command: str = ""
 
 
@@ -208,7 +209,7 @@ def _train(torch, cfg: TrainConfig, ddp: distributed.Dist) -> tuple[ModelMeta, l
         init_state_dict, init = (None, None)
         if cfg.init is not None:
             init_state_dict, init = init_state(cfg.init)
-        pre = default_preprocess(train_set, cfg.in_channels, cfg.input_size)
+        pre = default_preprocess(train_set, cfg.in_channels, cfg.input_size).with_overrides(cfg.preprocess)
         if cfg.input_size is None and ddp.main:
             native = train_set.native_shape()
             stderr.print(f"training at {pre.size} px: " + (f"the data's own size ({native[1]}x{native[1]})" if native else

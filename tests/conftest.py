@@ -52,3 +52,32 @@ def ort_ov_bundle(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bundle") / "exp"
     export_default(out, "--target", "ort,openvino", "--calib-size", "64", "--eval-limit", "300")
     return out
+
+
+class FailingEngine:
+    """An engine whose int8 build raises ``error`` while fp32 works: what a per-engine failure
+    turns into (a status row), and what it must not swallow (an interrupt, a full disk)."""
+
+    name = "failing"
+
+    def __init__(self, error: BaseException):
+        from edgeresnet.backends.tensorrt import PROFILE
+
+        self.error, self.qdq_profile, self.qdq_variants = error, PROFILE, {}
+
+    def unavailable_reason(self):
+        return None
+
+    def precisions(self, int8):
+        return ["fp32", "int8"]
+
+    def build(self, source, precision, out_dir):
+        from edgeresnet.backends.base import Artifact
+
+        if precision == "int8":
+            raise self.error
+        return Artifact(self.name, precision, source)
+
+    def load(self, artifact, threads=None):
+        return lambda x: np.zeros((len(x), 10), np.float32)
+

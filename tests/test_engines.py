@@ -9,7 +9,6 @@ import pytest
 from onnx import TensorProto, numpy_helper
 
 from edgeresnet.backends import expand_targets
-from edgeresnet.backends.tensorrt import TensorRTBackend
 from edgeresnet.backends.tensorrt import unavailable_reason as trt_unavailable
 from edgeresnet.backends.tensorrt_bundle import (
     calibration_cache,
@@ -22,7 +21,7 @@ from edgeresnet.calibrate.table import CalibrationTable
 from edgeresnet.engines import EngineContext, engine_rows
 from edgeresnet.errors import UsageError
 
-from .conftest import export_default, run_cli
+from .conftest import FailingEngine, export_default, run_cli
 
 TRT_REASON = trt_unavailable()
 
@@ -170,27 +169,6 @@ def test_target_names():
         expand_targets(("openvin",))
 
 
-class _BrokenBackend:
-    """An engine whose int8 build breaks: its row must say so while fp32 still measures."""
-
-    name, qdq_profile = "broken", TensorRTBackend.qdq_profile
-
-    def unavailable_reason(self):
-        return None
-
-    def precisions(self, int8):
-        return ["fp32", "int8"]
-
-    def build(self, source, precision, out_dir):
-        from edgeresnet.backends.base import Artifact
-        if precision == "int8":
-            raise RuntimeError("engine compiler crashed")
-        return Artifact("broken", precision, source)
-
-    def load(self, artifact, threads=None):
-        return lambda x: np.zeros((len(x), 10), np.float32)
-
-
 def test_one_failing_engine_becomes_a_status_row(tmp_path):
     fp32 = tmp_path / "model.fp32.onnx"
     fp32.write_bytes(b"not read by the broken engine")
@@ -198,6 +176,6 @@ def test_one_failing_engine_becomes_a_status_row(tmp_path):
     ctx = EngineContext(work=tmp_path, fp32_path=fp32, fp32_proto=None, table=None, threads=1,
                         measure=lambda row, run, art=None: rows_seen.append(row.precision),
                         qdq_paths={"trt": tmp_path / "model.int8.trt.qdq.onnx"})
-    rows = engine_rows(_BrokenBackend(), ctx, int8=True)
+    rows = engine_rows(FailingEngine(RuntimeError("engine compiler crashed")), ctx, int8=True)
     assert [(r.precision, r.status) for r in rows] == [("fp32", "ok"), ("int8", "failed")]
     assert "engine compiler crashed" in rows[1].reason and rows_seen == ["fp32"]

@@ -22,7 +22,7 @@ from edgeresnet.bench import peak_rss_mb
 from edgeresnet.data.sources import open_image
 from edgeresnet.errors import InputError
 
-from .conftest import run_cli
+from .conftest import FailingEngine, run_cli
 
 MARKER = Path("/tmp/edgeresnet-matrix-pwned")
 
@@ -363,33 +363,6 @@ def test_soak_10000_predictions_from_4_threads(bundle, test_set):
     assert rss_mb() <= start * 1.10
 
 
-class _FailingEngine:
-    """Its int8 build raises ``error``; fp32 works (issue 15: what a per-engine except may swallow)."""
-
-    name = "failing"
-
-    def __init__(self, error):
-        from edgeresnet.backends.tensorrt import PROFILE
-
-        self.error, self.qdq_profile, self.qdq_variants = error, PROFILE, {}
-
-    def unavailable_reason(self):
-        return None
-
-    def precisions(self, int8):
-        return ["fp32", "int8"]
-
-    def build(self, source, precision, out_dir):
-        from edgeresnet.backends.base import Artifact
-
-        if precision == "int8":
-            raise self.error
-        return Artifact(self.name, precision, source)
-
-    def load(self, artifact, threads=None):
-        return lambda x: np.zeros((len(x), 10), np.float32)
-
-
 def _engine_ctx(tmp_path):
     from edgeresnet.engines import EngineContext
 
@@ -407,13 +380,13 @@ def test_an_interrupt_or_a_full_disk_inside_an_engine_ends_the_run(tmp_path, mon
     from edgeresnet import errors
     from edgeresnet.engines import engine_rows
 
-    rows = engine_rows(_FailingEngine(RuntimeError("compiler crashed")), _engine_ctx(tmp_path), int8=True)
+    rows = engine_rows(FailingEngine(RuntimeError("compiler crashed")), _engine_ctx(tmp_path), int8=True)
     assert [r.status for r in rows] == ["ok", "failed"]
     with pytest.raises(errors.OutOfSpace, match="no space left"):
-        engine_rows(_FailingEngine(OSError(errno.ENOSPC, "No space left on device", "x.onnx")), _engine_ctx(tmp_path), True)
+        engine_rows(FailingEngine(OSError(errno.ENOSPC, "No space left on device", "x.onnx")), _engine_ctx(tmp_path), True)
     monkeypatch.setitem(errors.SIGNALLED, "signum", signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
-        engine_rows(_FailingEngine(RuntimeError("Exception from src/core: KeyboardInterrupt")), _engine_ctx(tmp_path), True)
+        engine_rows(FailingEngine(RuntimeError("Exception from src/core: KeyboardInterrupt")), _engine_ctx(tmp_path), True)
 
 
 def test_out_is_checked_again_when_published_and_leftovers_are_cleaned(tmp_path):

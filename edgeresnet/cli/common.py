@@ -8,6 +8,9 @@ import sys
 import warnings
 from collections.abc import Callable
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -150,6 +153,13 @@ def printable(text: str) -> str:
 
 
 PREPROCESS_PANEL = "Preprocessing (default: what the checkpoint records)"
+# One declaration of each preprocessing flag, shared by export, eval and train.
+MeanOpt = Annotated[str | None, typer.Option(help="Per-channel mean, comma-separated (e.g. 0.485,0.456,0.406).", rich_help_panel=PREPROCESS_PANEL)]
+StdOpt = Annotated[str | None, typer.Option(help="Per-channel std, comma-separated.", rich_help_panel=PREPROCESS_PANEL)]
+SizeOpt = Annotated[int | None, typer.Option(help="Input side after the center crop.", rich_help_panel=PREPROCESS_PANEL)]
+ResizeOpt = Annotated[int | None, typer.Option(help="Shorter side before the crop (e.g. 256 for a 224 crop).", rich_help_panel=PREPROCESS_PANEL)]
+InterpOpt = Annotated[str | None, typer.Option(help="bilinear | bicubic | nearest.", rich_help_panel=PREPROCESS_PANEL)]
+PreFileOpt = Annotated[Path | None, typer.Option("--preprocess", help="A JSON file with any of channels, size, resize, mean, std, interpolation (the flags above override it).", rich_help_panel=PREPROCESS_PANEL)]
 
 
 def preprocess_overrides(mean: str | None, std: str | None, size: int | None, resize: int | None,

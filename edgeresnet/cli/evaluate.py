@@ -10,7 +10,21 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import InputError
-from .common import command, engines_help, json_text, out, printable, threads_option
+from .common import (
+    InterpOpt,
+    MeanOpt,
+    PreFileOpt,
+    ResizeOpt,
+    SizeOpt,
+    StdOpt,
+    command,
+    engines_help,
+    json_text,
+    out,
+    preprocess_overrides,
+    printable,
+    threads_option,
+)
 
 
 @command
@@ -26,6 +40,12 @@ def eval_cmd(
     target: Annotated[str | None, typer.Option(help=engines_help("Export directories: the engine"))] = None,
     precision: Annotated[str, typer.Option(help="Export directories: fp32, fp16, bf16 or int8.")] = "int8",
     strict: Annotated[bool, typer.Option(help="Stop at the first unreadable image instead of skipping it with a count.")] = False,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    size: SizeOpt = None,
+    resize: ResizeOpt = None,
+    interpolation: InterpOpt = None,
+    preprocess_file: PreFileOpt = None,
 ) -> None:
     """Score a model on a data split: top-1, top-5 and per-class accuracy.
 
@@ -50,6 +70,9 @@ def eval_cmd(
     if Path(model).is_dir():  # an export bundle: numpy + Pillow + one runtime, no torch
         from ..runtime import load
 
+        if preprocess_overrides(mean, std, size, resize, interpolation, preprocess_file):
+            raise InputError(f"{model} is an export bundle: its preprocessing is fixed at export",
+                             hint="pass the preprocessing flags to `export`, or evaluate the checkpoint")
         bundle = load(model, target=target, precision=precision, threads=threads)
         run, pre, classes = bundle.logits, bundle.preprocess, bundle.classes
         name, arch = f"{model} ({bundle.target} {bundle.precision})", bundle.manifest.get("arch")
@@ -61,7 +84,8 @@ def eval_cmd(
         torch = require("torch", "torch")
         torch.set_num_threads(threads or os.cpu_count() or 1)
         ckpt = load_checkpoint(model, arch=arch)
-        run, pre, classes = torch_predictor(ckpt.model), ckpt.meta.preprocess, ckpt.meta.classes
+        pre = ckpt.meta.preprocess.with_overrides(preprocess_overrides(mean, std, size, resize, interpolation, preprocess_file))
+        run, classes = torch_predictor(ckpt.model), ckpt.meta.classes
         name, arch = str(ckpt.path), ckpt.meta.arch
     if len(dataset.classes) != len(classes):
         raise InputError(f"{model} has {len(classes)} classes but {data} has {len(dataset.classes)}",

@@ -11,7 +11,12 @@ from rich.markup import escape
 from .common import batch_range as parse_batch_range
 from .common import (
     DEFAULT_BATCH_RANGE,
-    PREPROCESS_PANEL,
+    InterpOpt,
+    MeanOpt,
+    PreFileOpt,
+    ResizeOpt,
+    SizeOpt,
+    StdOpt,
     command,
     command_line,
     engines_help,
@@ -53,12 +58,12 @@ def export(
     layer_methods: Annotated[str, typer.Option(help="Choose the calibration method per tensor by the network's output error: auto | on | off (as --bias-correction).", rich_help_panel="Accuracy budget")] = "auto",
     sensitivity: Annotated[bool, typer.Option("--sensitivity", help="Measure per-layer sensitivity (SQNR, top-1 change) even without --max-drop.", rich_help_panel="Accuracy budget")] = False,
     float_layers_opt: Annotated[str | None, typer.Option("--float-layers", help="Keep these layers in float on every engine (FP16 on TensorRT), comma-separated: ONNX node names, PyTorch module paths (layer1.0.conv1) or globs ('layer4.*'). Combines with --max-drop.", rich_help_panel="Accuracy budget")] = None,
-    mean: Annotated[str | None, typer.Option(help="Per-channel mean, comma-separated (e.g. 0.485,0.456,0.406).", rich_help_panel=PREPROCESS_PANEL)] = None,
-    std: Annotated[str | None, typer.Option(help="Per-channel std, comma-separated.", rich_help_panel=PREPROCESS_PANEL)] = None,
-    size: Annotated[int | None, typer.Option(help="Input side after the center crop.", rich_help_panel=PREPROCESS_PANEL)] = None,
-    resize: Annotated[int | None, typer.Option(help="Shorter side before the crop (e.g. 256 for a 224 crop).", rich_help_panel=PREPROCESS_PANEL)] = None,
-    interpolation: Annotated[str | None, typer.Option(help="bilinear | bicubic | nearest.", rich_help_panel=PREPROCESS_PANEL)] = None,
-    preprocess_file: Annotated[Path | None, typer.Option("--preprocess", help="A JSON file with any of channels, size, resize, mean, std, interpolation (the flags above override it).", rich_help_panel=PREPROCESS_PANEL)] = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    size: SizeOpt = None,
+    resize: ResizeOpt = None,
+    interpolation: InterpOpt = None,
+    preprocess_file: PreFileOpt = None,
     price: Annotated[bool, typer.Option("--price/--no-price", help="Time each INT8 engine all-INT8, as shipped, and with each float layer alone in float: the latency price of every fallback layer on that engine.", rich_help_panel="Accuracy budget")] = True,
 ) -> None:
     """Fold BN, export FP32 ONNX, calibrate INT8 once on real images, build each engine, and

@@ -8,7 +8,19 @@ from typing import Annotated
 
 import typer
 
-from .common import command, command_line, out, threads_option
+from .common import (
+    InterpOpt,
+    MeanOpt,
+    PreFileOpt,
+    ResizeOpt,
+    SizeOpt,
+    StdOpt,
+    command,
+    command_line,
+    out,
+    preprocess_overrides,
+    threads_option,
+)
 from ..models.registry import SMALL_INPUT_MAX
 
 
@@ -39,6 +51,12 @@ def train(
     force: Annotated[bool, typer.Option(help="Overwrite an existing --out (without it, an existing checkpoint is refused).")] = False,
     init: Annotated[Path | None, typer.Option(help="Fine-tune from these weights: a torchvision-style state_dict, an edgeresnet checkpoint or .safetensors. Matching tensors load; the classifier is replaced when the class count differs; the stem follows the weights'.")] = None,
     freeze_backbone: Annotated[int, typer.Option(help="With --init: train only the classifier for the first N epochs.")] = 0,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    size: SizeOpt = None,
+    resize: ResizeOpt = None,
+    interpolation: InterpOpt = None,
+    preprocess_file: PreFileOpt = None,
 ) -> None:
     """Train a ResNet on real data and save a checkpoint that carries its own metadata.
 
@@ -55,6 +73,7 @@ def train(
                       small_input=small_input, zero_init_residual=zero_init_residual, threads=threads,
                       device=device, amp=amp, limit=limit, val_limit=val_limit, resume=resume, force=force,
                       init=init, freeze_backbone=freeze_backbone,
+                      preprocess=preprocess_overrides(mean, std, size, resize, interpolation, preprocess_file),
                       command=command_line())
     meta, history = run(cfg)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
