@@ -280,8 +280,11 @@ def validate(cfg: ExportConfig) -> Inputs:
         eval_spec = cfg.eval or calib_spec
         eval_set = load_split(eval_spec, "test", cfg.strict)
         warn_skipped(eval_set, "evaluation")
-        eval_set.require_labels("evaluation (--eval)")
-        _check_classes(loaded.meta, eval_set, "eval", eval_spec)
+        if not eval_set.labelled:
+            stderr.print(f"note: {eval_spec} has no labels: each engine is scored by its agreement with FP32, "
+                         "not by top-1", style="yellow")
+        if eval_set.labelled:
+            _check_classes(loaded.meta, eval_set, "eval", eval_spec)
         if eval_set.origin == calib_set.origin and not cfg.allow_eval_calib:
             raise InputError(f"calibration and evaluation would use the same images ({calib_set.source})",
                              hint="give a data spec with separate train and test splits, or --allow-eval-calib")
@@ -435,7 +438,8 @@ def make_report(cfg: ExportConfig, inputs: Inputs, folded: Folded, table: Calibr
             "reused_from": str(cfg.calib_table) if cfg.calib_table else None, "split": "train"},
         evaluation=None if ev is None else {
             "source": ev.source, "images": int(len(evaluation_indices(cfg, inputs, folded))),
-            "split": "test" if ev.labelled else "calibration images not used for calibration (unlabelled: agreement only)",
+            "split": "test" if ev.labelled else "calibration images not used for calibration (unlabelled: agreement only)"
+            if ev is inputs.calib_set else "test (unlabelled: agreement only)",
             "spec": inputs.eval_spec, "labelled": ev.labelled},
         results=rows, fold=folded.fold_report.to_dict(),
         onnx={"opset": OPSET, "file": FP32_ONNX, "max_rel_error_vs_torch": folded.onnx_error},

@@ -141,3 +141,20 @@ def test_an_onnx_model_exports_like_a_checkpoint(tmp_path, calib_set):
     assert rows[("ort", "int8")]["status"] == "ok" and rows[("ort", "int8")]["agreement"] >= 0.5
     fp32 = onnx.load(str(out / "model.fp32.onnx"))
     assert [i.name for i in fp32.graph.input] == ["input"] and not any(n.op_type == "BatchNormalization" for n in fp32.graph.node)
+
+
+def test_unlabelled_eval_images_score_agreement(tmp_path, test_set):
+    from PIL import Image
+
+    (tmp_path / "flat").mkdir()
+    for i in range(50):
+        Image.fromarray(test_set.images[i, :, :, 0]).save(tmp_path / "flat" / f"{i}.png")
+    out = tmp_path / "exp"
+    res = run_cli("export", "default", "--calib", "default", "--calib-size", "64", "--eval", str(tmp_path / "flat"),
+                  "--target", "ort", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["evaluation"]["labelled"] is False and report["evaluation"]["images"] == 50
+    assert report["evaluation"]["split"] == "test (unlabelled: agreement only)"
+    int8 = next(r for r in report["results"] if r["precision"] == "int8")
+    assert int8["top1"] is None and 0.9 <= int8["agreement"] <= 1.0
