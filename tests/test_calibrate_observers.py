@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from edgeresnet.calibrate import METHODS, MIN_AMAX, HistogramObserver
+from edgeresnet.calibrate.observers import METHODS, MIN_AMAX, HistogramObserver
 from edgeresnet.quantize.scheme import ZERO_CHANNEL_SCALE, dequantize, quantize_symmetric, weight_scales
 from edgeresnet.errors import InputError, UsageError
 

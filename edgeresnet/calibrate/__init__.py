@@ -1,6 +1,4 @@
-"""Calibration: activation statistics (observers) -> a calibration table. The scale math
-they feed lives in quantize.scheme."""
-
-from .observers import DEFAULT_BINS, METHODS, MIN_AMAX, HistogramObserver
-
-__all__ = ["DEFAULT_BINS", "METHODS", "MIN_AMAX", "HistogramObserver"]
+"""Calibration: activation statistics (observers) -> a calibration table (table), measured on
+the FP32 graph (collect). Import the submodules; this package imports none of them, so a stage
+that only reads a table (engines) does not load the observers. The scale math they feed lives
+in quantize.scheme."""

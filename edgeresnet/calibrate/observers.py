@@ -1,8 +1,9 @@
-"""Activation statistics for symmetric INT8 calibration, and the scheme math that uses them.
+"""Activation statistics for symmetric INT8 calibration: the clipping thresholds (amax).
 
-The scheme is TensorRT's: int8, zero point 0, ``scale = amax / 127``. An observer streams |x|
-into a fixed-size histogram, so memory stays bounded for any number of batches (ONNX
-Runtime's calibrators keep whole histograms or tensors per batch and run out of memory);
+The scheme is TensorRT's: int8, zero point 0, ``scale = amax / 127`` (quantize.scheme). An
+observer streams |x| into a fixed-size histogram, so memory stays bounded for any number of
+batches (ONNX Runtime's calibrators keep whole histograms or tensors per batch and run out of
+memory);
 ``amax`` then reads a clipping threshold off it with one of :data:`METHODS`.
 
 The histogram covers ``[0, upper)`` where ``upper`` is the smallest power of two above the
