@@ -12,7 +12,8 @@ from edgeresnet.backends.onnxruntime import PROFILE as ORT
 from edgeresnet.backends.tensorrt import PROFILE as TRT
 from edgeresnet.errors import InputError, UsageError
 from edgeresnet.quantize.recipe import Candidate, quantized_model
-from edgeresnet.quantize.scheme import QMAX, ZERO_CHANNEL_SCALE, dequantize, qmax, quantize_symmetric, weight_scales
+from edgeresnet.quantize.scheme import (QMAX, ZERO_CHANNEL_SCALE, dequantize, qmax, quantize_bias, quantize_symmetric,
+                                        weight_scales)
 
 
 def test_grid_sizes():
@@ -44,6 +45,14 @@ def test_quantize_round_trip_within_half_a_step():
     assert quantize_symmetric(np.array([2.5, 3.5], np.float32), 1.0).tolist() == [2, 4]  # half to even
     with pytest.raises(InputError, match="positive and finite"):
         quantize_symmetric(x, 0.0)
+
+
+def test_bias_on_the_accumulator_grid():
+    q, scales = quantize_bias(np.array([0.5, -0.3, 1e9], np.float32), 0.1, np.array([0.01, 0.02, 1e-3], np.float32))
+    assert q.dtype == np.int32 and scales.dtype == np.float32
+    np.testing.assert_allclose(scales, [1e-3, 2e-3, 1e-4], rtol=1e-6)
+    assert q.tolist() == [500, -150, 2**31 - 1]  # 1e9 / 1e-4 saturates int32
+    np.testing.assert_allclose(q[:2] * scales[:2], [0.5, -0.3], rtol=1e-6)
 
 
 def _conv_relu() -> onnx.ModelProto:

@@ -36,9 +36,7 @@ import numpy as np
 from ..errors import require
 from .plan import QuantPlan, plan
 from .profile import Profile
-from .scheme import quantize_symmetric, weight_scales
-
-
+from .scheme import quantize_bias, quantize_symmetric, weight_scales
 
 
 SCALE_PRESERVING = ("MaxPool", "Flatten", "Reshape")
@@ -106,13 +104,11 @@ def emit_qdq(model, activation_scales: dict[str, float], profile: Profile,
                                              [f"{base}_dequantized"], name=f"{base}_DequantizeLinear", axis=site.axis))
         removed.add(site.weight)
         if profile.quantize_bias and site.bias is not None:
-            b = numpy_helper.to_array(inits[site.bias]).astype(np.float64)
-            x_scale = float(activation_scales[sites.layer_inputs[site.node]])
-            b_scales = (x_scale * scales.astype(np.float64))
-            qb = np.clip(np.round(b / b_scales), -2**31, 2**31 - 1).astype(np.int32)
+            qb, b_scales = quantize_bias(numpy_helper.to_array(inits[site.bias]),
+                                         activation_scales[sites.layer_inputs[site.node]], scales)
             bb = site.bias
             new_inits += [numpy_helper.from_array(qb, f"{bb}_quantized"),
-                          numpy_helper.from_array(b_scales.astype(np.float32), f"{bb}_scale"),
+                          numpy_helper.from_array(b_scales, f"{bb}_scale"),
                           numpy_helper.from_array(np.zeros(len(qb), np.int32), f"{bb}_zero_point")]
             weight_nodes.append(helper.make_node("DequantizeLinear", [f"{bb}_quantized", f"{bb}_scale", f"{bb}_zero_point"],
                                                  [f"{bb}_dequantized"], name=f"{bb}_DequantizeLinear", axis=0))

@@ -4,6 +4,8 @@ quantize and dequantize as ONNX's QuantizeLinear / DequantizeLinear compute them
 Activations get ``scale = amax / QMAX`` from a calibration threshold (calibrate/ measures the
 thresholds); weights get their exact per-channel range. Everything that rounds to the int8
 grid (the QDQ emitter, the calibration table's scales, the tuner's method choice) uses these.
+Biases that a runtime adds in int32 (``Profile.quantize_bias``) sit on the product of the
+input's and each weight channel's scale.
 """
 
 from __future__ import annotations
@@ -71,3 +73,12 @@ def quantize_symmetric(x: np.ndarray, scale, num_bits: int = 8) -> np.ndarray:
 def dequantize(q: np.ndarray, scale) -> np.ndarray:
     """``q * scale`` in float32, the inverse of :func:`quantize_symmetric` up to rounding."""
     return np.asarray(q, dtype=np.float32) * _checked_scale(scale)
+
+
+def quantize_bias(b: np.ndarray, input_scale: float, channel_scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int32 biases and their per-channel scales ``input_scale * channel_scales``: the grid of a
+    QLinearConv's int32 accumulator, so the bias adds to it exactly. Rounded half to even in
+    float64, clipped to int32; the scales are returned in float32, as DequantizeLinear stores them."""
+    scales = float(input_scale) * np.asarray(channel_scales).astype(np.float64)
+    q = np.clip(np.round(np.asarray(b).astype(np.float64) / scales), -2**31, 2**31 - 1).astype(np.int32)
+    return q, scales.astype(np.float32)
