@@ -1,5 +1,5 @@
 """Observers on known distributions (fixed seeds): each method against its analytic value or a
-brute-force reference, streaming against one-shot, and the int8 scheme math."""
+brute-force reference, streaming against one-shot. The int8 scheme math: test_quantize_scheme."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from edgeresnet.calibrate.observers import METHODS, MIN_AMAX, HistogramObserver
-from edgeresnet.quantize.scheme import ZERO_CHANNEL_SCALE, dequantize, quantize_symmetric, weight_scales
-from edgeresnet.errors import InputError, UsageError
+from edgeresnet.errors import UsageError
 
 HALF_NORMAL_P9999 = 3.8906  # |N(0,1)|: the 99.995th percentile of N(0,1)
 HALF_NORMAL_MEDIAN = 0.6745
@@ -213,35 +212,6 @@ def test_empty_or_all_zero_observer_gives_a_positive_amax():
         for method in METHODS:
             assert obs.amax(method) == MIN_AMAX > 0
     assert zeros.count == zeros.zeros == 32
-
-
-def test_weight_scales_per_output_channel():
-    rng = np.random.default_rng(10)
-    w = rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * np.arange(1, 9, dtype=np.float32)[:, None, None, None]
-    w[2] = 0.0
-    scales = weight_scales(w)
-    assert scales.shape == (8,) and scales.dtype == np.float32
-    expected = np.abs(w).reshape(8, -1).max(axis=1) / 127
-    nonzero = np.arange(8) != 2
-    np.testing.assert_allclose(scales[nonzero], expected[nonzero], rtol=1e-6)
-    assert scales[2] == ZERO_CHANNEL_SCALE > 0
-    np.testing.assert_array_equal(weight_scales(np.moveaxis(w, 0, -1), axis=-1), scales)
-
-    s = scales.reshape(-1, 1, 1, 1)
-    q = quantize_symmetric(w, s)
-    assert q.dtype == np.int8 and q.shape == w.shape
-    assert q.min() >= -127 and q.max() <= 127
-    assert np.all(np.abs(q[nonzero]).reshape(7, -1).max(axis=1) == 127)  # each channel uses its full range
-    assert np.all(q[2] == 0)
-    err = np.abs(dequantize(q, s) - w)
-    assert np.all(err <= s / 2 * (1 + 1e-6))
-
-
-def test_quantize_clips_symmetrically_and_rounds_half_to_even():
-    x = np.array([-1000.0, -128.0, -2.5, -0.5, 0.5, 1.5, 2.5, 126.5, 1000.0, np.nan], np.float32)
-    np.testing.assert_array_equal(quantize_symmetric(x, 1.0), [-127, -127, -2, 0, 0, 2, 2, 126, 127, 0])
-    with pytest.raises(InputError):
-        quantize_symmetric(x, 0.0)
 
 
 def test_unknown_method_names_the_valid_ones():

@@ -47,6 +47,35 @@ def test_quantize_round_trip_within_half_a_step():
         quantize_symmetric(x, 0.0)
 
 
+def test_each_weight_channel_uses_its_full_range():
+    rng = np.random.default_rng(10)
+    w = rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * np.arange(1, 9, dtype=np.float32)[:, None, None, None]
+    w[2] = 0.0
+    scales = weight_scales(w)
+    assert scales.shape == (8,) and scales.dtype == np.float32
+    expected = np.abs(w).reshape(8, -1).max(axis=1) / 127
+    nonzero = np.arange(8) != 2
+    np.testing.assert_allclose(scales[nonzero], expected[nonzero], rtol=1e-6)
+    assert scales[2] == ZERO_CHANNEL_SCALE > 0
+    np.testing.assert_array_equal(weight_scales(np.moveaxis(w, 0, -1), axis=-1), scales)
+
+    s = scales.reshape(-1, 1, 1, 1)
+    q = quantize_symmetric(w, s)
+    assert q.dtype == np.int8 and q.shape == w.shape
+    assert q.min() >= -127 and q.max() <= 127
+    assert np.all(np.abs(q[nonzero]).reshape(7, -1).max(axis=1) == 127)  # each channel uses its full range
+    assert np.all(q[2] == 0)
+    err = np.abs(dequantize(q, s) - w)
+    assert np.all(err <= s / 2 * (1 + 1e-6))
+
+
+def test_quantize_clips_symmetrically_and_rounds_half_to_even():
+    x = np.array([-1000.0, -128.0, -2.5, -0.5, 0.5, 1.5, 2.5, 126.5, 1000.0, np.nan], np.float32)
+    np.testing.assert_array_equal(quantize_symmetric(x, 1.0), [-127, -127, -2, 0, 0, 2, 2, 126, 127, 0])
+    with pytest.raises(InputError):
+        quantize_symmetric(x, 0.0)
+
+
 def test_bias_on_the_accumulator_grid():
     q, scales = quantize_bias(np.array([0.5, -0.3, 1e9], np.float32), 0.1, np.array([0.01, 0.02, 1e-3], np.float32))
     assert q.dtype == np.int32 and scales.dtype == np.float32
