@@ -41,10 +41,6 @@ def test_quantize_round_trip_within_half_a_step():
     q = quantize_symmetric(x, scale)
     assert q.dtype == np.int8 and q.min() >= -127 and np.abs(q.astype(int)).max() == 127
     assert np.abs(dequantize(q, scale) - x).max() <= scale / 2 + 1e-7
-    assert quantize_symmetric(np.array([1e9, -1e9, np.nan], np.float32), 1.0).tolist() == [127, -127, 0]
-    assert quantize_symmetric(np.array([2.5, 3.5], np.float32), 1.0).tolist() == [2, 4]  # half to even
-    with pytest.raises(InputError, match="positive and finite"):
-        quantize_symmetric(x, 0.0)
 
 
 def test_each_weight_channel_uses_its_full_range():
@@ -72,7 +68,7 @@ def test_each_weight_channel_uses_its_full_range():
 def test_quantize_clips_symmetrically_and_rounds_half_to_even():
     x = np.array([-1000.0, -128.0, -2.5, -0.5, 0.5, 1.5, 2.5, 126.5, 1000.0, np.nan], np.float32)
     np.testing.assert_array_equal(quantize_symmetric(x, 1.0), [-127, -127, -2, 0, 0, 2, 2, 126, 127, 0])
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="positive and finite"):
         quantize_symmetric(x, 0.0)
 
 
