@@ -129,8 +129,9 @@ def engine_rows(backend: Backend, ctx: EngineContext, int8: bool) -> list[Result
     try:
         precisions = backend.precisions(int8)
     except Exception as exc:  # a broken runtime install must not sink the other engines
-        if fatal(exc) is not None:
-            raise fatal(exc) from None
+        stop = fatal(exc)
+        if stop is not None:
+            raise stop from None
         return [_failed(backend.name, "fp32", exc)]
     for precision in precisions:
         try:

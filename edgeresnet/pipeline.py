@@ -189,8 +189,9 @@ def _price(backend, ctx: EngineContext, tuned: TuneResult, rows: list[ResultRow]
         prices = price_fallbacks(backend, ctx.fp32_proto, ctx.candidate, tuned.fallback_layers, tuned.units,
                                  ctx.work, probe, ctx.threads)
     except Exception as exc:  # a price is a nice-to-have; the engine row stands
-        if fatal(exc) is not None:
-            raise fatal(exc) from None
+        stop = fatal(exc)
+        if stop is not None:
+            raise stop from None
         row.details["fallback_price"] = {"error": f"{type(exc).__name__}: {exc}"}
         return
     row.details["fallback_price"] = prices

@@ -24,6 +24,7 @@ import difflib
 import importlib
 import os
 import pkgutil
+from dataclasses import replace
 from importlib.metadata import entry_points
 
 from ..errors import UsageError
@@ -123,7 +124,7 @@ def get_backend(name: str, options: EngineOptions | None = None, *, device: str 
     """An instance of the backend ``name`` (any alias), configured by ``options``."""
     options = options or EngineOptions()
     if device is not None:
-        options = EngineOptions(device=device, batch_range=options.batch_range, dla_core=options.dla_core)
+        options = replace(options, device=device)
     return backend_class(name)(options)
 
 

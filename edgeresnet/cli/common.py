@@ -147,9 +147,12 @@ def json_text(obj) -> str:
 def printable(text: str) -> str:
     """A file or class name for a terminal table: control characters (a newline in a file
     name breaks the rows) and undecodable bytes shown as escapes."""
-    return "".join(c if c.isprintable() and not 0xDC80 <= ord(c) <= 0xDCFF else
-                   c.encode("unicode_escape", "backslashreplace").decode("ascii") if ord(c) < 0xDC80 or ord(c) > 0xDCFF
-                   else f"\\x{ord(c) - 0xDC00:02x}" for c in text)
+    def show(c: str) -> str:
+        if 0xDC80 <= ord(c) <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+            return f"\\x{ord(c) - 0xDC00:02x}"
+        return c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+
+    return "".join(show(c) for c in text)
 
 
 PREPROCESS_PANEL = "Preprocessing (default: what the checkpoint records)"
