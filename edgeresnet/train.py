@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import ModelMeta, load_checkpoint, save_checkpoint
-from .data import Preprocess, default_preprocess, load_split
+from .data import Preprocess, default_preprocess, load_split, loader
 from .data.sources import ImageSet
 from . import distributed
 from .errors import BackendUnavailable, InputError, UsageError, require
@@ -43,6 +43,7 @@ class TrainConfig:
     small_input: bool | None = None  # None: automatic (the 3x3 stem for ImageNet-style nets at <= 64 px)
     zero_init_residual: bool = False
     threads: int | None = None
+    workers: int | None = None  # DataLoader workers decoding batches; None: automatic (data/loader.auto_workers)
     device: str = "auto"
     amp: bool = True
     limit: int | None = None  # use only the first N training images (quick runs, tests)
@@ -136,6 +137,7 @@ def _check_config(cfg: TrainConfig) -> None:
     check_flag("--pad", cfg.pad, least=0, most=MAX_SIDE, integer=True)
     check_flag("--input-size", cfg.input_size, least=8, most=MAX_SIDE, integer=True)
     check_flag("--limit", cfg.limit, least=1, integer=True)
+    check_flag("--workers", cfg.workers, least=0, most=256, integer=True)
     check_flag("--val-limit", cfg.val_limit, least=1, integer=True)
     if cfg.in_channels not in (None, 1, 3):
         raise UsageError(f"--in-channels must be 1 or 3, got {cfg.in_channels}")
@@ -192,6 +194,7 @@ def _train(torch, cfg: TrainConfig, ddp: distributed.Dist) -> tuple[ModelMeta, l
     val_idx = _subset(val_set, cfg.val_limit) if val_set is not None else np.arange(0)
 
     start_epoch, history, state = 0, [], None
+    torch.manual_seed(cfg.seed)  # before the model is built: --seed decides its init too
     if cfg.resume:
         if not cfg.out.exists():
             raise InputError(f"--resume: {cfg.out} does not exist", hint="drop --resume to start a new run")
@@ -233,7 +236,6 @@ def _train(torch, cfg: TrainConfig, ddp: distributed.Dist) -> tuple[ModelMeta, l
     if val_set is not None and len(val_set.classes) != len(train_set.classes):
         raise InputError(f"{cfg.data}: train has {len(train_set.classes)} classes, test has {len(val_set.classes)}")
 
-    torch.manual_seed(cfg.seed)
     model = model.to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(_param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
     steps = math.ceil(len(train_idx) / cfg.batch_size)
@@ -244,6 +246,7 @@ def _train(torch, cfg: TrainConfig, ddp: distributed.Dist) -> tuple[ModelMeta, l
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     fill = torch.from_numpy(pre.pad_value())
+    workers = loader.auto_workers(train_set, pre, ddp.world) if cfg.workers is None else cfg.workers
 
     net = ddp.wrap(model)
     run_clock = RunClock((cfg.epochs - start_epoch) * steps, enabled=None if ddp.main else False)
@@ -257,14 +260,14 @@ def _train(torch, cfg: TrainConfig, ddp: distributed.Dist) -> tuple[ModelMeta, l
             order = rng.permutation(train_idx)
             task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(order), loss="", acc="", speed="", eta="")
             t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
-            for b in range(steps):
-                idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-                if len(idx) < ddp.world:  # a last global batch too small to give every rank an image
-                    continue
-                idx = ddp.shard(idx)
-                x = _augment(torch, torch.from_numpy(train_set.batch(idx, pre)), cfg.pad, cfg.hflip, fill, gen)
+            # A last global batch too small to give every rank an image is left out.
+            index_batches = [ddp.shard(order[b * cfg.batch_size:(b + 1) * cfg.batch_size]) for b in range(steps)
+                             if len(order[b * cfg.batch_size:(b + 1) * cfg.batch_size]) >= ddp.world]
+            for b, (x, y) in enumerate(loader.batches(train_set, pre, index_batches, workers,
+                                                      pin=device.type == "cuda")):
+                x = _augment(torch, x, cfg.pad, cfg.hflip, fill, gen)
                 x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-                y = torch.from_numpy(train_set.labels[idx]).to(device)
+                y = y.to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                     logits = net(x)
                     loss = criterion(logits, y)
@@ -276,14 +279,14 @@ def _train(torch, cfg: TrainConfig, ddp: distributed.Dist) -> tuple[ModelMeta, l
                 scaler.step(opt)
                 scaler.update()
                 sched.step()
-                seen += len(idx)
-                loss_sum += loss.item() * len(idx)
+                seen += len(y)
+                loss_sum += loss.item() * len(y)
                 correct += int((logits.argmax(1) == y).sum())
                 rate = seen / (time.perf_counter() - t0)
                 status = f"loss {loss_sum / seen:.3f}", f"acc {correct / seen:.3f}", f"{rate:.0f} img/s"
                 run_clock.step(1, f"epoch {epoch + 1}/{cfg.epochs} batch {b + 1}/{steps}: " + "  ".join(status))
                 run_eta = run_clock.eta_s()
-                bar.update(task, advance=len(idx), loss=status[0], acc=status[1], speed=status[2],
+                bar.update(task, advance=len(y), loss=status[0], acc=status[1], speed=status[2],
                            eta="" if run_eta is None else f"run ETA {eta_text(run_eta)}")
             seconds = time.perf_counter() - t0
             seen, loss_sum, correct = ddp.sum(seen, loss_sum, correct)

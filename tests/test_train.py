@@ -2,6 +2,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -164,3 +165,100 @@ def test_torchrun_trains_like_one_process_and_resumes(tmp_path):
     assert res.returncode == 0, res.stderr
     final = load_checkpoint(out)
     assert final.train_state is None and [h["epoch"] for h in final.meta.metrics["history"]] == [1, 2, 3]
+
+
+def _png_folder(root, calib_set, classes: int = 3, per_class: int = 8, side: int = 32):
+    from PIL import Image
+
+    for c in range(classes):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in np.flatnonzero(calib_set.labels == c)[:per_class]:
+            Image.fromarray(calib_set.images[i, :, :, 0]).resize((side, side)).convert("RGB").save(
+                root / f"c{c}" / f"{i}.png")
+    return root
+
+
+def test_dataloader_workers_decode_the_same_batches_as_the_training_process(tmp_path, calib_set):
+    """Workers only decode: the batches, and so the training, are the same with and without them."""
+    from edgeresnet.data import default_preprocess, load_split, loader
+
+    folder = _png_folder(tmp_path / "imgs", calib_set)
+    data = load_split(str(folder), "train")
+    pre = default_preprocess(data)
+    order = [np.array([5, 0, 17]), np.array([3, 9]), np.array([23])]
+    inline = list(loader.batches(data, pre, order, workers=0))
+    parallel = list(loader.batches(data, pre, order, workers=2))
+    assert len(inline) == len(parallel) == 3
+    for (x0, y0), (x1, y1), idx in zip(inline, parallel, order):
+        assert x0.shape == (len(idx), 3, 32, 32) and torch.equal(x0, x1) and torch.equal(y0, y1)
+        assert y0.tolist() == data.labels[idx].tolist()
+    assert loader.auto_workers(data, pre) == min(loader.MAX_AUTO_WORKERS, max(0, (__import__("os").cpu_count() or 1) - 1))
+    losses = []
+    for workers in (0, 1):
+        _, history = train(TrainConfig(arch="resnet20", data=str(folder), out=tmp_path / f"w{workers}.pt", epochs=1,
+                                       batch_size=8, threads=1, workers=workers))
+        losses.append(history[0].loss)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def _children(pid: int) -> set[int]:
+    from pathlib import Path
+
+    kids = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids |= {int(k) for k in (task / "children").read_text().split()}
+        except OSError:
+            pass
+    return kids
+
+
+@pytest.mark.slow
+def test_sigterm_stops_training_within_a_batch_and_leaves_no_workers(tmp_path, calib_set):
+    """The issue's case: ResNet-20 on a folder at 224 px, where one batch takes seconds. A `kill`
+    in the middle of an epoch ends the run within about one batch, with exit 143, no decoding
+    worker left behind and the last epoch's checkpoint intact."""
+    folder = _png_folder(tmp_path / "imgs", calib_set, per_class=16)
+    out = tmp_path / "r.pt"
+    args = [sys.executable, "-m", "edgeresnet", "train", "--arch", "resnet20", "--data", str(folder),
+            "--input-size", "224", "--epochs", "20", "--batch-size", "16", "--workers", "1", "--threads", "2",
+            "--out", str(out)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not out.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
+    time.sleep(1.0)  # into the next epoch's batches
+    workers = _children(proc.pid)
+    assert workers, "training on a folder decodes in a DataLoader worker"
+    start = time.time()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    took = time.time() - start
+    print(f"SIGTERM acted in {took:.1f} s")
+    assert proc.returncode == 143, err.decode()[-2000:]
+    assert "Traceback" not in err.decode()
+    assert took < 15, f"SIGTERM took {took:.1f} s to act"
+    time.sleep(0.5)
+    assert not [w for w in workers if Path(f"/proc/{w}").exists() and "zombie" not in Path(f"/proc/{w}/status").read_text()]
+    ckpt = load_checkpoint(out)
+    assert ckpt.train_state is not None and ckpt.train_state["epoch"] >= 1
+    assert not [p for p in tmp_path.iterdir() if p.name not in ("r.pt", "imgs")]
+
+
+@pytest.mark.slow
+def test_a_folder_of_1400_small_images_trains_at_native_size_in_bounded_memory(tmp_path, calib_set):
+    """The issue's run: 1,400 PNGs of 32x32 given to `train --arch resnet20` took 10 GB at 224 px.
+    At the data's own size, with batches decoded by workers, the peak of the largest process
+    (trainer or worker) stays near what torch itself needs."""
+    folder = _png_folder(tmp_path / "imgs", calib_set, classes=10, per_class=140)
+    probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+             "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    res = subprocess.run([sys.executable, "-c", probe, sys.executable, "-m", "edgeresnet", "train", "--arch", "resnet20",
+                          "--data", str(folder), "--epochs", "1", "--threads", "2", "--out", str(tmp_path / "r.pt")],
+                         capture_output=True, text=True, timeout=600)
+    code, peak_kb = map(int, res.stdout.split()[-2:])
+    assert code == 0, res.stderr[-2000:]
+    assert "training at 32 px: the data's own size (32x32)" in res.stderr
+    assert peak_kb < 1_500_000, f"peak RSS {peak_kb / 1e6:.2f} GB"
+    assert load_checkpoint(tmp_path / "r.pt").meta.preprocess.size == 32

@@ -43,6 +43,7 @@ def train(
     small_input: Annotated[bool | None, typer.Option("--small-input/--no-small-input", help=f"3x3 stem without max-pool for ImageNet-style nets; default: automatic, on at <= {SMALL_INPUT_MAX} px. --no-small-input keeps the 7x7 stem (e.g. to train at 64 px and fine-tune at 224).", show_default=False)] = None,
     zero_init_residual: Annotated[bool, typer.Option(help="Zero-init each block's last BN.")] = False,
     threads: Annotated[int | None, threads_option("CPU threads (default: all cores).")] = None,
+    workers: Annotated[int | None, typer.Option(help="DataLoader worker processes that decode batches while the model trains (default: automatic; none for in-memory arrays already at the training size, else one per spare core, up to 4). 0 decodes in the training process.", show_default=False)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     amp: Annotated[bool, typer.Option(help="Mixed precision on CUDA.")] = True,
     limit: Annotated[int | None, typer.Option(help="Train on the first N images only (quick runs).")] = None,
@@ -71,7 +72,7 @@ def train(
                       weight_decay=weight_decay, schedule=schedule, label_smoothing=label_smoothing,
                       hflip=hflip, pad=pad, seed=seed, input_size=input_size, in_channels=in_channels,
                       small_input=small_input, zero_init_residual=zero_init_residual, threads=threads,
-                      device=device, amp=amp, limit=limit, val_limit=val_limit, resume=resume, force=force,
+                      workers=workers, device=device, amp=amp, limit=limit, val_limit=val_limit, resume=resume, force=force,
                       init=init, freeze_backbone=freeze_backbone,
                       preprocess=preprocess_overrides(mean, std, size, resize, interpolation, preprocess_file),
                       command=command_line())
