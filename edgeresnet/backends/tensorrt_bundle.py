@@ -9,16 +9,17 @@ import shlex
 import struct
 from pathlib import Path
 
+from .tensorrt_recipes import DEFAULT_LINE, RECIPES, Recipe, datatype, implicit_int8_command, plan, recipe_for
+from .tensorrt_recipes import trtexec_command, version_code
+
 BUNDLE = "trt"
-DEFAULT_TRT_VERSION = "10.3.0"  # JetPack 6.1/6.2
+DEFAULT_TRT_VERSION = RECIPES[DEFAULT_LINE].default_version  # JetPack 6.1/6.2
 
 
 def trt_version_code(version: str) -> int:
     """TensorRT's NV_TENSORRT_VERSION number as calibration-cache headers carry it:
     8.6.1 -> 8601, 10.3.0 -> 100300 (the encoding changed with TensorRT 10)."""
-    parts = [int(p) for p in (version.split(".") + ["0", "0"])[:3]]
-    major, minor, patch = parts
-    return major * 10000 + minor * 100 + patch if major >= 10 else major * 1000 + minor * 100 + patch
+    return version_code(version)
 
 
 def calibration_cache(scales: dict[str, float], version: str = DEFAULT_TRT_VERSION) -> str:
@@ -40,42 +41,15 @@ def parse_calibration_cache(text: str) -> tuple[str, dict[str, float]]:
     return lines[0], scales
 
 
-def shape_arg(name: str, shape: tuple[int, ...]) -> str:
-    return f"{name}:{'x'.join(str(d) for d in shape)}"
-
-
 def trtexec_commands(input_name: str, chw: tuple[int, int, int], batch_range: tuple[int, int, int],
-                     dla_core: int | None = None) -> dict[str, list[str]]:
-    """trtexec invocations for the int8 (explicit QDQ), fp16 and fp32 engines, TensorRT 8.x/10.
-    (TensorRT 11 has no --int8/--fp16: use --stronglyTyped there.)"""
-    lo, opt, hi = batch_range
-    common = [f"--minShapes={shape_arg(input_name, (lo, *chw))}", f"--optShapes={shape_arg(input_name, (opt, *chw))}",
-              f"--maxShapes={shape_arg(input_name, (hi, *chw))}", "--timingCacheFile=timing.cache",
-              "--profilingVerbosity=detailed", "--dumpLayerInfo"]
-    if dla_core is not None:
-        common += [f"--useDLACore={dla_core}", "--allowGPUFallback"]
-    flags = {"int8": ["--int8", "--fp16"], "fp16": ["--fp16"], "fp32": []}
-    sources = {"int8": "model.int8.trt.qdq.onnx", "fp16": "../model.fp32.onnx", "fp32": "../model.fp32.onnx"}
-    return {p: ["trtexec", f"--onnx={sources[p]}", f"--saveEngine=model.{p}.engine", *flags[p], *common,
-                f"--exportLayerInfo=model.{p}.layers.json"] for p in ("int8", "fp16", "fp32")}
+                     dla_core: int | None = None, recipe: Recipe | None = None) -> dict[str, list[str]]:
+    """trtexec invocations for the int8 (explicit QDQ), fp16 and fp32 engines of one TensorRT line."""
+    recipe = recipe or RECIPES[DEFAULT_LINE]
+    return {p: trtexec_command(recipe, p, input_name, chw, batch_range, dla_core) for p in ("int8", "fp16", "fp32")}
 
 
-def implicit_int8_command(input_name: str, chw: tuple[int, int, int], batch: int,
-                          float_layers: tuple[str, ...] = ()) -> list[str]:
-    """The older JetPacks' path: implicit INT8 from our table as a calibration cache. Layers
-    kept in float get FP16 by name (their tensors are also left out of the cache)."""
-    cmd = ["trtexec", "--onnx=../model.fp32.onnx", "--int8", "--fp16", "--calib=calibration.cache",
-           f"--shapes={shape_arg(input_name, (batch, *chw))}", "--saveEngine=model.int8-implicit.engine"]
-    if float_layers:
-        cmd += ["--precisionConstraints=prefer", "--layerPrecisions=" + ",".join(f"{n}:fp16" for n in float_layers)]
-    return cmd
-
-
-def _dtype(entry: dict) -> str:
-    return str(entry.get("Format/Datatype", entry.get("Datatype", "")))
-
-
-def layer_warnings(info: dict, precision: str, float_layers: tuple[str, ...] = ()) -> list[str]:
+def layer_warnings(info: dict, precision: str, float_layers: tuple[str, ...] = (),
+                   recipe: Recipe | None = None) -> list[str]:
     """Findings from the engine inspector's JSON (ProfilingVerbosity DETAILED), by layer name:
     convs or residual Adds running in float in an INT8 engine, and reformat layers. Layers
     named in ``float_layers`` (ONNX node names, kept in float by --max-drop) are expected."""
@@ -90,7 +64,9 @@ def layer_warnings(info: dict, precision: str, float_layers: tuple[str, ...] = (
             continue
         if precision != "int8" or any(f in name for f in float_layers):
             continue
-        float_in = [_dtype(i) for i in inputs if "Int8" not in _dtype(i)]
+        recipe = recipe or RECIPES[DEFAULT_LINE]
+        types = [datatype(i, recipe) for i in inputs if isinstance(i, dict)]
+        float_in = [t for t in types if "Int8" not in t]
         if "Convolution" in kind and float_in:
             findings.append(f"conv {name!r} runs in float ({float_in[0]}): missing Q/DQ on its input or weights")
         elif kind in ("ElementWise", "PointWise", "PointWiseV2") and "Add" in name:
@@ -101,41 +77,77 @@ def layer_warnings(info: dict, precision: str, float_layers: tuple[str, ...] = (
 
 def write_bundle(work: Path, *, input_name: str, chw: tuple[int, int, int], batch_range: tuple[int, int, int],
                  dla_core: int | None, scales: dict[str, float], eval_spec: str | None, qdq_name: str,
-                 trt_version: str = DEFAULT_TRT_VERSION, fallback_layers: tuple[str, ...] = (),
+                 trt_version: str | None = None, fallback_layers: tuple[str, ...] = (),
                  float_nodes: tuple[str, ...] = ()) -> Path:
-    """Write ``work/trt/``: what `edgeresnet build` (or trtexec) needs on the device."""
+    """Write ``work/trt/``: what `edgeresnet build` (or trtexec) needs on the device, for the
+    TensorRT line ``trt_version`` names (default: 10.3, JetPack 6)."""
+    recipe, version = recipe_for(trt_version)
+    build_plan = plan(recipe, version, input_name=input_name, chw=chw, batch_range=batch_range, dla_core=dla_core,
+                      float_layers=float_nodes)
     bundle = work / BUNDLE
     bundle.mkdir(exist_ok=True)
     (work / qdq_name).replace(bundle / "model.int8.trt.qdq.onnx")
-    (bundle / "calibration.cache").write_text(calibration_cache(scales, trt_version))
-    cmds = trtexec_commands(input_name, chw, batch_range, dla_core)
-    script = ["#!/usr/bin/env bash", "# Build the engines with trtexec (TensorRT 8.x / 10) from this folder.",
+    (bundle / "calibration.cache").write_text(calibration_cache(scales, version))
+    if recipe.fp16_onnx:
+        write_fp16_sources(bundle)
+    cmds = trtexec_commands(input_name, chw, batch_range, dla_core, recipe)
+    script = ["#!/usr/bin/env bash", f"# Build the engines with trtexec ({recipe.label}, written for {version}) from this folder.",
               "set -euo pipefail", 'cd "$(dirname "$0")"']
     script += [shlex.join(c) for c in cmds.values()]
-    script += ["# Implicit INT8 from the calibration cache (older JetPacks):",
-               "# " + shlex.join(implicit_int8_command(input_name, chw, batch_range[1], float_nodes))]
+    implicit = implicit_int8_command(recipe, input_name, chw, batch_range[1], float_nodes)
+    if implicit:
+        script += ["# Implicit INT8 from the calibration cache (its header must name the TensorRT that reads it):",
+                   "# " + shlex.join(implicit)]
+    else:
+        script += [f"# {recipe.label} has no implicit INT8 (no --int8/--calib): the QDQ engine above is the INT8 one."]
     (bundle / "trtexec.sh").write_text("\n".join(script) + "\n")
     (bundle / "trtexec.sh").chmod(0o755)
     (bundle / "build.json").write_text(json.dumps({
         "input_name": input_name, "input_chw": list(chw), "batch_range": list(batch_range), "dla_core": dla_core,
         "eval_spec": eval_spec, "int8_onnx": "model.int8.trt.qdq.onnx", "fp32_onnx": "../model.fp32.onnx",
         "calibration_cache": "calibration.cache", "fallback_layers": list(fallback_layers),
-        "float_nodes": list(float_nodes), "trtexec": {k: shlex.join(v) for k, v in cmds.items()}}, indent=1))
-    (bundle / "README.md").write_text(README.format(int8=shlex.join(cmds["int8"])))
+        "float_nodes": list(float_nodes), "trt_line": recipe.line, "trt_version": version, "plan": build_plan,
+        "trtexec": {k: shlex.join(v) for k, v in cmds.items()}}, indent=1))
+    (bundle / "README.md").write_text(readme(recipe, version, shlex.join(cmds["int8"])))
     return bundle
 
 
-README = """# TensorRT bundle
+def write_fp16_sources(bundle: Path) -> None:
+    """TensorRT 11: FP16-typed copies of the FP32 ONNX and of the QDQ ONNX (tensorrt_fp16)."""
+    import onnx
+
+    from .tensorrt_fp16 import to_fp16
+
+    onnx.save(to_fp16(onnx.load(str(bundle / ".." / "model.fp32.onnx"))), str(bundle / "model.fp16.onnx"))
+    onnx.save(to_fp16(onnx.load(str(bundle / "model.int8.trt.qdq.onnx"))), str(bundle / "model.int8.trt.fp16.qdq.onnx"))
+
+
+def readme(recipe: Recipe, version: str, int8_line: str) -> str:
+    if recipe.implicit_int8:
+        cache = (f"- `calibration.cache`: the same scales in TensorRT's calibration-cache format, header "
+                 f"`TRT-{version_code(version)}`, for implicit INT8 (`trtexec --int8 --calib=calibration.cache`). TensorRT "
+                 "skips a cache whose header names another version; `edgeresnet build` rewrites the header for the "
+                 "TensorRT it finds.")
+    else:
+        cache = (f"- {recipe.label} has no calibrator and no precision flags: every network is strongly typed. "
+                 "`model.fp16.onnx` and `model.int8.trt.fp16.qdq.onnx` are the FP16-typed copies (float32 I/O) that "
+                 "give the FP16 engine and the float layers of the INT8 engine their FP16. `calibration.cache` is "
+                 "kept for reference only.")
+    return README.format(label=recipe.label, version=version, int8=int8_line, cache=cache)
+
+
+README = """# TensorRT bundle ({label}, written for {version})
 
 Built by `edgeresnet export --target trt` on a machine without TensorRT. Copy the whole
 export directory to the Jetson or GPU host, then either:
 
 ```bash
-edgeresnet build EXPORT_DIR          # engines (int8, fp16, fp32), layer checks, accuracy and latency rows
-edgeresnet bench EXPORT_DIR          # once `bench` lands: latency of every engine
+edgeresnet build EXPORT_DIR --dry-run   # the plan: engines, flags, profile, DLA, float layers
+edgeresnet build EXPORT_DIR             # engines (int8, fp16, fp32), layer checks, accuracy and latency rows
+edgeresnet bench EXPORT_DIR             # latency of every engine (the .engine files included)
 ```
 
-or with trtexec (TensorRT 8.x / 10), from this folder: `./trtexec.sh`, e.g.
+or with trtexec, from this folder: `./trtexec.sh`, e.g.
 
 ```bash
 {int8}
@@ -144,12 +156,18 @@ or with trtexec (TensorRT 8.x / 10), from this folder: `./trtexec.sh`, e.g.
 - `model.int8.trt.qdq.onnx`: explicit quantization (Q/DQ), symmetric int8, zero point 0, Q/DQ on
   every conv's input and weights and on the identity input of every residual Add, so TensorRT
   fuses each Add into a conv; no calibrator is needed.
-- `calibration.cache`: the same scales in TensorRT's calibration-cache format, for implicit
-  INT8 on older JetPacks (`trtexec --int8 --calib=calibration.cache`). Engines and caches are
-  specific to the TensorRT version: the header names the version it was written for.
-- `build.json`: input name and shape, the batch range (min/opt/max), the evaluation data, and
-  `fallback_layers`: layers `--max-drop` kept in float. They carry no Q/DQ in the QDQ ONNX, so
-  TensorRT runs them in FP16 (`--fp16` is on with `--int8`); the engine checks expect them.
+{cache}
+- The fp32 engine is built with TF32 off (`--noTF32`): on Ampere and Orin TF32 is on by default,
+  and an "fp32" engine would otherwise run TF32 convolutions.
+- `build.json`: input name and shape, the batch range (min/opt/max), the evaluation data,
+  `fallback_layers` (layers `--max-drop` kept in float: no Q/DQ, so they run in FP16 and the
+  engine checks expect them) and `plan`, what `build` will do per engine on this TensorRT line.
+- With `--dla-core`, the INT8 and FP16 engines get a static profile (min = opt = max = the opt
+  batch, as DLA requires); the fp32 engine is built for the GPU (DLA has no FP32).
+
+Running an engine needs numpy, tensorrt and NVIDIA's `cuda-python` (`pip install cuda-python`;
+on JetPack 5 `pip install "cuda-python<12"`, on JetPack 6 `pip install "cuda-python>=12,<13"`,
+to match the CUDA the JetPack ships); no torch.
 
 Engines are specific to the GPU model and TensorRT version: always build on the device.
 """
