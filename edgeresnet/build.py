@@ -1,7 +1,8 @@
 """`edgeresnet build DIR`: on the Jetson or GPU host, turn an export's TensorRT bundle into
 engines (int8 from the QDQ ONNX, fp16 and fp32 from the FP32 ONNX), check their layers, and
-add the accuracy and latency rows to the export's report. Needs TensorRT, not torch for
-the model (torch's CUDA allocator is used for device buffers)."""
+add the accuracy and latency rows to the export's report. Needs TensorRT and cuda-python, not
+torch. ``build --dry-run`` prints the plan (engines, flags, profile, DLA, float layers) for the
+TensorRT line given or found, and needs no TensorRT."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from .backends.tensorrt import (
     TrtOptions,
     unavailable_reason,
 )
-from .backends.tensorrt_bundle import BUNDLE
+from .backends.tensorrt_bundle import BUNDLE, calibration_cache, parse_calibration_cache
+from .backends.tensorrt_recipes import plan as recipe_plan
+from .backends.tensorrt_recipes import recipe_for
 from .data import Preprocess, load_split
 from .engines import EngineContext, Measurer, engine_rows
 from .errors import BackendUnavailable
@@ -37,6 +40,7 @@ def build_on_device(export_dir: Path, eval_spec: str | None = None, eval_limit: 
     reason = unavailable_reason()
     if reason:
         raise BackendUnavailable(reason, hint=INSTALL_HINT.split(", or pass")[0])
+    retarget_cache(bundle, recipe_for(installed_trt_version())[1])
     options = TrtOptions(tuple(batch_range or plan["batch_range"]), plan.get("dla_core") if dla_core is None else dla_core,
                          timing_cache=bundle / "timing.cache", float_layers=tuple(plan.get("float_nodes", [])))
     pre = Preprocess.from_dict(report_json["model"]["preprocess"])
@@ -59,3 +63,43 @@ def build_on_device(export_dir: Path, eval_spec: str | None = None, eval_limit: 
     publish(export_dir, report)
     write_manifest(export_dir, report.to_dict(), libraries())
     return report
+
+
+def installed_trt_version() -> str | None:
+    try:
+        import tensorrt
+    except ImportError:
+        return None
+    return str(tensorrt.__version__)
+
+
+def dry_run(export_dir: Path, trt_version: str | None = None, batch_range: tuple[int, int, int] | None = None,
+            dla_core: int | None = None) -> dict:
+    """What `build` would do, per engine, for ``trt_version`` (else the installed TensorRT, else the
+    line the bundle was written for). Needs no TensorRT."""
+    bundle = export_dir / BUNDLE
+    saved = read_json(bundle / "build.json", "pass an export directory made with --target trt")
+    version = trt_version or installed_trt_version() or saved.get("trt_version")
+    recipe, version = recipe_for(version)
+    result = recipe_plan(recipe, version, input_name=saved["input_name"], chw=tuple(saved["input_chw"]),
+                         batch_range=tuple(batch_range or saved["batch_range"]),
+                         dla_core=saved.get("dla_core") if dla_core is None else dla_core,
+                         float_layers=tuple(saved.get("float_nodes", [])))
+    result["bundle_written_for"] = saved.get("trt_version")
+    result["version_source"] = ("--trt-version" if trt_version else "installed TensorRT" if installed_trt_version()
+                                else "the bundle (no TensorRT here)")
+    return result
+
+
+def retarget_cache(bundle: Path, version: str) -> bool:
+    """Rewrite calibration.cache's header for the TensorRT that will read it (TensorRT skips a cache
+    whose header names another version). True when it changed."""
+    path = bundle / "calibration.cache"
+    if not path.exists():
+        return False
+    header, scales = parse_calibration_cache(path.read_text())
+    text = calibration_cache(scales, version)
+    if text.splitlines()[0] == header:
+        return False
+    path.write_text(text)
+    return True

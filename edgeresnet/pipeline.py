@@ -74,6 +74,7 @@ class ExportConfig:
     batch_range: tuple[int, int, int] = DEFAULT_BATCH_RANGE  # engines with optimization profiles: min, opt, max
     dla_core: int | None = None
     prepare_only: bool = False
+    trt_version: str | None = None  # TensorRT line the bundle is written for (8.6, 10.x, 11.x); None: 10.3 (JetPack 6)
     strict: bool = False  # unreadable images are fatal instead of skipped with a count
     tuning: TuneOptions = TuneOptions()  # --max-drop, sensitivity and the fixes
     price: bool = True  # measure the latency price of each layer kept in float
@@ -246,9 +247,11 @@ def _engines(cfg: ExportConfig) -> list[Backend]:
     """The requested engines, aliases resolved first so every spelling gets the same checks.
     One named explicitly that cannot run here is refused (with --prepare-only, engines with a
     device bundle write it instead); ``all`` lists the missing ones as skipped rows."""
-    options = EngineOptions(cfg.device, cfg.batch_range, cfg.dla_core, cfg.prepare_only)
+    options = EngineOptions(cfg.device, cfg.batch_range, cfg.dla_core, cfg.prepare_only, cfg.trt_version)
     backends = [get_backend(name, options) for name in expand_targets(cfg.targets or (registered()[0].name,))]
     on_device = [b.name for b in backends if hasattr(b, "prepare")]
+    if cfg.trt_version and "trt" not in {b.name for b in backends}:
+        raise UsageError("--trt-version applies to the TensorRT bundle", hint="add --target trt")
     if cfg.prepare_only and not on_device:
         device_built = [c.name for c in registered() if hasattr(c, "prepare")]
         raise UsageError("--prepare-only applies to engines built on the device",

@@ -25,6 +25,7 @@ class EngineOptions:
     batch_range: tuple[int, int, int] = DEFAULT_BATCH_RANGE  # engines with fixed optimization profiles
     dla_core: int | None = None  # Jetson DLA core (TensorRT)
     prepare_only: bool = False  # engines built on the device: write their bundle, build nothing here
+    trt_version: str | None = None  # the TensorRT the device has (its recipe: backends/tensorrt_recipes); None: 10.3
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""TensorRT, written against the documented TensorRT 10 Python API (explicit quantization).
+"""TensorRT, written against NVIDIA's documented Python API of each supported line (8.5/8.6,
+10.x, 11.x; the per-line rules live in ``tensorrt_recipes``), explicit quantization throughout.
 
 The INT8 engine is built from the TensorRT-profile QDQ ONNX (symmetric int8, zero point 0,
 Q/DQ on conv inputs and weights and on the identity input of every residual Add), with FP16
@@ -9,8 +10,9 @@ inspector's layer list is checked for convs or residual Adds left in float and f
 layers, the silent slowdowns users hit most.
 
 Not runnable here (no TensorRT wheel, no GPU): everything that needs no GPU (the QDQ ONNX,
-the calibration cache, the command lines, the layer checks) lives in ``tensorrt_bundle`` and
-is tested on CPU.
+the calibration cache, the command lines, the build plan, the layer checks) lives in
+``tensorrt_bundle`` and ``tensorrt_recipes`` and is tested on CPU. Engines run with numpy,
+tensorrt and cuda-python (``tensorrt_runner``), no torch.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ..quantize.profile import Profile
 from .base import DEFAULT_BATCH_RANGE, Artifact, EngineOptions, Runner, Skip
 from .registry import register
 from .tensorrt_bundle import BUNDLE, layer_warnings, write_bundle
+from .tensorrt_recipes import check_dla, recipe_for, shapes
 
 PROFILE = Profile("trt", "int8", 0, "int8", 0, quantize_bias=False, placement="inputs")
 
@@ -84,6 +87,9 @@ class TensorRTBackend:
     def __init__(self, options: EngineOptions | None = None, trt_options: TrtOptions | None = None) -> None:
         self.engine_options = options or EngineOptions()
         self.options = trt_options or TrtOptions(self.engine_options.batch_range, self.engine_options.dla_core)
+        # The recipe the bundle is written for; a build reads the installed TensorRT's instead.
+        self.recipe, self.version = recipe_for(self.engine_options.trt_version)
+        check_dla(self.recipe, self.options.dla_core)
 
     def unavailable_reason(self) -> str | None:
         return unavailable_reason()
@@ -95,7 +101,7 @@ class TensorRTBackend:
             ctx.work, input_name=ctx.input_name, chw=ctx.chw, batch_range=self.options.batch_range,
             dla_core=self.options.dla_core, scales=cache_scales(ctx.fp32_proto, ctx.quant),
             eval_spec=ctx.eval_spec, qdq_name=ctx.qdq(PROFILE).name, fallback_layers=tuple(ctx.fallback_layers),
-            float_nodes=tuple(sorted(ctx.quant.keep_float)))
+            float_nodes=tuple(sorted(ctx.quant.keep_float)), trt_version=self.version)
         ctx.qdq_paths[PROFILE.name] = bundle / "model.int8.trt.qdq.onnx"
         reason = self.unavailable_reason()
         if reason or self.engine_options.prepare_only:
@@ -107,14 +113,23 @@ class TensorRTBackend:
         return ["fp32", "fp16"] + (["int8"] if int8 else [])
 
     def build(self, source: Path, precision: str, out_dir: Path) -> Artifact:
+        """One engine, by the installed TensorRT's recipe. ``source`` is the FP32 ONNX or, for
+        int8, the QDQ ONNX; on TensorRT 11 the FP16-typed copies in the bundle replace them."""
         trt = _trt()
+        recipe, version = recipe_for(trt.__version__)
+        check_dla(recipe, self.options.dla_core)
+        if recipe.fp16_onnx and precision in ("int8", "fp16"):
+            source = out_dir / recipe.sources()[precision]
+            if not source.exists():
+                from .tensorrt_bundle import write_fp16_sources
+
+                write_fp16_sources(out_dir)  # a bundle written for 8.6/10, built on 11
         logger = trt.Logger(trt.Logger.WARNING)
         builder = trt.Builder(logger)
-        legacy_flags = hasattr(trt.BuilderFlag, "INT8")  # TensorRT 11 removed precision flags
         flags = 0
-        if not legacy_flags:
+        if not recipe.weak_typing:  # 11: "Strongly Typed Networks Are Now Required"
             flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-        elif hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH") and int(trt.__version__.split(".")[0]) < 10:
+        elif int(version.split(".")[0]) < 10:  # 8.x: explicit batch is a flag (the default from 10 on)
             flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
         network = builder.create_network(flags)
         parser = trt.OnnxParser(network, logger)
@@ -124,16 +139,19 @@ class TensorRTBackend:
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.options.workspace_mb << 20)
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-        if legacy_flags and precision in ("fp16", "int8"):
+        if recipe.weak_typing and precision in ("fp16", "int8"):
             config.set_flag(trt.BuilderFlag.FP16)
-        if legacy_flags and precision == "int8":
+        if recipe.weak_typing and precision == "int8":
             config.set_flag(trt.BuilderFlag.INT8)  # explicit quantization: scales come from the Q/DQ nodes
-        if self.options.dla_core is not None:
+        if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+            config.clear_flag(trt.BuilderFlag.TF32)  # "fp32" means FP32, not Ampere/Orin's default TF32
+        on_dla = self.options.dla_core is not None and precision in ("int8", "fp16")
+        if on_dla:  # DLA has no FP32: the fp32 engine stays on the GPU
             config.default_device_type = trt.DeviceType.DLA
             config.DLA_core = self.options.dla_core
             config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
         inp = network.get_input(0)
-        lo, opt, hi = self.options.batch_range
+        lo, opt, hi = shapes(precision, self.options.batch_range, self.options.dla_core)
         rest = tuple(inp.shape)[1:]
         profile = builder.create_optimization_profile()
         profile.set_shape(inp.name, (lo, *rest), (opt, *rest), (hi, *rest))
@@ -151,40 +169,18 @@ class TensorRTBackend:
         info = json.loads(engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON))
         layers_path = out_dir / f"model.{precision}.layers.json"
         layers_path.write_text(json.dumps(info, indent=1))
-        warnings = layer_warnings(info, precision, self.options.float_layers)
+        warnings = layer_warnings(info, precision, self.options.float_layers, recipe)
         return Artifact(self.name, precision, engine_path,
-                        {"tensorrt": trt.__version__, "layers": layers_path.name, "warnings": warnings,
-                         "batch_range": list(self.options.batch_range), "dla_core": self.options.dla_core,
-                         "source": source.name})
+                        {"tensorrt": trt.__version__, "trt_line": recipe.line, "layers": layers_path.name,
+                         "warnings": warnings, "batch_range": [lo, opt, hi], "tf32": precision != "fp32",
+                         "dla_core": self.options.dla_core if on_dla else None, "source": source.name})
 
     def load(self, artifact: Artifact, threads: int | None = None, mode: str = "latency") -> Runner:
-        import numpy as np
+        """numpy in, numpy out, through cuda-python device buffers (no torch)."""
+        from .tensorrt_runner import open_engine
 
-        trt = _trt()
-        torch = _torch_cuda()
-        logger = trt.Logger(trt.Logger.WARNING)
-        engine = trt.Runtime(logger).deserialize_cuda_engine(artifact.path.read_bytes())
-        context = engine.create_execution_context()
-        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        inp = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
-        out = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
-        stream = torch.cuda.Stream()
         hi = artifact.details.get("batch_range", DEFAULT_BATCH_RANGE)[2]
-
-        def run_chunk(x: np.ndarray) -> np.ndarray:
-            xin = torch.from_numpy(np.ascontiguousarray(x)).cuda()
-            context.set_input_shape(inp, tuple(xin.shape))
-            y = torch.empty(tuple(context.get_tensor_shape(out)), dtype=torch.float32, device="cuda")
-            context.set_tensor_address(inp, xin.data_ptr())
-            context.set_tensor_address(out, y.data_ptr())
-            context.execute_async_v3(stream.cuda_stream)
-            stream.synchronize()
-            return y.cpu().numpy()
-
-        def run(x: np.ndarray) -> np.ndarray:
-            return np.concatenate([run_chunk(x[i:i + hi]) for i in range(0, len(x), hi)])
-
-        return run
+        return open_engine(_trt(), artifact.path.read_bytes(), hi)
 
     def input_chw(self, path: Path) -> tuple[int, int, int]:
         return _engine_chw(path)
@@ -212,15 +208,3 @@ def _trt():
     except ImportError:
         raise BackendUnavailable("TensorRT is not installed", hint=INSTALL_HINT) from None
     return trt
-
-
-def _torch_cuda():
-    """Device buffers through torch's CUDA allocator (present on JetPack and GPU hosts)."""
-    try:
-        import torch
-    except ImportError:
-        raise BackendUnavailable("running TensorRT engines needs torch with CUDA for device buffers",
-                                 hint="install JetPack's or NVIDIA's CUDA build of torch on the device") from None
-    if not torch.cuda.is_available():
-        raise BackendUnavailable("torch sees no CUDA device", hint="install a CUDA build of torch on the GPU host")
-    return torch

@@ -18,7 +18,10 @@ def build(
     eval_spec: Annotated[str | None, typer.Option("--eval", help="Evaluation data spec (default: the one the export used).")] = None,
     eval_limit: Annotated[int | None, typer.Option(help="Evaluate on the first N test images only.")] = None,
     batch_range: Annotated[str | None, typer.Option(help="Override the bundle's min,opt,max batch.")] = None,
-    dla_core: Annotated[int | None, typer.Option(help="Build for this DLA core (Jetson), GPU fallback on.")] = None,
+    dla_core: Annotated[int | None, typer.Option(help="Build the INT8 and FP16 engines for this DLA core (Jetson): static batch at the opt size, GPU fallback on; fp32 stays on the GPU.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (engines, precisions, flags, profile, DLA, expected float layers, trtexec lines) and build nothing; needs no TensorRT.")] = False,
+    trt_version: Annotated[str | None, typer.Option(help="With --dry-run: plan for this TensorRT (8.6, 10.3, 11.4, ...) instead of the installed one.", show_default=False)] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="With --dry-run: the plan as JSON.")] = False,
 ) -> None:
     """On the Jetson or GPU host: build TensorRT engines (int8, fp16, fp32) from an export's
     bundle, warn about layers left in float or reformats, and add trt rows to its report.
@@ -30,9 +33,45 @@ def build(
     from ..report import terminal_table
 
     br = parse_batch_range(batch_range) if batch_range else None
+    if dry_run or trt_version or json_out:
+        if not dry_run:
+            from ..errors import UsageError
+
+            raise UsageError("--trt-version and --json go with --dry-run", hint="add --dry-run")
+        print_plan(export_dir, trt_version, br, dla_core, json_out)
+        return
     report = build_on_device(export_dir, eval_spec, eval_limit, br, dla_core)
     out.print(terminal_table(report))
     for row in report.results:
         for warning in row.details.get("warnings", []):
             out.print(escape(f"warning: {row.target} {row.precision}: {warning}"), style="yellow")
     out.print(f"updated {export_dir}/report.json")
+
+
+def print_plan(export_dir: Path, trt_version: str | None, br, dla_core: int | None, as_json: bool) -> None:
+    from rich.table import Table
+
+    from ..build import dry_run
+    from .common import json_text
+
+    plan = dry_run(export_dir, trt_version, br, dla_core)
+    if as_json:
+        out.print(json_text(plan), markup=False, highlight=False, soft_wrap=True)
+        return
+    out.print(f"plan for {plan['trt_label']} {plan['trt_version']} ({plan['version_source']}); "
+              f"bundle written for {plan['bundle_written_for']}", markup=False)
+    table = Table("engine", "onnx", "typing", "flags", "TF32", "profile (min/opt/max)", "device", "float layers in")
+    for name, e in plan["engines"].items():
+        p = e["profile"]
+        table.add_row(name, e["onnx"], "strong" if e["strongly_typed"] else "weak", ",".join(e["builder_flags"]) or "-",
+                      "on" if e["tf32"] else "off", f"{p['min']}/{p['opt']}/{p['max']}", e["device"],
+                      e["float_layers_run_in"])
+    out.print(table)
+    expected = plan["engines"]["int8"]["expected_float_layers"]
+    out.print(f"expected float layers in the int8 engine: {', '.join(expected) if expected else 'none'}", markup=False)
+    if plan["cache_header"]:
+        out.print(f"calibration cache header: {plan['cache_header']}", markup=False)
+    for name, e in plan["engines"].items():
+        out.print(e["trtexec"], markup=False, highlight=False, soft_wrap=True)
+    out.print("implicit INT8: " + (plan["implicit_int8"] or "not on this TensorRT line"), markup=False,
+              highlight=False, soft_wrap=True)

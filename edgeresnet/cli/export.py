@@ -46,7 +46,8 @@ def export(
     threads: Annotated[int | None, threads_option("CPU threads for every engine (default: all cores).")] = None,
     device: Annotated[str, typer.Option(help="OpenVINO device: CPU, GPU, NPU (as OpenVINO names them).")] = "CPU",
     batch_range: Annotated[str, typer.Option(help="Optimization profile of engines that have one (TensorRT): min,opt,max batch.")] = DEFAULT_BATCH_RANGE,
-    dla_core: Annotated[int | None, typer.Option(help="TensorRT: build for this Jetson DLA core (GPU fallback on).")] = None,
+    dla_core: Annotated[int | None, typer.Option(help="TensorRT: build the INT8 and FP16 engines for this Jetson DLA core (static batch at the opt size, GPU fallback on; fp32 stays on the GPU).")] = None,
+    trt_version: Annotated[str | None, typer.Option(help="TensorRT: the version on the device, which picks the bundle's recipe (cache header, trtexec flags, FP16 files): 8.5 or 8.6 (JetPack 5), 10.3 (JetPack 6), 11.x (x86 GPUs). Default: 10.3.", show_default=False)] = None,
     prepare_only: Annotated[bool, typer.Option(help="Engines built on the device (TensorRT): write their bundle (QDQ ONNX, calibration cache, trtexec lines) for `edgeresnet build` there; build nothing here.")] = False,
     force: Annotated[bool, typer.Option(help="Replace a non-empty --out (only once the new export is complete).")] = False,
     strict: Annotated[bool, typer.Option(help="Stop at the first unreadable image instead of skipping it with a count.")] = False,
@@ -87,7 +88,7 @@ def export(
                        calib_table=calib_table, calib_seed=calib_seed, eval=eval_spec, no_eval=no_eval,
                        eval_limit=eval_limit, input_size=input_size, arch=arch, threads=threads, force=force,
                        allow_eval_calib=allow_eval_calib, device=device, batch_range=(lo, opt, hi),
-                       dla_core=dla_core, prepare_only=prepare_only, strict=strict, tuning=tuning, price=price,
+                       dla_core=dla_core, prepare_only=prepare_only, trt_version=trt_version, strict=strict, tuning=tuning, price=price,
                        float_layers=tuple(v.strip() for v in (float_layers_opt or "").split(",") if v.strip()),
                        preprocess=preprocess_overrides(mean, std, size, resize, interpolation, preprocess_file),
                        command=command_line())

@@ -1,0 +1,251 @@
+"""TensorRT per line (8.5/8.6, 10.x, 11.x) without TensorRT: the recipes, the bundle files each
+line gets, `build --dry-run`, the FP16-typed ONNX for 11, and the torch-free runner up to the
+CUDA calls."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto
+
+from edgeresnet.backends.tensorrt_bundle import layer_warnings, parse_calibration_cache
+from edgeresnet.backends.tensorrt_recipes import RECIPES, plan, recipe_for, trtexec_command
+from edgeresnet.errors import BackendUnavailable, UsageError
+
+from .conftest import export_default, run_cli
+
+LINES = {"8.5.2": ("8.6", "TRT-8502-EntropyCalibration2"), "10.3": ("10", "TRT-100300-EntropyCalibration2"),
+         "11.4": ("11", None)}
+REMOVED_IN_11 = ("--int8", "--fp16", "--calib", "--precisionConstraints", "--layerPrecisions", "--best")
+
+
+@pytest.mark.parametrize("given,line,full", [("8", "8.6", "8.5.2"), ("8.5", "8.6", "8.5.2"), ("8.6", "8.6", "8.6.1"),
+                                             ("8.5.2", "8.6", "8.5.2"), (None, "10", "10.3.0"), ("10.13.1", "10", "10.13.1"),
+                                             ("11", "11", "11.4.0"), ("trt-10.3", "10", "10.3.0")])
+def test_a_version_picks_its_line(given, line, full):
+    recipe, version = recipe_for(given)
+    assert (recipe.line, version) == (line, full)
+
+
+@pytest.mark.parametrize("bad", ["7.1", "12", "8.4", "ten", "", "10.3.0.1.2"])
+def test_unknown_versions_are_refused_in_one_line(bad):
+    with pytest.raises(UsageError, match="--trt-version"):
+        recipe_for(bad)
+
+
+def test_flags_per_line_follow_each_lines_docs():
+    chw, br = (1, 28, 28), (1, 8, 32)
+    for name in ("8.6", "10"):
+        r = RECIPES[name]
+        assert trtexec_command(r, "int8", "input", chw, br)[3:5] == ["--int8", "--fp16"]  # QDQ + FP16 float layers
+        assert "--fp16" in trtexec_command(r, "fp16", "input", chw, br)
+        fp32 = trtexec_command(r, "fp32", "input", chw, br)
+        assert "--noTF32" in fp32 and "--fp16" not in fp32 and "--int8" not in fp32
+    r = RECIPES["11"]
+    lines = {p: trtexec_command(r, p, "input", chw, br) for p in ("int8", "fp16", "fp32")}
+    for cmd in lines.values():
+        assert not [a for a in cmd if a.split("=")[0] in REMOVED_IN_11]  # trtexec 11 exits on these
+    assert "--onnx=model.int8.trt.fp16.qdq.onnx" in lines["int8"] and "--onnx=model.fp16.onnx" in lines["fp16"]
+    assert "--noTF32" in lines["fp32"]
+
+
+def test_dla_gets_a_static_profile_and_no_fp32_engine():
+    r = RECIPES["10"]
+    p = plan(r, "10.3.0", input_name="input", chw=(1, 28, 28), batch_range=(1, 8, 32), dla_core=1)
+    for precision in ("int8", "fp16"):
+        e = p["engines"][precision]
+        assert e["profile"] == {"min": 8, "opt": 8, "max": 8} and e["device"].startswith("DLA core 1")
+        assert "--useDLACore=1" in e["trtexec"] and "--minShapes=input:8x1x28x28" in e["trtexec"]
+    fp32 = p["engines"]["fp32"]
+    assert fp32["device"] == "GPU" and "useDLACore" not in fp32["trtexec"] and fp32["profile"]["max"] == 32
+    with pytest.raises(UsageError, match="DLA"):
+        plan(RECIPES["11"], "11.4.0", input_name="input", chw=(1, 28, 28), batch_range=(1, 8, 32), dla_core=0)
+
+
+def test_inspector_keys_per_line():
+    """10.x writes 'Format/Datatype'; 11 splits it into 'Format' and 'DataType'. Read with the
+    wrong key, every INT8 conv would look like float (or every float one like INT8)."""
+    conv = {"Name": "/conv1/Conv", "LayerType": "CaskConvolution"}
+    ten = {"Layers": [{**conv, "Inputs": [{"Name": "x", "Format/Datatype": "Channel major FP16 format"}]}]}
+    eleven_int8 = {"Layers": [{**conv, "Inputs": [{"Name": "x", "Format": "Thirty-two wide channel vectorized "
+                                                   "row major", "DataType": "Int8"}]}]}
+    eleven_half = {"Layers": [{**conv, "Inputs": [{"Name": "x", "Format": "Channel major", "DataType": "Half"}]}]}
+    assert len(layer_warnings(ten, "int8", recipe=RECIPES["10"])) == 1
+    assert layer_warnings(eleven_int8, "int8", recipe=RECIPES["11"]) == []
+    assert "Half" in layer_warnings(eleven_half, "int8", recipe=RECIPES["11"])[0]
+
+
+def _types(model) -> dict[str, int]:
+    return {i.name: i.data_type for i in model.graph.initializer}
+
+
+def test_fp16_copies_keep_float32_io_and_give_the_same_answers(ort_ov_bundle, test_set):
+    """TensorRT 11's FP16 comes from the ONNX: our FP16-typed copies of the FP32 and QDQ models
+    run in ONNX Runtime and agree with the float32 originals on real images."""
+    import onnxruntime as ort
+
+    from edgeresnet.backends.tensorrt_fp16 import to_fp16
+    from edgeresnet.data import Preprocess
+    from edgeresnet.manifest import read_manifest
+
+    pre = Preprocess.from_dict(read_manifest(ort_ov_bundle)["preprocess"])
+    x = test_set.batch(np.arange(200), pre)
+    for name in ("model.fp32.onnx", "model.int8.ort.qdq.onnx"):
+        model = onnx.load(str(ort_ov_bundle / name))
+        half = to_fp16(model)
+        onnx.checker.check_model(half, full_check=True)  # type constraints: Q/DQ scale type = data type
+        assert {t for t in _types(half).values()} <= {TensorProto.FLOAT16, TensorProto.INT8, TensorProto.UINT8,
+                                                      TensorProto.INT64, TensorProto.INT32}
+        assert half.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+        assert half.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+        assert max(o.version for o in half.opset_import if o.domain in ("", "ai.onnx")) >= 19
+        runs = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]) for m in (model, half)]
+        y32, y16 = (s.run(None, {s.get_inputs()[0].name: x})[0] for s in runs)
+        assert y16.dtype == np.float32
+        assert (y32.argmax(1) == y16.argmax(1)).mean() >= 0.98
+        assert np.abs(y32 - y16).max() < 0.25 * np.abs(y32).max()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", list(LINES))
+def test_each_lines_bundle_and_dry_run(tmp_path, version):
+    line, header = LINES[version]
+    out = tmp_path / "exp"
+    res = export_default(out, "--target", "trt", "--prepare-only", "--trt-version", version, "--calib-size", "64",
+                         "--no-eval")
+    assert res.returncode == 0, res.stderr
+    bundle = out / "trt"
+    saved = json.loads((bundle / "build.json").read_text())
+    assert saved["trt_line"] == line and saved["plan"]["trt_line"] == line
+    cache_header, scales = parse_calibration_cache((bundle / "calibration.cache").read_text())
+    script = (bundle / "trtexec.sh").read_text()
+    lines = [ln for ln in script.splitlines() if ln.startswith("trtexec ")]
+    assert len(lines) == 3 and "--noTF32" in lines[2]
+    if header:
+        assert cache_header == header and "--calib=calibration.cache" in script
+        assert all("--int8" in ln for ln in lines[:1])
+    else:  # 11: nothing trtexec 11 refuses, and the FP16-typed sources exist
+        assert not [a for ln in lines for a in ln.split() if a.split("=")[0] in REMOVED_IN_11]
+        assert (bundle / "model.fp16.onnx").exists() and (bundle / "model.int8.trt.fp16.qdq.onnx").exists()
+    assert "bench` has not landed" not in (bundle / "README.md").read_text()
+    dry = run_cli("build", str(out), "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    shown = json.loads(dry.stdout)
+    assert shown["trt_line"] == line and shown["engines"]["fp32"]["tf32"] is False
+    assert shown["engines"]["int8"]["trtexec"] == lines[0]
+    readable = run_cli("build", str(out), "--dry-run")
+    assert readable.returncode == 0 and "plan for" in readable.stdout and "int8" in readable.stdout
+
+
+def test_dry_run_and_version_flags_refuse_bad_combinations(tmp_path):
+    res = run_cli("export", "default", "--target", "ort", "--trt-version", "10.3", "--out", str(tmp_path / "x"))
+    assert res.returncode == 2 and "--target trt" in res.stderr and "Traceback" not in res.stderr
+    res = run_cli("export", "default", "--target", "trt", "--prepare-only", "--trt-version", "11", "--dla-core", "0",
+                  "--out", str(tmp_path / "y"))
+    assert res.returncode == 2 and "DLA" in res.stderr and not (tmp_path / "y").exists()
+    res = run_cli("build", str(tmp_path), "--trt-version", "11")
+    assert res.returncode == 2 and "--dry-run" in res.stderr
+
+
+class FakeCudart:
+    """Stands in for cuda-python's runtime on a machine without a GPU: "device" memory is host
+    memory, so the runner's copies and bookkeeping run for real."""
+
+    class cudaMemcpyKind:
+        cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost = 1, 2
+
+    def __init__(self):
+        self.live, self.calls = {}, []
+
+    def cudaMalloc(self, n):
+        buf = ctypes.create_string_buffer(n)
+        self.live[ctypes.addressof(buf)] = buf
+        return 0, ctypes.addressof(buf)
+
+    def cudaFree(self, ptr):
+        self.live.pop(ptr)
+        return (0,)
+
+    def cudaMemcpyAsync(self, dst, src, n, kind, stream):
+        ctypes.memmove(dst, src, n)
+        self.calls.append(kind)
+        return (0,)
+
+    def cudaStreamCreate(self):
+        return 0, 7
+
+    def cudaStreamSynchronize(self, stream):
+        return (0,)
+
+    def cudaStreamDestroy(self, stream):
+        return (0,)
+
+    def cudaGetErrorName(self, err):
+        return 0, b"cudaErrorMemoryAllocation"
+
+
+class FakeContext:
+    """An 'engine' that sums each image: reads the input buffer, writes (N, 1) to the output."""
+
+    def __init__(self, max_batch):
+        self.max_batch, self.shape, self.addr = max_batch, None, {}
+
+    def set_input_shape(self, name, shape):
+        self.shape = shape
+        return shape[0] <= self.max_batch
+
+    def get_tensor_shape(self, name):
+        return (self.shape[0], 1)
+
+    def set_tensor_address(self, name, ptr):
+        self.addr[name] = ptr
+
+    def execute_async_v3(self, stream):
+        n = int(np.prod(self.shape))
+        x = np.ctypeslib.as_array((ctypes.c_float * n).from_address(self.addr["in"])).reshape(self.shape)
+        y = np.ctypeslib.as_array((ctypes.c_float * self.shape[0]).from_address(self.addr["out"]))
+        y[:] = x.reshape(self.shape[0], -1).sum(1)
+        return True
+
+
+def test_runner_chunks_by_the_profile_and_copies_through_device_buffers():
+    from edgeresnet.backends.tensorrt_runner import EngineRunner
+
+    cudart = FakeCudart()
+    runner = EngineRunner(None, FakeContext(max_batch=4), "in", "out", max_batch=4, cudart=cudart)
+    x = np.random.default_rng(0).standard_normal((10, 1, 3, 3)).astype(np.float32)
+    y = runner(x)
+    assert y.shape == (10, 1) and np.allclose(y[:, 0], x.reshape(10, -1).sum(1), atol=1e-5)
+    assert cudart.calls.count(1) == 3 == cudart.calls.count(2)  # 4 + 4 + 2: three round trips
+    assert len(cudart.live) == 2  # one input and one output buffer, reused (grown once at most)
+    runner.close()
+    assert not cudart.live
+
+
+def test_runner_turns_cuda_errors_into_one_line():
+    from edgeresnet.backends.tensorrt_runner import EngineRunner
+
+    cudart = FakeCudart()
+    cudart.cudaMalloc = lambda n: (2, 0)
+    runner = EngineRunner(None, FakeContext(4), "in", "out", 4, cudart=cudart)
+    with pytest.raises(BackendUnavailable, match="cudaErrorMemoryAllocation"):
+        runner(np.zeros((1, 1, 3, 3), np.float32))
+
+
+def test_the_trt_path_imports_without_torch_and_names_cuda_python_when_missing():
+    """The Jetson bundle is torch-free like every other engine's: the backend, the runner and
+    `build` import with torch blocked, and a missing cuda-python is exit-4 material with the
+    install line, not an ImportError."""
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "import edgeresnet.backends.tensorrt, edgeresnet.backends.tensorrt_runner as r, edgeresnet.build\n"
+            "try:\n    import cuda.bindings.runtime\n    print('has-cuda-python')\nexcept ImportError:\n"
+            "    try:\n        r.load_cudart()\n    except Exception as e:\n        print(type(e).__name__, e.hint)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith(("has-cuda-python", "BackendUnavailable pip install cuda-python")), res.stdout
