@@ -96,7 +96,8 @@ def test_calibration_cache_parses_back_to_the_table(export_all):
     table = CalibrationTable.load(out / "calibration.json")
     header, scales = parse_calibration_cache((out / "trt" / "calibration.cache").read_text())
     assert header == "TRT-100300-EntropyCalibration2"
-    assert set(scales) == set(table.scales)
+    classifier_input = "/Flatten_output_0"  # the Gemm stays in float on TensorRT (backends/tensorrt.PROFILE)
+    assert classifier_input in table.scales and set(scales) == set(table.scales) - {classifier_input}
     for name, scale in table.scales.items():
         assert scales[name] == pytest.approx(scale, rel=1e-6)
 

@@ -54,8 +54,11 @@ def test_qdq_graph_structure(fp32, profile):
     inits = {i.name: i for i in q.graph.initializer}
     producers = {o: n for n in q.graph.node for o in n.output}
     qs = [n for n in q.graph.node if n.op_type == "QuantizeLinear"]
-    # TensorRT: Q/DQ on layer inputs only; ORT and OpenVINO: also on every op's output (node units).
-    assert len(qs) == len(sites.activations) + (len(sites.outputs) if profile != "trt" else 0)
+    # TensorRT: Q/DQ on layer inputs only, the classifier Gemm's excepted (float there, as ModelOpt
+    # leaves it); ORT and OpenVINO: also on every op's output (node units).
+    float_gemm = [n for n in model.graph.node if n.op_type in PROFILES[profile].float_ops]
+    assert [n.op_type for n in float_gemm] == (["Gemm"] if profile == "trt" else [])
+    assert len(qs) == len(sites.activations) - len(float_gemm) + (len(sites.outputs) if profile != "trt" else 0)
     u8, i8 = TensorProto.UINT8, TensorProto.INT8
     for n in qs:
         zp = inits[n.input[2]]
@@ -78,6 +81,10 @@ def test_qdq_graph_structure(fp32, profile):
                     out = next(m.output[0] for m in q.graph.node if m.input and m.input[0] == out)
                 assert consumers[out] == ["QuantizeLinear"], n.name
     for n in q.graph.node:
+        if n.op_type == "Gemm" and profile == "trt":
+            assert n.input[0] not in producers or producers[n.input[0]].op_type != "DequantizeLinear"
+            assert n.input[1] in inits and inits[n.input[1]].data_type == TensorProto.FLOAT
+            continue
         if n.op_type in ("Conv", "Gemm"):
             assert producers[n.input[0]].op_type == "DequantizeLinear"
             w_dq = producers[n.input[1]]

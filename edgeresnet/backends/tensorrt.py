@@ -31,7 +31,11 @@ from .registry import register
 from .tensorrt_bundle import BUNDLE, layer_warnings, write_bundle
 from .tensorrt_recipes import check_dla, recipe_for, shapes
 
-PROFILE = Profile("trt", "int8", 0, "int8", 0, quantize_bias=False, placement="inputs")
+# The classifier Gemm stays in float (FP16 in the engine), as NVIDIA's ModelOpt leaves it: a
+# classifier GEMM is a GEMV at batch 1 and has N or K under 16 on small heads, where ModelOpt
+# cites INT8 TensorRT kernels as slower than FP16 ones; it is under 0.1% of a ResNet's work, so
+# INT8 there saves nothing and costs a requantization (tests/test_modelopt_reference.py).
+PROFILE = Profile("trt", "int8", 0, "int8", 0, quantize_bias=False, placement="inputs", float_ops=("Gemm",))
 
 INSTALL_HINT = ("build on the GPU host or Jetson: `pip install 'edgeresnet[trt]'` (or JetPack's python3-libnvinfer), "
                 "or pass --prepare-only to write the bundle for `edgeresnet build` there")
@@ -80,6 +84,7 @@ class TensorRTBackend:
     bundle = BUNDLE  # what prepare() writes: everything `edgeresnet build` needs on the device
     qdq_profile = PROFILE
     qdq_variants: dict[str, Profile] = {}
+    takes_trt_version = True  # --trt-version picks this bundle's recipe (tensorrt_recipes)
 
     def int8_kernel(self) -> tuple[str, str]:
         return "", "GPU tensor cores, chosen per layer when the engine is built on the device"
@@ -190,8 +195,9 @@ def cache_scales(fp32_proto, cand) -> dict[str, float]:
     """Scales for the calibration cache: every tensor the quantized layers touch, except
     those a float layer reads. A tensor with a scale may be stored in int8, so the implicit
     path would feed a float layer the very rounding it was kept in float to avoid."""
-    read_by_float = {i for n in fp32_proto.graph.node if n.name in cand.keep_float for i in n.input}
-    return {t: cand.scales[t] for t in plan(fp32_proto, cand.keep_float).all_tensors if t not in read_by_float}
+    keep = set(cand.keep_float) | {n.name for n in fp32_proto.graph.node if n.op_type in PROFILE.float_ops}
+    read_by_float = {i for n in fp32_proto.graph.node if n.name in keep for i in n.input}
+    return {t: cand.scales[t] for t in plan(fp32_proto, frozenset(keep)).all_tensors if t not in read_by_float}
 
 
 def _engine_chw(path: Path) -> tuple[int, int, int]:

@@ -17,6 +17,7 @@ class Profile:
     quantize_bias: bool
     placement: str  # "inputs" (TensorRT's rules) or "units" (inputs and outputs of each op)
     weight_bits: int = 8
+    float_ops: tuple[str, ...] = ()  # op types this runtime keeps in float whatever the plan says
 
     def encoding(self, nonnegative: bool) -> tuple[str, int]:
         return (self.relu_dtype, self.relu_zero_point) if nonnegative else (self.signed_dtype, self.signed_zero_point)
@@ -24,4 +25,5 @@ class Profile:
     def to_dict(self) -> dict:
         return {"name": self.name, "activations": f"{self.signed_dtype} zero point {self.signed_zero_point} (signed), "
                 f"{self.relu_dtype} zero point {self.relu_zero_point} (after ReLU)", "placement": self.placement,
-                "weights": f"int8 per-channel symmetric, {self.weight_bits}-bit", "bias": "int32" if self.quantize_bias else "float"}
+                "weights": f"int8 per-channel symmetric, {self.weight_bits}-bit", "bias": "int32" if self.quantize_bias else "float",
+                **({"float_ops": list(self.float_ops)} if self.float_ops else {})}
