@@ -9,7 +9,7 @@ engines come from backends.registry."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -250,8 +250,9 @@ def _engines(cfg: ExportConfig) -> list[Backend]:
     options = EngineOptions(cfg.device, cfg.batch_range, cfg.dla_core, cfg.prepare_only, cfg.trt_version)
     backends = [get_backend(name, options) for name in expand_targets(cfg.targets or (registered()[0].name,))]
     on_device = [b.name for b in backends if hasattr(b, "prepare")]
-    if cfg.trt_version and "trt" not in {b.name for b in backends}:
-        raise UsageError("--trt-version applies to the TensorRT bundle", hint="add --target trt")
+    if cfg.trt_version and not any(getattr(b, "takes_trt_version", False) for b in backends):
+        takers = [c.name for c in registered() if getattr(c, "takes_trt_version", False)]
+        raise UsageError("--trt-version applies to the TensorRT bundle", hint=f"add --target {','.join(takers)}")
     if cfg.prepare_only and not on_device:
         device_built = [c.name for c in registered() if hasattr(c, "prepare")]
         raise UsageError("--prepare-only applies to engines built on the device",
@@ -275,10 +276,21 @@ def validate(cfg: ExportConfig) -> Inputs:
     calib_set = load_split(calib_spec, "train", cfg.strict)
     warn_skipped(calib_set, "calibration")
     eval_set, eval_spec = None, None
+    other_classes = (calib_set.labelled and cfg.eval is None and not (cfg.no_eval or loaded.random_weights)
+                     and len(calib_set.classes) != loaded.meta.num_classes)
+    if other_classes:
+        # e.g. a 1000-class ImageNet checkpoint calibrated on a folder of 3 classes: its labels
+        # cannot score the model, but its images still measure agreement with FP32.
+        stderr.print(f"note: {calib_spec} has {len(calib_set.classes)} classes and the model {loaded.meta.num_classes}: "
+                     "its labels cannot score the model, so each engine is scored by its agreement with FP32 on "
+                     "held-out images of it; pass --eval SPEC with the model's classes for top-1", style="yellow")
+        calib_set = replace(calib_set, labelled=False)
     no_labels = not calib_set.labelled and cfg.eval is None
     if no_labels and not (cfg.no_eval or loaded.random_weights):
-        stderr.print(f"note: {calib_spec} has no labels: each engine is scored by its agreement with FP32 on held-out "
-                     "images of it, not by top-1; pass --eval SPEC with labelled data for the drop", style="yellow")
+        if not other_classes:
+            stderr.print(f"note: {calib_spec} has no labels: each engine is scored by its agreement with FP32 on "
+                         "held-out images of it, not by top-1; pass --eval SPEC with labelled data for the drop",
+                         style="yellow")
         eval_set, eval_spec = calib_set, calib_spec  # agreement only, on images calibration does not use
     if not (cfg.no_eval or loaded.random_weights or no_labels):
         eval_spec = cfg.eval or calib_spec
@@ -383,7 +395,7 @@ def recipe(table: CalibrationTable | None, tuned: TuneResult | None, forced: lis
     return candidate, layers
 
 
-def evaluation_indices(cfg: ExportConfig, inputs: Inputs, folded: Folded) -> np.ndarray | None:
+def evaluation_indices(cfg: ExportConfig, inputs: Inputs, folded: Folded, quiet: bool = False) -> np.ndarray | None:
     """The evaluation images: the first --eval-limit of the test split; for unlabelled
     calibration data, up to 1,000 of its images that calibration did not use."""
     ev = inputs.eval_set
@@ -391,6 +403,12 @@ def evaluation_indices(cfg: ExportConfig, inputs: Inputs, folded: Folded) -> np.
         return None
     if ev is inputs.calib_set:
         held_out = np.setdiff1d(np.arange(len(ev)), folded.calib_idx)
+        if not len(held_out):
+            if not quiet:
+                stderr.print(f"note: calibration used all {len(ev)} images of {inputs.calib_spec}, so none is left to "
+                             "check agreement with FP32 on; pass --eval SPEC or a smaller --calib-size",
+                             style="yellow")
+            return None
         return held_out[:cfg.eval_limit or 1000]
     return np.arange(len(ev) if cfg.eval_limit is None else min(cfg.eval_limit, len(ev)))
 
@@ -401,6 +419,7 @@ def build_engines(cfg: ExportConfig, inputs: Inputs, folded: Folded, table: Cali
     (accuracy on the evaluation images, a quick latency), and the price of float layers."""
     pre, eval_set = inputs.loaded.meta.preprocess, inputs.eval_set
     eval_idx = evaluation_indices(cfg, inputs, folded)
+    eval_set = eval_set if eval_idx is not None else None
     measure = Measurer(eval_set, pre, eval_idx, inputs.calib_set.batch(folded.calib_idx[:1], pre),
                        cfg.threads or os.cpu_count(), cfg.device)
     rows, torch_acc = [], None
@@ -431,6 +450,7 @@ def build_engines(cfg: ExportConfig, inputs: Inputs, folded: Folded, table: Cali
 def make_report(cfg: ExportConfig, inputs: Inputs, folded: Folded, table: CalibrationTable | None,
                 tuned: TuneResult | None, rows: list[ResultRow]) -> Report:
     meta, pre, ev = inputs.loaded.meta, inputs.loaded.meta.preprocess, inputs.eval_set
+    eval_idx = evaluation_indices(cfg, inputs, folded, quiet=True)
     return Report(
         model={"arch": meta.arch, "params": inputs.loaded.onnx.params if inputs.loaded.onnx is not None else
                int(sum(p.numel() for p in inputs.loaded.model.parameters())),
@@ -440,8 +460,8 @@ def make_report(cfg: ExportConfig, inputs: Inputs, folded: Folded, table: Calibr
             "method": table.method, "images": table.images, "source": table.source, "seconds": round(table.seconds, 3),
             "table": TABLE, "percentile": table.percentile if table.method == "percentile" else None,
             "reused_from": str(cfg.calib_table) if cfg.calib_table else None, "split": "train"},
-        evaluation=None if ev is None else {
-            "source": ev.source, "images": int(len(evaluation_indices(cfg, inputs, folded))),
+        evaluation=None if ev is None or eval_idx is None else {
+            "source": ev.source, "images": int(len(eval_idx)),
             "split": "test" if ev.labelled else "calibration images not used for calibration (unlabelled: agreement only)"
             if ev is inputs.calib_set else "test (unlabelled: agreement only)",
             "spec": inputs.eval_spec, "labelled": ev.labelled},

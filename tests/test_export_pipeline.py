@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+
 import onnx
 import pytest
 from onnx import TensorProto
@@ -112,6 +114,37 @@ def test_unlabelled_calibration_reports_agreement(tmp_path, calib_set):
     assert report["calibration"]["images"] == 100
     int8 = next(r for r in report["results"] if r["precision"] == "int8")
     assert int8["top1"] is None and int8["top1_drop_pp"] is None and 0.9 <= int8["agreement"] <= 1.0
+
+
+@pytest.mark.slow
+def test_calibration_data_with_other_classes_scores_agreement(tmp_path, calib_set):
+    """A model with other classes than the calibration folder (a 1000-class checkpoint on a
+    3-class folder, as in the README) calibrates; its labels cannot score the model, so the
+    engines are scored by agreement, on held-out images, and an explicit --eval still must match."""
+    import torch
+    from PIL import Image
+
+    from edgeresnet import build_model
+
+    for c in range(3):
+        (tmp_path / "photos" / f"c{c}").mkdir(parents=True)
+        for i in np.flatnonzero(calib_set.labels == c)[:30]:
+            Image.fromarray(calib_set.images[i, :, :, 0]).save(tmp_path / "photos" / f"c{c}" / f"{i}.png")
+    torch.save(build_model("resnet20", num_classes=7, in_channels=1).state_dict(), tmp_path / "seven.pth")
+    out = tmp_path / "exp"
+    res = run_cli("export", str(tmp_path / "seven.pth"), "--arch", "resnet20", "--calib", str(tmp_path / "photos"),
+                  "--calib-size", "60", "--target", "ort", "--size", "28", "--resize", "28", "--mean", "0.3",
+                  "--std", "0.35", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "3 classes and the model 7" in " ".join(res.stderr.split())
+    report = json.loads((out / "report.json").read_text())
+    assert report["evaluation"]["labelled"] is False and report["evaluation"]["images"] == 30
+    int8 = next(r for r in report["results"] if r["precision"] == "int8")
+    assert int8["top1"] is None and int8["agreement"] is not None
+    res = run_cli("export", str(tmp_path / "seven.pth"), "--arch", "resnet20", "--calib", str(tmp_path / "photos"),
+                  "--eval", "default", "--target", "ort", "--size", "28", "--resize", "28", "--mean", "0.3",
+                  "--std", "0.35", "--out", str(tmp_path / "x"))
+    assert res.returncode == 3 and "7 classes" in res.stderr
 
 
 def test_an_onnx_model_exports_like_a_checkpoint(tmp_path, calib_set):

@@ -143,7 +143,7 @@ MATRIX = [  # (command line, exit code, words in stderr)
     ("export default --target tpu --out {tmp}/x", 2, "unknown target"),
     ("export default --calib {files}/empty --out {tmp}/x", 3, "no images"),
     ("export default --calib {files}/noimg --out {tmp}/x", 3, "can be decoded"),
-    ("export {files}/seven.pth --arch resnet20 --calib default --out {tmp}/x", 3, "7 classes"),
+    ("export {files}/seven.pth --arch resnet20 --calib default --eval default --out {tmp}/x", 3, "7 classes"),
     ("export default --calib default --eval default --out {tmp}/x --calib-method kl", 2, "calib-method"),
     ("bench {bundle}/../trunc.onnx", 3, "not a valid ONNX"),
     ("bench {files}/random.pt", 3, "cannot benchmark"),
