@@ -98,8 +98,8 @@ def test_calibration_cache_parses_back_to_the_table(export_all):
     assert header == "TRT-100300-EntropyCalibration2"
     classifier_input = "/Flatten_output_0"  # the Gemm stays in float on TensorRT (backends/tensorrt.PROFILE)
     assert classifier_input in table.scales and set(scales) == set(table.scales) - {classifier_input}
-    for name, scale in table.scales.items():
-        assert scales[name] == pytest.approx(scale, rel=1e-6)
+    for name, scale in scales.items():
+        assert scale == pytest.approx(table.scales[name], rel=1e-6)
 
 
 def test_cache_format_and_version_codes():
