@@ -83,8 +83,9 @@ def recipe_for(version: str | None) -> tuple[Recipe, str]:
     recipe = RECIPES[line]
     if len(parts) == 1:
         return recipe, recipe.default_version
-    short = f"{major}.{minor}"
-    return recipe, KNOWN_RELEASES.get(short, ".".join((parts + ["0", "0"])[:3])) if len(parts) == 2 else ".".join(parts[:3])
+    if len(parts) == 2:
+        return recipe, KNOWN_RELEASES.get(f"{major}.{minor}", f"{major}.{minor}.0")
+    return recipe, ".".join(parts[:3])  # 10.3.0.30 (tensorrt.__version__ has a build number) -> 10.3.0
 
 
 def version_code(version: str) -> int:
@@ -96,7 +97,7 @@ def version_code(version: str) -> int:
 def check_dla(recipe: Recipe, dla_core: int | None) -> None:
     if dla_core is not None and not recipe.dla:
         raise UsageError(f"--dla-core: {recipe.label} builds no DLA engines",
-                         hint="DLA needs a Jetson's TensorRT: --trt-version 8.6 (JetPack 5) or 10.3 (JetPack 6)")
+                         hint="DLA needs a Jetson's TensorRT: --trt-version 8.5 (JetPack 5) or 10.3 (JetPack 6)")
 
 
 def shapes(precision: str, batch_range: tuple[int, int, int], dla_core: int | None) -> tuple[int, int, int]:
@@ -154,7 +155,7 @@ def plan(recipe: Recipe, version: str, *, input_name: str, chw: tuple[int, int, 
             "tf32": p != "fp32",
             "profile": dict(zip(("min", "opt", "max"), shapes(p, batch_range, dla_core))),
             "device": f"DLA core {dla_core} (GPU fallback)" if on_dla else "GPU",
-            "float_layers_run_in": ("fp16" if p == "int8" else p) if p != "fp32" else "fp32",
+            "float_layers_run_in": "fp32" if p == "fp32" else "fp16",
             "expected_float_layers": list(float_layers) if p == "int8" else [],
             "trtexec": shlex.join(trtexec_command(recipe, p, input_name, chw, batch_range, dla_core)),
         }

@@ -47,7 +47,7 @@ def export(
     device: Annotated[str, typer.Option(help="OpenVINO device: CPU, GPU, NPU (as OpenVINO names them).")] = "CPU",
     batch_range: Annotated[str, typer.Option(help="Optimization profile of engines that have one (TensorRT): min,opt,max batch.")] = DEFAULT_BATCH_RANGE,
     dla_core: Annotated[int | None, typer.Option(help="TensorRT: build the INT8 and FP16 engines for this Jetson DLA core (static batch at the opt size, GPU fallback on; fp32 stays on the GPU).")] = None,
-    trt_version: Annotated[str | None, typer.Option(help="TensorRT: the version on the device, which picks the bundle's recipe (cache header, trtexec flags, FP16 files): 8.5 or 8.6 (JetPack 5), 10.3 (JetPack 6), 11.x (x86 GPUs). Default: 10.3.", show_default=False)] = None,
+    trt_version: Annotated[str | None, typer.Option(help="TensorRT: the version on the device, which picks the bundle's recipe (cache header, trtexec flags, FP16 files): 8.5 (JetPack 5), 8.6, 10.x (10.3: JetPack 6), 11.x (x86 GPUs). Default: 10.3.", show_default=False)] = None,
     prepare_only: Annotated[bool, typer.Option(help="Engines built on the device (TensorRT): write their bundle (QDQ ONNX, calibration cache, trtexec lines) for `edgeresnet build` there; build nothing here.")] = False,
     force: Annotated[bool, typer.Option(help="Replace a non-empty --out (only once the new export is complete).")] = False,
     strict: Annotated[bool, typer.Option(help="Stop at the first unreadable image instead of skipping it with a count.")] = False,
