@@ -395,7 +395,7 @@ def recipe(table: CalibrationTable | None, tuned: TuneResult | None, forced: lis
     return candidate, layers
 
 
-def evaluation_indices(cfg: ExportConfig, inputs: Inputs, folded: Folded, quiet: bool = False) -> np.ndarray | None:
+def evaluation_indices(cfg: ExportConfig, inputs: Inputs, folded: Folded) -> np.ndarray | None:
     """The evaluation images: the first --eval-limit of the test split; for unlabelled
     calibration data, up to 1,000 of its images that calibration did not use."""
     ev = inputs.eval_set
@@ -404,22 +404,20 @@ def evaluation_indices(cfg: ExportConfig, inputs: Inputs, folded: Folded, quiet:
     if ev is inputs.calib_set:
         held_out = np.setdiff1d(np.arange(len(ev)), folded.calib_idx)
         if not len(held_out):
-            if not quiet:
-                stderr.print(f"note: calibration used all {len(ev)} images of {inputs.calib_spec}, so none is left to "
-                             "check agreement with FP32 on; pass --eval SPEC or a smaller --calib-size",
-                             style="yellow")
+            stderr.print(f"note: calibration used all {len(ev)} images of {inputs.calib_spec}, so none is left to "
+                         "check agreement with FP32 on; pass --eval SPEC or a smaller --calib-size", style="yellow")
             return None
         return held_out[:cfg.eval_limit or 1000]
     return np.arange(len(ev) if cfg.eval_limit is None else min(cfg.eval_limit, len(ev)))
 
 
 def build_engines(cfg: ExportConfig, inputs: Inputs, folded: Folded, table: CalibrationTable | None,
-                  tuned: TuneResult | None, work: Path, forced: list[str] = ()) -> list[ResultRow]:
+                  tuned: TuneResult | None, work: Path, eval_idx: np.ndarray | None,
+                  forced: list[str] = ()) -> list[ResultRow]:
     """The torch row, then per engine: its prepare hook, every precision built and evaluated
     (accuracy on the evaluation images, a quick latency), and the price of float layers."""
-    pre, eval_set = inputs.loaded.meta.preprocess, inputs.eval_set
-    eval_idx = evaluation_indices(cfg, inputs, folded)
-    eval_set = eval_set if eval_idx is not None else None
+    pre = inputs.loaded.meta.preprocess
+    eval_set = inputs.eval_set if eval_idx is not None else None
     measure = Measurer(eval_set, pre, eval_idx, inputs.calib_set.batch(folded.calib_idx[:1], pre),
                        cfg.threads or os.cpu_count(), cfg.device)
     rows, torch_acc = [], None
@@ -448,9 +446,8 @@ def build_engines(cfg: ExportConfig, inputs: Inputs, folded: Folded, table: Cali
 
 
 def make_report(cfg: ExportConfig, inputs: Inputs, folded: Folded, table: CalibrationTable | None,
-                tuned: TuneResult | None, rows: list[ResultRow]) -> Report:
+                tuned: TuneResult | None, rows: list[ResultRow], eval_idx: np.ndarray | None) -> Report:
     meta, pre, ev = inputs.loaded.meta, inputs.loaded.meta.preprocess, inputs.eval_set
-    eval_idx = evaluation_indices(cfg, inputs, folded, quiet=True)
     return Report(
         model={"arch": meta.arch, "params": inputs.loaded.onnx.params if inputs.loaded.onnx is not None else
                int(sum(p.numel() for p in inputs.loaded.model.parameters())),
@@ -490,8 +487,9 @@ def run_export(cfg: ExportConfig) -> Report:
         tuned = None
         if cfg.int8 and cfg.tuning.active:
             tuned = tune_int8(cfg, inputs.loaded, folded.fp32_proto, table, inputs.calib_set, folded.calib_idx)
-        rows = build_engines(cfg, inputs, folded, table, tuned, work, forced)
-        report = make_report(cfg, inputs, folded, table, tuned, rows)
+        eval_idx = evaluation_indices(cfg, inputs, folded)
+        rows = build_engines(cfg, inputs, folded, table, tuned, work, eval_idx, forced)
+        report = make_report(cfg, inputs, folded, table, tuned, rows, eval_idx)
         if forced:
             report.float_layers = {"requested": list(cfg.float_layers), "layers": forced,
                                    "modules": [module_path(n) for n in forced]}
