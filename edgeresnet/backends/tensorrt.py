@@ -195,9 +195,9 @@ def cache_scales(fp32_proto, cand) -> dict[str, float]:
     """Scales for the calibration cache: every tensor the quantized layers touch, except
     those a float layer reads. A tensor with a scale may be stored in int8, so the implicit
     path would feed a float layer the very rounding it was kept in float to avoid."""
-    keep = set(cand.keep_float) | {n.name for n in fp32_proto.graph.node if n.op_type in PROFILE.float_ops}
+    keep = PROFILE.float_nodes(fp32_proto.graph, cand.keep_float)
     read_by_float = {i for n in fp32_proto.graph.node if n.name in keep for i in n.input}
-    return {t: cand.scales[t] for t in plan(fp32_proto, frozenset(keep)).all_tensors if t not in read_by_float}
+    return {t: cand.scales[t] for t in plan(fp32_proto, keep).all_tensors if t not in read_by_float}
 
 
 def _engine_chw(path: Path) -> tuple[int, int, int]:

@@ -19,6 +19,10 @@ class Profile:
     weight_bits: int = 8
     float_ops: tuple[str, ...] = ()  # op types this runtime keeps in float whatever the plan says
 
+    def float_nodes(self, graph, keep_float=frozenset()) -> frozenset[str]:
+        """The nodes of ``graph`` kept in float: the recipe's and this runtime's ``float_ops``."""
+        return frozenset(keep_float) | {n.name for n in graph.node if n.op_type in self.float_ops}
+
     def encoding(self, nonnegative: bool) -> tuple[str, int]:
         return (self.relu_dtype, self.relu_zero_point) if nonnegative else (self.signed_dtype, self.signed_zero_point)
 

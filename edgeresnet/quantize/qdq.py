@@ -63,7 +63,7 @@ def emit_qdq(model, activation_scales: dict[str, float], profile: Profile,
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
-    keep_float = frozenset(keep_float) | {n.name for n in graph.node if n.op_type in profile.float_ops}
+    keep_float = profile.float_nodes(graph, keep_float)
     sites: QuantPlan = plan(out, keep_float)
     tensors = sites.activations + (sites.outputs if profile.placement == "units" else [])
     missing = [t for t in tensors if t not in activation_scales]
