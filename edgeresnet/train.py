@@ -260,9 +260,9 @@ def _train(torch, cfg: TrainConfig, ddp: distributed.Dist) -> tuple[ModelMeta, l
             order = rng.permutation(train_idx)
             task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(order), loss="", acc="", speed="", eta="")
             t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+            chunks = (order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size))
             # A last global batch too small to give every rank an image is left out.
-            index_batches = [ddp.shard(order[b * cfg.batch_size:(b + 1) * cfg.batch_size]) for b in range(steps)
-                             if len(order[b * cfg.batch_size:(b + 1) * cfg.batch_size]) >= ddp.world]
+            index_batches = [ddp.shard(c) for c in chunks if len(c) >= ddp.world]
             for b, (x, y) in enumerate(loader.batches(train_set, pre, index_batches, workers,
                                                       pin=device.type == "cuda")):
                 x = _augment(torch, x, cfg.pad, cfg.hflip, fill, gen)

@@ -23,10 +23,8 @@ def auto_workers(data: ImageSet, pre: Preprocess, processes: int = 1) -> int:
     """Workers for ``--workers auto``: none for arrays already at the training size (nothing to
     decode, and sending batches between processes would cost more than it saves); otherwise one
     per spare core of this process's share, up to four."""
-    if isinstance(data, ArraySet):
-        _, h, w, c = data.images.shape
-        if h == w == pre.size and (c == pre.channels or (c == 1 and pre.channels == 3)):
-            return 0
+    if isinstance(data, ArraySet) and data.at_size(pre):
+        return 0
     cores = max(1, (os.cpu_count() or 1) // max(1, processes))
     return min(MAX_AUTO_WORKERS, max(1, cores - 1)) if cores > 1 else 0
 
@@ -51,8 +49,9 @@ def batches(data: ImageSet, pre: Preprocess, index_batches: list[np.ndarray], wo
     """An iterable of (images, labels) tensors, one per entry of ``index_batches``, in order."""
     import torch
 
+    dataset = _Batches(data, pre, index_batches)
     if workers == 0:
-        return (_Batches(data, pre, index_batches)[i] for i in range(len(index_batches)))
-    return torch.utils.data.DataLoader(_Batches(data, pre, index_batches), batch_size=None, shuffle=False,
+        return (dataset[i] for i in range(len(dataset)))
+    return torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False,
                                        num_workers=workers, prefetch_factor=PREFETCH, pin_memory=pin,
                                        generator=torch.Generator())  # not a draw from the training's global RNG

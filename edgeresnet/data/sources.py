@@ -76,10 +76,15 @@ class ArraySet(ImageSet):
     origin: str = ""  # the file(s) actually read: two splits with one origin are the same images
     labelled: bool = True
 
+    def at_size(self, pre: Preprocess) -> bool:
+        """Whether the images are already what ``pre`` makes of them (no resize, no decode)."""
+        _, h, w, c = self.images.shape
+        return h == w == pre.size and (c == pre.channels or (c == 1 and pre.channels == 3))
+
     def uint8(self, indices: np.ndarray, pre: Preprocess) -> np.ndarray:
         chunk = self.images[indices]
-        n, h, w, c = chunk.shape
-        if h == w == pre.size and (c == pre.channels or (c == 1 and pre.channels == 3)):
+        c = chunk.shape[3]
+        if self.at_size(pre):
             return chunk
         mode = "L" if c == 1 else "RGB"
         return np.stack([pre.to_uint8(Image.fromarray(img[:, :, 0] if c == 1 else img, mode)) for img in chunk])
