@@ -79,14 +79,14 @@ def dry_run(export_dir: Path, trt_version: str | None = None, batch_range: tuple
     line the bundle was written for). Needs no TensorRT."""
     bundle = export_dir / BUNDLE
     saved = read_json(bundle / "build.json", "pass an export directory made with --target trt")
-    version = trt_version or installed_trt_version() or saved.get("trt_version")
-    recipe, version = recipe_for(version)
+    installed = installed_trt_version()
+    recipe, version = recipe_for(trt_version or installed or saved.get("trt_version"))
     result = recipe_plan(recipe, version, input_name=saved["input_name"], chw=tuple(saved["input_chw"]),
                          batch_range=tuple(batch_range or saved["batch_range"]),
                          dla_core=saved.get("dla_core") if dla_core is None else dla_core,
                          float_layers=tuple(saved.get("float_nodes", [])))
     result["bundle_written_for"] = saved.get("trt_version")
-    result["version_source"] = ("--trt-version" if trt_version else "installed TensorRT" if installed_trt_version()
+    result["version_source"] = ("--trt-version" if trt_version else "installed TensorRT" if installed
                                 else "the bundle (no TensorRT here)")
     return result
 

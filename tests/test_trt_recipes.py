@@ -249,3 +249,18 @@ def test_the_trt_path_imports_without_torch_and_names_cuda_python_when_missing()
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith(("has-cuda-python", "BackendUnavailable pip install cuda-python")), res.stdout
+
+
+def test_a_weight_beyond_float16_is_refused_in_one_line():
+    from onnx import helper, numpy_helper
+
+    from edgeresnet.backends.tensorrt_fp16 import to_fp16
+    from edgeresnet.errors import InputError
+
+    big = numpy_helper.from_array(np.full((1,), 1e6, np.float32), "scale")
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "scale"], ["y"], name="mul")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], [big])
+    with pytest.raises(InputError, match="float16's range") as err:
+        to_fp16(helper.make_model(graph))
+    assert "--trt-version 10.3" in err.value.hint

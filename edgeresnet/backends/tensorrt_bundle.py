@@ -16,10 +16,7 @@ BUNDLE = "trt"
 DEFAULT_TRT_VERSION = RECIPES[DEFAULT_LINE].default_version  # JetPack 6.1/6.2
 
 
-def trt_version_code(version: str) -> int:
-    """TensorRT's NV_TENSORRT_VERSION number as calibration-cache headers carry it:
-    8.6.1 -> 8601, 10.3.0 -> 100300 (the encoding changed with TensorRT 10)."""
-    return version_code(version)
+trt_version_code = version_code  # the name this module had before the recipes (tests and callers use it)
 
 
 def calibration_cache(scales: dict[str, float], version: str = DEFAULT_TRT_VERSION) -> str:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InputError
+
 MIN_OPSET = 19
 FP16_MAX = 65504.0
 
@@ -21,7 +23,7 @@ FP16_MAX = 65504.0
 def to_fp16(model):
     """A float16 copy of ``model`` (float32 graph I/O kept, by casts)."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, numpy_helper
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -30,7 +32,8 @@ def to_fp16(model):
         if init.data_type == TensorProto.FLOAT:
             arr = numpy_helper.to_array(init)
             if np.abs(arr).max(initial=0.0) > FP16_MAX:
-                raise ValueError(f"initializer {init.name} exceeds the float16 range")
+                raise InputError(f"weight {init.name} exceeds float16's range (65504), so TensorRT 11's FP16 copy "
+                                 "cannot hold it", hint="pass --trt-version 10.3, whose builds keep such weights in FP32")
             g.initializer[i].CopyFrom(numpy_helper.from_array(arr.astype(np.float16), init.name))
     for node in g.node:
         for attr in node.attribute:
@@ -38,21 +41,8 @@ def to_fp16(model):
                 attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float16), attr.t.name))
             if node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT:
                 attr.i = TensorProto.FLOAT16
-    casts_in, casts_out = [], []
-    for inp in g.input:
-        if inp.type.tensor_type.elem_type != TensorProto.FLOAT:
-            continue
-        half = f"{inp.name}_fp16"
-        for node in g.node:
-            node.input[:] = [half if x == inp.name else x for x in node.input]
-        casts_in.append(helper.make_node("Cast", [inp.name], [half], name=f"{inp.name}_to_fp16", to=TensorProto.FLOAT16))
-    for out in g.output:
-        if out.type.tensor_type.elem_type != TensorProto.FLOAT:
-            continue
-        half = f"{out.name}_fp16"
-        for node in g.node:
-            node.output[:] = [half if x == out.name else x for x in node.output]
-        casts_out.append(helper.make_node("Cast", [half], [out.name], name=f"{out.name}_to_fp32", to=TensorProto.FLOAT))
+    casts_in = [_cast_io(g, v, "input") for v in g.input if v.type.tensor_type.elem_type == TensorProto.FLOAT]
+    casts_out = [_cast_io(g, v, "output") for v in g.output if v.type.tensor_type.elem_type == TensorProto.FLOAT]
     nodes = casts_in + list(g.node) + casts_out
     del g.node[:]
     g.node.extend(nodes)
@@ -61,3 +51,17 @@ def to_fp16(model):
         if opset.domain in ("", "ai.onnx") and opset.version < MIN_OPSET:
             opset.version = MIN_OPSET
     return m
+
+
+def _cast_io(graph, value, side: str):
+    """Rename the graph's uses of a float32 input (or output) to a float16 tensor and return the
+    Cast node between the two, so the graph's own I/O stays float32."""
+    from onnx import TensorProto, helper
+
+    half = f"{value.name}_fp16"
+    for node in graph.node:
+        field = node.input if side == "input" else node.output
+        field[:] = [half if x == value.name else x for x in field]
+    if side == "input":
+        return helper.make_node("Cast", [value.name], [half], name=f"{value.name}_to_fp16", to=TensorProto.FLOAT16)
+    return helper.make_node("Cast", [half], [value.name], name=f"{value.name}_to_fp32", to=TensorProto.FLOAT)

@@ -54,8 +54,8 @@ class Recipe:
 
 
 RECIPES = {
-    "8.6": Recipe("8.6", "TensorRT 8.5/8.6 (JetPack 5)", "8.5.2", True, True, True, False, ("Format/Datatype",)),
-    "10": Recipe("10", "TensorRT 10.x (JetPack 6)", "10.3.0", True, True, True, False, ("Format/Datatype",)),
+    "8.6": Recipe("8.6", "TensorRT 8.5/8.6 (JetPack 5)", "8.5.2", True, True, True, False, ("Format/Datatype", "Datatype")),
+    "10": Recipe("10", "TensorRT 10.x (JetPack 6)", "10.3.0", True, True, True, False, ("Format/Datatype", "Datatype")),
     "11": Recipe("11", "TensorRT 11.x (x86 GPUs)", "11.4.0", False, False, False, True, ("DataType", "Format")),
 }
 DEFAULT_LINE = "10"
@@ -167,7 +167,4 @@ def plan(recipe: Recipe, version: str, *, input_name: str, chw: tuple[int, int, 
 
 def datatype(entry: dict, recipe: Recipe) -> str:
     """A layer input's data type from the engine inspector's JSON, by the line's key names."""
-    for key in recipe.inspector_dtype_keys:
-        if key in entry:
-            return str(entry[key])
-    return str(entry.get("Format/Datatype", entry.get("DataType", entry.get("Datatype", ""))))
+    return next((str(entry[k]) for k in recipe.inspector_dtype_keys if k in entry), "")

@@ -5,7 +5,7 @@ TensorRT's own Python samples do (``samples/python/common_runtime.py``: cudart a
 Untested on a GPU: no machine here has TensorRT (its wheels are not on our registries). What runs
 here is everything up to the CUDA calls: the chunking by the engine's profile, the buffer
 bookkeeping and the error paths, against a stand-in for cudart and the execution context
-(tests/test_trt_runner.py).
+(tests/test_trt_recipes.py).
 """
 
 from __future__ import annotations
