@@ -25,7 +25,7 @@ from .engines import EngineContext, Measurer, engine_rows
 from .errors import BackendUnavailable
 from .machine import libraries
 from .manifest import write_manifest
-from .outdir import read_json
+from .outdir import atomic_write, read_json
 from .report import Report
 from .report.publish import publish
 
@@ -101,5 +101,5 @@ def retarget_cache(bundle: Path, version: str) -> bool:
     text = calibration_cache(scales, version)
     if text.splitlines()[0] == header:
         return False
-    path.write_text(text)
+    atomic_write(path, lambda tmp: tmp.write_text(text))  # the user's cache is replaced whole or not at all
     return True

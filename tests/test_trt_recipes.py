@@ -264,3 +264,18 @@ def test_a_weight_beyond_float16_is_refused_in_one_line():
     with pytest.raises(InputError, match="float16's range") as err:
         to_fp16(helper.make_model(graph))
     assert "--trt-version 10.3" in err.value.hint
+
+
+def test_build_rewrites_the_cache_header_for_the_installed_tensorrt(tmp_path):
+    """TensorRT skips a calibration cache whose header names another version, so `build`
+    rewrites it for the TensorRT it finds; the scales stay bit for bit."""
+    from edgeresnet.backends.tensorrt_bundle import calibration_cache
+    from edgeresnet.build import retarget_cache
+
+    scales = {"input": 0.0125, "/conv1/Conv_output_0": 0.3}
+    (tmp_path / "calibration.cache").write_text(calibration_cache(scales, "8.5.2"))
+    assert retarget_cache(tmp_path, "10.3.0") is True
+    header, back = parse_calibration_cache((tmp_path / "calibration.cache").read_text())
+    assert header == "TRT-100300-EntropyCalibration2" and back == pytest.approx(scales, rel=1e-7)
+    assert retarget_cache(tmp_path, "10.3.0") is False and sorted(p.name for p in tmp_path.iterdir()) == [
+        "calibration.cache"]  # no temp file left
