@@ -8,6 +8,9 @@ MAX_CLASSES = 100_000  # ImageNet-21k has 21,841
 MAX_SIDE = 4096  # pixels of the model's input side (and of a resize)
 
 
+_FILE_HINT = "the value comes from the file or data named above: fix it there, or use another file"
+
+
 def check_count(what: str, value, most: int, least: int = 1) -> int:
     """An integer in [least, most], or an InputError naming ``what`` and the limit."""
     from .errors import InputError
@@ -18,9 +21,9 @@ def check_count(what: str, value, most: int, least: int = 1) -> int:
                 raise ValueError
             value = int(value)
         except (TypeError, ValueError, OverflowError):
-            raise InputError(f"{what} must be an integer, got {value!r}") from None
+            raise InputError(f"{what} must be an integer, got {value!r}", hint=_FILE_HINT) from None
     if not least <= value <= most:
-        raise InputError(f"{what} is {value}: the limit is {least} to {most:,}")
+        raise InputError(f"{what} is {value}: the limit is {least} to {most:,}", hint=_FILE_HINT)
     return value
 
 
@@ -40,4 +43,6 @@ def check_flag(flag: str, value, *, least=None, most=None, above=None, below=Non
         bounds = [f">= {least}" if least is not None else "", f"> {above}" if above is not None else "",
                   f"<= {most:,}" if most is not None else "", f"< {below}" if below is not None else ""]
         want = " and ".join(b for b in bounds if b) or "finite"
-        raise UsageError(f"{flag} must be {'an integer ' if integer else 'a number '}{want}, got {value}")
+        kind = "an integer " if integer else "a number "
+        raise UsageError(f"{flag} must be {kind}{want}, got {value}",
+                         hint=f"pass {flag} {kind}{want}, or leave it out for its default")

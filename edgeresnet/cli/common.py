@@ -25,10 +25,26 @@ DEBUG = {"on": False}
 
 
 def fail(exc: EdgeResNetError) -> typer.Exit:
+    """One ``error:`` line and always one ``hint:`` line (the README promises it): the error's
+    own hint, else the fix its kind always has."""
     err.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
-    if exc.hint:
-        err.print(f"[dim]hint:[/] {escape(exc.hint)}", soft_wrap=True)
+    err.print(f"[dim]hint:[/] {escape(hint_for(exc))}", soft_wrap=True)
     return typer.Exit(exc.exit_code)
+
+
+def hint_for(exc: EdgeResNetError) -> str:
+    """The hint an error carries, or its kind's general fix when the raiser named none."""
+    from ..errors import BackendUnavailable, InputError, UsageError
+
+    if exc.hint:
+        return exc.hint
+    if isinstance(exc, UsageError):
+        return "fix the flag named above; the command's --help says what each flag takes"
+    if isinstance(exc, InputError):
+        return "fix or replace the file or data named above, then rerun; nothing was changed"
+    if isinstance(exc, BackendUnavailable):
+        return "`edgeresnet doctor` lists the engines and devices installed here and what each needs"
+    return "rerun with --debug for the traceback and report it"
 
 
 def command(fn: Callable) -> Callable:

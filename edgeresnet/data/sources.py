@@ -186,7 +186,8 @@ def _labels(values, spec: str, names: list[str] | None = None) -> tuple[np.ndarr
                          hint="store class indices 0..N-1 (and class names in class_names)")
     arr = arr.astype(np.int64)
     if arr.size and arr.min() < 0:
-        raise InputError(f"{spec}: a label is {int(arr.min())}; labels are class indices from 0")
+        raise InputError(f"{spec}: a label is {int(arr.min())}; labels are class indices from 0",
+                         hint="store class indices 0..N-1 (an unlabelled image has no place in labelled data)")
     top = int(arr.max()) + 1 if arr.size else 0
     if names is not None:
         if len(names) > MAX_CLASSES:
