@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,18 +121,31 @@ def _read_raw(path: Path) -> tuple[dict, dict | None]:
         except Exception as exc:  # safetensors raises its own SafetensorError
             raise InputError(f"{path} is not a valid safetensors file: {exc}") from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True), None
-    except pickle.UnpicklingError as exc:
-        text = str(exc)
-        if "GLOBAL" in text or "Unsupported global" in text:  # the pickle imports a callable
-            raise InputError(f"refused to load {path}: it would run code when unpickled",
-                             hint="only weights-only checkpoints are loaded; re-save with torch.save(model.state_dict())") from None
-        raise InputError(f"{path} is not a readable PyTorch checkpoint (corrupt or not a pickle of tensors)") from None
+        with warnings.catch_warnings():  # torch's "Detected pickle protocol 4" note would precede our one line
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True), None
     # Garbage bytes make the weights-only unpickler raise IndexError, KeyError or TypeError as well
     # (about 1 in 12 random 2 KB files raised IndexError): all mean "not a checkpoint".
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, IndexError, KeyError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path} is not a readable PyTorch checkpoint ({first})") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError, IndexError,
+            KeyError, TypeError) as exc:
+        raise _unreadable(path, str(exc)) from None
+
+
+def _unreadable(path: Path, why: str) -> InputError:
+    """Why a .pt file did not load, from its bytes (read, never unpickled): a pickle that calls
+    something (named), or what the file is instead of a checkpoint."""
+    from .models.pickle_scan import describe, pickle_calls
+
+    unsafe = [c for c in pickle_calls(path) if not c.startswith(SAFE_GLOBALS)]
+    if unsafe or "Unsupported global" in why or "GLOBAL" in why:  # torch's own word, when the scan missed it
+        what = f" (it calls {unsafe[0]})" if unsafe else ""
+        return InputError(f"refused to load {path}: it would run code when unpickled{what}",
+                          hint="only weights-only checkpoints are loaded; re-save with torch.save(model.state_dict())")
+    return InputError(f"{path} is not a readable PyTorch checkpoint: {describe(path)}",
+                      hint="pass a file saved with torch.save(model.state_dict()), an edgeresnet checkpoint or .safetensors")
+
+
+SAFE_GLOBALS = ("torch.", "collections.OrderedDict")  # what torch.save writes for tensors and state_dicts
 
 
 def _meta_for_plain(state: dict, arch: str | None, path: Path) -> ModelMeta:
