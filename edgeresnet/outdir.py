@@ -99,6 +99,22 @@ def staged_dir(out: Path, force: bool) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def check_writable(path: Path, flag: str = "--out") -> None:
+    """Refuse an output whose folder cannot be written before any work starts (a read-only mount
+    found after a whole epoch of training loses that epoch): a probe file in the nearest folder
+    that exists, created and removed at once; nothing else is made."""
+    folder = Path(path).absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".edgeresnet-probe.", dir=folder)
+    except OSError as exc:
+        raise InputError(f"cannot write {flag} {path}: {exc.strerror} ({folder})",
+                         hint=f"pass a {flag} on a writable disk") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 def atomic_write(path: Path, write) -> None:
     """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it into place, so
     an interrupted save never leaves a half-written file where the user's file was."""

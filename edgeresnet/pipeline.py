@@ -376,8 +376,14 @@ def float_layers(cfg: ExportConfig, folded: Folded) -> list[str]:
     """The layers --float-layers names (checked against the graph before calibration runs)."""
     if not cfg.float_layers:
         return []
-    chosen = match_layers(list(cfg.float_layers), layer_units(folded.fp32_proto))
-    stderr.print(f"keeping {len(chosen)} layers in float (--float-layers): {', '.join(module_path(n) for n in chosen)}")
+    units = layer_units(folded.fp32_proto)
+    chosen = match_layers(list(cfg.float_layers), units)
+    if len(chosen) == len(units):
+        raise UsageError(f"--float-layers {' '.join(cfg.float_layers)} keeps all {len(units)} quantized layers in float: "
+                         "nothing would run in INT8", hint="name fewer layers (e.g. --float-layers 'layer4.*'), "
+                         "or pass --no-int8 for FP32 engines only")
+    stderr.print(f"keeping {len(chosen)} of {len(units)} layers in float (--float-layers), {len(units) - len(chosen)} "
+                 f"stay INT8: {', '.join(module_path(n) for n in chosen)}")
     return chosen
 
 
