@@ -53,9 +53,34 @@ class Dist:
             torch.distributed.destroy_process_group()
 
 
+def peer_lost(ddp: Dist, exc: RuntimeError, out) -> "EdgeResNetError | None":
+    """A collective that failed because another process of the run died (killed, out of memory):
+    one line for this rank, saying the run stopped and what is left; None for any other error."""
+    from .errors import PeerLost
+
+    text = str(exc)
+    if ddp.world == 1 or not any(s in text for s in _PEER_GONE):
+        return None
+    return PeerLost(f"rank {ddp.rank} of {ddp.world}: another training process stopped, so this run stops too",
+                    hint=f"the last checkpoint at {out} (written after each epoch) is intact; rerun with --resume")
+
+
+# What gloo and NCCL say when a peer's connection drops (a crash or `kill -9` of that rank).
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "remote worker", "Broken pipe",
+              "NCCL communicator was aborted", "Socket Timeout", "timed out")
+
+
+def world_size() -> int:
+    """How many processes torchrun started (1 without torchrun), known before any work."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
 def setup(device_name: str) -> Dist:
     """Join the process group torchrun set up (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = world_size()
     if world <= 1:
         return Dist()
     import torch

@@ -49,6 +49,12 @@ def require(module: str, extra: str):
         ) from None
 
 
+class PeerLost(EdgeResNetError):
+    """Under torchrun, another process of the run died: this one stops too, its checkpoint intact."""
+
+    exit_code = 5
+
+
 class OutOfSpace(EdgeResNetError):
     """The disk filled up while writing: nothing is published, the user frees space and reruns."""
 

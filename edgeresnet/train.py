@@ -19,6 +19,7 @@ from . import distributed
 from .errors import BackendUnavailable, InputError, UsageError, require
 from .finetune import freeze_backbone, init_state, load_init
 from .limits import MAX_SIDE, check_flag
+from .outdir import check_writable
 from .models.registry import build_model, default_small_input, get_arch
 from .progress import RunClock, eta_text, progress, stderr
 
@@ -126,6 +127,13 @@ def _check_config(cfg: TrainConfig) -> None:
     """Every number bounded and every path usable before the first epoch (not after it)."""
     check_flag("--epochs", cfg.epochs, least=1, most=100_000, integer=True)
     check_flag("--batch-size", cfg.batch_size, least=1, most=65_536, integer=True)
+    world = distributed.world_size()
+    if cfg.batch_size < world:
+        raise UsageError(f"--batch-size {cfg.batch_size} is the global batch; it cannot be shared by {world} processes",
+                         hint=f"pass --batch-size {world} or more (each process trains on batch / {world} images)")
+    if cfg.limit is not None and cfg.limit < world:
+        raise UsageError(f"--limit {cfg.limit}: {cfg.limit} training images cannot be shared by {world} processes",
+                         hint=f"pass --limit {world} or more, or start fewer processes")
     check_flag("--lr", cfg.lr, above=0, most=100)
     check_flag("--freeze-backbone", cfg.freeze_backbone, least=0, most=cfg.epochs, integer=True)
     if cfg.init is not None and cfg.resume:
@@ -147,6 +155,7 @@ def _check_config(cfg: TrainConfig) -> None:
     if out.exists() and not cfg.resume and not cfg.force:
         raise InputError(f"--out {out} exists", hint="pass --resume to continue its run, --force to overwrite it, "
                          "or another --out")
+    check_writable(out)
 
 
 def _device(torch, name: str):
@@ -175,6 +184,11 @@ def train(cfg: TrainConfig) -> tuple[ModelMeta, list[EpochStats]]:
     ddp = distributed.setup(cfg.device)
     try:
         return _train(torch, cfg, ddp)
+    except RuntimeError as exc:
+        lost = distributed.peer_lost(ddp, exc, cfg.out)
+        if lost is None:
+            raise
+        raise lost from None
     finally:
         ddp.close()
 
@@ -191,6 +205,9 @@ def _train(torch, cfg: TrainConfig, ddp: distributed.Dist) -> tuple[ModelMeta, l
     except InputError:
         val_set = None
     train_idx = _subset(train_set, cfg.limit)
+    if len(train_idx) < ddp.world:
+        raise UsageError(f"{len(train_idx)} training images cannot be shared by {ddp.world} processes",
+                         hint=f"train on at least {ddp.world} images (--limit), or start fewer processes")
     val_idx = _subset(val_set, cfg.val_limit) if val_set is not None else np.arange(0)
 
     start_epoch, history, state = 0, [], None
