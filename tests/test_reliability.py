@@ -57,6 +57,7 @@ def _hostile_files(d: Path) -> None:
     torch.save(stride0, d / "stride0.pth")
     torch.save({"conv1.weight": "x", "fc.weight": 3}, d / "nontensor.pth")
     (d / "text.pt").write_text("this is not a checkpoint\n")
+    (d / "evil4.pth").write_bytes(pickle.dumps({"w": _Exploit()}, protocol=4))  # a plain pickle, not torch's zip
     from onnx import TensorProto, helper, save
 
     graph = helper.make_graph([helper.make_node("Foo", ["x"], ["y"], domain="com.example")], "g",
@@ -167,7 +168,7 @@ MATRIX = [  # (command line, exit code, words in stderr)
     ("eval {files}/fifo.pt --data default", 3, "not a regular file"),
     # issue 15: crashes that were "internal error" (exit 1)
     ("eval {files}/threenames.pt --data default", 3, "names 3 classes but has 10 outputs"),
-    ("eval {files}/text.pt --data default", 3, "not a readable PyTorch checkpoint"),
+    ("eval {files}/text.pt --data default", 3, "not a readable PyTorch checkpoint: a text file"),
     ("eval {files}/nontensor.pth --arch resnet20 --data default", 3, "not a ResNet state_dict"),
     ("eval {files}/badmeta.pt --data default", 3, "input size is 100000"),
     ("eval {files}/nested.pt --data default", 3, "not valid JSON"),
@@ -198,6 +199,11 @@ MATRIX = [  # (command line, exit code, words in stderr)
     ("bench {bundle} --min-seconds nan", 2, "--min-seconds must be"),
     ("bench {bundle} --requests -1", 2, "--requests must be"),
     ("predict {bundle} {files}/noimg --top-k -2", 2, "--top-k must be"),
+    # issue 23: lost work, wrong results accepted, messages (the lead's group)
+    ("export default --float-layers * --out {tmp}/x --target ort", 2, "nothing would run in INT8"),
+    ("train --arch resnet20 --data default --init {files}/evil4.pth --out {tmp}/t.pt", 3, "would run code when unpickled (it calls posix.system)"),
+    ("eval {files}/evil4.pth --data default --arch resnet20", 3, "would run code"),
+    ("eval default --data npz:{files}/neglabel.npz", 3, "hint: store class indices"),
 ]
 
 
@@ -239,6 +245,7 @@ def test_bad_input_matrix(line, code, words, files, bundle, hostile_bundles, tmp
     assert _threads() <= 4 * (os.cpu_count() or 1) + 32  # nor starts more threads than 4x the cores (+ pools)
     assert words in res.stderr and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) <= 3
+    assert res.stderr.strip().splitlines()[-1].startswith("hint: ")  # the README promises a hint with every error
     assert not MARKER.exists()
     assert not list(tmp_path.iterdir())  # nothing written, not even a temp folder
     assert {p: p.stat().st_mtime_ns for p in files.rglob("*") if p.is_file()} == before  # nothing of theirs touched
@@ -493,3 +500,120 @@ def test_a_signal_during_native_code_is_held_until_it_returns(monkeypatch):
             done.append("the native call finished")
     assert done and errors.stop_requested()
     assert signal.getsignal(signal.SIGINT) is not None and signal.getsignal(signal.SIGINT).__name__ != "hold"
+
+
+def _hashes(folder: Path) -> dict:
+    import hashlib
+
+    return {p.relative_to(folder): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()}
+
+
+def _descendants(pid: int) -> set[int]:
+    kids: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids |= {int(k) for k in (task / "children").read_text().split()}
+        except OSError:
+            pass
+    return kids | {g for k in kids for g in _descendants(k)}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("command", ["bench", "predict"])
+def test_a_signal_during_bench_or_predict_stops_cleanly(command, sig, code, ort_ov_bundle, test_set, tmp_path):
+    """Ctrl-C or `kill` in the middle of the work: the documented exit code, no traceback, no
+    process left behind, and the bundle (reports included) exactly as it was."""
+    import shutil
+
+    bundle = tmp_path / "b"
+    shutil.copytree(ort_ov_bundle, bundle)
+    before = _hashes(bundle)
+    if command == "bench":
+        args = ["bench", str(bundle), "--min-seconds", "3", "--rounds", "3"]
+    else:
+        folder = tmp_path / "imgs"
+        folder.mkdir()
+        for i in range(3000):
+            Image.fromarray(test_set.images[i, :, :, 0]).save(folder / f"{i}.png")
+        args = ["predict", str(bundle), *[str(folder)] * 8, "--json"]
+    proc = subprocess.Popen([sys.executable, "-m", "edgeresnet", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:  # wait until it is at work: imports done, CPU busy
+        stat = Path(f"/proc/{proc.pid}/stat").read_text().split()
+        if (int(stat[13]) + int(stat[14])) / os.sysconf("SC_CLK_TCK") > 4.0 or (command == "bench" and _descendants(proc.pid)):
+            break
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
+    family = _descendants(proc.pid)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    err = err.decode()
+    assert proc.returncode == code, err[-2000:]
+    assert "Traceback" not in err and "internal error" not in err
+    time.sleep(0.5)
+    assert not [p for p in family if _alive(p)], "a worker outlived the command"
+    assert _hashes(bundle) == before  # no report half-rewritten, no temp file left
+
+
+@pytest.mark.parametrize("extra,words", [(["--batch-size", "1"], "cannot be shared by 2 processes"),
+                                         (["--batch-size", "8", "--limit", "1"], "--limit 1: 1 training images cannot be shared")])
+def test_a_batch_smaller_than_the_world_is_a_usage_error_before_any_work(extra, words, tmp_path, monkeypatch):
+    """Under torchrun (WORLD_SIZE=2), a global batch or a data set too small to give every process
+    an image is exit 2 before any work (it was a ZeroDivisionError on every rank)."""
+    from typer.testing import CliRunner
+
+    from edgeresnet.cli import app
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    res = CliRunner().invoke(app, ["train", "--arch", "resnet20", "--data", "default", "--epochs", "1",
+                                   "--out", str(tmp_path / "t.pt"), *extra])
+    assert res.exit_code == 2, (res.stderr, res.exception)
+    assert words in res.stderr and res.stderr.strip().splitlines()[-1].startswith("hint: ")
+    assert not list(tmp_path.iterdir())
+
+
+def test_every_error_kind_prints_a_hint_line(capsys):
+    """The error boundary prints a hint even when the raiser named none (the README's promise)."""
+    from edgeresnet.cli.common import fail
+    from edgeresnet.errors import BackendUnavailable, EdgeResNetError, InputError, OutOfSpace, PeerLost, UsageError
+
+    for kind in (UsageError, InputError, BackendUnavailable, OutOfSpace, PeerLost, EdgeResNetError):
+        exit_ = fail(kind("something is wrong"))
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert lines[0] == "error: something is wrong" and lines[1].startswith("hint: ") and len(lines[1]) > 12
+        assert exit_.exit_code == kind.exit_code
+    fail(UsageError("x", hint="do this"))
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "hint: do this"
+
+
+def _can_mount_read_only(tmp_path: Path) -> bool:
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount --bind {tmp_path} {tmp_path} && "
+                            f"mount -o remount,bind,ro {tmp_path}"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.slow
+def test_train_refuses_a_read_only_out_before_the_first_epoch(tmp_path):
+    """A real read-only mount (a bind mount in a user namespace): `train --out` there is exit 3
+    in seconds, naming the path, instead of after a whole epoch."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if not _can_mount_read_only(ro):
+        pytest.skip("unshare -rm cannot make a read-only bind mount here (no user namespaces)")
+    script = (f"mount --bind {ro} {ro} && mount -o remount,bind,ro {ro} && exec {sys.executable} -m edgeresnet train "
+              f"--arch resnet20 --data default --epochs 3 --out {ro}/out/t.pt")
+    start = time.time()
+    res = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 3, res.stderr
+    assert f"cannot write --out {ro}/out/t.pt: Read-only file system" in res.stderr and "hint:" in res.stderr
+    assert "epoch 1" not in res.stderr and time.time() - start < 60
+    assert not list(ro.iterdir())

@@ -1,3 +1,4 @@
+import os
 import signal
 import subprocess
 import sys
@@ -262,3 +263,49 @@ def test_a_folder_of_1400_small_images_trains_at_native_size_in_bounded_memory(t
     assert "training at 32 px: the data's own size (32x32)" in res.stderr
     assert peak_kb < 1_500_000, f"peak RSS {peak_kb / 1e6:.2f} GB"
     assert load_checkpoint(tmp_path / "r.pt").meta.preprocess.size == 32
+
+
+def _torchrun(*args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "edgeresnet", "train",
+            "--arch", "resnet20", "--data", "default", "--device", "cpu", "--threads", "1", *args]
+
+
+@pytest.mark.slow
+def test_torchrun_with_a_world_that_does_not_divide_the_work(tmp_path):
+    """Global batch 3 on 2 processes (shards of 2 and 1) and 7 images (a last batch of 1, too
+    small to share, is left out) trains; a global batch of 1 is a usage error on every rank."""
+    res = subprocess.run(_torchrun("--limit", "7", "--val-limit", "20", "--batch-size", "3", "--epochs", "1",
+                                   "--out", str(tmp_path / "odd.pt")), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert load_checkpoint(tmp_path / "odd.pt").meta.train["images"] == 7
+    res = subprocess.run(_torchrun("--batch-size", "1", "--epochs", "1", "--out", str(tmp_path / "one.pt")),
+                         capture_output=True, text=True, timeout=300)
+    assert res.stderr.count("--batch-size 1 is the global batch; it cannot be shared by 2 processes") == 2
+    assert "internal error" not in res.stderr and not (tmp_path / "one.pt").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_torchrun_rank_stops_the_others_with_one_line_and_the_checkpoint_intact(tmp_path):
+    """`kill -9` of rank 1 mid-run: rank 0 stops within seconds with one line (not an internal
+    error from gloo), and the checkpoint of the last finished epoch loads and resumes."""
+    out = tmp_path / "r.pt"
+    proc = subprocess.Popen(_torchrun("--limit", "512", "--val-limit", "100", "--batch-size", "64", "--epochs", "30",
+                                      "--out", str(out)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not out.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    ranks = {}
+    for pid in _children(proc.pid):
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        ranks.update({int(e.split(b"=")[1]): pid for e in env if e.startswith(b"RANK=")})
+    start = time.time()
+    os.kill(ranks[1], signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    assert time.time() - start < 30
+    assert "internal error" not in err, err[-3000:]
+    assert "rank 0 of 2: another training process stopped" in err or "SIGTERM" in err  # torchrun may stop rank 0 first
+    assert not any(Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
+                   for pid in ranks.values())
+    ckpt = load_checkpoint(out)
+    assert 1 <= ckpt.train_state["epoch"] < 30
