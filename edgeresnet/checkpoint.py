@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ._version import __version__
-from .data.preprocess import Preprocess
+from .data.preprocess import Preprocess, Source
 from .data.sources import user_path
 from .errors import InputError, require
 from .limits import MAX_CLASSES, check_count
@@ -75,7 +75,8 @@ class ModelMeta:
     @classmethod
     def _from_dict(cls, d: dict[str, Any]) -> "ModelMeta":
         return cls(arch=str(d["arch"]), num_classes=int(d["num_classes"]), in_channels=int(d["in_channels"]),
-                   preprocess=Preprocess.from_dict(d["preprocess"]), classes=list(d["classes"]),
+                   preprocess=Preprocess.from_dict(d["preprocess"], Source("metadata", "the checkpoint's metadata")),
+                   classes=list(d["classes"]),
                    small_input=bool(d.get("small_input", False)), shortcut=d.get("shortcut", "B"),
                    train=dict(d.get("train", {})), metrics=dict(d.get("metrics", {})),
                    version=d.get("edgeresnet_version", "unknown"))

@@ -74,7 +74,7 @@ def read_manifest(root: Path) -> dict:
 def _check_shape(manifest: dict, path: Path) -> None:
     """Every field a command reads has its type, and the sizes are bounded, before any use:
     a hand-edited manifest is one InputError, never a KeyError or a 100,000-pixel input."""
-    from .data.preprocess import Preprocess
+    from .data.preprocess import Preprocess, Source
     from .limits import MAX_CLASSES
 
     def bad(what: str) -> InputError:
@@ -99,7 +99,7 @@ def _check_shape(manifest: dict, path: Path) -> None:
         raise bad(f"'classes' is not a list of 1 to {MAX_CLASSES:,} names")
     if not isinstance(manifest.get("preprocess"), dict):
         raise bad("'preprocess' is missing")
-    Preprocess.from_dict(manifest["preprocess"])  # bounded sizes, positive stds
+    Preprocess.from_dict(manifest["preprocess"], Source("metadata", str(path)))  # bounded sizes, positive stds
 
 
 def verify_files(root: Path, files: dict[str, str]) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 
 from .checkpoint import IMAGENET_PREPROCESS, ModelMeta
 from .data import Preprocess
+from .data.preprocess import Overrides, Source
 from .errors import InputError, require
 from .export import INPUT, OUTPUT, read_metadata, set_metadata
 from .limits import MAX_CLASSES, MAX_SIDE, check_count
@@ -49,7 +50,7 @@ def _dims(value_info) -> list:
     return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
 
 
-def load_onnx_source(path: Path, overrides: dict | None = None) -> OnnxSource:
+def load_onnx_source(path: Path, overrides: Overrides | None = None) -> OnnxSource:
     onnx = require("onnx", "torch")
     ort = require("onnxruntime", "ort")
     check_onnx_file(path)
@@ -65,13 +66,14 @@ def load_onnx_source(path: Path, overrides: dict | None = None) -> OnnxSource:
     channels, classes = shape[1], check_count(f"{path.name}: its classes", out_shape[1], MAX_CLASSES)
     meta_props = read_metadata(model)
     if "edgeresnet.preprocess" in meta_props:  # one of ours
-        pre = Preprocess.from_dict(json.loads(meta_props["edgeresnet.preprocess"]))
+        pre = Preprocess.from_dict(json.loads(meta_props["edgeresnet.preprocess"]),
+                                   Source("metadata", f"{path.name}'s edgeresnet.preprocess"))
     else:
         size = shape[2] if shape[2] and shape[2] == shape[3] else 224
         check_count(f"{path.name}: its input side", size, MAX_SIDE)
         pre = Preprocess(channels, size, round(size * 256 / 224) if size >= 128 else size,
                          IMAGENET_PREPROCESS.mean if channels == 3 else (0.5,), IMAGENET_PREPROCESS.std if channels == 3 else (0.5,))
-    pre = pre.with_overrides(overrides)
+    pre = pre.with_overrides(overrides, channels=channels)
     if pre.channels != channels or (shape[2] and pre.size != shape[2]):
         raise InputError(f"the preprocessing gives {pre.channels}x{pre.size}x{pre.size}; {path.name} takes {shape[1:]}",
                          hint="pass --size / --mean / --std that fit the model's input")

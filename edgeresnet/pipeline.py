@@ -24,6 +24,7 @@ from .calibrate.observers import METHODS
 from .calibrate.table import CalibrationTable, weights_sha256
 from .checkpoint import IMAGENET_PREPROCESS, ModelMeta, load_checkpoint
 from .data import FASHION_MNIST_CLASSES, Preprocess, load_split
+from .data.preprocess import Overrides
 from .data.sources import ImageSet, user_path
 from .engines import EngineContext, Measurer, engine_rows
 from .errors import BackendUnavailable, InputError, UsageError, fatal, require
@@ -79,7 +80,7 @@ class ExportConfig:
     tuning: TuneOptions = TuneOptions()  # --max-drop, sensitivity and the fixes
     price: bool = True  # measure the latency price of each layer kept in float
     float_layers: tuple[str, ...] = ()  # --float-layers: node names, module paths or globs kept in float
-    preprocess: dict | None = None  # --mean/--std/--size/--resize/--interpolation/--preprocess overrides
+    preprocess: Overrides | None = None  # --mean/--std/--size/--resize/--interpolation/--preprocess overrides
     command: str = ""
 
 
@@ -107,17 +108,13 @@ def load_model(cfg: ExportConfig) -> Loaded:
         small = default_small_input(cfg.model, cfg.input_size)
         model = build_model(cfg.model, num_classes=1000, in_channels=3, small_input=small).eval()
         pre = Preprocess(3, cfg.input_size, cfg.input_size, IMAGENET_PREPROCESS.mean,
-                         IMAGENET_PREPROCESS.std).with_overrides(cfg.preprocess)
+                         IMAGENET_PREPROCESS.std).with_overrides(cfg.preprocess, channels=3)
         meta = ModelMeta(cfg.model, 1000, 3, pre, [f"class_{i}" for i in range(1000)], small_input=small,
                          train={"source": "random weights (zoo name)"})
         return Loaded(model, meta, f"{cfg.model} (random weights)", True)
     ckpt = load_checkpoint(cfg.model, arch=cfg.arch)
     if cfg.preprocess:
-        pre = ckpt.meta.preprocess.with_overrides(cfg.preprocess)
-        if pre.channels != ckpt.meta.in_channels:
-            raise UsageError(f"the preprocessing gives {pre.channels} channels; {ckpt.meta.arch} takes {ckpt.meta.in_channels}",
-                             hint="pass one --mean and --std value per input channel")
-        ckpt.meta.preprocess = pre
+        ckpt.meta.preprocess = ckpt.meta.preprocess.with_overrides(cfg.preprocess, channels=ckpt.meta.in_channels)
     return Loaded(ckpt.model, ckpt.meta, str(ckpt.path) if cfg.model != "default" else "default", False)
 
 

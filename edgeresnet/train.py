@@ -14,6 +14,7 @@ import numpy as np
 
 from .checkpoint import ModelMeta, load_checkpoint, save_checkpoint
 from .data import Preprocess, default_preprocess, load_split, loader
+from .data.preprocess import Overrides
 from .data.sources import ImageSet
 from . import distributed
 from .errors import BackendUnavailable, InputError, UsageError, require
@@ -53,7 +54,7 @@ class TrainConfig:
     force: bool = False  # overwrite an existing --out that is not resumed
     init: Path | None = None  # pretrained weights to start from (fine-tuning)
     freeze_backbone: int = 0  # epochs that train only the classifier (with --init)
-    preprocess: dict | None = None  # --mean/--std/--size/--resize/--interpolation/--preprocess over the data's own
+    preprocess: Overrides | None = None  # --mean/--std/--size/--resize/--interpolation/--preprocess over the data's own
     command: str = ""
 
 
@@ -229,7 +230,7 @@ def _train(torch, cfg: TrainConfig, ddp: distributed.Dist) -> tuple[ModelMeta, l
         init_state_dict, init = (None, None)
         if cfg.init is not None:
             init_state_dict, init = init_state(cfg.init)
-        pre = default_preprocess(train_set, cfg.in_channels, cfg.input_size).with_overrides(cfg.preprocess)
+        pre = default_preprocess(train_set, cfg.in_channels, cfg.input_size).with_overrides(cfg.preprocess, channels=cfg.in_channels)
         if cfg.input_size is None and ddp.main:
             native = train_set.native_shape()
             stderr.print(f"training at {pre.size} px: " + (f"the data's own size ({native[1]}x{native[1]})" if native else
@@ -248,8 +249,9 @@ def _train(torch, cfg: TrainConfig, ddp: distributed.Dist) -> tuple[ModelMeta, l
     meta.train = {"command": cfg.command, "seed": cfg.seed, "data": train_set.source,
                   **({"init": init.to_dict()} if not cfg.resume and cfg.init is not None else {}),
                   "images": int(len(train_idx)), "device": device.type,
-                  "recipe": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
-                             if k not in ("out", "command", "resume")}}
+                  "recipe": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
+                                if k not in ("out", "command", "resume")},
+                             "preprocess": cfg.preprocess.to_dict() if cfg.preprocess else None}}
     if val_set is not None and len(val_set.classes) != len(train_set.classes):
         raise InputError(f"{cfg.data}: train has {len(train_set.classes)} classes, test has {len(val_set.classes)}")
 

@@ -209,17 +209,102 @@ def test_preprocessing_flags_override_the_recorded_spec(tmp_path):
     from edgeresnet.errors import InputError, UsageError
 
     base = Preprocess(1, 28, 28, (0.5,), (0.5,))
-    (tmp_path / "p.json").write_text('{"size": 32, "resize": 36, "interpolation": "bicubic"}')
+    (tmp_path / "p.json").write_text('{"size": 32, "resize": 36, "interpolation": "bicubic", "std": [0.4]}')
     fields = preprocess_overrides("0.2", "0.3", None, None, None, tmp_path / "p.json")
-    pre = base.with_overrides(fields)
+    pre = base.with_overrides(fields, channels=1)
     assert (pre.mean, pre.std, pre.size, pre.resize, pre.interpolation) == ((0.2,), (0.3,), 32, 36, "bicubic")
-    assert base.with_overrides({}) is base
+    assert fields.to_dict() == {"size": 32, "resize": 36, "interpolation": "bicubic", "std": [0.3], "mean": [0.2]}
+    assert base.with_overrides(preprocess_overrides(None, None, None, None, None)) is base
     with pytest.raises(UsageError, match="comma-separated list of numbers"):
         preprocess_overrides("a,b", None, None, None, None)
-    with pytest.raises(InputError, match="unknown preprocessing fields"):
-        base.with_overrides({"gamma": 2})
-    with pytest.raises(InputError, match="positive finite stds"):
-        base.with_overrides({"std": [0.0]})
+    (tmp_path / "g.json").write_text('{"gamma": 2}')
+    with pytest.raises(InputError, match='"gamma" is not a preprocessing field'):
+        preprocess_overrides(None, None, None, None, None, tmp_path / "g.json")
+    (tmp_path / "l.json").write_text("[1]")
+    with pytest.raises(InputError, match="is not a JSON object"):
+        preprocess_overrides(None, None, None, None, None, tmp_path / "l.json")
+
+
+WRONG = {  # each field of a spec, and values of the wrong type or out of its range
+    "channels": [True, 2, 3.0, "3", None, [1]],
+    "size": [True, False, 28.5, 0, 4097, -1, "28", None, [28], 10**30],
+    "resize": [True, 0, 4097, 27.5, "28", [28]],
+    "mean": ["0.2", 0.2, [], [True], [float("nan")], [float("inf")], ["0.2"], None, {"0": 1}],
+    "std": [[0], [0.0], [-0.5], [float("nan")], [float("inf")], [False], "1", [[1]]],
+    "interpolation": ["lanczos", "", 1, True, None, ["bilinear"]],
+}
+GOOD = {"channels": 1, "size": 28, "resize": None, "mean": [0.5], "std": [0.25], "interpolation": "nearest"}
+
+
+@pytest.mark.parametrize("name,value", [(n, v) for n, values in WRONG.items() for v in values])
+def test_every_preprocessing_field_has_one_type(name, value, tmp_path):
+    """The same wrong value is a usage error from a flag, bad input from the user's file (with a
+    fix in that file) or from a model's metadata (re-export), each naming the field and its type."""
+    from edgeresnet.data.preprocess import FIELDS, FLAGS, REEXPORT, Source, read_fields
+    from edgeresnet.errors import UsageError
+
+    expected = FIELDS[name].expected()
+    with pytest.raises(InputError) as meta:
+        Preprocess.from_dict({**GOOD, name: value}, Source("metadata", "edgeresnet.json"))
+    assert meta.value.message.startswith(f"edgeresnet.json: the preprocessing spec's {name} must be {expected}, got ")
+    assert meta.value.hint == REEXPORT
+    with pytest.raises(InputError) as file:
+        read_fields({name: value}, Source("file", "my.json"))
+    assert file.value.message.startswith(f'my.json: "{name}" must be {expected}, got ')
+    assert file.value.hint.startswith(f'fix it in my.json, e.g. "{name}": ')
+    with pytest.raises(UsageError) as flag:
+        read_fields({name: value}, FLAGS)
+    assert flag.value.message.startswith(f"--{name} must be {FIELDS[name].expected(flag=True)}, got ")
+    assert flag.value.hint and "re-export" not in flag.value.hint
+    with pytest.raises(InputError, match=f"preprocessing {name} must be"):
+        Preprocess(**{**GOOD, name: value})  # built in code: the same schema
+
+
+def test_the_preprocessing_schema_takes_what_it_should():
+    pre = Preprocess.from_dict(GOOD)
+    assert (pre.channels, pre.size, pre.resize, pre.mean, pre.std, pre.interpolation) == (1, 28, None, (0.5,), (0.25,), "nearest")
+    assert Preprocess.from_dict({**GOOD, "resize": 4096, "size": 1, "mean": [0], "std": [1e-6]}).mean == (0.0,)
+    assert Preprocess.from_dict({"channels": 3, "size": 8, "mean": [0, 0, 0], "std": [1, 1, 1]}).interpolation == "bilinear"
+    built = Preprocess(np.int64(1), np.int64(28), None, [0.5], [0.5])  # numpy ints from a shape become ints
+    assert type(built.size) is int and built.mean == (0.5,)
+    assert Preprocess.from_dict(PRE.to_dict()) == PRE
+
+
+@pytest.mark.parametrize("spec,words", [
+    ({k: v for k, v in GOOD.items() if k != "size"}, "size is missing"),
+    ({**GOOD, "crop_pct": 0.875}, "crop_pct is not a preprocessing field"),
+    ({**GOOD, "mean": [0.1, 0.2, 0.3]}, "mean has 3 values; the model takes 1 channel"),
+    ({**GOOD, "channels": 3}, "mean has 1 value; the model takes 3 channels"),
+    ("0.2", "the preprocessing spec is not a JSON object"),
+    (None, "the preprocessing spec is not a JSON object"),
+])
+def test_a_models_preprocessing_metadata_is_bad_input(spec, words):
+    from edgeresnet.data.preprocess import REEXPORT
+
+    with pytest.raises(InputError, match=words) as exc:
+        Preprocess.from_dict(spec)
+    assert exc.value.hint == REEXPORT
+
+
+def test_a_per_channel_mismatch_blames_the_source_that_gave_it():
+    """The length check needs the model's channels, known only after loading it: flags are
+    still a usage error then, the user's file bad input, naming what to fix."""
+    from edgeresnet.data.preprocess import FLAGS, Overrides, Source
+    from edgeresnet.errors import UsageError
+
+    file = Source("file", "p.json")
+    with pytest.raises(UsageError, match="--mean has 3 values; the model takes 1 channel") as exc:
+        PRE.with_overrides(Overrides({"mean": (0.1, 0.2, 0.3)}, {"mean": FLAGS}), channels=1)
+    assert "--mean 0.5" in exc.value.hint
+    with pytest.raises(InputError, match='p.json: "std" has 2 values; the model takes 1 channel'):
+        PRE.with_overrides(Overrides({"std": (0.1, 0.2)}, {"std": file}), channels=1)
+    with pytest.raises(InputError, match='p.json: "channels" is 3; the model takes 1 channel'):
+        PRE.with_overrides(Overrides({"channels": 3}, {"channels": file}), channels=1)
+    with pytest.raises(InputError, match='p.json: "channels" is 3 but mean has 1 value'):
+        PRE.with_overrides(Overrides({"channels": 3}, {"channels": file}))  # train: the file may set channels
+    rgb = PRE.with_overrides(Overrides({"channels": 3, "mean": (0.5,) * 3, "std": (0.2,) * 3},
+                                       dict.fromkeys(("channels", "mean", "std"), file)))
+    assert rgb.input_shape == (3, 28, 28)
 
 
 def test_unlabelled_images_calibrate_but_do_not_train_or_score(tmp_path, calib_set):

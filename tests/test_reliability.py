@@ -69,6 +69,26 @@ def _hostile_files(d: Path) -> None:
     os.mkfifo(d / "fifo.pt")
 
 
+def _edit_onnx_preprocess(bundle: Path) -> None:
+    """The FP32 ONNX model's edgeresnet.preprocess metadata with a string for a number."""
+    import onnx
+
+    from edgeresnet.export import read_metadata, set_metadata
+
+    model = onnx.load(str(bundle / "model.fp32.onnx"))
+    props = read_metadata(model)
+    props["edgeresnet.preprocess"] = json.dumps({**json.loads(props["edgeresnet.preprocess"]), "mean": "0.2"})
+    set_metadata(model, props)
+    onnx.save(model, str(bundle / "model.fp32.onnx"))
+
+
+def _preprocess_files(d: Path) -> None:
+    """--preprocess files with one mistyped field each (issue 23)."""
+    for name, spec in (("sizebool", {"size": True}), ("sizefloat", {"size": 28.5}), ("meanstr", {"mean": "0.2"}),
+                       ("mean3", {"mean": [0.1, 0.2, 0.3]}), ("channels3", {"channels": 3})):
+        (d / f"pre-{name}.json").write_text(json.dumps(spec))
+
+
 @pytest.fixture(scope="module")
 def hostile_bundles(ort_ov_bundle, tmp_path_factory):
     """Copies of the shared bundle, each with one hand-made defect in a file commands read."""
@@ -96,6 +116,7 @@ def hostile_bundles(ort_ov_bundle, tmp_path_factory):
                             (d / "model.int8.ort-w7.onnx").unlink(), os.mkfifo(d / "model.int8.ort-w7.onnx")))
     copy("badreport", lambda d: (d / "report.json").write_text(json.dumps({"model": {}, "results": ["x", 3]})))
     copy("nested", lambda d: (d / "edgeresnet.json").write_text("[" * 100_000 + "]" * 100_000))
+    copy("onnxpre", _edit_onnx_preprocess)
     return root
 
 
@@ -114,6 +135,7 @@ def files(tmp_path_factory, calib_set):
     (d / "noimg" / "cls" / "b.jpg").write_bytes(os.urandom(300))
     np.savez(d / "twoch.npz", images=np.zeros((8, 28, 28, 2), np.uint8), labels=np.arange(8) % 2)
     _hostile_files(d)
+    _preprocess_files(d)
     for c in range(10):  # a flat ImageFolder: no train/test split inside
         (d / "flat" / f"c{c}").mkdir(parents=True)
         i = int(np.flatnonzero(calib_set.labels == c)[0])
@@ -163,20 +185,20 @@ MATRIX = [  # (command line, exit code, words in stderr)
     ("eval default --data npz:{files}/biglabel.npz", 3, "the limit is 0 to 100,000"),
     ("eval {files}/bigclasses.pt --data default", 3, "num_classes is 1000000000"),
     ("eval {files}/stride0.pth --arch resnet20 --data default", 3, "the limit is 1 to 100,000"),
-    ("predict {hostile}/bigsize {files}/noimg", 3, "input size is 100000"),
+    ("predict {hostile}/bigsize {files}/noimg", 3, "size must be an integer from 1 to 4,096, got 100000"),
     ("predict {hostile}/fifo {files}/noimg --target ort", 3, "not a regular file"),
     ("eval {files}/fifo.pt --data default", 3, "not a regular file"),
     # issue 15: crashes that were "internal error" (exit 1)
     ("eval {files}/threenames.pt --data default", 3, "names 3 classes but has 10 outputs"),
     ("eval {files}/text.pt --data default", 3, "not a readable PyTorch checkpoint: a text file"),
     ("eval {files}/nontensor.pth --arch resnet20 --data default", 3, "not a ResNet state_dict"),
-    ("eval {files}/badmeta.pt --data default", 3, "input size is 100000"),
+    ("eval {files}/badmeta.pt --data default", 3, "size must be an integer from 1 to 4,096, got 100000"),
     ("eval {files}/nested.pt --data default", 3, "not valid JSON"),
     ("export {files}/folder.pt --out {tmp}/x", 3, "is a directory"),
     ("eval {files}/customop.onnx --data default", 3, "is an ONNX model, not a PyTorch checkpoint"),
     ("predict {hostile}/nolist {files}/noimg", 3, "'artifacts' is not a list"),
     ("predict {hostile}/nested {files}/noimg", 3, "nested too deeply"),
-    ("predict {hostile}/nostd {files}/noimg", 3, "positive finite stds"),
+    ("predict {hostile}/nostd {files}/noimg", 3, "std must be a list of positive and finite numbers"),
     ("bench {hostile}/badreport", 3, "report.json is malformed"),
     ("bench {files}/customop.onnx --min-seconds 0.1", 3, "nothing could be benchmarked"),
     ("eval default --data npz:{files}/strlabel.npz", 3, "labels must be integers"),
@@ -204,6 +226,27 @@ MATRIX = [  # (command line, exit code, words in stderr)
     ("train --arch resnet20 --data default --init {files}/evil4.pth --out {tmp}/t.pt", 3, "would run code when unpickled (it calls posix.system)"),
     ("eval {files}/evil4.pth --data default --arch resnet20", 3, "would run code"),
     ("eval default --data npz:{files}/neglabel.npz", 3, "hint: store class indices"),
+    # issue 23: the preprocessing spec has one typed schema; a flag is usage (2), a file bad input (3)
+    *[(f"{cmd} {flags}", code, words) for cmd in ("eval default --data default --limit 50", "export default --out {tmp}/x")
+      for flags, code, words in (
+          ("--preprocess {files}/pre-sizebool.json", 3, '"size" must be an integer from 1 to 4,096, got true'),
+          ("--preprocess {files}/pre-sizefloat.json", 3, '"size" must be an integer from 1 to 4,096, got 28.5'),
+          ("--preprocess {files}/pre-meanstr.json", 3, '"mean" must be a list of finite numbers, got "0.2"'),
+          ("--preprocess {files}/pre-mean3.json", 3, '"mean" has 3 values; the model takes 1 channel'),
+          ("--preprocess {files}/pre-channels3.json", 3, '"channels" is 3; the model takes 1 channel'),
+          ("--std 0", 2, "--std must be positive and finite, got 0"),
+          ("--std -0.5", 2, "--std must be positive and finite, got -0.5"),
+          ("--std inf", 2, "--std must be positive and finite, got inf"),
+          ("--mean nan", 2, "--mean must be finite, got nan"),
+          ("--size 0", 2, "--size must be an integer from 1 to 4,096, got 0"),
+          ("--size 100000", 2, "--size must be an integer from 1 to 4,096, got 100000"),
+          ("--interpolation lanczos", 2, "--interpolation must be one of bilinear, bicubic, nearest, got lanczos"),
+          ("--mean 0.1,0.2,0.3", 2, "--mean has 3 values; the model takes 1 channel"),
+      )],
+    ("train --arch resnet20 --data default --out {tmp}/t.pt --mean 0.1,0.2,0.3", 2, "--mean has 3 values; the model takes 1 channel"),
+    ("train --arch resnet20 --data default --out {tmp}/t.pt --std nan", 2, "--std must be positive and finite, got nan"),
+    ("train --arch resnet20 --data default --out {tmp}/t.pt --preprocess {files}/pre-sizebool.json", 3, '"size" must be an integer'),
+    ("export {hostile}/onnxpre/model.fp32.onnx --out {tmp}/x", 3, "edgeresnet.preprocess: the preprocessing spec's mean must be"),
 ]
 
 
@@ -249,6 +292,23 @@ def test_bad_input_matrix(line, code, words, files, bundle, hostile_bundles, tmp
     assert not MARKER.exists()
     assert not list(tmp_path.iterdir())  # nothing written, not even a temp folder
     assert {p: p.stat().st_mtime_ns for p in files.rglob("*") if p.is_file()} == before  # nothing of theirs touched
+
+
+@pytest.mark.parametrize("line,hint", [
+    ("eval default --data default --size 100000", "e.g. --size 224"),
+    ("eval default --data default --std 0", "--std 0.5"),
+    ("eval default --data default --mean 0.1,0.2,0.3", "e.g. --mean 0.5"),
+    ("eval default --data default --preprocess {files}/pre-meanstr.json", 'fix it in {files}/pre-meanstr.json, e.g. "mean": ['),
+    ("eval {files}/badmeta.pt --data default", "re-export the model"),
+    ("export {hostile}/onnxpre/model.fp32.onnx --out {files}/x", "re-export the model"),
+])
+def test_preprocessing_errors_hint_at_their_source(line, hint, files, hostile_bundles):
+    """The fix fits where the value came from: a flag, the user's own file, or a model's metadata."""
+    res = run_inprocess(*line.format(files=files, hostile=hostile_bundles).split())
+    hints = [ln for ln in res.stderr.splitlines() if ln.startswith("hint: ")]
+    assert len(hints) == 1 and hint.format(files=files) in hints[0], res.stderr
+    assert ("re-export" in hints[0]) == ("re-export" in hint)
+    assert not (files / "x").exists()
 
 
 def test_failed_export_leaves_the_existing_one_untouched(bundle, files):

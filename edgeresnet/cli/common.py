@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Callable
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from rich.markup import escape
 from ..errors import EdgeResNetError, PortabilityWarning
 from ..backends import base
 from ..machine import MAX_THREADS
+
+if TYPE_CHECKING:
+    from ..data.preprocess import Overrides
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
@@ -182,29 +185,39 @@ PreFileOpt = Annotated[Path | None, typer.Option("--preprocess", help="A JSON fi
 
 
 def preprocess_overrides(mean: str | None, std: str | None, size: int | None, resize: int | None,
-                         interpolation: str | None, spec_file=None) -> dict:
-    """The preprocessing flags as a dict of fields to replace; a --preprocess JSON file first,
-    the single flags over it."""
-    from ..errors import UsageError
+                         interpolation: str | None, spec_file: Path | None = None) -> "Overrides":
+    """The preprocessing flags as fields to replace, each checked against the spec's schema now,
+    before any work: a --preprocess JSON file first (a wrong field in it is bad input, exit 3),
+    the single flags over it (a wrong value is a usage error, exit 2)."""
+    from ..data.preprocess import FLAGS, Overrides, Source, read_fields
     from ..outdir import read_json
 
-    fields: dict = {}
+    values, sources = {}, {}
     if spec_file is not None:
-        fields = read_json(spec_file, hint="a JSON object with channels, size, resize, mean, std, interpolation")
-        if not isinstance(fields, dict):
-            raise UsageError(f"--preprocess {spec_file} is not a JSON object")
+        source = Source("file", str(spec_file))
+        values = read_fields(read_json(spec_file, hint="a JSON object with any of channels, size, resize, mean, "
+                                                        "std, interpolation"), source)
+        sources = dict.fromkeys(values, source)
+    flags = {"size": size, "resize": resize, "interpolation": interpolation}
     for name, text in (("mean", mean), ("std", std)):
         if text is not None:
-            try:
-                fields[name] = [float(v) for v in text.split(",") if v.strip()]
-            except ValueError:
-                raise UsageError(f"--{name} {text!r} is not a comma-separated list of numbers",
-                                 hint=f"e.g. --{name} 0.485,0.456,0.406") from None
-            fields["channels"] = len(fields[name])
-    for name, value in (("size", size), ("resize", resize), ("interpolation", interpolation)):
-        if value is not None:
-            fields[name] = value
-    return fields
+            flags[name] = _numbers(f"--{name}", text)
+    given = read_fields({k: v for k, v in flags.items() if v is not None}, FLAGS)
+    return Overrides({**values, **given}, {**sources, **dict.fromkeys(given, FLAGS)})
+
+
+def _numbers(flag: str, text: str) -> list[float]:
+    """'0.485,0.456,0.406' -> [0.485, 0.456, 0.406]; 'nan' and 'inf' parse, the schema refuses them."""
+    from ..errors import UsageError
+
+    values = [v for v in text.split(",") if v.strip()]
+    try:
+        if values:
+            return [float(v) for v in values]
+    except ValueError:
+        pass
+    raise UsageError(f"{flag} {text!r} is not a comma-separated list of numbers",
+                     hint=f"e.g. {flag} 0.485,0.456,0.406 (one value per channel)")
 
 
 def threads_option(help: str):

@@ -64,13 +64,14 @@ def eval_cmd(
 
     check_flag("--limit", limit, least=1, integer=True)
     check_flag("--batch-size", batch_size, least=1, most=65_536, integer=True)
+    overrides = preprocess_overrides(mean, std, size, resize, interpolation, preprocess_file)
     dataset = load_split(data, split, strict)
     dataset.require_labels("eval")
     warn_skipped(dataset, "evaluation")
     if Path(model).is_dir():  # an export bundle: numpy + Pillow + one runtime, no torch
         from ..runtime import load
 
-        if preprocess_overrides(mean, std, size, resize, interpolation, preprocess_file):
+        if overrides:
             raise InputError(f"{model} is an export bundle: its preprocessing is fixed at export",
                              hint="pass the preprocessing flags to `export`, or evaluate the checkpoint")
         bundle = load(model, target=target, precision=precision, threads=threads)
@@ -84,7 +85,7 @@ def eval_cmd(
         torch = require("torch", "torch")
         torch.set_num_threads(threads or os.cpu_count() or 1)
         ckpt = load_checkpoint(model, arch=arch)
-        pre = ckpt.meta.preprocess.with_overrides(preprocess_overrides(mean, std, size, resize, interpolation, preprocess_file))
+        pre = ckpt.meta.preprocess.with_overrides(overrides, channels=ckpt.meta.in_channels)
         run, classes = torch_predictor(ckpt.model), ckpt.meta.classes
         name, arch = str(ckpt.path), ckpt.meta.arch
     if len(dataset.classes) != len(classes):

@@ -6,16 +6,130 @@ and export computed. The spec travels with every checkpoint and export.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
 
-from ..errors import InputError
-from ..limits import MAX_SIDE, check_count
+from ..errors import EdgeResNetError, InputError, UsageError
+from ..limits import MAX_SIDE
+from . import schema
 
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
              "nearest": Image.Resampling.NEAREST}
+
+# The one schema of a spec, whether it comes from flags, a --preprocess file or a model's metadata.
+FIELDS: dict[str, schema.FieldType] = {
+    "channels": schema.OneOf((1, 3)), "size": schema.Integer(1, MAX_SIDE),
+    "resize": schema.Integer(1, MAX_SIDE, nullable=True), "mean": schema.Numbers(),
+    "std": schema.Numbers(positive=True), "interpolation": schema.OneOf(tuple(_RESAMPLE))}
+REQUIRED = ("channels", "size", "mean", "std")
+_EXAMPLE = {"channels": 3, "size": 224, "resize": 256, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+            "interpolation": "bilinear"}
+REEXPORT = "re-export the model; its metadata must not be edited by hand"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where preprocessing values came from, which decides how a wrong one is reported: a flag
+    is a usage error (exit 2); the user's --preprocess file, a model's metadata or a spec built
+    from the data are bad input (exit 3), each with the fix that fits it."""
+
+    kind: Literal["flags", "file", "metadata", "spec"]
+    name: str = ""  # the file, or what carries the metadata
+
+    def show(self, value: Any) -> str:
+        if self.kind == "flags":
+            items = value if isinstance(value, (list, tuple)) else [value]
+            return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in items)
+        text = json.dumps(value, default=str)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    def error(self, name: str | None, problem: str, hint: str | None = None) -> EdgeResNetError:
+        """``name`` (a field, or None for the whole spec) ``problem``, as this source's error."""
+        if self.kind == "flags":
+            return UsageError(f"--{name} {problem}", hint=hint or _flag_fix(name))
+        if self.kind == "file":
+            fix = f'fix it in {self.name}, e.g. "{name}": {json.dumps(_EXAMPLE[name])}' if name in _EXAMPLE else \
+                f"a JSON object with any of {', '.join(FIELDS)}"
+            where = f'{self.name}: "{name}"' if name else self.name
+            return InputError(f"{where} {problem}", hint=hint or fix)
+        if self.kind == "metadata":
+            spec = f"the preprocessing spec's {name}" if name else "the preprocessing spec"
+            return InputError(f"{self.name}: {spec} {problem}", hint=REEXPORT)
+        return InputError(f"the preprocessing {name or 'spec'} {problem}",
+                          hint=hint or "pass --size/--mean/--std (or --input-size) within these bounds")
+
+    def wrong(self, name: str, value: Any) -> EdgeResNetError:
+        kind = FIELDS[name]
+        return self.error(name, f"must be {kind.expected(self.kind == 'flags')}, got {self.show(value)}")
+
+
+def _flag_fix(name: str) -> str:
+    example = _EXAMPLE[name]
+    if isinstance(example, list):
+        return f"one value per channel, e.g. --{name} 0.5 for a gray model, {','.join(map(str, example))} for RGB"
+    return f"e.g. --{name} {example}, or leave it out to keep the model's own"
+
+
+FLAGS = Source("flags")
+METADATA = Source("metadata", "the model's metadata")
+
+
+def read_fields(spec: Any, source: Source) -> dict[str, Any]:
+    """Each field of ``spec`` through its type; an unknown or mistyped one is ``source``'s error."""
+    if not isinstance(spec, Mapping):
+        raise source.error(None, "is not a JSON object")
+    unknown = [k for k in spec if k not in FIELDS]
+    if unknown:
+        raise source.error(str(unknown[0]), "is not a preprocessing field", hint=f"the fields are {', '.join(FIELDS)}")
+    values = {}
+    for name, value in spec.items():
+        try:
+            values[name] = FIELDS[name].convert(value)
+        except ValueError:
+            raise source.wrong(name, value) from None
+    return values
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" + ("s" if n != 1 else "")
+
+
+def _per_channel(values: dict[str, Any], sources: Mapping[str, Source], default: Source) -> None:
+    """One mean and one std per channel; a mismatch blames the field that was given (a --mean of
+    three values for a gray model), else the "channels" that changed under them."""
+    n = values["channels"]
+    for name in ("mean", "std"):
+        k = len(values[name])
+        if k == n:
+            continue
+        if name in sources or "channels" not in sources:
+            source = sources.get(name, default)
+            example = f", e.g. --{name} {','.join(['0.5'] * n)}" if source.kind == "flags" else ""
+            raise source.error(name, f"has {_count(k, 'value')}; the model takes {_count(n, 'channel')}",
+                               hint=f"give one value per channel{example}")
+        raise sources["channels"].error("channels", f"is {n} but {name} has {_count(k, 'value')}",
+                                        hint="give mean and std with one value per channel too")
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Fields to replace in a spec, each already of its type, and where each came from (a flag or
+    the user's --preprocess file): the check that needs the model (one mean per channel) comes
+    later and must still blame the right one."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, Source] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.values.items()}
 
 
 @dataclass(frozen=True)
@@ -31,18 +145,11 @@ class Preprocess:
     interpolation: str = "bilinear"
 
     def __post_init__(self) -> None:
-        if self.channels not in (1, 3):
-            raise InputError(f"preprocessing supports 1 or 3 channels, not {self.channels}")
-        check_count("the preprocessing input size", self.size, MAX_SIDE)
-        if self.resize is not None:
-            check_count("the preprocessing resize", self.resize, MAX_SIDE)
-        if len(self.mean) != self.channels or len(self.std) != self.channels:
-            raise InputError("preprocessing mean/std need one value per channel")
-        if not all(np.isfinite(v) for v in self.mean) or not all(np.isfinite(v) and v > 0 for v in self.std):
-            raise InputError(f"preprocessing needs finite means and positive finite stds, got mean {self.mean} "
-                             f"std {self.std}", hint="a std of 0 divides every pixel by zero")
-        if self.interpolation not in _RESAMPLE:
-            raise InputError(f"unknown interpolation {self.interpolation!r}")
+        """A spec built in code (from the data, a zoo name, an ONNX input) meets the same schema."""
+        values = read_fields(asdict(self), Source("spec"))
+        _per_channel(values, {}, Source("spec"))
+        for name, value in values.items():  # canonical types: a numpy int from a shape becomes an int
+            object.__setattr__(self, name, value)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -52,31 +159,30 @@ class Preprocess:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Preprocess":
-        """From a checkpoint's or manifest's JSON; anything missing or mistyped is an InputError."""
-        try:
-            return cls._from_dict(d)
-        except (KeyError, TypeError, ValueError, OverflowError) as exc:
-            raise InputError(f"the preprocessing spec is malformed ({type(exc).__name__}: {exc})",
-                             hint="re-export the model; its metadata must not be edited by hand") from None
+    def from_dict(cls, d: Any, source: Source = METADATA) -> "Preprocess":
+        """From a checkpoint's, manifest's or ONNX model's metadata (or any ``source``): every
+        field through its type; anything missing, unknown or mistyped is ``source``'s error."""
+        values = read_fields(d, source)
+        missing = [name for name in REQUIRED if name not in values]
+        if missing:
+            raise source.error(missing[0], "is missing")
+        _per_channel({"resize": None, "interpolation": "bilinear", **values}, {}, source)
+        return cls(**values)
 
-    @classmethod
-    def _from_dict(cls, d: dict) -> "Preprocess":
-        return cls(channels=int(d["channels"]), size=int(d["size"]),
-                   resize=None if d.get("resize") is None else int(d["resize"]),
-                   mean=tuple(float(v) for v in d["mean"]), std=tuple(float(v) for v in d["std"]),
-                   interpolation=d.get("interpolation", "bilinear"))
-
-    def with_overrides(self, overrides: dict | None) -> "Preprocess":
+    def with_overrides(self, overrides: Overrides | None, channels: int | None = None) -> "Preprocess":
         """This spec with some fields replaced (``--mean/--std/--size/--resize/--interpolation``
-        or a ``--preprocess`` JSON file); the result is checked like any spec."""
+        or a ``--preprocess`` JSON file) for a model of ``channels`` inputs (None: the spec's
+        own, or a file's "channels"). A mismatch is the error of the source that gave it."""
+        overrides = overrides or Overrides()
+        values = {**self.to_dict(), **overrides.values}
+        if channels is not None and values["channels"] != channels:
+            source = overrides.sources.get("channels", METADATA)
+            raise source.error("channels", f"is {values['channels']}; the model takes {_count(channels, 'channel')}",
+                               hint=f'drop "channels" or set it to {channels}' if source.kind == "file" else None)
         if not overrides:
             return self
-        unknown = set(overrides) - set(self.to_dict())
-        if unknown:
-            raise InputError(f"unknown preprocessing fields {sorted(unknown)}",
-                             hint=f"use {', '.join(self.to_dict())}")
-        return Preprocess.from_dict({**self.to_dict(), **overrides})
+        _per_channel(values, overrides.sources, METADATA)
+        return Preprocess(**values)
 
     def pil_mode(self) -> str:
         return "L" if self.channels == 1 else "RGB"
