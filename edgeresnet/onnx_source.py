@@ -19,7 +19,7 @@ from .export import INPUT, OUTPUT, set_metadata
 from .limits import MAX_CLASSES, check_count
 from .onnxfile import STANDARD, check_onnx_file, read_metadata
 from .onnxfile.metadata import PREFIX
-from .onnxrun import user_session
+from .onnxrun import user_run, user_session
 
 
 @dataclass
@@ -42,7 +42,7 @@ def compare_graphs(original: Path, folded: Path, batch: np.ndarray) -> float:
     fixed = ref_sess.get_inputs()[0].shape[0]
     if isinstance(fixed, int) and fixed > 0:  # a file with a fixed batch: feed it that many
         batch = batch[:fixed]
-    ref = ref_sess.run(None, {ref_name: batch})[0]
+    ref = user_run(ref_sess, original, {ref_name: batch})[0]
     got = new_sess.run(None, {INPUT: batch})[0]
     return float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-12))
 

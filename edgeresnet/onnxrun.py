@@ -46,15 +46,28 @@ def user_session(path: Path, opts=None):
         with native_call():
             return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT's errors (Fail, InvalidGraph, NotImplemented, ...) derive from Exception only
-        stop = fatal(exc)
-        if stop is not None:
-            raise stop from exc
-        raise InputError(f"ONNX Runtime cannot load {path}: {_runtime_reason(exc)}",
-                         hint="re-export the model with torch.onnx.export(..., opset_version=17) and standard "
-                              "ONNX ops; `edgeresnet doctor` shows the installed ONNX Runtime") from None
+        raise _refused(exc, f"ONNX Runtime cannot load {path}") from None
 
 
-def _runtime_reason(exc: Exception) -> str:
-    """ORT's message without its "[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED :" prefix, first line only."""
+def user_run(sess, path: Path, feeds: dict):
+    """``sess.run`` on the user's file: a graph that loads but cannot run our batch (a Reshape to
+    a hard-coded batch of 1) is the file's defect too."""
+    try:
+        with native_call():
+            return sess.run(None, feeds)
+    except Exception as exc:  # as in user_session
+        batch = next(iter(feeds.values())).shape
+        raise _refused(exc, f"{path} fails on a batch of shape {list(batch)}") from None
+
+
+def _refused(exc: Exception, what: str) -> BaseException:
+    """An interrupt or a full disk as such; else one InputError, ORT's reason on one line without
+    its "[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED :" prefix and C++ source locations."""
+    stop = fatal(exc)
+    if stop is not None:
+        return stop
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)[:300]
+    reason = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+    reason = re.sub(r"/onnxruntime_src/\S+:\d+ .*?\) ", "", reason)[:300]
+    return InputError(f"{what}: {reason}", hint="re-export the model with torch.onnx.export(..., opset_version=17, "
+                      "dynamic_axes={'input': {0: 'batch'}}) and standard ONNX ops")

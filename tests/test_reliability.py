@@ -123,6 +123,12 @@ def _hostile_onnx(d: Path, ckpt) -> None:
     model = onnx.load(str(d / "mistyped.onnx"))
     model.graph.initializer[1].CopyFrom(onnx.numpy_helper.from_array(np.zeros(10, np.int32), "b"))
     onnx.save(model, str(d / "mistyped.onnx"))
+    tiny_classifier(d / "batch1.onnx")  # a dynamic batch that its Reshape to [1, 3] cannot run
+    model = onnx.load(str(d / "batch1.onnx"))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    model.graph.node[1].CopyFrom(onnx.helper.make_node("Reshape", ["p", "s"], ["f"]))
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array([1, 3], np.int64), "s"))
+    onnx.save(model, str(d / "batch1.onnx"))
 
 
 @pytest.fixture(scope="module")
@@ -278,6 +284,7 @@ MATRIX = [  # (command line, exit code, words in stderr)
     ("export {files}/bigside.onnx --out {tmp}/x", 3, "its input side is 100000: the limit is 1 to 4,096"),
     ("bench {files}/bigside.onnx", 3, "its input side is 100000"),
     ("export {files}/mistyped.onnx --out {tmp}/x", 3, "ONNX Runtime cannot load"),
+    ("export {files}/batch1.onnx --calib default --out {tmp}/x", 3, "batch1.onnx fails on a batch of shape ["),
 ]
 
 
@@ -326,7 +333,7 @@ def test_bad_input_matrix(line, code, words, files, bundle, hostile_bundles, tmp
 
 
 ONNX_FILES = ("threenames", "classes12", "nestedmeta", "evil", "customop", "extdata", "uint8", "opset1", "opset99",
-              "bigside", "mistyped")
+              "bigside", "mistyped", "batch1")
 
 
 @pytest.mark.parametrize("line,code,words", [c for c in MATRIX if any(f"/{f}.onnx" in c[0] for f in ONNX_FILES)])
