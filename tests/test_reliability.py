@@ -332,17 +332,6 @@ def test_bad_input_matrix(line, code, words, files, bundle, hostile_bundles, tmp
     assert {p: p.stat().st_mtime_ns for p in files.rglob("*") if p.is_file()} == before  # nothing of theirs touched
 
 
-ONNX_FILES = ("threenames", "classes12", "nestedmeta", "evil", "customop", "extdata", "uint8", "opset1", "opset99",
-              "bigside", "mistyped", "batch1")
-
-
-@pytest.mark.parametrize("line,code,words", [c for c in MATRIX if any(f"/{f}.onnx" in c[0] for f in ONNX_FILES)])
-def test_onnx_file_errors_name_the_fix(line, code, words, files, tmp_path):
-    """Each defect of a user's ONNX file is one error line and one hint line naming the fix."""
-    res = run_inprocess(*line.format(files=files, tmp=tmp_path).split())
-    assert [ln.split(":")[0] for ln in res.stderr.strip().splitlines()] == ["error", "hint"], res.stderr
-
-
 def test_failed_export_leaves_the_existing_one_untouched(bundle, files):
     before = {p.name: p.read_bytes() for p in bundle.iterdir() if p.is_file()}
     res = run_cli("export", str(files / "evil.pt"), "--arch", "resnet20", "--out", str(bundle), "--force")
