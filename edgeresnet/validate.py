@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from .onnxfile import check_onnx_file  # noqa: F401  (moved to onnxfile/check.py)
