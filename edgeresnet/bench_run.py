@@ -82,7 +82,7 @@ def discover(source: Path) -> tuple[list[Item], dict | None]:
     if target is None:
         raise InputError(f"cannot benchmark {source.name}", hint=f"supported: {suffixes_help()}")
     if source.suffix.lower() == ".onnx":
-        from .validate import check_onnx_file
+        from .onnxfile import check_onnx_file
 
         check_onnx_file(source)
     return [Item(Artifact(target, _file_precision(source), source), {})], None

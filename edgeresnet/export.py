@@ -34,10 +34,6 @@ def set_metadata(model, props: dict[str, str]) -> None:
         entry.key, entry.value = key, value
 
 
-def read_metadata(model) -> dict[str, str]:
-    return {p.key: p.value for p in model.metadata_props}
-
-
 def _inline_identity_initializers(model) -> None:
     """The TorchScript exporter dedups equal initializers through Identity nodes; give each
     consumer its own initializer instead, so every Conv reads its weights directly (what

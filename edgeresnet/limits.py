@@ -11,8 +11,9 @@ MAX_SIDE = 4096  # pixels of the model's input side (and of a resize)
 _FILE_HINT = "the value comes from the file or data named above: fix it there, or use another file"
 
 
-def check_count(what: str, value, most: int, least: int = 1) -> int:
-    """An integer in [least, most], or an InputError naming ``what`` and the limit."""
+def check_count(what: str, value, most: int, least: int = 1, hint: str | None = None) -> int:
+    """An integer in [least, most], or an InputError naming ``what``, the limit and ``hint``
+    (by default: fix the file the value came from)."""
     from .errors import InputError
 
     if isinstance(value, bool) or not isinstance(value, int):
@@ -21,9 +22,9 @@ def check_count(what: str, value, most: int, least: int = 1) -> int:
                 raise ValueError
             value = int(value)
         except (TypeError, ValueError, OverflowError):
-            raise InputError(f"{what} must be an integer, got {value!r}", hint=_FILE_HINT) from None
+            raise InputError(f"{what} must be an integer, got {value!r}", hint=hint or _FILE_HINT) from None
     if not least <= value <= most:
-        raise InputError(f"{what} is {value}: the limit is {least} to {most:,}", hint=_FILE_HINT)
+        raise InputError(f"{what} is {value}: the limit is {least} to {most:,}", hint=hint or _FILE_HINT)
     return value
 
 

@@ -120,7 +120,7 @@ def verify_files(root: Path, files: dict[str, str]) -> None:
 def verify_entry(root: Path, entry: dict) -> None:
     """One artifact entry, as every command checks it before use: the file it loads must be
     covered by its hashes, every file must match, and ONNX files must pass onnx.checker."""
-    from .validate import check_onnx_file
+    from .onnxfile import check_onnx_file
 
     if entry.get("path") not in entry.get("files", {}):
         raise InputError(f"{root}'s manifest loads {entry.get('path')}, a file its hashes do not cover",

@@ -1,9 +1,14 @@
-"""ONNX Runtime sessions on in-memory graphs with chosen intermediate tensors exposed as
-outputs: how calibration observes activations and how the tuner measures candidates."""
+"""ONNX Runtime sessions: on in-memory graphs with chosen intermediate tensors exposed as
+outputs (how calibration observes activations and how the tuner measures candidates), and on
+a file the user gave (``user_session``, the one place a runtime's refusal of it is their input's
+fault, not ours)."""
 
 from __future__ import annotations
 
-from .errors import require
+import re
+from pathlib import Path
+
+from .errors import InputError, fatal, native_call, require
 
 LEVELS = {"none": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "all": "ORT_ENABLE_ALL"}
 
@@ -28,3 +33,41 @@ def session_with_outputs(model, tensors: list[str], threads: int | None = None, 
     opts.log_severity_level = 3
     opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[level])
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def user_session(path: Path, opts=None):
+    """A CPU session on the user's ONNX file (checked first by ``onnxfile.check_onnx_file``).
+
+    What the checks cannot name (an op this ONNX Runtime lacks at the file's opset, a graph it
+    cannot type) fails here; that is the file's defect, so it becomes one InputError naming the
+    file. An interrupt or a full disk is re-raised as such."""
+    ort = require("onnxruntime", "ort")
+    try:
+        with native_call():
+            return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT's errors (Fail, InvalidGraph, NotImplemented, ...) derive from Exception only
+        raise _refused(exc, f"ONNX Runtime cannot load {path}") from None
+
+
+def user_run(sess, path: Path, feeds: dict):
+    """``sess.run`` on the user's file: a graph that loads but cannot run our batch (a Reshape to
+    a hard-coded batch of 1) is the file's defect too."""
+    try:
+        with native_call():
+            return sess.run(None, feeds)
+    except Exception as exc:  # as in user_session
+        batch = next(iter(feeds.values())).shape
+        raise _refused(exc, f"{path} fails on a batch of shape {list(batch)}") from None
+
+
+def _refused(exc: Exception, what: str) -> BaseException:
+    """An interrupt or a full disk as such; else one InputError, ORT's reason on one line without
+    its "[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED :" prefix and C++ source locations."""
+    stop = fatal(exc)
+    if stop is not None:
+        return stop
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    reason = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+    reason = re.sub(r"/onnxruntime_src/\S+:\d+ .*?\) ", "", reason)[:300]
+    return InputError(f"{what}: {reason}", hint="re-export the model with torch.onnx.export(..., opset_version=17, "
+                      "dynamic_axes={'input': {0: 'batch'}}) and standard ONNX ops")

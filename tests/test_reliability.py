@@ -67,16 +67,78 @@ def _hostile_files(d: Path) -> None:
          str(d / "customop.onnx"))
     (d / "folder.pt").mkdir()
     os.mkfifo(d / "fifo.pt")
+    _hostile_onnx(d, ckpt)
+
+
+def tiny_classifier(path: Path, *, opset: int = 17, op: tuple[str, str] | None = None, dtype: int = 1,
+                    side: int = 8, external: int | None = None) -> None:
+    """A valid 3 x side x side -> 10 classifier, with one defect: an opset, an op
+    ``(domain, name)`` before it, an input ``dtype`` (TensorProto), an ``external`` data length."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    x = "x" if dtype == TensorProto.FLOAT else "raw"
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "w", "b"], ["y"], transB=1)]
+    if op:
+        nodes[:0] = [helper.make_node(op[1], ["x"], ["x2"], domain=op[0])]
+        nodes[1].input[0] = "x2"
+    if x != "x":
+        nodes[:0] = [helper.make_node("Cast", [x], ["x"], to=TensorProto.FLOAT)]
+    inits = [numpy_helper.from_array(np.ones((10, 3), np.float32), "w"), numpy_helper.from_array(np.zeros(10, np.float32), "b")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(x, dtype, [1, 3, side, side])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]
+                              + ([helper.make_opsetid(op[0], 1)] if op and op[0] else []), ir_version=8)
+    if external is not None:
+        w = model.graph.initializer[0]
+        w.ClearField("raw_data")
+        w.ClearField("float_data")
+        w.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", "w.bin"), ("offset", "0"), ("length", str(external))):
+            entry = w.external_data.add()
+            entry.key, entry.value = key, value
+        (path.parent / "w.bin").write_bytes(bytes(100))
+    save(model, str(path))
+
+
+def _hostile_onnx(d: Path, ckpt) -> None:
+    """Issue 23: ONNX files that crashed `export`/`bench` with "internal error" or were read wrong."""
+    import onnx
+
+    from edgeresnet.export import export_onnx
+
+    export_onnx(ckpt.model, ckpt.meta, d / "own.onnx")  # one of ours: 10 outputs, our metadata
+    for name, key, value in (("threenames", "classes", json.dumps(["a", "b", "c"])), ("classes12", "classes", "12"),
+                             ("nestedmeta", "preprocess", "[" * 50_000 + "]" * 50_000)):
+        model = onnx.load(str(d / "own.onnx"))
+        next(p for p in model.metadata_props if p.key == f"edgeresnet.{key}").value = value
+        onnx.save(model, str(d / f"{name}.onnx"))
+    tiny_classifier(d / "evil.onnx", op=("com.evil", "Evil"))
+    tiny_classifier(d / "extdata.onnx", external=4 * 10**12)  # 4 TB claimed over a 100-byte file
+    tiny_classifier(d / "uint8.onnx", dtype=onnx.TensorProto.UINT8)
+    tiny_classifier(d / "opset1.onnx", opset=1)
+    tiny_classifier(d / "opset99.onnx", opset=99)
+    tiny_classifier(d / "bigside.onnx", side=100_000)
+    tiny_classifier(d / "mistyped.onnx")  # onnx.checker passes it; ONNX Runtime cannot type it
+    model = onnx.load(str(d / "mistyped.onnx"))
+    model.graph.initializer[1].CopyFrom(onnx.numpy_helper.from_array(np.zeros(10, np.int32), "b"))
+    onnx.save(model, str(d / "mistyped.onnx"))
+    tiny_classifier(d / "batch1.onnx")  # a dynamic batch that its Reshape to [1, 3] cannot run
+    model = onnx.load(str(d / "batch1.onnx"))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    model.graph.node[1].CopyFrom(onnx.helper.make_node("Reshape", ["p", "s"], ["f"]))
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array([1, 3], np.int64), "s"))
+    onnx.save(model, str(d / "batch1.onnx"))
 
 
 def _edit_onnx_preprocess(bundle: Path) -> None:
     """The FP32 ONNX model's edgeresnet.preprocess metadata with a string for a number."""
     import onnx
 
-    from edgeresnet.export import read_metadata, set_metadata
+    from edgeresnet.export import set_metadata
 
     model = onnx.load(str(bundle / "model.fp32.onnx"))
-    props = read_metadata(model)
+    props = {p.key: p.value for p in model.metadata_props}
     props["edgeresnet.preprocess"] = json.dumps({**json.loads(props["edgeresnet.preprocess"]), "mean": "0.2"})
     set_metadata(model, props)
     onnx.save(model, str(bundle / "model.fp32.onnx"))
@@ -200,7 +262,7 @@ MATRIX = [  # (command line, exit code, words in stderr)
     ("predict {hostile}/nested {files}/noimg", 3, "nested too deeply"),
     ("predict {hostile}/nostd {files}/noimg", 3, "std must be a list of positive and finite numbers"),
     ("bench {hostile}/badreport", 3, "report.json is malformed"),
-    ("bench {files}/customop.onnx --min-seconds 0.1", 3, "nothing could be benchmarked"),
+    ("bench {files}/customop.onnx --min-seconds 0.1", 3, "is op Foo from domain com.example"),
     ("eval default --data npz:{files}/strlabel.npz", 3, "labels must be integers"),
     ("eval default --data npz:{files}/neglabel.npz", 3, "labels are class indices from 0"),
     ("eval default --data npz:{files}/fivech.npz", 3, "1 or 3 channels"),
@@ -247,6 +309,25 @@ MATRIX = [  # (command line, exit code, words in stderr)
     ("train --arch resnet20 --data default --out {tmp}/t.pt --std nan", 2, "--std must be positive and finite, got nan"),
     ("train --arch resnet20 --data default --out {tmp}/t.pt --preprocess {files}/pre-sizebool.json", 3, '"size" must be an integer'),
     ("export {hostile}/onnxpre/model.fp32.onnx --out {tmp}/x", 3, "edgeresnet.preprocess: the preprocessing spec's mean must be"),
+    # issue 23: ONNX files given by the user, each refused before a runtime opens it (or, where
+    # ONNX Runtime still refuses it, as the file's fault), with a hint
+    ("export {files}/threenames.onnx --out {tmp}/x", 3, "threenames.onnx names 3 classes but has 10 outputs"),
+    ("export {files}/classes12.onnx --out {tmp}/x", 3, "edgeresnet.classes must be a JSON list of strings"),
+    ("export {files}/evil.onnx --out {tmp}/x", 3, "is op Evil from domain com.evil"),
+    ("export {files}/customop.onnx --out {tmp}/x", 3, "is op Foo from domain com.example"),
+    ("bench {files}/evil.onnx", 3, "is op Evil from domain com.evil"),
+    ("export {files}/extdata.onnx --out {tmp}/x", 3, "claims 4,000,000,000,000 bytes at offset 0 of w.bin, a 100-byte"),
+    ("bench {files}/extdata.onnx", 3, "claims 4,000,000,000,000 bytes"),
+    ("export {files}/uint8.onnx --out {tmp}/x", 3, "is uint8; edgeresnet takes a float32 NCHW input"),
+    ("bench {files}/uint8.onnx", 3, "is uint8; edgeresnet takes a float32 NCHW input"),
+    ("export {files}/opset1.onnx --out {tmp}/x", 3, "uses ONNX opset 1; edgeresnet reads opsets 7 to"),
+    ("export {files}/opset99.onnx --out {tmp}/x", 3, "uses ONNX opset 99; edgeresnet reads opsets 7 to"),
+    ("bench {files}/opset99.onnx", 3, "uses ONNX opset 99"),
+    ("export {files}/nestedmeta.onnx --out {tmp}/x", 3, "edgeresnet.preprocess is JSON nested 50000 deep"),
+    ("export {files}/bigside.onnx --out {tmp}/x", 3, "its input side is 100000: the limit is 1 to 4,096"),
+    ("bench {files}/bigside.onnx", 3, "its input side is 100000"),
+    ("export {files}/mistyped.onnx --out {tmp}/x", 3, "ONNX Runtime cannot load"),
+    ("export {files}/batch1.onnx --calib default --out {tmp}/x", 3, "batch1.onnx fails on a batch of shape ["),
 ]
 
 
