@@ -15,7 +15,6 @@ from .backends.registry import for_suffix, suffixes_help
 from .bench_worker import block_spec, spawn
 from .errors import InputError, UsageError
 from .limits import check_flag
-from .outdir import read_json
 from .progress import progress
 from .report import ResultRow
 
@@ -53,28 +52,28 @@ def _file_precision(path: Path) -> str:
 def discover(source: Path) -> tuple[list[Item], dict | None]:
     """The artifacts to time: an export dir's report rows, or one model file."""
     if source.is_dir():
-        report = read_json(source / "report.json", hint="pass an export directory or one model file")
-        try:
-            from .report import Report
+        from .bundle import Bundle
+        from .bundle.report import read_report
 
-            Report.from_dict(report)  # every row has the schema's fields and types
-            if not all(isinstance(r.get("target"), str) and isinstance(r.get("precision"), str) for r in report["results"]):
-                raise TypeError("a row without a target or precision")
-        except (KeyError, TypeError, AttributeError, ValueError) as exc:
-            raise InputError(f"{source}/report.json is malformed ({type(exc).__name__}: {exc})",
-                             hint="re-export; a bundle's files must not be edited by hand") from None
-        entries = _verified_entries(source)
+        bundle = Bundle(source)
+        report = read_report(bundle)
+        entries = {}
+        for entry in bundle.manifest["artifacts"]:  # each checked as `predict` and `eval` check theirs
+            bundle.artifact(entry)
+            entries[(entry["target"], entry["precision"])] = entry
         items = []
-        for row in report.get("results", []):
-            if row.get("status") != "ok" or not row.get("artifact") or row["target"] == "torch":
+        for row in report["results"]:
+            if row.get("status", "ok") != "ok" or not row.get("artifact") or row["target"] == "torch":
                 continue
-            path = source / row["artifact"]
             entry = entries.get((row["target"], row["precision"]))
             if entry is None or entry["path"] != row["artifact"]:
                 raise InputError(f"{row['artifact']} is in report.json but not in {source}'s edgeresnet.json",
                                  hint="re-export; a bundle's files must not be edited by hand")
+            path = source / entry["path"]
             keep = {k: row.get(k) for k in ("top1", "top5", "top1_drop_pp", "agreement", "per_class_drop_pp")}
-            items.append(Item(Artifact(row["target"], row["precision"], path, dict(row.get("details", {}))), keep))
+            # The per-CPU variants come from the manifest, whose hashes cover them, not from the report.
+            details = {**(row.get("details") or {}), "variants": entry.get("variants") or {}}
+            items.append(Item(Artifact(row["target"], row["precision"], path, details), keep))
         return items, report
     if not source.is_file():
         raise InputError(f"{source} does not exist", hint="pass an export directory or a .onnx / .xml / .engine file")
@@ -86,17 +85,6 @@ def discover(source: Path) -> tuple[list[Item], dict | None]:
 
         check_onnx_file(source)
     return [Item(Artifact(target, _file_precision(source), source), {})], None
-
-
-def _verified_entries(source: Path) -> dict[tuple[str, str], dict]:
-    """The bundle's manifest entries, each checked as `predict` and `eval` check them."""
-    from .manifest import read_manifest, verify_entry
-
-    entries = {}
-    for entry in read_manifest(source).get("artifacts", []):
-        verify_entry(source, entry)
-        entries[(entry["target"], entry["precision"])] = entry
-    return entries
 
 
 def _merge(rounds: list[dict], mode: str) -> dict:

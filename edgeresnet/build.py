@@ -6,6 +6,7 @@ TensorRT line given or found, and needs no TensorRT."""
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -17,51 +18,74 @@ from .backends.tensorrt import (
     TrtOptions,
     unavailable_reason,
 )
-from .backends.tensorrt_bundle import BUNDLE, calibration_cache, parse_calibration_cache
+from .backends.tensorrt_bundle import BUNDLE, FP16_SOURCES, BuildSpec, calibration_cache, parse_calibration_cache
 from .backends.tensorrt_recipes import plan as recipe_plan
 from .backends.tensorrt_recipes import recipe_for
+from .bundle import Bundle, export_root
+from .bundle.report import read_report
 from .data import Preprocess, load_split
 from .engines import EngineContext, Measurer, engine_rows
-from .errors import BackendUnavailable
+from .errors import BackendUnavailable, InputError
 from .machine import libraries
 from .manifest import write_manifest
-from .outdir import atomic_write, read_json
 from .report import Report
-from .report.publish import publish
+from .report.publish import publish, read_bench
+
+
+HINT = "pass an export directory made with --target trt"
+
+
+def open_build(export_dir: Path) -> tuple[Bundle, BuildSpec]:
+    """The bundle and its build.json, both checked before anything is read from them: the
+    manifest's hash of build.json, every field's type, and each file it names (inside the
+    bundle, listed in the manifest, unchanged)."""
+    root = export_root(export_dir)
+    where = f"{BUNDLE}/build.json"
+    if not (root / where).exists():
+        raise InputError(f"{root / where} does not exist", hint=HINT)
+    bundle = Bundle(root)
+    spec = BuildSpec.from_json(bundle.read_json(where), where)
+    for field in BuildSpec.FILES:
+        bundle.path(getattr(spec, field), BUNDLE, named_by=f"{where}'s {field}")
+    return bundle, spec
 
 
 def build_on_device(export_dir: Path, eval_spec: str | None = None, eval_limit: int | None = None,
                     batch_range: tuple[int, int, int] | None = None, dla_core: int | None = None,
                     threads: int | None = None) -> Report:
-    bundle = export_dir / BUNDLE
-    hint = "pass an export directory made with --target trt"
-    plan = read_json(bundle / "build.json", hint)
-    report_json = read_json(export_dir / "report.json", hint)
+    bundle, spec = open_build(export_dir)
+    root, folder = bundle.root, bundle.folder(BUNDLE)
+    report = Report.from_dict(read_report(bundle))
+    read_bench(root)  # publish keeps an earlier bench's table: a malformed bench.json is said now, not after the builds
     reason = unavailable_reason()
     if reason:
         raise BackendUnavailable(reason, hint=INSTALL_HINT.split(", or pass")[0])
-    retarget_cache(bundle, recipe_for(installed_trt_version())[1])
-    options = TrtOptions(tuple(batch_range or plan["batch_range"]), plan.get("dla_core") if dla_core is None else dla_core,
-                         timing_cache=bundle / "timing.cache", float_layers=tuple(plan.get("float_nodes", [])))
-    pre = Preprocess.from_dict(report_json["model"]["preprocess"])
-    spec = eval_spec or plan.get("eval_spec")
-    eval_set = load_split(spec, "test") if spec else None
+    recipe, version = recipe_for(installed_trt_version())
+    # TensorRT 11 reads FP16 copies by name, or makes them from fixed names: checked like the rest.
+    for name in dict.fromkeys([*recipe.sources().values(), *(FP16_SOURCES if recipe.fp16_onnx else ())]):
+        if bundle.lists(name, BUNDLE) or (folder / name).exists():
+            bundle.path(name, BUNDLE, named_by=f"the {recipe.label} recipe")
+    retarget_cache(bundle, spec.calibration_cache, version)
+    options = TrtOptions(tuple(batch_range or spec.batch_range), spec.dla_core if dla_core is None else dla_core,
+                         timing_cache=bundle.scratch("timing.cache", BUNDLE), float_layers=spec.float_nodes)
+    pre = Preprocess.from_dict(bundle.manifest["preprocess"])
+    eval_spec = eval_spec or spec.eval_spec
+    eval_set = load_split(eval_spec, "test") if eval_spec else None
     if eval_set is not None:
         eval_set.require_labels("evaluation")
     eval_idx = None if eval_set is None else np.arange(len(eval_set) if eval_limit is None else min(eval_limit, len(eval_set)))
     probe = np.zeros((1, *pre.input_shape), np.float32) if eval_set is None else eval_set.batch(np.arange(1), pre)
-    ctx = EngineContext(work=export_dir, fp32_path=(bundle / plan["fp32_onnx"]).resolve(), fp32_proto=None, table=None,
+    ctx = EngineContext(work=root, fp32_path=bundle.path(spec.fp32_onnx, BUNDLE), fp32_proto=None, table=None,
                         threads=threads, measure=Measurer(eval_set, pre, eval_idx, probe, threads),
-                        artifacts_dir=bundle, qdq_paths={PROFILE.name: bundle / plan["int8_onnx"]},
-                        fallback_layers=list(plan.get("fallback_layers", [])))
+                        artifacts_dir=folder, qdq_paths={PROFILE.name: bundle.path(spec.int8_onnx, BUNDLE)},
+                        fallback_layers=list(spec.fallback_layers))
     backend = TensorRTBackend(trt_options=options)
     rows = engine_rows(backend, ctx, int8=True)
-    report = Report.from_dict(report_json)
     report.results = [r for r in report.results if r.target != backend.name] + rows
     if eval_set is not None:
         report.evaluation = {**(report.evaluation or {}), "trt_source": eval_set.source, "trt_images": int(len(eval_idx))}
-    publish(export_dir, report)
-    write_manifest(export_dir, report.to_dict(), libraries())
+    publish(root, report)
+    write_manifest(root, report.to_dict(), libraries())
     return report
 
 
@@ -77,29 +101,31 @@ def dry_run(export_dir: Path, trt_version: str | None = None, batch_range: tuple
             dla_core: int | None = None) -> dict:
     """What `build` would do, per engine, for ``trt_version`` (else the installed TensorRT, else the
     line the bundle was written for). Needs no TensorRT."""
-    bundle = export_dir / BUNDLE
-    saved = read_json(bundle / "build.json", "pass an export directory made with --target trt")
+    if trt_version is not None:
+        recipe_for(trt_version)  # a malformed --trt-version is the command line's fault: said before the bundle is read
+    _, spec = open_build(export_dir)
     installed = installed_trt_version()
-    recipe, version = recipe_for(trt_version or installed or saved.get("trt_version"))
-    result = recipe_plan(recipe, version, input_name=saved["input_name"], chw=tuple(saved["input_chw"]),
-                         batch_range=tuple(batch_range or saved["batch_range"]),
-                         dla_core=saved.get("dla_core") if dla_core is None else dla_core,
-                         float_layers=tuple(saved.get("float_nodes", [])))
-    result["bundle_written_for"] = saved.get("trt_version")
+    recipe, version = recipe_for(trt_version or installed or spec.trt_version)
+    result = recipe_plan(recipe, version, input_name=spec.input_name, chw=spec.input_chw,
+                         batch_range=tuple(batch_range or spec.batch_range),
+                         dla_core=spec.dla_core if dla_core is None else dla_core, float_layers=spec.float_nodes)
+    result["bundle_written_for"] = spec.trt_version
     result["version_source"] = ("--trt-version" if trt_version else "installed TensorRT" if installed
                                 else "the bundle (no TensorRT here)")
     return result
 
 
-def retarget_cache(bundle: Path, version: str) -> bool:
-    """Rewrite calibration.cache's header for the TensorRT that will read it (TensorRT skips a cache
-    whose header names another version). True when it changed."""
-    path = bundle / "calibration.cache"
-    if not path.exists():
-        return False
-    header, scales = parse_calibration_cache(path.read_text())
+def retarget_cache(bundle: Bundle, name: str, version: str) -> bool:
+    """Rewrite the calibration cache's header for the TensorRT that will read it (TensorRT skips a
+    cache whose header names another version), and its hash with it. True when it changed."""
+    where = f"{BUNDLE}/build.json's calibration_cache"
+    try:
+        header, scales = parse_calibration_cache(bundle.read_bytes(name, BUNDLE, named_by=where).decode())
+    except (ValueError, struct.error) as exc:
+        raise InputError(f"{bundle.root / BUNDLE / name} is not a TensorRT calibration cache ({exc})",
+                         hint="re-export with --target trt") from None
     text = calibration_cache(scales, version)
     if text.splitlines()[0] == header:
         return False
-    atomic_write(path, lambda tmp: tmp.write_text(text))  # the user's cache is replaced whole or not at all
+    bundle.rewrite(name, text, BUNDLE)  # replaced whole or not at all, and re-hashed at once
     return True

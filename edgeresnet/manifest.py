@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 from pathlib import Path
 
 from ._version import __version__
@@ -102,19 +103,39 @@ def _check_shape(manifest: dict, path: Path) -> None:
     Preprocess.from_dict(manifest["preprocess"], Source("metadata", str(path)))  # bounded sizes, positive stds
 
 
+def inside(root: Path, name: str, named_by: str = NAME, base: str = "") -> str:
+    """``name`` (relative to the folder ``base`` of the bundle) as a normal path relative to
+    ``root``; refused when it leads outside, by its name (absolute, ``..``) or through a
+    symbolic link. ``named_by`` is the file that names it."""
+    ok = isinstance(name, str) and name and "\x00" not in name and not posixpath.isabs(name)
+    norm = posixpath.normpath(posixpath.join(base, name)) if ok else ""
+    if not norm or norm in (".", "..") or norm.startswith("../"):
+        raise InputError(f"{named_by} names a file outside the bundle {root}: {name}",
+                         hint="re-export; a bundle's files must not name files outside it")
+    if root.resolve() not in (root / norm).resolve().parents:
+        raise InputError(f"{norm} in {root} is a link to a file outside the bundle",
+                         hint="replace the link with the file itself, or re-export")
+    return norm
+
+
+def check_file(root: Path, rel: str, digest: str, data: bytes | None = None, named_by: str = NAME) -> Path:
+    """The one check of a hashed bundle file before use: inside the bundle, present, a regular
+    file, and its SHA-256 (of ``data`` when the caller already read the bytes) as exported."""
+    path = root / inside(root, rel, named_by)
+    if not path.exists():
+        raise InputError(f"{rel} is missing from the bundle {root}", hint="copy the whole export directory")
+    if not path.is_file():  # a FIFO would block the hash for good
+        raise InputError(f"{rel} in {root} is not a regular file", hint="re-export, or restore the original file")
+    if (sha256(path) if data is None else hashlib.sha256(data).hexdigest()) != digest:
+        raise InputError(f"{rel} in {root} changed since export (SHA-256 differs)",
+                         hint="re-export, or restore the original file")
+    return path
+
+
 def verify_files(root: Path, files: dict[str, str]) -> None:
     """Raise naming the first missing or changed file."""
     for rel, digest in files.items():
-        path = (root / rel).resolve()
-        if root.resolve() not in path.parents:
-            raise InputError(f"{NAME} names a file outside the bundle: {rel}")
-        if not path.exists():
-            raise InputError(f"{rel} is missing from the bundle {root}", hint="copy the whole export directory")
-        if not path.is_file():  # a FIFO would block the hash for good
-            raise InputError(f"{rel} in {root} is not a regular file", hint="re-export, or restore the original file")
-        if sha256(path) != digest:
-            raise InputError(f"{rel} in {root} changed since export (SHA-256 differs)",
-                             hint="re-export, or restore the original file")
+        check_file(root, rel, digest)
 
 
 def verify_entry(root: Path, entry: dict) -> None:
@@ -125,6 +146,11 @@ def verify_entry(root: Path, entry: dict) -> None:
     if entry.get("path") not in entry.get("files", {}):
         raise InputError(f"{root}'s manifest loads {entry.get('path')}, a file its hashes do not cover",
                          hint="re-export; a bundle's manifest must not be edited by hand")
+    folder = posixpath.dirname(entry["path"])
+    for name in (entry.get("variants") or {}).values():  # the per-CPU twin a backend may load instead
+        if posixpath.join(folder, posixpath.basename(name)) not in entry["files"]:
+            raise InputError(f"{root}'s manifest names the variant {name}, a file its hashes do not cover",
+                             hint="re-export; a bundle's manifest must not be edited by hand")
     verify_files(root, entry["files"])
     for rel in entry["files"]:
         if rel.endswith(".onnx"):

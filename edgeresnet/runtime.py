@@ -18,11 +18,11 @@ from PIL import Image
 
 from .backends import backend_class, backends, get_backend, install_hint, resolve
 from .backends.base import Artifact
+from .bundle import Bundle
 from .data import Preprocess
 from .data.sources import open_image
 from .machine import MAX_THREADS
 from .errors import BackendUnavailable, InputError, PortabilityWarning, UsageError
-from .manifest import read_manifest, verify_entry
 
 
 @dataclass
@@ -160,7 +160,8 @@ def load(path: str | Path, target: str | None = None, precision: str = "int8", t
         raise UsageError(f"threads must be an integer from 1 to {MAX_THREADS} (4x this machine's cores), got {threads!r}")
     root = Path(path)
     target = resolve(target) if target else None
-    manifest = read_manifest(root)
+    bundle = Bundle(root)
+    manifest = bundle.manifest
     entries = [a for a in manifest["artifacts"] if a["precision"] == precision and (target is None or a["target"] == target)]
     if not entries:
         have = ", ".join(sorted({f"{a['target']} {a['precision']}" for a in manifest["artifacts"]})) or "none"
@@ -175,7 +176,7 @@ def load(path: str | Path, target: str | None = None, precision: str = "int8", t
         if reason:
             reasons.append(f"{entry['target']}: {reason}")
             continue
-        verify_entry(root, entry)
+        bundle.artifact(entry)
         return BundleModel(root, manifest, entry, threads)
     raise BackendUnavailable(f"no runtime here for {root}'s {precision} artifacts ({'; '.join(reasons)})",
                              hint=" or ".join(install_hint(t) for t in dict.fromkeys(e["target"] for e in entries if e["target"] in order)))

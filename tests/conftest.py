@@ -54,6 +54,29 @@ def ort_ov_bundle(tmp_path_factory) -> Path:
     return out
 
 
+def make_bundle(root: Path, files: dict[str, bytes]) -> Path:
+    """A tiny bundle of ``files`` (paths relative to ``root``), hashed in edgeresnet.json as an
+    export hashes its files (model.fp32.onnx, calibration.json, every file in trt/)."""
+    from edgeresnet.manifest import write_manifest
+
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    report = {"model": {"arch": "toy", "input_shape": [1, 1, 2, 2], "classes": ["a", "b"],
+                        "preprocess": {"channels": 1, "size": 2, "mean": [0.5], "std": [0.5]}}, "results": []}
+    write_manifest(root, report, {})
+    return root
+
+
+@pytest.fixture(scope="session")
+def trt_bundle(tmp_path_factory) -> Path:
+    """One TensorRT bundle written here without TensorRT (--prepare-only): trt/ holds build.json,
+    the QDQ ONNX and the calibration cache, all hashed in edgeresnet.json, as `build` reads them."""
+    out = tmp_path_factory.mktemp("trt_bundle") / "exp"
+    export_default(out, "--target", "trt", "--prepare-only", "--calib-size", "64", "--no-eval")
+    return out
+
+
 class FailingEngine:
     """An engine whose int8 build raises ``error`` while fp32 works: what a per-engine failure
     turns into (a status row), and what it must not swallow (an interrupt, a full disk)."""

@@ -152,7 +152,7 @@ def _preprocess_files(d: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def hostile_bundles(ort_ov_bundle, tmp_path_factory):
+def hostile_bundles(ort_ov_bundle, trt_bundle, tmp_path_factory):
     """Copies of the shared bundle, each with one hand-made defect in a file commands read."""
     import shutil
 
@@ -179,7 +179,51 @@ def hostile_bundles(ort_ov_bundle, tmp_path_factory):
     copy("badreport", lambda d: (d / "report.json").write_text(json.dumps({"model": {}, "results": ["x", 3]})))
     copy("nested", lambda d: (d / "edgeresnet.json").write_text("[" * 100_000 + "]" * 100_000))
     copy("onnxpre", _edit_onnx_preprocess)
+    copy("noshape", lambda d: _edit_json(d / "report.json", lambda r: r["model"].pop("input_shape")))
+    copy("variant", manifest(lambda m: [a.update(variants={"u8s8-7bit": "calibration.json"})
+                                        for a in m["artifacts"] if a.get("variants")]))
+    _trt_bundles(root, trt_bundle)
     return root
+
+
+def _edit_json(path: Path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def _trt_bundles(root: Path, trt_bundle: Path) -> None:
+    """Issue 23: copies of a TensorRT bundle whose build.json was edited, as is ("changed since
+    export") and with the manifest's hash edited to match (then every field and every file it
+    names is checked), and with links where build reads or writes."""
+    import hashlib
+    import shutil
+
+    def copy(name, edit, sign=False):
+        dst = root / name
+        shutil.copytree(trt_bundle, dst, symlinks=True)
+        edit(dst / "trt")
+        if sign:
+            digest = hashlib.sha256((dst / "trt" / "build.json").read_bytes()).hexdigest()
+            _edit_json(dst / "edgeresnet.json", lambda m: m["files"].update({"trt/build.json": digest}))
+
+    def names(**change):
+        return lambda trt: _edit_json(trt / "build.json", lambda b: b.update(change))
+
+    passwd = names(int8_onnx="/etc/passwd", fp32_onnx="../../../../etc/shadow")
+    copy("trt-passwd", passwd)
+    copy("trt-passwd-signed", passwd, sign=True)
+    copy("trt-shadow-signed", names(fp32_onnx="../../../../etc/shadow"), sign=True)
+    copy("trt-unlisted-signed", lambda trt: (shutil.copy(trt / "model.int8.trt.qdq.onnx", trt / "other.onnx"),
+                                             names(int8_onnx="other.onnx")(trt)), sign=True)
+    plan5 = lambda trt: (trt / "build.json").write_text(json.dumps({"plan": 5, "engines": "x"}))  # noqa: E731
+    copy("trt-plan5", plan5)
+    copy("trt-plan5-signed", plan5, sign=True)
+    copy("trt-jsonlink", lambda trt: ((trt / "build.json").unlink(), (trt / "build.json").symlink_to("/etc/passwd")))
+    copy("trt-enginelink", lambda trt: (trt / "model.int8.engine").symlink_to(root / "outside.engine"))
+    copy("trt-badbench", lambda trt: (trt.parent / "bench.json").write_text(json.dumps(
+        {"results": [{"target": "ort", "precision": "int8", "latency_ms": {"p50": "fast"}}]})))
+    copy("trt-noreport", lambda trt: (trt.parent / "report.json").unlink())
 
 
 @pytest.fixture(scope="module")
@@ -328,6 +372,23 @@ MATRIX = [  # (command line, exit code, words in stderr)
     ("bench {files}/bigside.onnx", 3, "its input side is 100000"),
     ("export {files}/mistyped.onnx --out {tmp}/x", 3, "ONNX Runtime cannot load"),
     ("export {files}/batch1.onnx --calib default --out {tmp}/x", 3, "batch1.onnx fails on a batch of shape ["),
+    # issue 23: Integrity. Every bundle file a command opens goes through one manifest-verified
+    # reader (bundle.Bundle): hashed files are checked first, and a path one names stays inside.
+    ("build {hostile}/trt-passwd --dry-run --json", 3, "trt/build.json in"),  # ... changed since export
+    ("build {hostile}/trt-passwd", 3, "changed since export"),
+    ("build {hostile}/trt-passwd-signed --dry-run --json", 3, "int8_onnx names a file outside the bundle"),
+    ("build {hostile}/trt-shadow-signed", 3, "fp32_onnx names a file outside the bundle"),
+    ("build {hostile}/trt-unlisted-signed --dry-run", 3, "names trt/other.onnx, a file"),
+    ("build {hostile}/trt-plan5 --dry-run --json", 3, "changed since export"),
+    ("build {hostile}/trt-plan5-signed --dry-run --json", 3, "trt/build.json: 'batch_range' is not a list"),
+    ("build {hostile}/trt-jsonlink --dry-run", 3, "trt/build.json in"),  # ... is a link to a file outside
+    ("build {hostile}/trt-enginelink", 3, "model.int8.engine in"),  # ... is a symbolic link
+    ("build {hostile}/trt-passwd --dry-run --trt-version -1", 2, "--trt-version '-1' is not a TensorRT version"),
+    ("build {files} --dry-run --trt-version 10.x", 2, "--trt-version '10.x' is not a TensorRT version"),
+    ("build {hostile}/trt-badbench", 3, "latency 'p50' is not a number"),
+    ("build {hostile}/trt-noreport", 3, "report.json does not exist"),
+    ("bench {hostile}/noshape", 3, "'model.input_shape' is not 4 sizes"),
+    ("predict {hostile}/variant {files}/noimg --target ort", 3, "names the variant calibration.json"),
 ]
 
 

@@ -18,7 +18,7 @@ from edgeresnet.backends.tensorrt_bundle import layer_warnings, parse_calibratio
 from edgeresnet.backends.tensorrt_recipes import RECIPES, plan, recipe_for, trtexec_command
 from edgeresnet.errors import BackendUnavailable, UsageError
 
-from .conftest import export_default, run_cli
+from .conftest import export_default, make_bundle, run_cli
 
 LINES = {"8.5.2": ("8.6", "TRT-8502-EntropyCalibration2"), "10.3": ("10", "TRT-100300-EntropyCalibration2"),
          "11.4": ("11", None)}
@@ -269,14 +269,17 @@ def test_a_weight_beyond_float16_is_refused_in_one_line():
 
 def test_build_rewrites_the_cache_header_for_the_installed_tensorrt(tmp_path):
     """TensorRT skips a calibration cache whose header names another version, so `build`
-    rewrites it for the TensorRT it finds; the scales stay bit for bit."""
+    rewrites it for the TensorRT it finds; the scales stay bit for bit, and the manifest's hash
+    follows at once, so the bundle still verifies (a fresh reader sees nothing to change)."""
     from edgeresnet.backends.tensorrt_bundle import calibration_cache
     from edgeresnet.build import retarget_cache
+    from edgeresnet.bundle import Bundle
 
     scales = {"input": 0.0125, "/conv1/Conv_output_0": 0.3}
-    (tmp_path / "calibration.cache").write_text(calibration_cache(scales, "8.5.2"))
-    assert retarget_cache(tmp_path, "10.3.0") is True
-    header, back = parse_calibration_cache((tmp_path / "calibration.cache").read_text())
+    root = make_bundle(tmp_path / "exp", {"trt/calibration.cache": calibration_cache(scales, "8.5.2").encode()})
+    assert retarget_cache(Bundle(root), "calibration.cache", "10.3.0") is True
+    header, back = parse_calibration_cache((root / "trt" / "calibration.cache").read_text())
     assert header == "TRT-100300-EntropyCalibration2" and back == pytest.approx(scales, rel=1e-7)
-    assert retarget_cache(tmp_path, "10.3.0") is False and sorted(p.name for p in tmp_path.iterdir()) == [
-        "calibration.cache"]  # no temp file left
+    assert retarget_cache(Bundle(root), "calibration.cache", "10.3.0") is False
+    assert sorted(p.name for p in (root / "trt").iterdir()) == ["calibration.cache"]  # no temp file left
+    assert sorted(p.name for p in root.iterdir()) == ["edgeresnet.json", "trt"]

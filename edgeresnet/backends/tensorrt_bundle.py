@@ -7,7 +7,10 @@ from __future__ import annotations
 import json
 import shlex
 import struct
+from dataclasses import dataclass
 from pathlib import Path
+
+from ..errors import InputError, UsageError
 
 from .tensorrt_recipes import DEFAULT_LINE, RECIPES, Recipe, datatype, implicit_int8_command, plan, recipe_for
 from .tensorrt_recipes import trtexec_command, version_code
@@ -109,14 +112,104 @@ def write_bundle(work: Path, *, input_name: str, chw: tuple[int, int, int], batc
     return bundle
 
 
+MAX_BATCH = 65_536  # as --batch takes
+MAX_DLA_CORE = 15  # Orin has 2; bounded so a hand-made number is one line, not a TensorRT error
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """build.json as `build` reads it. Every field it uses has its type and bounds here, so an
+    edited file is one InputError naming the field; the file names are relative to ``trt/``
+    and are resolved by the bundle reader (``bundle.Bundle``), never opened as written."""
+
+    input_name: str
+    input_chw: tuple[int, int, int]
+    batch_range: tuple[int, int, int]
+    dla_core: int | None
+    eval_spec: str | None
+    int8_onnx: str
+    fp32_onnx: str
+    calibration_cache: str
+    fallback_layers: tuple[str, ...]
+    float_nodes: tuple[str, ...]
+    trt_version: str | None
+
+    FILES = ("int8_onnx", "fp32_onnx", "calibration_cache")
+
+    @classmethod
+    def from_json(cls, data, where: str) -> "BuildSpec":
+        from ..limits import MAX_SIDE
+
+        if not isinstance(data, dict):
+            raise InputError(f"{where} is not a JSON object", hint=SPEC_HINT)
+        get = _SpecFields(data, where)
+        batch = get.ints("batch_range", 1, MAX_BATCH)
+        if not batch[0] <= batch[1] <= batch[2]:
+            raise InputError(f"{where}: 'batch_range' is not min <= opt <= max, got {list(batch)}", hint=SPEC_HINT)
+        spec = cls(get.text("input_name"), get.ints("input_chw", 1, MAX_SIDE), batch,
+                   get.integer("dla_core", 0, MAX_DLA_CORE), get.text("eval_spec", optional=True),
+                   get.text("int8_onnx"), get.text("fp32_onnx"), get.text("calibration_cache"),
+                   get.names("fallback_layers"), get.names("float_nodes"), get.text("trt_version", optional=True))
+        if spec.trt_version is not None:
+            try:
+                recipe_for(spec.trt_version)
+            except UsageError:
+                raise InputError(f"{where}: 'trt_version' {spec.trt_version!r} names no TensorRT line this edgeresnet "
+                                 "knows", hint=SPEC_HINT) from None
+        return spec
+
+
+SPEC_HINT = "re-export with --target trt; build.json must not be edited by hand"
+
+
+class _SpecFields:
+    """Typed reads of build.json's fields, each refusal naming the field and the type it wants."""
+
+    def __init__(self, data: dict, where: str) -> None:
+        self.data, self.where = data, where
+
+    def _bad(self, key: str, want: str) -> InputError:
+        return InputError(f"{self.where}: '{key}' is not {want} (got {self.data.get(key)!r:.60})", hint=SPEC_HINT)
+
+    def text(self, key: str, optional: bool = False) -> str | None:
+        value = self.data.get(key)
+        if value is None and optional:
+            return None
+        if not isinstance(value, str) or not value or len(value) > 4096:
+            raise self._bad(key, "a string" + (" or null" if optional else ""))
+        return value
+
+    def integer(self, key: str, least: int, most: int) -> int | None:
+        value = self.data.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most):
+            raise self._bad(key, f"an integer from {least} to {most} or null")
+        return value
+
+    def ints(self, key: str, least: int, most: int) -> tuple[int, int, int]:
+        value = self.data.get(key)
+        if not isinstance(value, list) or len(value) != 3 or \
+                not all(isinstance(v, int) and not isinstance(v, bool) and least <= v <= most for v in value):
+            raise self._bad(key, f"a list of 3 integers from {least} to {most:,}")
+        return tuple(value)
+
+    def names(self, key: str) -> tuple[str, ...]:
+        value = self.data.get(key, [])
+        if not isinstance(value, list) or len(value) > 100_000 or not all(isinstance(v, str) for v in value):
+            raise self._bad(key, "a list of layer names")
+        return tuple(value)
+
+
+FP16_SOURCES = {"../model.fp32.onnx": "model.fp16.onnx", "model.int8.trt.qdq.onnx": "model.int8.trt.fp16.qdq.onnx"}
+
+
 def write_fp16_sources(bundle: Path) -> None:
     """TensorRT 11: FP16-typed copies of the FP32 ONNX and of the QDQ ONNX (tensorrt_fp16)."""
     import onnx
 
     from .tensorrt_fp16 import to_fp16
 
-    onnx.save(to_fp16(onnx.load(str(bundle / ".." / "model.fp32.onnx"))), str(bundle / "model.fp16.onnx"))
-    onnx.save(to_fp16(onnx.load(str(bundle / "model.int8.trt.qdq.onnx"))), str(bundle / "model.int8.trt.fp16.qdq.onnx"))
+    for source, copy in FP16_SOURCES.items():
+        onnx.save(to_fp16(onnx.load(str(bundle / source))), str(bundle / copy))
 
 
 def readme(recipe: Recipe, version: str, int8_line: str) -> str:

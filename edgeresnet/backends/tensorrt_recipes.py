@@ -63,23 +63,29 @@ DEFAULT_LINE = "10"
 KNOWN_RELEASES = {"8.5": "8.5.2", "8.6": "8.6.1", "10.3": "10.3.0"}
 
 
+VERSION_FORMS = ("pass the device's TensorRT as MAJOR[.MINOR[.PATCH]] of a supported line: 8.5/8.6 (JetPack 5), "
+                 "10.x (JetPack 6) or 11.x (x86 GPUs), e.g. 8.5.2, 8.6, 10.3, 11.4")
+
+
 def recipe_for(version: str | None) -> tuple[Recipe, str]:
     """(recipe, full version) for a version string; None means the default line (JetPack 6)."""
     if version is None:
         recipe = RECIPES[DEFAULT_LINE]
         return recipe, recipe.default_version
-    text = str(version).strip().lower().removeprefix("trt").removeprefix("-").strip()
+    text = str(version).strip().lower()
+    if text.startswith("trt"):  # "trt-10.3", "trt10": the "-" belongs to the prefix, never to the number
+        text = text[3:].removeprefix("-").strip()
     parts = text.split(".")
-    if not text or not all(p.isdigit() for p in parts) or len(parts) > 4:
-        raise UsageError(f"--trt-version {version!r} is not a version", hint="e.g. 8.6, 8.5.2, 10.3 or 11.4")
+    if not text or not all(p.isdigit() and p.isascii() for p in parts) or len(parts) > 4:
+        raise UsageError(f"--trt-version {version!r} is not a TensorRT version (MAJOR[.MINOR[.PATCH]], digits only)",
+                         hint=VERSION_FORMS)
     major, minor = int(parts[0]), int(parts[1]) if len(parts) > 1 else None
     if major == 8 and minor in (None, 5, 6):
         line = "8.6"
     elif major in (10, 11):
         line = str(major)
     else:
-        raise UsageError(f"--trt-version {version}: no recipe for TensorRT {text}",
-                         hint="supported lines: 8.5/8.6 (JetPack 5), 10.x (JetPack 6), 11.x (x86 GPUs)")
+        raise UsageError(f"--trt-version {version}: no recipe for TensorRT {text}", hint=VERSION_FORMS)
     recipe = RECIPES[line]
     if len(parts) == 1:
         return recipe, recipe.default_version

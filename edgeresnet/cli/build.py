@@ -14,7 +14,7 @@ from .common import command, out
 
 @command
 def build(
-    export_dir: Annotated[Path, typer.Argument(help="An export directory made with --target trt (it holds trt/).")],
+    export_dir: Annotated[Path, typer.Argument(help="An export directory made with --target trt (it holds trt/), or its trt/ folder.")],
     eval_spec: Annotated[str | None, typer.Option("--eval", help="Evaluation data spec (default: the one the export used).")] = None,
     eval_limit: Annotated[int | None, typer.Option(help="Evaluate on the first N test images only.")] = None,
     batch_range: Annotated[str | None, typer.Option(help="Override the bundle's min,opt,max batch.")] = None,
@@ -30,6 +30,7 @@ def build(
     edgeresnet build exp
     """
     from ..build import build_on_device
+    from ..bundle import export_root
     from ..report import terminal_table
 
     br = parse_batch_range(batch_range) if batch_range else None
@@ -45,7 +46,7 @@ def build(
     for row in report.results:
         for warning in row.details.get("warnings", []):
             out.print(escape(f"warning: {row.target} {row.precision}: {warning}"), style="yellow")
-    out.print(f"updated {export_dir}/report.json")
+    out.print(f"updated {export_root(export_dir)}/report.json", markup=False)
 
 
 def print_plan(export_dir: Path, trt_version: str | None, br, dla_core: int | None, as_json: bool) -> None:

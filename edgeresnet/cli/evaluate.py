@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
@@ -125,10 +124,13 @@ def eval_cmd(
 
 def _report_fp32(bundle: "Path", target: str) -> dict | None:
     """The export's FP32 row for ``target`` (its top-1 and the images it was scored on)."""
+    from ..bundle import Bundle
+    from ..bundle.report import read_report
+
     try:
-        report = json.loads((bundle / "report.json").read_text())
+        report = read_report(Bundle(bundle))  # typed, and never a FIFO read that blocks for good
         row = next(r for r in report["results"] if r["target"] == target and r["precision"] == "fp32" and r.get("top1") is not None)
         ev = report["evaluation"]
         return {"target": target, "top1": float(row["top1"]), "images": int(ev["images"]), "source": str(ev["source"])}
-    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+    except (InputError, OSError, ValueError, KeyError, TypeError, StopIteration):
         return None

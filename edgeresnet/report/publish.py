@@ -8,26 +8,31 @@ import json
 from pathlib import Path
 
 from ..errors import InputError
+from ..manifest import inside
 from ..outdir import atomic_write, read_json
 from .html import render_html
 from .render import markdown
-from .schema import Report, ResultRow
+from .schema import Report, ResultRow, row_problem
 
 BENCH_JSON = "bench.json"
 
 
 def read_bench(export_dir: Path) -> tuple[list[ResultRow], dict | None]:
     """The rows and machine of an earlier `bench` of this export (none when there was none)."""
-    path = Path(export_dir) / BENCH_JSON
+    hint = "delete it and rerun `edgeresnet bench`"
+    path = Path(export_dir) / inside(Path(export_dir), BENCH_JSON)  # not a link out of the export
     if not path.exists():
         return [], None
-    data = read_json(path, hint="delete it and rerun `edgeresnet bench`")
+    data = read_json(path, hint=hint)
+    # Rewritten by every bench, so no hash: each field is type-checked instead.
+    if not isinstance(data, dict) or not isinstance(data.get("results", []), list) or \
+            not isinstance(data.get("machine") or {}, dict):
+        raise InputError(f"{path} is malformed (not an object with a list of results)", hint=hint)
+    problem = next(filter(None, map(row_problem, data.get("results", []))), None)
+    if problem:
+        raise InputError(f"{path} is malformed ({problem})", hint=hint)
     fields = set(ResultRow.__dataclass_fields__)
-    try:
-        return [ResultRow(**{k: v for k, v in r.items() if k in fields}) for r in data.get("results", [])], \
-            data.get("machine")
-    except (AttributeError, TypeError) as exc:
-        raise InputError(f"{path} is malformed ({exc})", hint="delete it and rerun `edgeresnet bench`") from None
+    return [ResultRow(**{k: v for k, v in r.items() if k in fields}) for r in data.get("results", [])], data.get("machine")
 
 
 def publish(export_dir: Path, report: Report, bench: list[ResultRow] | None = None, machine: dict | None = None,

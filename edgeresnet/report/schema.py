@@ -35,6 +35,32 @@ class ResultRow:
         return asdict(self)
 
 
+_KINDS = {"str": (str,), "int": (int,), "float": (int, float), "dict": (dict,), "list": (list,), "None": (type(None),),
+          "Any": (object,)}
+
+
+def row_problem(row) -> str | None:
+    """What is wrong with one row read back from a file (report.json, bench.json), or None:
+    a dict whose every ResultRow field has the type its annotation names (``float | None``
+    takes an int or null, never a bool or a string), and latency values that are numbers."""
+    if not isinstance(row, dict):
+        return f"a row is a {type(row).__name__}, not an object"
+    if not (isinstance(row.get("target"), str) and isinstance(row.get("precision"), str)):
+        return "a row without a target or precision"
+    for name, f in ResultRow.__dataclass_fields__.items():
+        if name not in row:
+            continue
+        kinds = tuple(k for part in str(f.type).split("|") for k in _KINDS[part.strip().split("[")[0]])
+        value = row[name]
+        if (isinstance(value, bool) and object not in kinds) or not isinstance(value, kinds):
+            return f"the {row['target']} {row['precision']} row's '{name}' is {value!r:.40}, not {f.type}"
+    for key, value in (row.get("latency_ms") or {}).items():
+        values = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            return f"the {row['target']} {row['precision']} row's latency '{key}' is not a number"
+    return None
+
+
 @dataclass
 class Report:
     model: dict[str, Any]
