@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .backends.base import Runner
+from .host.memory import peak_rss_mb  # noqa: F401 - re-exported: bench_worker and tests read it here
 
 
 @dataclass
@@ -74,25 +75,3 @@ def time_throughput(run, x: np.ndarray, requests: int, min_seconds: float = 2.0,
     for t in threads:
         t.join()
     return sum(counts) / (time.perf_counter() - start)
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory, in MB.
-
-    Linux: ``VmHWM`` of /proc/self/status, the high-water mark of this process's own memory
-    map, which exec starts afresh. Not ``ru_maxrss``: Linux carries a parent's peak into a
-    forked child across exec, so every bench worker reported its parent's 534 MB. Elsewhere
-    (macOS) ``ru_maxrss``, which there is bytes and per process."""
-    import re
-    import resource
-    import sys
-
-    try:
-        with open("/proc/self/status") as f:
-            found = re.search(r"^VmHWM:\s+(\d+) kB", f.read(), re.M)
-        if found:
-            return int(found.group(1)) / 1024.0
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0

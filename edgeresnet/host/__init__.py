@@ -1,0 +1,1 @@
+"""Facts about the machine this process runs on (memory now; CPU and devices to follow)."""
