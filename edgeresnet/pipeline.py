@@ -19,7 +19,7 @@ from ._version import __version__
 from .backends import Backend, EngineOptions, expand_targets, get_backend, install_hint
 from .backends import backends as registered
 from .backends.base import DEFAULT_BATCH_RANGE
-from .calibrate.collect import calibrate, pick_calibration_images, pick_validation_images
+from .calibrate.collect import DEFAULT_MEMORY_MB, calibrate, pick_calibration_images, pick_validation_images
 from .calibrate.observers import METHODS
 from .calibrate.table import CalibrationTable, weights_sha256
 from .checkpoint import IMAGENET_PREPROCESS, ModelMeta, load_checkpoint
@@ -63,6 +63,7 @@ class ExportConfig:
     percentile: float = 99.99
     calib_table: Path | None = None
     calib_seed: int = 0
+    calib_memory: int = DEFAULT_MEMORY_MB  # MB for one chunk of calibration images' observed activations
     eval: str | None = None
     no_eval: bool = False
     eval_limit: int | None = None
@@ -231,6 +232,7 @@ def _check_flags(cfg: ExportConfig) -> None:
     if not 0 < cfg.percentile <= 100:
         raise UsageError(f"--percentile must be in (0, 100], got {cfg.percentile}")
     check_flag("--calib-size", cfg.calib_size, least=1, most=1_000_000, integer=True)
+    check_flag("--calib-memory", cfg.calib_memory, least=64, most=1_048_576, integer=True)
     check_flag("--input-size", cfg.input_size, least=8, most=MAX_SIDE, integer=True)
     check_flag("--eval-limit", cfg.eval_limit, least=1, integer=True)
     if cfg.calib_table and not cfg.calib_table.is_file():
@@ -363,10 +365,14 @@ def calibrate_once(cfg: ExportConfig, inputs: Inputs, folded: Folded, work: Path
     else:
         table = calibrate(folded.fp32_proto, plan(folded.fp32_proto).all_tensors, inputs.calib_set,
                           inputs.loaded.meta.preprocess, folded.calib_idx, cfg.calib_method, cfg.percentile,
-                          threads=cfg.threads)
+                          threads=cfg.threads, memory_mb=cfg.calib_memory)
     table.save(work / TABLE)
     stderr.print(f"calibrated {len(table.amax)} tensors ({table.method}, {table.images} images, {table.seconds:.1f} s)")
     return table
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def float_layers(cfg: ExportConfig, folded: Folded) -> list[str]:
@@ -459,7 +465,9 @@ def make_report(cfg: ExportConfig, inputs: Inputs, folded: Folded, table: Calibr
         calibration=None if table is None else {
             "method": table.method, "images": table.images, "source": table.source, "seconds": round(table.seconds, 3),
             "table": TABLE, "percentile": table.percentile if table.method == "percentile" else None,
-            "reused_from": str(cfg.calib_table) if cfg.calib_table else None, "split": "train"},
+            "reused_from": str(cfg.calib_table) if cfg.calib_table else None, "split": "train",
+            **({} if cfg.calib_table else {"peak_mb": table.peak_mb, "images_per_s": _round(table.images_per_s, 1),
+                                           "chunk_images": table.chunk_images, "memory_budget_mb": table.memory_mb})},
         evaluation=None if ev is None or eval_idx is None else {
             "source": ev.source, "images": int(len(eval_idx)),
             "split": "test" if ev.labelled else "calibration images not used for calibration (unlabelled: agreement only)"

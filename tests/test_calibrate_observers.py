@@ -228,3 +228,19 @@ def test_unknown_method_names_the_valid_ones():
 def test_observers_do_not_import_torch():
     code = "import sys, edgeresnet.calibrate.observers; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_histograms_are_the_same_for_tiny_and_large_values_through_either_scaling_path():
+    """Values around 1e-40 (float32 subnormals: the scale 2**k would overflow float32) and
+    ordinary ones bin exactly: every bin count equals a float64 reference floor(|x| * 2**k)."""
+    from edgeresnet.calibrate.observers import HistogramObserver
+
+    rng = np.random.default_rng(3)
+    for magnitude in (1e-40, 1e-20, 1.0, 1e20):
+        x = (rng.standard_normal(5000) * magnitude).astype(np.float32)
+        obs = HistogramObserver()
+        obs.update(x)
+        a = np.abs(x.astype(np.float64))
+        ref = np.bincount(np.floor(a * obs.nbins / obs.upper).astype(np.int64), minlength=obs.nbins)
+        ref[0] -= int(np.count_nonzero(a == 0))
+        assert np.array_equal(obs.histogram, ref), magnitude

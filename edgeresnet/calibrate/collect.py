@@ -15,32 +15,38 @@ from ..data import Preprocess
 from ..data.sources import ImageSet
 from ..errors import InputError, UsageError
 from ..onnxrun import session_with_outputs
+from ..host.memory import StagePeak
 from ..progress import progress
 from .observers import METHODS, HistogramObserver
 from .table import CalibrationTable, weights_sha256
 
 
+DEFAULT_MEMORY_MB = 512  # the observed tensors of one chunk of images, at most (ResNet-18 @224: 14 images)
+_OVERHEAD = 2.5  # per observed byte: ORT's output buffer, its reused intermediates, the observer's |x| copy
+
+
 def calibrate(model, tensors: list[str], data: ImageSet, pre: Preprocess, indices: np.ndarray,
               method: str = "percentile", percentile: float = 99.99, batch_size: int = 64,
-              threads: int | None = None) -> CalibrationTable:
+              threads: int | None = None, memory_mb: int = DEFAULT_MEMORY_MB) -> CalibrationTable:
     """Measure ``tensors`` of the FP32 ONNX ``model`` on ``data[indices]``; all four methods'
-    thresholds are kept, ``method`` chooses the one applied."""
+    thresholds are kept, ``method`` chooses the one applied.
+
+    Images go through in chunks sized so that their observed tensors fit ``memory_mb`` (the
+    first image alone measures what one costs); the histograms do not depend on the chunking,
+    so the table is the same for any budget."""
     if method not in METHODS:
         raise UsageError(f"unknown calibration method {method!r}", hint=f"use one of {', '.join(METHODS)}")
     if len(indices) == 0:
         raise InputError("no calibration images", hint="check --calib and --calib-size")
-    sess = session_with_outputs(model, tensors, threads, "basic")  # fusions must not swallow observed tensors
-    input_name = sess.get_inputs()[0].name
+    # The graph exactly as written: every observed tensor exists, and ORT's unoptimized run was
+    # both faster than its basic level here and bit-identical to it.
     observers = {t: HistogramObserver() for t in tensors}
     start = time.perf_counter()
-    with progress() as bar:
-        task = bar.add_task("calibrate", total=len(indices))
-        for i in range(0, len(indices), batch_size):
-            idx = indices[i:i + batch_size]
-            values = sess.run(tensors, {input_name: data.batch(idx, pre)})
-            for t, v in zip(tensors, values):
-                observers[t].update(v)
-            bar.update(task, advance=len(idx))
+    with StagePeak() as peak:
+        sess = session_with_outputs(model, tensors, threads, "none")
+        chunk = _observe(sess, tensors, observers, data, pre, indices, batch_size, memory_mb)
+        del sess
+    seconds = time.perf_counter() - start
     bad = [t for t, o in observers.items() if o.nonfinite]
     if bad:
         raise InputError(f"NaN or Inf in activation {bad[0]} during calibration ({len(bad)} tensors affected)",
@@ -50,7 +56,34 @@ def calibrate(model, tensors: list[str], data: ImageSet, pre: Preprocess, indice
                             weights_sha256=weights_sha256(model), preprocess=pre.to_dict(),
                             amax=by_method[method], amax_by_method=by_method,
                             percentile=percentile, image_indices=[int(i) for i in indices],
-                            seconds=time.perf_counter() - start)
+                            seconds=seconds, peak_mb=peak.mb, images_per_s=len(indices) / max(seconds, 1e-9),
+                            chunk_images=chunk, memory_mb=memory_mb)
+
+
+def _observe(sess, tensors: list[str], observers: dict, data: ImageSet, pre: Preprocess, indices: np.ndarray,
+             batch_size: int, memory_mb: int) -> int:
+    """Stream every image through ``sess`` into the observers; the chunk size it settled on."""
+    input_name = sess.get_inputs()[0].name
+    chunk, i = 1, 0
+    with progress() as bar:
+        task = bar.add_task("calibrate", total=len(indices))
+        while i < len(indices):
+            idx = indices[i:i + chunk]
+            values = sess.run(tensors, {input_name: data.batch(idx, pre)})
+            if i == 0:  # the first image tells what one costs
+                chunk = chunk_images(sum(v.nbytes for v in values) / len(idx), memory_mb, batch_size)
+            for t, v in zip(tensors, values):
+                observers[t].update(v)
+            del values
+            i += len(idx)
+            bar.update(task, advance=len(idx))
+    return chunk
+
+
+def chunk_images(bytes_per_image: float, memory_mb: int, most: int) -> int:
+    """Images per ORT run whose observed tensors (and what comes with them) fit ``memory_mb``."""
+    fit = int(memory_mb * 2**20 // max(bytes_per_image * _OVERHEAD, 1.0))
+    return max(1, min(most, fit))
 
 
 def pick_calibration_images(data: ImageSet, size: int, seed: int = 0) -> np.ndarray:

@@ -33,6 +33,12 @@ class CalibrationTable:
     image_indices: list[int] = field(default_factory=list)
     seconds: float = 0.0
     version: str = __version__
+    # How the run went (not part of the thresholds): this process's peak memory while it ran,
+    # its speed, the images per ORT run and the memory budget that sized them.
+    peak_mb: float | None = None
+    images_per_s: float | None = None
+    chunk_images: int | None = None
+    memory_mb: int | None = None
 
     @property
     def scales(self) -> dict[str, float]:
