@@ -2,6 +2,10 @@
 
     python benchmarks/peers.py [--models default,resnet18,resnet50] [--rounds 3] [--out benchmarks/RESULTS.md]
 
+Per model, also each tool's calibration of the same images (edgeresnet's one pass for all four
+methods, quantize_static minmax/entropy/percentile, nncf.quantize) in a fresh process: seconds
+and peak memory (`--no-calibration` skips it).
+
 Per model: our export (`edgeresnet export --target ort,openvino`), ONNX Runtime's
 `quantize_static` with its defaults (QDQ, int8 activations, per-tensor) and with its best x86
 setting (uint8 activations, per-channel), NNCF's `nncf.quantize` with its defaults on the same
@@ -90,6 +94,82 @@ def peers(out: Path, calib_images: np.ndarray) -> dict[str, Path]:
     return paths
 
 
+CALIBRATORS = {
+    "edgeresnet (one pass: minmax, percentile, entropy, mse)": "ours",
+    "ORT quantize_static minmax": "MinMax",
+    "ORT quantize_static entropy": "Entropy",
+    "ORT quantize_static percentile": "Percentile",
+    "NNCF nncf.quantize defaults (incl. fast bias correction)": "nncf",
+}
+
+_CALIBRATE = """
+import json, sys, time
+import numpy as np
+work, tool, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+images = np.load(work + "/calib_images.npy")
+fp32 = work + "/model.fp32.onnx"
+if tool == "ours":
+    import onnx
+    from edgeresnet.calibrate.collect import calibrate
+    from edgeresnet.quantize.plan import plan
+    model = onnx.load(fp32)
+    tensors = plan(model).all_tensors
+    class Pre:  # the images are already the model's input
+        def to_dict(self): return {}
+    class Data:
+        source = "benchmark images"
+        def batch(self, idx, pre): return images[idx]
+    t0 = time.perf_counter()
+    calibrate(model, tensors, Data(), Pre(), np.arange(len(images)), threads=threads)
+elif tool == "nncf":
+    import nncf, openvino as ov
+    model = ov.Core().read_model(fp32)
+    dataset = nncf.Dataset([images[i:i + 1] for i in range(len(images))])
+    t0 = time.perf_counter()
+    nncf.quantize(model, dataset, subset_size=len(images))
+else:
+    from onnxruntime import quantization as ortq
+    class Reader(ortq.CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(images[i:i + 16] for i in range(0, len(images), 16))
+        def get_next(self):
+            x = next(self.it, None)
+            return None if x is None else {"input": x}
+    t0 = time.perf_counter()
+    ortq.quantize_static(fp32, work + "/peer." + tool + ".onnx", Reader(), activation_type=ortq.QuantType.QUInt8,
+                         per_channel=True, calibrate_method=getattr(ortq.CalibrationMethod, tool))
+seconds = time.perf_counter() - t0
+from edgeresnet.bench import peak_rss_mb
+print(json.dumps({"seconds": seconds, "peak_mb": peak_rss_mb()}))
+"""
+
+
+def calibration_block(work: Path, tool: str, threads: int) -> dict:
+    """One tool's calibration of the same images in a fresh process: seconds (imports and model
+    loading excluded) and the process's peak resident memory (imports included)."""
+    res = subprocess.run([sys.executable, "-c", _CALIBRATE, str(work), tool, str(threads)], capture_output=True,
+                         text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def calibration_section(work: Path, images: np.ndarray, rounds: int, threads: int) -> list[str]:
+    np.save(work / "calib_images.npy", images)
+    runs: dict[str, list[dict]] = {label: [] for label in CALIBRATORS}
+    for _ in range(rounds):
+        for label, tool in CALIBRATORS.items():
+            runs[label].append(calibration_block(work, tool, threads))
+    ours = statistics.median(r["seconds"] for r in runs[next(iter(CALIBRATORS))])
+    lines = [f"Calibration of the same {len(images)} images, each tool in a fresh process, {rounds} rounds "
+             "(seconds: median round, spread; peak: the process's VmHWM, imports included):", "",
+             "| calibrator | seconds | spread | images/s | vs edgeresnet | peak MB |", "|---|---|---|---|---|---|"]
+    for label, rs in runs.items():
+        sec = statistics.median(r["seconds"] for r in rs)
+        spread = 100 * (max(r["seconds"] for r in rs) - min(r["seconds"] for r in rs)) / sec
+        peak = max(r["peak_mb"] for r in rs)
+        lines.append(f"| {label} | {sec:.2f} | {spread:.0f}% | {len(images) / sec:.1f} | {sec / ours:.2f}x | {peak:.0f} |")
+    return lines + [""]
+
+
 def accuracy(target: str, precision: str, path: Path, threads: int) -> float:
     from edgeresnet.backends import get_backend
     from edgeresnet.backends.base import Artifact
@@ -107,6 +187,8 @@ def main() -> None:
     ap.add_argument("--models", default="default,resnet18,resnet50")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--calibration", action=argparse.BooleanOptionalAction, default=True,
+                    help="also time each tool's calibration and its peak memory")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "RESULTS.md")
     args = ap.parse_args()
     from edgeresnet.data import Preprocess, load_split
@@ -135,6 +217,7 @@ def main() -> None:
         t0 = time.perf_counter()
         paths = peers(out, images)
         peers_s = time.perf_counter() - t0
+        calib_lines = calibration_section(out, images, args.rounds, args.threads) if args.calibration else []
         ours = {(r["target"], r["precision"]): r.get("details", {}) for r in report["results"]}
         blocks = [("PyTorch eager", "torch", "fp32", None),
                   ("edgeresnet ORT FP32", "ort", "fp32", out / "model.fp32.onnx"),
@@ -175,7 +258,8 @@ def main() -> None:
         title = "default model (ResNet-20, Fashion-MNIST 28x28)" if not size else f"{model} at {size}x{size} (random weights)"
         lines = [f"### {title}", "",
                  f"Export: `{' '.join(cmd)}` ({export_s:.0f} s); peers quantized on the same {len(images)} "
-                 f"calibration images ({peers_s:.0f} s).", "",
+                 f"calibration images ({peers_s:.0f} s). Export peak memory (sampled during calibration): "
+                 f"{report['calibration'].get('peak_mb')} MB.", "", *calib_lines,
                  "| engine | INT8 kernel | p50 ms (median of rounds) | spread | vs FP32 same engine | vs PyTorch eager |"
                  + (" top-1 | drop pp |" if acc else ""),
                  "|---|---|---|---|---|---|" + ("---|---|" if acc else "")]
