@@ -16,6 +16,7 @@ from .backends.tensorrt import (
     PROFILE,
     TensorRTBackend,
     TrtOptions,
+    plan_for,
     unavailable_reason,
 )
 from .backends.tensorrt_bundle import BUNDLE, FP16_SOURCES, BuildSpec, calibration_cache, parse_calibration_cache
@@ -61,13 +62,19 @@ def build_on_device(export_dir: Path, eval_spec: str | None = None, eval_limit: 
     if reason:
         raise BackendUnavailable(reason, hint=INSTALL_HINT.split(", or pass")[0])
     recipe, version = recipe_for(installed_trt_version())
-    # TensorRT 11 reads FP16 copies by name, or makes them from fixed names: checked like the rest.
-    for name in dict.fromkeys([*recipe.sources().values(), *(FP16_SOURCES if recipe.fp16_onnx else ())]):
+    # The plan for this TensorRT (build.json's per-line plans, or this edgeresnet's recipe for older
+    # bundles); every file it names is checked like the rest, and TensorRT 11's FP16 copies, which
+    # a bundle written for 8.x/10.x lacks, are made from fixed names.
+    line, plan = plan_for(bundle.read_json(f"{BUNDLE}/build.json"), installed_trt_version() or version,
+                          batch_range, dla_core)
+    named = [e[k] for e in plan["engines"].values() for k in ("onnx", "calibration_cache") if e.get(k)]
+    for name in dict.fromkeys([*named, *(FP16_SOURCES if recipe.fp16_onnx else ())]):
         if bundle.lists(name, BUNDLE) or (folder / name).exists():
-            bundle.path(name, BUNDLE, named_by=f"the {recipe.label} recipe")
-    retarget_cache(bundle, spec.calibration_cache, version)
+            bundle.path(name, BUNDLE, named_by=f"the {recipe.label} plan")
+    retarget_cache(bundle, spec.calibration_cache, version)  # for trtexec --calib; trt_device retargets in memory
     options = TrtOptions(tuple(batch_range or spec.batch_range), spec.dla_core if dla_core is None else dla_core,
-                         timing_cache=bundle.scratch("timing.cache", BUNDLE), float_layers=spec.float_nodes)
+                         float_layers=spec.float_nodes, plan=(line, plan), bundle_dir=folder)
+    bundle.scratch("timing.cache", BUNDLE)  # written by the build: inside trt/, never through a link
     pre = Preprocess.from_dict(bundle.manifest["preprocess"])
     eval_spec = eval_spec or spec.eval_spec
     eval_set = load_split(eval_spec, "test") if eval_spec else None

@@ -1,13 +1,10 @@
 """TensorRT per line (8.5/8.6, 10.x, 11.x) without TensorRT: the recipes, the bundle files each
-line gets, `build --dry-run`, the FP16-typed ONNX for 11, and the torch-free runner up to the
-CUDA calls."""
+line gets, `build --dry-run` and the FP16-typed ONNX for 11. The device side (build, run, bench)
+is tests/test_trt_device.py."""
 
 from __future__ import annotations
 
-import ctypes
 import json
-import subprocess
-import sys
 
 import numpy as np
 import onnx
@@ -16,7 +13,7 @@ from onnx import TensorProto
 
 from edgeresnet.backends.tensorrt_bundle import layer_warnings, parse_calibration_cache
 from edgeresnet.backends.tensorrt_recipes import RECIPES, plan, recipe_for, trtexec_command
-from edgeresnet.errors import BackendUnavailable, UsageError
+from edgeresnet.errors import UsageError
 
 from .conftest import export_default, make_bundle, run_cli
 
@@ -152,104 +149,6 @@ def test_dry_run_and_version_flags_refuse_bad_combinations(tmp_path):
     assert res.returncode == 2 and "DLA" in res.stderr and not (tmp_path / "y").exists()
     res = run_cli("build", str(tmp_path), "--trt-version", "11")
     assert res.returncode == 2 and "--dry-run" in res.stderr
-
-
-class FakeCudart:
-    """Stands in for cuda-python's runtime on a machine without a GPU: "device" memory is host
-    memory, so the runner's copies and bookkeeping run for real."""
-
-    class cudaMemcpyKind:
-        cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost = 1, 2
-
-    def __init__(self):
-        self.live, self.calls = {}, []
-
-    def cudaMalloc(self, n):
-        buf = ctypes.create_string_buffer(n)
-        self.live[ctypes.addressof(buf)] = buf
-        return 0, ctypes.addressof(buf)
-
-    def cudaFree(self, ptr):
-        self.live.pop(ptr)
-        return (0,)
-
-    def cudaMemcpyAsync(self, dst, src, n, kind, stream):
-        ctypes.memmove(dst, src, n)
-        self.calls.append(kind)
-        return (0,)
-
-    def cudaStreamCreate(self):
-        return 0, 7
-
-    def cudaStreamSynchronize(self, stream):
-        return (0,)
-
-    def cudaStreamDestroy(self, stream):
-        return (0,)
-
-    def cudaGetErrorName(self, err):
-        return 0, b"cudaErrorMemoryAllocation"
-
-
-class FakeContext:
-    """An 'engine' that sums each image: reads the input buffer, writes (N, 1) to the output."""
-
-    def __init__(self, max_batch):
-        self.max_batch, self.shape, self.addr = max_batch, None, {}
-
-    def set_input_shape(self, name, shape):
-        self.shape = shape
-        return shape[0] <= self.max_batch
-
-    def get_tensor_shape(self, name):
-        return (self.shape[0], 1)
-
-    def set_tensor_address(self, name, ptr):
-        self.addr[name] = ptr
-
-    def execute_async_v3(self, stream):
-        n = int(np.prod(self.shape))
-        x = np.ctypeslib.as_array((ctypes.c_float * n).from_address(self.addr["in"])).reshape(self.shape)
-        y = np.ctypeslib.as_array((ctypes.c_float * self.shape[0]).from_address(self.addr["out"]))
-        y[:] = x.reshape(self.shape[0], -1).sum(1)
-        return True
-
-
-def test_runner_chunks_by_the_profile_and_copies_through_device_buffers():
-    from edgeresnet.backends.tensorrt_runner import EngineRunner
-
-    cudart = FakeCudart()
-    runner = EngineRunner(None, FakeContext(max_batch=4), "in", "out", max_batch=4, cudart=cudart)
-    x = np.random.default_rng(0).standard_normal((10, 1, 3, 3)).astype(np.float32)
-    y = runner(x)
-    assert y.shape == (10, 1) and np.allclose(y[:, 0], x.reshape(10, -1).sum(1), atol=1e-5)
-    assert cudart.calls.count(1) == 3 == cudart.calls.count(2)  # 4 + 4 + 2: three round trips
-    assert len(cudart.live) == 2  # one input and one output buffer, reused (grown once at most)
-    runner.close()
-    assert not cudart.live
-
-
-def test_runner_turns_cuda_errors_into_one_line():
-    from edgeresnet.backends.tensorrt_runner import EngineRunner
-
-    cudart = FakeCudart()
-    cudart.cudaMalloc = lambda n: (2, 0)
-    runner = EngineRunner(None, FakeContext(4), "in", "out", 4, cudart=cudart)
-    with pytest.raises(BackendUnavailable, match="cudaErrorMemoryAllocation"):
-        runner(np.zeros((1, 1, 3, 3), np.float32))
-
-
-def test_the_trt_path_imports_without_torch_and_names_cuda_python_when_missing():
-    """The Jetson bundle is torch-free like every other engine's: the backend, the runner and
-    `build` import with torch blocked, and a missing cuda-python is exit-4 material with the
-    install line, not an ImportError."""
-    code = ("import sys; sys.modules['torch'] = None\n"
-            "import edgeresnet.backends.tensorrt, edgeresnet.backends.tensorrt_runner as r, edgeresnet.build\n"
-            "try:\n    import cuda.bindings.runtime\n    print('has-cuda-python')\nexcept ImportError:\n"
-            "    try:\n        r.load_cudart()\n    except Exception as e:\n        print(type(e).__name__, e.hint)\n")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.startswith(("has-cuda-python", "BackendUnavailable pip install cuda-python")), res.stdout
 
 
 def test_a_weight_beyond_float16_is_refused_in_one_line():

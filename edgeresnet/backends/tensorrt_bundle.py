@@ -255,17 +255,10 @@ or with trtexec, from this folder: `./trtexec.sh`, e.g.
 - With `--dla-core`, the INT8 and FP16 engines get a static profile (min = opt = max = the opt
   batch, as DLA requires); the fp32 engine is built for the GPU (DLA has no FP32).
 
-Running an engine needs numpy, TensorRT's Python bindings and NVIDIA's `cuda-python`; no torch:
-
-- JetPack 5 (TensorRT 8.5, CUDA 11.4): `sudo apt install python3-libnvinfer`, then
-  `pip install "cuda-python<12" "edgeresnet-*.whl"`;
-- JetPack 6 (TensorRT 10.3, CUDA 12.x): `sudo apt install python3-libnvinfer`, then
-  `pip install "cuda-python>=12,<13" "edgeresnet-*.whl"`;
-- x86 GPU hosts: `pip install tensorrt cuda-python` with cuda-python's major matching the CUDA
-  version `nvidia-smi` prints.
-
-The runner (`edgeresnet/backends/tensorrt_runner.py`) is written against cuda-python's
-documented runtime API and has not run on a GPU here (no TensorRT installs on our machines).
+Without edgeresnet on the device, `trt_device.py` (in this folder; Python >= 3.8, numpy and
+TensorRT's Python module, CUDA through libcudart) does the same from the export directory:
+`python3 trt/trt_device.py build`, then `eval` (top-1 on `eval.npz`) and `bench`. It has not
+run on a GPU here: it is checked against NVIDIA's binding names and a test double.
 
 Engines are specific to the GPU model and TensorRT version: always build on the device.
 """

@@ -213,7 +213,7 @@ class CudaPython:
             text = text.decode() if isinstance(text, bytes) else str(text)
             raise DeviceError(f"CUDA {name} failed: {text} ({int(err)})",
                               hint="cuda-python's major must match the driver's CUDA (JetPack 5: <12, JetPack 6: 12.x); "
-                                   f"or uninstall it: this file runs on libcudart alone", code=EXIT_UNAVAILABLE)
+                                   "or uninstall it: this file runs on libcudart alone", code=EXIT_UNAVAILABLE)
         return values[0] if len(values) == 1 else values
 
     def device_count(self) -> int:
@@ -942,7 +942,7 @@ def summarize(values: Sequence[float]) -> Dict[str, float]:
     mean = float(a.mean())
     return {"p50": float(p50), "p90": float(p90), "p95": float(p95), "p99": float(p99), "mean": mean,
             "min": float(a.min()), "max": float(a.max()), "samples": int(a.size),
-            "cv_pct": float(a.std() / mean * 100.0) if mean > 0 else float("inf")}
+            "cv_pct": float(a.std() / mean * 100.0) if mean > 0 else 0.0}
 
 
 def timing_warnings(stats: Dict[str, Dict[str, float]], requests: int) -> List[str]:
@@ -1077,7 +1077,8 @@ def bench_engine(info: EngineInfo, cuda: Any = None, *, batch: int = 1, mode: st
                "warmup_ms": opts["warmup_ms"], "duration_s": opts["duration_s"], "min_iterations": opts["iterations"],
                "seconds": round(seconds, 4), "engine_batch": engine_batch, "requested_batch": int(batch),
                "padding_images": engine_batch - int(batch), "profile": list(info.profile),
-               "dla_core": info.dla_core, "cuda": cuda_description(cuda), "warnings": timing_warnings(stats, opts["requests"]),
+               "dla_core": info.dla_core, "cuda": cuda_description(cuda),
+               "timing_warnings": timing_warnings(stats, opts["requests"]),
                "telemetry": {"before": before, "after": after, "summary": summary}}
     if engine_batch != batch:
         details["ran"] = (f"batch {engine_batch} ({batch} image{'s' if batch > 1 else ''} + {engine_batch - batch} "
@@ -1101,12 +1102,14 @@ MAX_EVAL_IMAGES = 2000
 def load_eval(bundle: DeviceBundle, limit: Optional[int] = None) -> Dict[str, Any]:
     """trt/eval.npz: ``images`` uint8 NHWC (already resized and cropped at export), ``labels``,
     ``mean``/``std`` (normalisation happens here, as the package's Preprocess.normalize does it),
-    ``classes`` and ``source``. Loaded without pickle."""
+    ``classes``, ``source`` and ``labelled`` (unlabelled images give agreement only). Loaded
+    without pickle."""
     import io
 
     try:
         with np.load(io.BytesIO(bundle.read(EVAL_FILE)), allow_pickle=False) as data:
             out = {k: data[k] for k in ("images", "labels", "mean", "std", "classes", "source")}
+            out["labelled"] = bool(data["labelled"]) if "labelled" in data.files else True
     except (KeyError, ValueError, OSError) as exc:
         raise DeviceError(f"trt/{EVAL_FILE} is not an evaluation file ({exc})", hint="re-export with --target trt") from None
     images, labels = out["images"], out["labels"]
@@ -1116,7 +1119,7 @@ def load_eval(bundle: DeviceBundle, limit: Optional[int] = None) -> Dict[str, An
     n = len(images) if limit is None else min(int(limit), len(images))
     return {"images": images[:n], "labels": labels[:n].astype(np.int64), "mean": out["mean"].astype(np.float32),
             "std": out["std"].astype(np.float32), "classes": [str(c) for c in out["classes"]],
-            "source": str(out["source"])}
+            "source": str(out["source"]), "labelled": out["labelled"]}
 
 
 def normalize(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -1262,16 +1265,19 @@ def cmd_eval(args: argparse.Namespace, trt: Any, bundle: DeviceBundle) -> List[D
                 raise
             rows.append(failed_row(name, exc, artifact=artifact))
             continue
-        row = make_row(name, artifact=artifact, top1=acc["top1"], top5=acc["top5"],
+        labelled = data["labelled"]
+        row = make_row(name, artifact=artifact, top1=acc["top1"] if labelled else None,
+                       top5=acc["top5"] if labelled else None,
                        details={"eval_images": len(data["labels"]), "eval_source": data["source"],
                                 "engine_batch": runner.info.profile[2] if runner.info.static else None})
         if name == "fp32":
             base = acc
         if base is not None:
             row["agreement"] = float((acc["pred"] == base["pred"]).mean())
-            row["top1_drop_pp"] = round((base["top1"] - acc["top1"]) * 100, 4)
-            row["per_class_drop_pp"] = {c: round((base["per_class"][c] - acc["per_class"].get(c, 0.0)) * 100, 3)
-                                        for c in base["per_class"]}
+            if labelled:
+                row["top1_drop_pp"] = round((base["top1"] - acc["top1"]) * 100, 4)
+                row["per_class_drop_pp"] = {c: round((base["per_class"][c] - acc["per_class"].get(c, 0.0)) * 100, 3)
+                                            for c in base["per_class"]}
         rows.append(row)
     return rows
 
@@ -1410,7 +1416,7 @@ def _show(rows: List[Dict[str, Any]]) -> None:
         elif r["size_bytes"]:
             parts.append(f"{r['size_bytes'] / 1e6:.1f} MB on {r['details'].get('device')}")
         _say(" ".join(parts))
-        for warning in r["details"].get("warnings", []):
+        for warning in r["details"].get("warnings", []) + r["details"].get("timing_warnings", []):
             _say(f"  warning: {r['precision']}: {warning}")
 
 

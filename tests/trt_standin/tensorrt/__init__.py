@@ -161,7 +161,7 @@ _SEVERITY = ("INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE")
 
 
 @_public("Logger")
-class Logger(_Api):
+class _Logger(_Api):
     INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = (_Value("ILogger.Severity", n, i) for i, n in enumerate(_SEVERITY))
 
     def __init__(self, min_severity: Any = None) -> None:
@@ -185,7 +185,7 @@ class _Error:
 
 
 @_public("ITensor")
-class ITensor(_Api):
+class _ITensor(_Api):
     def __init__(self, name: str, shape: Any) -> None:
         self._name, self._shape = name, tuple(shape)
 
@@ -199,8 +199,8 @@ class ITensor(_Api):
 
 
 @_public("ILayer")
-class ILayer(_Api):
-    def __init__(self, network: "INetworkDefinition", node: Any) -> None:
+class _ILayer(_Api):
+    def __init__(self, network: "_INetworkDefinition", node: Any) -> None:
         self._network, self._node, self._precision = network, node, None
 
     @property
@@ -223,13 +223,13 @@ class ILayer(_Api):
 
 
 @_public("INetworkDefinition")
-class INetworkDefinition(_Api):
+class _INetworkDefinition(_Api):
     def __init__(self, flags: int) -> None:
         names = sorted(n.split(".", 1)[1] for n in _api() if n.startswith("NetworkDefinitionCreationFlag."))
         self._flags = {n for i, n in enumerate(names) if flags >> i & 1}
         self._strongly_typed = "STRONGLY_TYPED" in self._flags
         self._model: Optional[_onnx.Model] = None
-        self._layers: List[ILayer] = []
+        self._layers: List[_ILayer] = []
         self._errors: List[str] = []
 
     @property
@@ -240,23 +240,23 @@ class INetworkDefinition(_Api):
     def num_outputs(self) -> int:
         return len(self._model.outputs) if self._model else 0
 
-    def get_input(self, index: int) -> ITensor:
-        return ITensor(*self._model.inputs[index])
+    def get_input(self, index: int) -> _ITensor:
+        return _ITensor(*self._model.inputs[index])
 
-    def get_output(self, index: int) -> ITensor:
-        return ITensor(*self._model.outputs[index])
+    def get_output(self, index: int) -> _ITensor:
+        return _ITensor(*self._model.outputs[index])
 
     @property
     def num_layers(self) -> int:
         return len(self._layers)
 
-    def get_layer(self, index: int) -> ILayer:
+    def get_layer(self, index: int) -> _ILayer:
         return self._layers[index]
 
 
 @_public("OnnxParser")
-class OnnxParser(_Api):
-    def __init__(self, network: INetworkDefinition, logger: Logger) -> None:
+class _OnnxParser(_Api):
+    def __init__(self, network: _INetworkDefinition, logger: _Logger) -> None:
         self._network, self._logger, self._errors = network, logger, []
 
     def parse(self, model: bytes, path: Optional[str] = None) -> bool:
@@ -269,7 +269,7 @@ class OnnxParser(_Api):
             self._errors.append(_Error(f"cannot parse the model: {exc}"))
             return False
         self._network._model = parsed
-        self._network._layers = [ILayer(self._network, n) for n in parsed.nodes]
+        self._network._layers = [_ILayer(self._network, n) for n in parsed.nodes]
         return True
 
     def parse_from_file(self, path: str) -> bool:
@@ -285,7 +285,7 @@ class OnnxParser(_Api):
 
 
 @_public("IOptimizationProfile")
-class IOptimizationProfile(_Api):
+class _IOptimizationProfile(_Api):
     def __init__(self) -> None:
         self._shapes: Dict[str, tuple] = {}
 
@@ -307,7 +307,7 @@ def _cache_header() -> str:
 
 
 @_public("ITimingCache")
-class ITimingCache(_Api):
+class _ITimingCache(_Api):
     def __init__(self, blob: bytes) -> None:
         self._blob = bytes(blob)
         self._ok = not blob or self._blob.startswith(self._header())
@@ -321,11 +321,11 @@ class ITimingCache(_Api):
 
 
 @_public("IBuilderConfig")
-class IBuilderConfig(_Api):
+class _IBuilderConfig(_Api):
     def __init__(self) -> None:
         self._flags = {"TF32"} if _has("BuilderFlag.TF32") else set()  # NvInfer.h: kTF32 "Enabled by default"
         self._device, self._core, self._calibrator, self._calibration_profile = None, 0, None, None
-        self._profiles: List[IOptimizationProfile] = []
+        self._profiles: List[_IOptimizationProfile] = []
         self._pool: Dict[Any, int] = {}
         self._verbosity, self._timing_cache = None, None
 
@@ -373,46 +373,46 @@ class IBuilderConfig(_Api):
     def int8_calibrator(self, value: Any) -> None:
         self._calibrator = value
 
-    def set_calibration_profile(self, profile: IOptimizationProfile) -> bool:
+    def set_calibration_profile(self, profile: _IOptimizationProfile) -> bool:
         self._calibration_profile = profile
         return True
 
-    def add_optimization_profile(self, profile: IOptimizationProfile) -> int:
+    def add_optimization_profile(self, profile: _IOptimizationProfile) -> int:
         self._profiles.append(profile)
         return len(self._profiles) - 1
 
-    def create_timing_cache(self, serialized_timing_cache: bytes) -> ITimingCache:
-        return ITimingCache(serialized_timing_cache)
+    def create_timing_cache(self, serialized_timing_cache: bytes) -> _ITimingCache:
+        return _ITimingCache(serialized_timing_cache)
 
-    def set_timing_cache(self, cache: ITimingCache, ignore_mismatch: bool) -> bool:
+    def set_timing_cache(self, cache: _ITimingCache, ignore_mismatch: bool) -> bool:
         if not cache._ok and not ignore_mismatch:
             return False
         self._timing_cache = cache
         return True
 
-    def get_timing_cache(self) -> ITimingCache:
-        return self._timing_cache or ITimingCache(b"")
+    def get_timing_cache(self) -> _ITimingCache:
+        return self._timing_cache or _ITimingCache(b"")
 
 
 @_public("Builder")
-class Builder(_Api):
-    def __init__(self, logger: Logger) -> None:
+class _Builder(_Api):
+    def __init__(self, logger: _Logger) -> None:
         self._logger = logger
 
-    def create_network(self, flags: int = 0) -> INetworkDefinition:
-        return INetworkDefinition(int(flags))
+    def create_network(self, flags: int = 0) -> _INetworkDefinition:
+        return _INetworkDefinition(int(flags))
 
-    def create_builder_config(self) -> IBuilderConfig:
-        return IBuilderConfig()
+    def create_builder_config(self) -> _IBuilderConfig:
+        return _IBuilderConfig()
 
-    def create_optimization_profile(self) -> IOptimizationProfile:
-        return IOptimizationProfile()
+    def create_optimization_profile(self) -> _IOptimizationProfile:
+        return _IOptimizationProfile()
 
     @property
     def num_DLA_cores(self) -> int:  # noqa: N802 - TensorRT's name
         return int(STATE["dla_cores"])
 
-    def build_serialized_network(self, network: INetworkDefinition, config: IBuilderConfig) -> Optional[_HostMemory]:
+    def build_serialized_network(self, network: _INetworkDefinition, config: _IBuilderConfig) -> Optional[_HostMemory]:
         try:
             header = _build_header(network, config)
         except _BuildError as exc:
@@ -426,7 +426,7 @@ class _BuildError(Exception):
     pass
 
 
-def _build_header(network: INetworkDefinition, config: IBuilderConfig) -> Dict[str, Any]:
+def _build_header(network: _INetworkDefinition, config: _IBuilderConfig) -> Dict[str, Any]:
     """What the 'engine' records, after the checks a real builder makes (see the docstring)."""
     if network._model is None:
         raise _BuildError("the network is empty (nothing parsed)")
@@ -455,7 +455,7 @@ def _build_header(network: INetworkDefinition, config: IBuilderConfig) -> Dict[s
             "tf32": "TF32" in config._flags}
 
 
-def _int8_source(network: INetworkDefinition, config: IBuilderConfig, dynamic: bool) -> Optional[str]:
+def _int8_source(network: _INetworkDefinition, config: _IBuilderConfig, dynamic: bool) -> Optional[str]:
     """Where INT8 scales come from: the Q/DQ nodes, the calibrator's cache, or nowhere (dummy)."""
     if network._model.has_qdq:
         return "Q/DQ"
@@ -479,14 +479,14 @@ def _int8_source(network: INetworkDefinition, config: IBuilderConfig, dynamic: b
 
 
 @_public("IInt8EntropyCalibrator2")
-class IInt8EntropyCalibrator2(_Api):
+class _IInt8EntropyCalibrator2(_Api):
     def __init__(self) -> None:
         self._standin_initialised = True
 
 
 @_public("Runtime")
-class Runtime(_Api):
-    def __init__(self, logger: Logger) -> None:
+class _Runtime(_Api):
+    def __init__(self, logger: _Logger) -> None:
         self._logger, self._core = logger, 0
 
     @property
@@ -497,7 +497,7 @@ class Runtime(_Api):
     def DLA_core(self, value: int) -> None:  # noqa: N802
         self._core = int(value)
 
-    def deserialize_cuda_engine(self, serialized_engine: bytes) -> Optional["ICudaEngine"]:
+    def deserialize_cuda_engine(self, serialized_engine: bytes) -> Optional["_ICudaEngine"]:
         data = bytes(serialized_engine)
         magic, _, rest = data.partition(b"\n")
         blob, _, model = rest.partition(b"\n")
@@ -507,11 +507,11 @@ class Runtime(_Api):
         if header["version"] != __version__:  # "engines are not portable across TensorRT versions"
             self._logger.log(_Value("ILogger.Severity", "ERROR", 1), "engine built by TensorRT " + header["version"])
             return None
-        return ICudaEngine(header, _onnx.Model(model), self._core)
+        return _ICudaEngine(header, _onnx.Model(model), self._core)
 
 
 @_public("ICudaEngine")
-class ICudaEngine(_Api):
+class _ICudaEngine(_Api):
     def __init__(self, header: Dict[str, Any], model: Any, dla_core: int) -> None:
         self._header, self._model, self._dla_core = header, model, dla_core
         self._names = [header["input"][0], header["output"][0]]
@@ -542,16 +542,16 @@ class ICudaEngine(_Api):
     def num_optimization_profiles(self) -> int:
         return 1
 
-    def create_execution_context(self) -> "IExecutionContext":
-        return IExecutionContext(self)
+    def create_execution_context(self) -> "_IExecutionContext":
+        return _IExecutionContext(self)
 
-    def create_engine_inspector(self) -> "EngineInspector":
-        return EngineInspector(self)
+    def create_engine_inspector(self) -> "_EngineInspector":
+        return _EngineInspector(self)
 
 
 @_public("IExecutionContext")
-class IExecutionContext(_Api):
-    def __init__(self, engine: ICudaEngine) -> None:
+class _IExecutionContext(_Api):
+    def __init__(self, engine: _ICudaEngine) -> None:
         self._engine, self._shape, self._addresses = engine, None, {}
         self._busy = threading.Lock()
 
@@ -590,8 +590,8 @@ class IExecutionContext(_Api):
 
 
 @_public("EngineInspector")
-class EngineInspector(_Api):
-    def __init__(self, engine: ICudaEngine) -> None:
+class _EngineInspector(_Api):
+    def __init__(self, engine: _ICudaEngine) -> None:
         self._engine, self._context = engine, None
 
     @property
