@@ -506,3 +506,76 @@ def test_build_eval_bench_on_python_3_8_with_numpy_1_17(tmp_path, py38_numpy117)
     rows = rows_of(bundle, "bench")
     assert rows[("int8-dla", 1, "latency")]["engine_batch"] == 8 and rows[("fp32", 4, "throughput")]["status"] == "ok"
     assert json.loads((bundle / "device.bench.json").read_text())["numpy"] == "1.17.3"
+
+
+# ----------------------------------------------------------------------------- the package's side
+
+def test_the_bundles_eval_images_normalise_on_the_device_as_in_the_package(tmp_path, test_set):
+    """trt/eval.npz holds the export's evaluation images before normalisation; the device's
+    numpy normalisation gives the package's model input bit for bit."""
+    from types import SimpleNamespace
+
+    from edgeresnet.backends.tensorrt import write_device_files
+    from edgeresnet.data import Preprocess
+
+    pre = Preprocess(channels=1, size=28, mean=(0.2860,), std=(0.3530,))
+    idx = np.arange(0, 3000, 7)
+    bundle = tmp_path / "trt"
+    bundle.mkdir()
+    write_device_files(bundle, SimpleNamespace(measure=SimpleNamespace(eval_set=test_set, pre=pre, eval_idx=idx)))
+    assert (bundle / "trt_device.py").read_bytes() == DEVICE_FILE.read_bytes()
+    data = td.load_eval(td.DeviceBundle(str(bundle), verify=False))
+    assert len(data["labels"]) == len(idx) and data["labelled"] and data["classes"] == list(test_set.classes)
+    assert np.array_equal(td.normalize(data["images"], data["mean"], data["std"]), test_set.batch(idx, pre))
+    assert np.array_equal(data["labels"], test_set.labels[idx])
+    assert (bundle / "eval.npz").stat().st_size < 1 << 20
+
+
+def test_bundles_without_plans_build_from_the_recipes_plan():
+    """Bundles written before build.json had per-line plans: the package makes the plan its recipe
+    would, with every field trt_device reads."""
+    from edgeresnet.backends.tensorrt import plan_for
+    from edgeresnet.errors import UsageError
+
+    old = {"input_name": "input", "input_chw": [1, 28, 28], "batch_range": [1, 8, 32], "dla_core": 0, "float_nodes": []}
+    line, plan = plan_for(old, "10.3.0")
+    assert line == "10" and list(plan["engines"]) == ["int8", "fp16", "fp32"]
+    for name, e in plan["engines"].items():
+        td.check_engine_plan(name, e)
+    assert plan["engines"]["int8"]["dla_core"] == 0 and plan["engines"]["fp32"]["dla_core"] is None
+    line, plan = plan_for({"plans": PLANS, "lines": PLAN_LINES}, "8.5.2", batch_range=(2, 4, 16), dla_core=0)
+    assert line == "8.5" and plan["engines"]["fp32"]["profile"] == {"min": 2, "opt": 4, "max": 16}
+    assert plan["engines"]["int8-dla"]["profile"] == {"min": 8, "opt": 8, "max": 8}  # static stays static
+    assert PLANS["8.5"]["engines"]["fp32"]["profile"]["min"] == 1  # the bundle's record is untouched
+    with pytest.raises(UsageError, match="--dla-core 1"):
+        plan_for({"plans": PLANS, "lines": PLAN_LINES}, "8.5.2", dla_core=1)
+
+
+@pytest.mark.slow
+def test_export_build_bench_eval_through_the_package_on_the_standin(tmp_path):
+    """`export --target trt --prepare-only`, then `edgeresnet build` and `bench` with the stand-in
+    as the device's TensorRT: the package's own TensorRT path runs through trt_device (engines,
+    accuracy rows, trtexec-like bench columns), and the bundle carries the device file."""
+    from .conftest import export_default, run_cli
+
+    out = tmp_path / "exp"
+    export_default(out, "--target", "trt", "--prepare-only", "--calib-size", "64", "--eval-limit", "100")
+    manifest = json.loads((out / "edgeresnet.json").read_text())
+    assert {"trt/trt_device.py", "trt/eval.npz"} <= set(manifest["files"])
+    res = subprocess.run([sys.executable, str(out / "trt" / "trt_device.py"), "--help"], capture_output=True, text=True)
+    assert res.returncode == 0
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(STANDIN)]), "TRT_STANDIN_VERSION": "10.3.0.30",
+           td.CUDART_ENV: "fake_cudart:library"}
+    res = run_cli("build", str(out), "--eval-limit", "100", env=env)
+    assert res.returncode == 0, res.stderr
+    rows = {r["precision"]: r for r in json.loads((out / "report.json").read_text())["results"] if r["target"] == "trt"}
+    assert list(rows) == ["fp32", "fp16", "int8"] and all(r["status"] == "ok" for r in rows.values())
+    assert rows["fp32"]["top1"] > 0.8 and rows["int8"]["agreement"] > 0.95
+    assert rows["int8"]["details"]["trt_line"] == "10" and rows["fp32"]["details"]["tf32"] is False
+    assert rows["int8"]["gpu_compute_ms"]["samples"] > 0 and rows["int8"]["engine_batch"] == 1
+    res = run_cli("bench", str(out), "--target", "trt", "--mode", "latency,throughput", "--min-seconds", "0.2", env=env)
+    assert res.returncode == 0, res.stderr
+    bench = json.loads((out / "bench.json").read_text())["results"]
+    throughput = [r for r in bench if r["mode"] == "throughput"]
+    assert len(throughput) == 3 and all(r["details"]["requests"] == 2 and r["h2d_ms"]["samples"] for r in throughput)
+    assert all(r["avg_w"] == "n/a" for r in bench)

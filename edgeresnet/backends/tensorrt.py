@@ -174,13 +174,13 @@ class TensorRTBackend:
         return self._plan
 
     def precisions(self, int8: bool) -> list[str]:
-        """The plan's engines, fp32 first (the baseline of every drop); the recipe's three when
+        """The plan's engines, fp32 first (the baseline of every drop), then fp16; the recipe's three when
         there is no plan to read (TensorRT missing: each becomes a failed or skipped row)."""
         version = _installed_version()
         if self._plan is None and (version is None or self._build_json is None):
             return ["fp32", "fp16"] + (["int8"] if int8 else [])
         names = list(self.plan(version or "")[1]["engines"])
-        names = sorted(names, key=lambda n: (n != "fp32", names.index(n)))
+        names = sorted(names, key=lambda n: (n != "fp32", n != "fp16", names.index(n)))
         return [n for n in names if int8 or not n.startswith("int8")]
 
     def build(self, source: Path, precision: str, out_dir: Path) -> Artifact:

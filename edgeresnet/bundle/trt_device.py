@@ -1215,7 +1215,7 @@ def _plan(bundle: DeviceBundle, version: str, wanted: Optional[str]) -> Tuple[st
             raise DeviceError(f"--engines {unknown[0]}: the plan has {', '.join(engines)}", hint="pick from those",
                               code=EXIT_USAGE)
         engines = {n: engines[n] for n in names}
-    fp32_first = sorted(engines, key=lambda n: (n != "fp32", list(engines).index(n)))
+    fp32_first = sorted(engines, key=lambda n: (n != "fp32", n != "fp16", list(engines).index(n)))
     return line, plan, {n: engines[n] for n in fp32_first}
 
 
