@@ -529,6 +529,13 @@ def layers_file(name: str) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Build: one PLAN engine -> model.<name>.engine + model.<name>.layers.json
+#
+# Every tensorrt name used from here on is listed, with the lines it is used on, in the package's
+# tests/data/trt_api/used.txt and checked against NVIDIA's bindings on release/8.5, 10.3 and 11.1:
+# python/src/infer/pyCore.cpp (Builder, IBuilderConfig, BuilderFlag, Runtime, ICudaEngine,
+# IExecutionContext, EngineInspector), pyInt8.cpp (IInt8EntropyCalibrator2: 8.5 and 10.3, no
+# such file on 11.1), pyGraph.cpp (INetworkDefinition, ILayer, ITensor), parsers/pyOnnx.cpp
+# (OnnxParser) and pyFoundationalTypes.cpp (DataType, IHostMemory's buffer protocol).
 # ---------------------------------------------------------------------------------------------
 
 def _member(trt: Any, enum: str, name: str) -> Any:
@@ -599,8 +606,8 @@ def _configure(trt: Any, builder: Any, config: Any, plan: Dict[str, Any], worksp
         cores = int(builder.num_DLA_cores)
         if core >= cores:
             raise DeviceError(f"the plan builds for DLA core {core}; this device has {cores} DLA cores",
-                              hint="Orin AGX/NX and Xavier have 2 DLA cores, Orin Nano and x86 GPUs none: rebuild "
-                                   "the bundle without --dla-core, or with a core this device has", code=EXIT_UNAVAILABLE)
+                              hint="re-export with --dla-core for a core this device has, or without it (Orin "
+                                   "Nano and x86 GPUs have no DLA)", code=EXIT_UNAVAILABLE)
         # NvInfer.h IBuilderConfig::setDefaultDeviceType / setDLACore; layers DLA cannot run go to the
         # GPU only with BuilderFlag GPU_FALLBACK, which the plan lists when it wants it.
         config.default_device_type = trt.DeviceType.DLA
@@ -932,6 +939,17 @@ ENQUEUE_BOUND = 0.8  # sampleReporting.cpp printEpilog: kENQUEUE_BOUND_REPORTING
 METRICS = ("wall", "h2d", "compute", "d2h", "enqueue")
 
 
+class _Started:
+    """The telemetry's start(), remembered, so that stop() follows it even when a run fails."""
+
+    def __init__(self, telemetry: Any) -> None:
+        self.telemetry, self.done = telemetry, False
+
+    def start(self) -> None:
+        self.telemetry.start()
+        self.done = True
+
+
 def summarize(values: Sequence[float]) -> Dict[str, float]:
     """p50/p90/p95/p99, mean, min, max, count and the coefficient of variation in percent: the
     population std / mean * 100, as trtexec's findCoeffOfVariance (sampleReporting.cpp)."""
@@ -1042,9 +1060,9 @@ def _throughput(info: EngineInfo, cuda: Any, n: int, batch: int, opts: Dict[str,
         t.start()
     for t in threads:
         t.join()
-    errors = [r for r in results if isinstance(r, BaseException) and not isinstance(r, threading.BrokenBarrierError)]
-    if errors or any(isinstance(r, BaseException) for r in results):
-        raise (errors or [r for r in results if isinstance(r, BaseException)])[0]
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:  # the first real error, not the broken barrier it left the other threads
+        raise next((e for e in failures if not isinstance(e, threading.BrokenBarrierError)), failures[0])
     samples = {m: [v for r in results for v in r[0][m]] for m in METRICS}
     seconds = max(r[2] for r in results) - shared["start"]
     return samples, seconds, len(samples["wall"]) * n
@@ -1066,8 +1084,11 @@ def bench_engine(info: EngineInfo, cuda: Any = None, *, batch: int = 1, mode: st
             "requests": max(1, int(requests)) if mode == "throughput" else 1}
     before = telemetry.snapshot()
     run = _throughput if mode == "throughput" else _latency
-    samples, seconds, images = run(info, cuda, batch, engine_batch, opts, telemetry)
-    summary = telemetry.stop()
+    started = _Started(telemetry)
+    try:
+        samples, seconds, images = run(info, cuda, batch, engine_batch, opts, started)
+    finally:
+        summary = telemetry.stop() if started.done else {}  # a sampling thread never outlives its run
     after = telemetry.snapshot()
     stats = {m: summarize(samples[m]) for m in METRICS}
     wall = stats["wall"]

@@ -158,3 +158,47 @@ class FakeCudart:
 
 
 library = FakeCudart()
+
+
+class CudaPythonStyle:
+    """The same fake behind cuda-python's convention (``cuda.bindings.runtime``): plain arguments,
+    ``(cudaError_t, *values)`` returned, ``cudaMemcpyKind`` members, handles that ``int()`` takes."""
+
+    class cudaMemcpyKind:  # noqa: N801 - cuda-python's name
+        cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost = 1, 2
+
+    def __init__(self, fake: FakeCudart) -> None:
+        self.fake = fake
+
+    def _out(self, name: str, kind: Any, *args: Any) -> tuple:
+        value = kind()
+        status = getattr(self.fake, name)(ctypes.byref(value), *args)
+        return status, value.value
+
+    def cudaGetDeviceCount(self):  # noqa: N802
+        return self._out("cudaGetDeviceCount", ctypes.c_int)
+
+    def cudaRuntimeGetVersion(self):  # noqa: N802
+        return self._out("cudaRuntimeGetVersion", ctypes.c_int)
+
+    def cudaMalloc(self, size):  # noqa: N802
+        return self._out("cudaMalloc", ctypes.c_void_p, size)
+
+    def cudaMallocHost(self, size):  # noqa: N802
+        return self._out("cudaMallocHost", ctypes.c_void_p, size)
+
+    def cudaStreamCreate(self):  # noqa: N802
+        return self._out("cudaStreamCreate", ctypes.c_void_p)
+
+    def cudaEventCreate(self):  # noqa: N802
+        return self._out("cudaEventCreate", ctypes.c_void_p)
+
+    def cudaEventElapsedTime(self, start, end):  # noqa: N802
+        return self._out("cudaEventElapsedTime", ctypes.c_float, start, end)
+
+    def cudaGetErrorName(self, error):  # noqa: N802
+        return 0, self.fake.cudaGetErrorName(error)
+
+    def __getattr__(self, name: str):  # cudaFree, cudaMemcpyAsync, cudaStreamSynchronize, ...: status only
+        call = getattr(self.fake, name)
+        return lambda *args: (call(*args),)
