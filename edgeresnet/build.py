@@ -1,8 +1,9 @@
 """`edgeresnet build DIR`: on the Jetson or GPU host, turn an export's TensorRT bundle into
-engines (int8 from the QDQ ONNX, fp16 and fp32 from the FP32 ONNX), check their layers, and
-add the accuracy and latency rows to the export's report. Needs TensorRT and cuda-python, not
-torch. ``build --dry-run`` prints the plan (engines, flags, profile, DLA, float layers) for the
-TensorRT line given or found, and needs no TensorRT."""
+engines (those of build.json's plan for the installed TensorRT), check their layers, and add the
+accuracy and latency rows to the export's report. Needs TensorRT (and libcudart), not torch or
+cuda-python: every GPU step goes through bundle/trt_device.py. ``build --dry-run`` prints the
+plan (engines, flags, profile, DLA, float layers) for the TensorRT line given or found, and
+needs no TensorRT."""
 
 from __future__ import annotations
 
