@@ -621,3 +621,20 @@ def test_a_cuda_python_that_does_not_work_falls_back_to_libcudart(monkeypatch, c
     assert cuda.kind == "ctypes" and cuda.device_count() == 1
     assert "cudaErrorInsufficientDriver" in capsys.readouterr().err
     sys.modules.pop("fake_cudart", None)
+
+
+def test_a_failed_allocation_frees_what_was_allocated(tmp_path, standin):
+    trt, fake = standin
+    info = _engine(trt, make_tiny_bundle(tmp_path / "exp"), "fp32")
+    fake.fail["cudaMalloc"] = 2  # after the stream, the events and the pinned buffers
+    with pytest.raises(td.DeviceError, match="cudaMalloc"):
+        td.Lane(info, td.open_cuda(), 4)
+    assert not fake.memory and not fake.streams and not fake.events
+
+
+def test_eval_without_images_says_how_to_get_them(tmp_path, standin, capsys):
+    bundle = make_tiny_bundle(tmp_path / "exp")
+    (bundle / "eval.npz").unlink()
+    assert run_device(bundle, "build") == 0
+    assert run_device(bundle, "eval") == td.EXIT_INPUT
+    assert "no evaluation images" in capsys.readouterr().err

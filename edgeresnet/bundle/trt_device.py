@@ -798,10 +798,21 @@ class Lane:
 
     def __init__(self, info: EngineInfo, cuda: Any, max_batch: int) -> None:
         self.info, self.cuda, self.max_batch = info, cuda, int(max_batch)
+        self.stream: Any = None
+        self.events: List[Any] = []
+        self.h_in = self.h_out = self.d_in = self.d_out = 0
         self.context = info.engine.create_execution_context()
         if self.context is None:
             raise DeviceError("TensorRT could not create an execution context (out of device memory?)",
                               hint="close other GPU programs, or benchmark with fewer --threads", code=EXIT_UNAVAILABLE)
+        try:
+            self._allocate()
+        except BaseException:
+            self.close()  # what was allocated before the failure
+            raise
+
+    def _allocate(self) -> None:
+        cuda, info = self.cuda, self.info
         self.stream = cuda.stream_create()
         self.events = [cuda.event_create() for _ in range(4)]
         self.batch = 0
@@ -848,19 +859,23 @@ class Lane:
                 cuda.event_elapsed_ms(e[2], e[3]), enqueue)
 
     def close(self) -> None:
+        """Free everything this Lane holds (once; safe after a failed allocation)."""
         cuda = self.cuda
-        if self.stream is None:
-            return
-        cuda.stream_synchronize(self.stream)
+        if self.stream is not None:
+            cuda.stream_synchronize(self.stream)
         self.x = self.y = None  # type: ignore[assignment]  # views of the pinned memory freed below
         for ptr in (self.d_in, self.d_out):
-            cuda.free(ptr)
+            if ptr:
+                cuda.free(ptr)
         for ptr in (self.h_in, self.h_out):
-            cuda.free_host(ptr)
+            if ptr:
+                cuda.free_host(ptr)
         for event in self.events:
             cuda.event_destroy(event)
-        cuda.stream_destroy(self.stream)
-        self.stream, self.context = None, None
+        if self.stream is not None:
+            cuda.stream_destroy(self.stream)
+        self.h_in = self.h_out = self.d_in = self.d_out = 0
+        self.events, self.stream, self.context = [], None, None
 
 
 class Runner:
@@ -1127,6 +1142,9 @@ def load_eval(bundle: DeviceBundle, limit: Optional[int] = None) -> Dict[str, An
     without pickle."""
     import io
 
+    if not os.path.isfile(bundle.path(EVAL_FILE)):
+        raise DeviceError(f"this bundle has no evaluation images (trt/{EVAL_FILE}): it was exported without them",
+                          hint="re-export with --target trt and --eval DATA (without --no-eval)")
     try:
         with np.load(io.BytesIO(bundle.read(EVAL_FILE)), allow_pickle=False) as data:
             out = {k: data[k] for k in ("images", "labels", "mean", "std", "classes", "source")}
