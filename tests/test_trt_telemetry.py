@@ -10,6 +10,7 @@ This machine's own /sys is read as is: it has no Jetson rails, so the energy col
 from __future__ import annotations
 
 import ast
+import json
 import os
 import shutil
 import subprocess
@@ -50,19 +51,23 @@ def write(root: Path, rel: str, value: int) -> None:
 
 
 class Writer(threading.Thread):
-    """Writes each step's values into the tree, holds them `hold` seconds, and logs when each
-    step took effect (perf_counter, the sampler's clock)."""
+    """Writes each step's values into the tree and logs when each took effect (perf_counter,
+    the sampler's clock); holds each step `hold` seconds and until the sampler has read it at
+    least three times, so a machine that stalls the sampler thread cannot skip a step."""
 
-    def __init__(self, root: Path, steps: list, hold: float) -> None:
+    def __init__(self, root: Path, steps: list, hold: float, tel: T.Telemetry) -> None:
         super().__init__(daemon=True)
-        self.root, self.steps, self.hold, self.log = root, steps, hold, []
+        self.root, self.steps, self.hold, self.tel, self.log = root, steps, hold, tel, []
 
     def run(self) -> None:
         for values in self.steps:
             for rel, value in values.items():
                 write(self.root, rel, value)
             self.log.append(time.perf_counter())
+            taken = len(self.tel._samples)
             time.sleep(self.hold)
+            while len(self.tel._samples) < taken + 3:
+                time.sleep(0.005)
 
 
 def sampled(root: Path, steps: list, hold: float = 0.25, interval: float = 0.02):
@@ -70,7 +75,7 @@ def sampled(root: Path, steps: list, hold: float = 0.25, interval: float = 0.02)
     tel = T.Telemetry(str(root), interval=interval)
     began = time.perf_counter()
     tel.start()
-    writer = Writer(root, steps, hold)
+    writer = Writer(root, steps, hold, tel)
     writer.start()
     writer.join()
     summary = tel.stop()
@@ -400,3 +405,32 @@ def test_the_module_targets_python_3_8():
     res = subprocess.run([vermin, "--target=3.8-", "--no-tips", "--eval-annotations", "--violations", str(MODULE)],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def python38() -> str | None:
+    """A working Python 3.8 (pyenv's shims exist even where the version is not selected)."""
+    for candidate in [*sorted(Path.home().glob(".pyenv/versions/3.8*/bin/python")), shutil.which("python3.8")]:
+        if candidate and subprocess.run([str(candidate), "-c", "import sys; assert sys.version_info[:2] == (3, 8)"],
+                                        capture_output=True, timeout=30).returncode == 0:
+            return str(candidate)
+    return None
+
+
+def test_the_module_runs_alone_on_python_3_8():
+    """What the device does: the file alone (no edgeresnet, nothing installed) on Python 3.8."""
+    python = python38()
+    if python is None:
+        pytest.skip("no Python 3.8 interpreter here")
+    script = (
+        "import importlib.util, json, sys, time\n"
+        "spec = importlib.util.spec_from_file_location('trt_telemetry', sys.argv[1])\n"
+        "T = importlib.util.module_from_spec(spec); spec.loader.exec_module(T)\n"
+        "assert not [m for m in sys.modules if m.startswith('edgeresnet')]\n"
+        "tel = T.Telemetry(sys.argv[2], interval=0.02); tel.start(); time.sleep(0.1)\n"
+        "print(json.dumps(tel.row_columns(tel.stop(), 100, 0.1)))\n")
+    res = subprocess.run([python, "-I", "-c", script, str(MODULE), str(FIXTURES / "orin")], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    row = json.loads(res.stdout)
+    assert (row["avg_w"], row["power_mode"], row["clocks_locked"]) == (6.01, {"id": 2, "name": "MAXN_SUPER"}, True)
+

@@ -282,15 +282,15 @@ def _lock_check(clocks: Dict[str, Dict[str, Any]], mode: Dict[str, Any]) -> Tupl
         return NA, "GPU clocks unreadable in {}".format(gpu["devfreq"])
     problems = []
     if gpu["min_mhz"] != gpu["max_mhz"] or gpu["cur_mhz"] != gpu["max_mhz"]:
-        problems.append("GPU at {} of {} MHz{}".format(gpu["cur_mhz"], gpu["max_mhz"], "" if gpu["min_mhz"] ==
-                                                       gpu["max_mhz"] else " (min {}, not locked)".format(gpu["min_mhz"])))
+        unlocked = "" if gpu["min_mhz"] == gpu["max_mhz"] else " (min {}, not locked)".format(gpu["min_mhz"])
+        problems.append("GPU at {} of {} MHz{}".format(gpu["cur_mhz"], gpu["max_mhz"], unlocked))
     emc = clocks.get("emc")
     if emc and emc["max_mhz"] is not None and emc["cur_mhz"] != emc["max_mhz"]:
         problems.append("EMC at {} of {} MHz".format(emc["cur_mhz"], emc["max_mhz"]))
     cpu = clocks.get("cpu")
     if cpu and (cpu["unlocked"] or cpu["below_max"]):
-        problems.append("CPU at {} of {} MHz{}".format(cpu["cur_mhz"], cpu["max_mhz"], " ({} not locked)".format(
-            ", ".join(cpu["unlocked"])) if cpu["unlocked"] else ""))
+        unlocked = " ({} not locked)".format(", ".join(cpu["unlocked"])) if cpu["unlocked"] else ""
+        problems.append("CPU at {} of {} MHz{}".format(cpu["cur_mhz"], cpu["max_mhz"], unlocked))
     locked = not problems
     maxn = mode.get("maxn")
     if maxn and mode.get("id") is not None and mode["id"] != maxn["id"]:
