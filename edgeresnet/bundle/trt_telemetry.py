@@ -572,7 +572,11 @@ class Telemetry:
     timed run sample GPU load and clock, EMC, temperatures and power rails in a daemon thread
     every `interval` seconds and summarise them; `row_columns()` turns the summary into the
     columns every bench row carries. `root` points every read at a fixture tree (tests); only
-    with root "/" does it run `nvpmodel -q` or ask NVML, which describe the real machine."""
+    with root "/" does it run `nvpmodel -q` or ask NVML, which describe the real machine.
+
+    The energy figure comes from the first meter that reads, INA3221 (the module's own rails),
+    then NVML (the GPU board), then RAPL (the CPU packages); the others' rails still appear in
+    the summary's "rails", never added in, since each meter covers a different part of the box."""
 
     def __init__(self, root: str = "/", interval: float = 0.1) -> None:
         if not interval > 0:
@@ -627,7 +631,7 @@ class Telemetry:
         deadline = time.perf_counter()
         while True:
             deadline = max(deadline + self.interval, time.perf_counter())
-            if self._halt.wait(deadline - time.perf_counter()):
+            if self._halt.wait(max(0.0, deadline - time.perf_counter())):
                 return
             self._samples.append(self._sample())
 
