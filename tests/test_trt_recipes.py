@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import shlex
 import subprocess
 import sys
 
@@ -15,57 +16,135 @@ import pytest
 from onnx import TensorProto
 
 from edgeresnet.backends.tensorrt_bundle import layer_warnings, parse_calibration_cache
-from edgeresnet.backends.tensorrt_recipes import RECIPES, plan, recipe_for, trtexec_command
+from edgeresnet.backends.tensorrt_recipes import LINES as RECIPE_LINES
+from edgeresnet.backends.tensorrt_recipes import RECIPES, all_plans, lines_table, plan, recipe_for, trtexec_command
+from edgeresnet.backends.tensorrt_recipes import version_in_line
 from edgeresnet.errors import BackendUnavailable, UsageError
 
 from .conftest import export_default, make_bundle, run_cli
 
-LINES = {"8.5.2": ("8.6", "TRT-8502-EntropyCalibration2"), "10.3": ("10", "TRT-100300-EntropyCalibration2"),
-         "11.4": ("11", None)}
+LINES = {"8.5.2": ("8.5", "TRT-8502-EntropyCalibration2"), "10.3": ("10.3", "TRT-100300-EntropyCalibration2"),
+         "11.4": ("11.4", None)}
 REMOVED_IN_11 = ("--int8", "--fp16", "--calib", "--precisionConstraints", "--layerPrecisions", "--best")
 
 
-@pytest.mark.parametrize("given,line,full", [("8", "8.6", "8.5.2"), ("8.5", "8.6", "8.5.2"), ("8.6", "8.6", "8.6.1"),
-                                             ("8.5.2", "8.6", "8.5.2"), (None, "10", "10.3.0"), ("10.13.1", "10", "10.13.1"),
-                                             ("11", "11", "11.4.0"), ("trt-10.3", "10", "10.3.0")])
+@pytest.mark.parametrize("given,line,full", [
+    ("8.4", "8.4", "8.4.1"), ("8.4.1", "8.4", "8.4.1"),  # JetPack 5.0.2
+    ("8", "8.5", "8.5.2"), ("8.5", "8.5", "8.5.2"), ("8.5.2", "8.5", "8.5.2"),  # JetPack 5.1.x
+    ("8.6", "8.6", "8.6.2"), ("8.6.1", "8.6", "8.6.1"),  # JetPack 6.0 (8.6.2); x86 8.6.1
+    (None, "10.3", "10.3.0"), ("10", "10.3", "10.3.0"), ("trt-10.3", "10.3", "10.3.0"), ("10.7", "10.3", "10.7.0"),
+    ("10.8", "10", "10.8.0"), ("10.13.1", "10", "10.13.1"), ("10.3.0.30", "10.3", "10.3.0"),
+    ("11", "11.4", "11.4.1"), ("11.2", "11", "11.2.0"), ("11.4.0", "11", "11.4.0"), ("11.4", "11.4", "11.4.1"),
+    ("11.9.2", "11.4", "11.9.2")])
 def test_a_version_picks_its_line(given, line, full):
     recipe, version = recipe_for(given)
     assert (recipe.line, version) == (line, full)
 
 
-@pytest.mark.parametrize("bad", ["7.1", "12", "8.4", "ten", "", "10.3.0.1.2"])
+@pytest.mark.parametrize("bad", ["7.1", "12", "8.2", "9.3", "ten", "", "10.3.0.1.2"])
 def test_unknown_versions_are_refused_in_one_line(bad):
     with pytest.raises(UsageError, match="--trt-version"):
         recipe_for(bad)
 
 
+def test_the_lines_table_maps_every_version_to_exactly_one_line():
+    """build.json's "lines" is what the device file reads to pick its plan: every version the tests
+    name falls in exactly one line, the one recipe_for picks."""
+    for version in ("8.4.1", "8.5.2", "8.6.2", "10.0.1", "10.3.0", "10.7.0", "10.8.0", "10.16.1", "11.0.0", "11.4.0",
+                    "11.4.1", "11.7.3"):
+        owners = [r.line for r in RECIPE_LINES if version_in_line(version, r)]
+        assert owners == [recipe_for(version)[0].line], version
+    assert [row["line"] for row in lines_table()] == [r.line for r in RECIPE_LINES]
+
+
 def test_flags_per_line_follow_each_lines_docs():
     chw, br = (1, 28, 28), (1, 8, 32)
-    for name in ("8.6", "10"):
+    for name in ("8.4", "8.5", "8.6", "10.3", "10"):
         r = RECIPES[name]
         assert trtexec_command(r, "int8", "input", chw, br)[3:5] == ["--int8", "--fp16"]  # QDQ + FP16 float layers
         assert "--fp16" in trtexec_command(r, "fp16", "input", chw, br)
         fp32 = trtexec_command(r, "fp32", "input", chw, br)
         assert "--noTF32" in fp32 and "--fp16" not in fp32 and "--int8" not in fp32
-    r = RECIPES["11"]
-    lines = {p: trtexec_command(r, p, "input", chw, br) for p in ("int8", "fp16", "fp32")}
-    for cmd in lines.values():
-        assert not [a for a in cmd if a.split("=")[0] in REMOVED_IN_11]  # trtexec 11 exits on these
-    assert "--onnx=model.int8.trt.fp16.qdq.onnx" in lines["int8"] and "--onnx=model.fp16.onnx" in lines["fp16"]
-    assert "--noTF32" in lines["fp32"]
+    for name in ("11", "11.4"):
+        r = RECIPES[name]
+        lines = {e: trtexec_command(r, e, "input", chw, br, 0) for e in ("int8", "fp16", "fp32", "int8-dla", "fp16-dla")}
+        for cmd in lines.values():
+            assert not [a for a in cmd if a.split("=")[0] in REMOVED_IN_11]  # trtexec 11 exits on these
+        assert "--onnx=model.int8.trt.fp16.qdq.onnx" in lines["int8"] and "--onnx=model.fp16.onnx" in lines["fp16"]
+        assert "--noTF32" in lines["fp32"]
 
 
-def test_dla_gets_a_static_profile_and_no_fp32_engine():
-    r = RECIPES["10"]
-    p = plan(r, "10.3.0", input_name="input", chw=(1, 28, 28), batch_range=(1, 8, 32), dla_core=1)
-    for precision in ("int8", "fp16"):
-        e = p["engines"][precision]
-        assert e["profile"] == {"min": 8, "opt": 8, "max": 8} and e["device"].startswith("DLA core 1")
-        assert "--useDLACore=1" in e["trtexec"] and "--minShapes=input:8x1x28x28" in e["trtexec"]
-    fp32 = p["engines"]["fp32"]
-    assert fp32["device"] == "GPU" and "useDLACore" not in fp32["trtexec"] and fp32["profile"]["max"] == 32
-    with pytest.raises(UsageError, match="DLA"):
-        plan(RECIPES["11"], "11.4.0", input_name="input", chw=(1, 28, 28), batch_range=(1, 8, 32), dla_core=0)
+BR = (1, 8, 32)
+
+
+def _plan(line, dla_core=None, **kw):
+    r = RECIPES[line]
+    return plan(r, r.default_version, input_name="input", chw=(1, 28, 28), batch_range=BR, dla_core=dla_core, **kw)
+
+
+@pytest.mark.parametrize("line", ["8.4", "8.5", "8.6", "10.3"])
+def test_dla_int8_is_nvidias_implicit_recipe_on_weakly_typed_lines(line):
+    """NVIDIA's DLA recipe (Deep-Learning-Accelerator-SW tools/qdq-translator): the FP32 ONNX, the
+    calibration cache, --int8 --fp16, --useDLACore, GPU fallback, FP16 by name for the layers without
+    a scale. No DLA engine reads the Q/DQ file; the GPU engines stay, fp32 only on the GPU."""
+    p = _plan(line, dla_core=1, float_layers=("/layer1/layer1.0/conv1/Conv",),
+              dla_float_layers=("/layer1/layer1.0/conv1/Conv", "/fc/Gemm"))
+    assert list(p["engines"]) == ["int8", "fp16", "fp32", "int8-dla", "fp16-dla"]
+    e = p["engines"]["int8-dla"]
+    assert e["onnx"] == "../model.fp32.onnx" and e["calibration_cache"] == "calibration.cache"
+    assert e["builder_flags"] == ["INT8", "FP16", "GPU_FALLBACK", "PREFER_PRECISION_CONSTRAINTS"]
+    assert e["layer_precisions"] == {"/layer1/layer1.0/conv1/Conv": "fp16", "/fc/Gemm": "fp16"}
+    assert e["precision_constraints"] == "prefer" and e["dla_core"] == 1 and e["strongly_typed"] is False
+    assert e["expected_float_layers"] == ["/layer1/layer1.0/conv1/Conv", "/fc/Gemm"]
+    cmd = shlex.split(e["trtexec"])
+    for flag in ("--onnx=../model.fp32.onnx", "--int8", "--fp16", "--calib=calibration.cache", "--useDLACore=1",
+                 "--allowGPUFallback", "--precisionConstraints=prefer",
+                 "--layerPrecisions=/layer1/layer1.0/conv1/Conv:fp16,/fc/Gemm:fp16", "--minShapes=input:8x1x28x28",
+                 "--maxShapes=input:8x1x28x28"):
+        assert flag in cmd, flag
+    fp16 = p["engines"]["fp16-dla"]
+    assert fp16["onnx"] == "../model.fp32.onnx" and fp16["builder_flags"] == ["FP16", "GPU_FALLBACK"]
+    assert fp16["calibration_cache"] is None and fp16["profile"] == {"min": 8, "opt": 8, "max": 8}
+    for name, engine in p["engines"].items():
+        if name.endswith("-dla"):
+            assert "qdq" not in engine["onnx"] and "qdq" not in engine["trtexec"]
+        else:
+            assert engine["dla_core"] is None and "useDLACore" not in engine["trtexec"] and engine["profile"]["max"] == 32
+    assert p["engines"]["int8"]["onnx"] == "model.int8.trt.qdq.onnx" and p["engines"]["int8"]["calibration_cache"] is None
+    assert p["engines"]["int8"]["expected_float_layers"] == ["/layer1/layer1.0/conv1/Conv"]
+
+
+def test_dla_on_11_4_is_strongly_typed_explicit_int8():
+    """TensorRT 11.4.1 brings DLA back on AGX Orin (JetPack 7.2.2+) with strongly typed networks only
+    ("Strongly Typed Networks for DLA"): no precision flags, no calibrator, so INT8 on the DLA can
+    only be the Q/DQ model, with FP16 float tensors; GPU fallback as in 10.x."""
+    p = _plan("11.4", dla_core=0)
+    e = p["engines"]["int8-dla"]
+    assert e["onnx"] == "model.int8.trt.fp16.qdq.onnx" and e["strongly_typed"] is True
+    assert e["builder_flags"] == ["GPU_FALLBACK"] and e["calibration_cache"] is None and e["layer_precisions"] == {}
+    assert "--useDLACore=0" in e["trtexec"] and p["engines"]["fp16-dla"]["onnx"] == "model.fp16.onnx"
+    assert p["cache_header"] is None
+
+
+@pytest.mark.parametrize("line", ["10", "11"])
+def test_lines_without_dla_refuse_a_dla_core_in_one_line(line):
+    with pytest.raises(UsageError, match="DLA") as err:
+        _plan(line, dla_core=0)
+    assert "11.4" in err.value.hint and "10.3" in err.value.hint
+
+
+def test_every_plan_carries_the_fields_the_device_file_reads():
+    plans = all_plans(input_name="input", chw=(1, 28, 28), batch_range=BR, dla_core=0, dla_float_layers=("/fc/Gemm",))
+    assert list(plans) == [r.line for r in RECIPE_LINES]
+    fields = {"onnx", "builder_flags", "strongly_typed", "tf32", "profile", "dla_core", "calibration_cache",
+              "layer_precisions", "precision_constraints", "expected_float_layers", "trtexec"}
+    for line, p in plans.items():
+        assert {"trt_line", "trt_label", "cache_header", "engines"} <= set(p)
+        for engine in p["engines"].values():
+            assert fields <= set(engine)
+            assert (engine["precision_constraints"] is None) == (not engine["layer_precisions"])
+        assert ("int8-dla" in p["engines"]) == RECIPES[line].dla
+        assert ("dla_note" in p) == (not RECIPES[line].dla)
 
 
 def test_inspector_keys_per_line():
@@ -76,9 +155,9 @@ def test_inspector_keys_per_line():
     eleven_int8 = {"Layers": [{**conv, "Inputs": [{"Name": "x", "Format": "Thirty-two wide channel vectorized "
                                                    "row major", "DataType": "Int8"}]}]}
     eleven_half = {"Layers": [{**conv, "Inputs": [{"Name": "x", "Format": "Channel major", "DataType": "Half"}]}]}
-    assert len(layer_warnings(ten, "int8", recipe=RECIPES["10"])) == 1
-    assert layer_warnings(eleven_int8, "int8", recipe=RECIPES["11"]) == []
-    assert "Half" in layer_warnings(eleven_half, "int8", recipe=RECIPES["11"])[0]
+    assert len(layer_warnings(ten, "int8", recipe=RECIPES["10.3"])) == 1
+    assert layer_warnings(eleven_int8, "int8", recipe=RECIPES["11.4"]) == []
+    assert "Half" in layer_warnings(eleven_half, "int8", recipe=RECIPES["11.4"])[0]
 
 
 def _types(model) -> dict[str, int]:
@@ -142,14 +221,51 @@ def test_each_lines_bundle_and_dry_run(tmp_path, version):
     assert shown["engines"]["int8"]["trtexec"] == lines[0]
     readable = run_cli("build", str(out), "--dry-run")
     assert readable.returncode == 0 and "plan for" in readable.stdout and "int8" in readable.stdout
+    # every line's plan is in build.json, and the dry run of the bundle's own line is that entry
+    assert set(saved["plans"]) == {r.line for r in RECIPE_LINES} and saved["plans"][line] == saved["plan"]
+    assert {k: v for k, v in shown.items() if k not in ("bundle_written_for", "version_source")} == saved["plan"]
+    assert (bundle / "model.fp16.onnx").exists() and "unavailable" not in saved["plans"]["11.4"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", ["8.4", "8.5", "10.3", "11.4"])
+def test_a_dla_export_writes_nvidias_dla_line_and_dry_run_shows_it(tmp_path, version):
+    """The issue's acceptance: `export --target trt --prepare-only --dla-core 0 --trt-version 8.5` (and
+    10.3) writes a DLA INT8 line with the FP32 ONNX, --calib and --useDLACore, no DLA line uses a Q/DQ
+    file on those lines, and `build --dry-run` shows it; 8.4 and 11.4 (DLA on AGX Orin) are accepted."""
+    out = tmp_path / "exp"
+    res = export_default(out, "--target", "trt", "--prepare-only", "--dla-core", "0", "--trt-version", version,
+                         "--calib-size", "64", "--no-eval")
+    assert res.returncode == 0, res.stderr
+    saved = json.loads((out / "trt" / "build.json").read_text())
+    line = saved["trt_line"]
+    dla = saved["plans"][line]["engines"]["int8-dla"]
+    script = (out / "trt" / "trtexec.sh").read_text()
+    if line != "11.4":
+        assert dla["onnx"] == "../model.fp32.onnx" and "--calib=calibration.cache" in dla["trtexec"]
+        assert "--useDLACore=0" in dla["trtexec"] and dla["layer_precisions"] == {"/fc/Gemm": "fp16"}
+        for other in saved["plans"].values():  # on every weakly typed line, no DLA engine reads a Q/DQ file
+            for name, e in other["engines"].items():
+                if name.endswith("-dla") and not e["strongly_typed"]:
+                    assert "qdq" not in e["onnx"], (other["trt_line"], name)
+        assert [ln for ln in script.splitlines() if ln.startswith("trtexec ") and "model.int8-dla.engine" in ln] == \
+            [dla["trtexec"]]
+    else:
+        assert dla["onnx"] == "model.int8.trt.fp16.qdq.onnx" and dla["calibration_cache"] is None
+    dry = run_cli("build", str(out), "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["engines"]["int8-dla"] == dla
+    readable = run_cli("build", str(out), "--dry-run")
+    assert readable.returncode == 0 and "int8-dla" in readable.stdout and "--useDLACore=0" in readable.stdout
 
 
 def test_dry_run_and_version_flags_refuse_bad_combinations(tmp_path):
     res = run_cli("export", "default", "--target", "ort", "--trt-version", "10.3", "--out", str(tmp_path / "x"))
     assert res.returncode == 2 and "--target trt" in res.stderr and "Traceback" not in res.stderr
-    res = run_cli("export", "default", "--target", "trt", "--prepare-only", "--trt-version", "11", "--dla-core", "0",
-                  "--out", str(tmp_path / "y"))
-    assert res.returncode == 2 and "DLA" in res.stderr and not (tmp_path / "y").exists()
+    for version in ("11.2", "10.13"):  # no DLA: 11.0-11.4.0, and 10.8+ (10.7 was the last 10.x with DLA)
+        res = run_cli("export", "default", "--target", "trt", "--prepare-only", "--trt-version", version,
+                      "--dla-core", "0", "--out", str(tmp_path / "y"))
+        assert res.returncode == 2 and "DLA" in res.stderr and not (tmp_path / "y").exists()
     res = run_cli("build", str(tmp_path), "--trt-version", "11")
     assert res.returncode == 2 and "--dry-run" in res.stderr
 

@@ -1,18 +1,17 @@
-"""TensorRT, written against NVIDIA's documented Python API of each supported line (8.5/8.6,
-10.x, 11.x; the per-line rules live in ``tensorrt_recipes``), explicit quantization throughout.
+"""TensorRT, written against NVIDIA's documented Python API of each supported line (8.4-8.6,
+10.x, 11.x; the per-line rules live in ``tensorrt_recipes``), explicit quantization on the GPU.
 
 The INT8 engine is built from the TensorRT-profile QDQ ONNX (symmetric int8, zero point 0,
 Q/DQ on conv inputs and weights and on the identity input of every residual Add), with FP16
 allowed for whatever stays in float; FP32 and FP16 engines come from the FP32 ONNX for
 comparison. One optimization profile covers the batch range; a timing cache is reused across
-builds; ``--dla-core`` targets a Jetson DLA with GPU fallback. After each build the engine
-inspector's layer list is checked for convs or residual Adds left in float and for reformat
-layers, the silent slowdowns users hit most.
+builds. DLA engines (``int8-dla``, ``fp16-dla``) are planned per line in build.json's ``plans``
+(implicit INT8 from the calibration cache on 8.x/10.x) and built by the device file. After each
+build the engine inspector's layer list is audited (``tensorrt_audit``).
 
 Not runnable here (no TensorRT wheel, no GPU): everything that needs no GPU (the QDQ ONNX,
-the calibration cache, the command lines, the build plan, the layer checks) lives in
-``tensorrt_bundle`` and ``tensorrt_recipes`` and is tested on CPU. Engines run with numpy,
-tensorrt and cuda-python (``tensorrt_runner``), no torch.
+the calibration cache, the command lines, the build plans, the layer audit) lives in
+``tensorrt_bundle``, ``tensorrt_recipes`` and ``tensorrt_audit`` and is tested on CPU.
 """
 
 from __future__ import annotations
@@ -28,7 +27,8 @@ from ..quantize.plan import plan
 from ..quantize.profile import Profile
 from .base import DEFAULT_BATCH_RANGE, Artifact, EngineOptions, Runner, Skip
 from .registry import register
-from .tensorrt_bundle import BUNDLE, layer_warnings, write_bundle
+from .tensorrt_bundle import BUNDLE, implicit_float_layers, layer_warnings, write_bundle
+from .tensorrt_jetpack import APT_TENSORRT
 from .tensorrt_recipes import check_dla, recipe_for, shapes
 
 # The classifier Gemm stays in float (FP16 in the engine), as NVIDIA's ModelOpt leaves it: a
@@ -37,8 +37,21 @@ from .tensorrt_recipes import check_dla, recipe_for, shapes
 # INT8 there saves nothing and costs a requantization (tests/test_modelopt_reference.py).
 PROFILE = Profile("trt", "int8", 0, "int8", 0, quantize_bias=False, placement="inputs", float_ops=("Gemm",))
 
-INSTALL_HINT = ("build on the GPU host or Jetson: `pip install 'edgeresnet[trt]'` (or JetPack's python3-libnvinfer), "
-                "or pass --prepare-only to write the bundle for `edgeresnet build` there")
+# Per line (tensorrt_recipes.LINES[*].where): JetPack 5/6 take TensorRT from apt, never pip; PyPI's
+# tensorrt (the [trt] extra) is for x86-64 and ARM SBSA / JetPack 7 on Ubuntu 24.04+ only.
+DEVICE_HINT = ("on a Jetson run the bundle's own `python3 trt/trt_device.py build` with JetPack's TensorRT "
+               f"(JetPack 5/6: `{APT_TENSORRT.split('  #')[0]}`, never pip); on x86-64 and ARM SBSA / JetPack 7 "
+               "(Ubuntu 24.04+) `pip install 'edgeresnet[trt]'` (PyPI's tensorrt supports ARM only there)")
+INSTALL_HINT = DEVICE_HINT + "; or pass --prepare-only to write the bundle here"
+
+
+def import_error_reason(exc: ImportError, module: str = "tensorrt", label: str = "TensorRT") -> str:
+    """What an ImportError really says: the module that is missing, or the shared library that did not
+    load (``libnvinfer.so.8``, ``libcudart.so.12``), never a guess."""
+    missing = getattr(exc, "name", None)
+    if missing and (missing == module or module.startswith(missing + ".") or missing.startswith(module)):
+        return f"{label} is not installed (no module named {missing!r})"
+    return f"{label} did not load: `import {module}` failed with {exc}"
 
 
 @dataclass(frozen=True)
@@ -64,8 +77,8 @@ def _cuda_gpu_present() -> bool:
 def unavailable_reason() -> str | None:
     try:
         import tensorrt  # noqa: F401
-    except ImportError:
-        return "TensorRT is not installed"
+    except ImportError as exc:
+        return import_error_reason(exc, "tensorrt")
     if not _cuda_gpu_present():
         return "no CUDA GPU found (TensorRT needs an NVIDIA GPU or a Jetson)"
     return None
@@ -102,11 +115,14 @@ class TensorRTBackend:
     def prepare(self, ctx) -> Skip | None:
         """Write ``trt/`` (QDQ ONNX, calibration cache, trtexec lines, build.json) before the
         INT8 build; skip building here when TensorRT is missing or with --prepare-only."""
+        scales = cache_scales(ctx.fp32_proto, ctx.quant)
+        keep = PROFILE.float_nodes(ctx.fp32_proto.graph, ctx.quant.keep_float)
         bundle = write_bundle(
             ctx.work, input_name=ctx.input_name, chw=ctx.chw, batch_range=self.options.batch_range,
-            dla_core=self.options.dla_core, scales=cache_scales(ctx.fp32_proto, ctx.quant),
-            eval_spec=ctx.eval_spec, qdq_name=ctx.qdq(PROFILE).name, fallback_layers=tuple(ctx.fallback_layers),
-            float_nodes=tuple(sorted(ctx.quant.keep_float)), trt_version=self.version)
+            dla_core=self.options.dla_core, scales=scales, eval_spec=ctx.eval_spec, qdq_name=ctx.qdq(PROFILE).name,
+            fallback_layers=tuple(ctx.fallback_layers), float_nodes=tuple(sorted(ctx.quant.keep_float)),
+            trt_version=self.version,
+            dla_float_layers=tuple(implicit_float_layers(ctx.fp32_proto.graph, scales, keep)))
         ctx.qdq_paths[PROFILE.name] = bundle / "model.int8.trt.qdq.onnx"
         reason = self.unavailable_reason()
         if reason or self.engine_options.prepare_only:
@@ -150,13 +166,13 @@ class TensorRTBackend:
             config.set_flag(trt.BuilderFlag.INT8)  # explicit quantization: scales come from the Q/DQ nodes
         if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
             config.clear_flag(trt.BuilderFlag.TF32)  # "fp32" means FP32, not Ampere/Orin's default TF32
-        on_dla = self.options.dla_core is not None and precision in ("int8", "fp16")
+        on_dla = precision.endswith("-dla")  # the DLA engines of build.json's plans (the device file builds them)
         if on_dla:  # DLA has no FP32: the fp32 engine stays on the GPU
             config.default_device_type = trt.DeviceType.DLA
             config.DLA_core = self.options.dla_core
             config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
         inp = network.get_input(0)
-        lo, opt, hi = shapes(precision, self.options.batch_range, self.options.dla_core)
+        lo, opt, hi = shapes(precision, self.options.batch_range)
         rest = tuple(inp.shape)[1:]
         profile = builder.create_optimization_profile()
         profile.set_shape(inp.name, (lo, *rest), (opt, *rest), (hi, *rest))
@@ -211,6 +227,15 @@ def _engine_chw(path: Path) -> tuple[int, int, int]:
 def _trt():
     try:
         import tensorrt as trt
-    except ImportError:
-        raise BackendUnavailable("TensorRT is not installed", hint=INSTALL_HINT) from None
+    except ImportError as exc:
+        raise BackendUnavailable(import_error_reason(exc, "tensorrt"), hint=INSTALL_HINT) from None
     return trt
+
+
+def installed_version() -> str | None:
+    """The importable TensorRT's version, or None (any import failure: doctor reports it apart)."""
+    try:
+        import tensorrt
+    except ImportError:
+        return None
+    return str(getattr(tensorrt, "__version__", "")) or None

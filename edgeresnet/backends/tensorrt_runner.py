@@ -14,20 +14,32 @@ import numpy as np
 
 from ..errors import BackendUnavailable
 
-CUDA_PYTHON_HINT = ("pip install cuda-python matching the device's CUDA: JetPack 5 (CUDA 11.4) 'cuda-python<12', "
-                    "JetPack 6 (CUDA 12.x) 'cuda-python>=12,<13', x86 hosts the major of `nvidia-smi`'s CUDA version")
+# Optional: the device file reaches CUDA through ctypes on libcudart. Where cuda-python is used, pin it to the
+# JetPack's CUDA major.minor, as dusty-nv/jetson-containers packages/cuda/cuda-python/config.py does (an
+# unpinned 12.x resolves to 12.9 on JetPack 6's CUDA 12.2/12.6 driver).
+CUDA_PYTHON_HINT = ("pip install cuda-python pinned to the device's CUDA minor: JetPack 5 (CUDA 11.4) "
+                    "'cuda-python==11.4.*', JetPack 6.0 (12.2) '==12.2.*', 6.1/6.2 (12.6) '==12.6.*', JetPack 7.0/7.1 "
+                    "(13.0) '==13.0.*'; x86 hosts the CUDA `nvidia-smi` prints; or run the bundle's "
+                    "`python3 trt/trt_device.py`, which needs no cuda-python")
 
 
 def load_cudart():
-    """cuda-python's runtime module: ``cuda.bindings.runtime`` (12.6+), else ``cuda.cudart`` (older)."""
+    """cuda-python's runtime module: ``cuda.bindings.runtime`` (12.6+), else ``cuda.cudart`` (older).
+    A failed import is reported as what it is: cuda-python missing, or a library it could not load."""
     try:
         from cuda.bindings import runtime as cudart
-    except ImportError:
+    except ImportError as first:
         try:
             from cuda import cudart
-        except ImportError:
-            raise BackendUnavailable("running a TensorRT engine needs NVIDIA's cuda-python (no torch needed)",
-                                     hint=CUDA_PYTHON_HINT) from None
+        except ImportError as exc:
+            missing = getattr(exc, "name", None) or getattr(first, "name", None)
+            if missing in ("cuda", "cuda.bindings", "cuda.cudart", "cuda.bindings.runtime"):
+                raise BackendUnavailable(f"cuda-python is not installed (no module named {missing!r}); running a "
+                                         "TensorRT engine from the package needs it (no torch needed)",
+                                         hint=CUDA_PYTHON_HINT) from None
+            raise BackendUnavailable(f"importing cuda-python's runtime failed: {exc}",
+                                     hint="check that cuda-python's CUDA major.minor matches the device's libcudart "
+                                     "(" + CUDA_PYTHON_HINT + ")") from None
     return cudart
 
 
