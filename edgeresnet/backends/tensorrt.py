@@ -40,7 +40,7 @@ PROFILE = Profile("trt", "int8", 0, "int8", 0, quantize_bias=False, placement="i
 # Per line (tensorrt_recipes.LINES[*].where): JetPack 5/6 take TensorRT from apt, never pip; PyPI's
 # tensorrt (the [trt] extra) is for x86-64 and ARM SBSA / JetPack 7 on Ubuntu 24.04+ only.
 DEVICE_HINT = ("on a Jetson run the bundle's own `python3 trt/trt_device.py build` with JetPack's TensorRT "
-               f"(JetPack 5/6: `{APT_TENSORRT.split('  #')[0]}`, never pip); on x86-64 and ARM SBSA / JetPack 7 "
+               f"(JetPack 5/6: `{APT_TENSORRT}`, never pip); on x86-64 and ARM SBSA / JetPack 7 "
                "(Ubuntu 24.04+) `pip install 'edgeresnet[trt]'` (PyPI's tensorrt supports ARM only there)")
 INSTALL_HINT = DEVICE_HINT + "; or pass --prepare-only to write the bundle here"
 

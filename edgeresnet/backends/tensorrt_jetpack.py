@@ -19,6 +19,8 @@ from .tensorrt_recipes import recipe_for
 # jtop/core/jetson_variables.py NVIDIA_JETPACK (rbonghi/jetson_stats f41d5cad), the releases with a
 # TensorRT line here; jetson-containers l4t_version.py agrees on every row it has.
 JETPACK_BY_L4T = {
+    "32.6.1": "4.6", "32.7.1": "4.6.1", "32.7.2": "4.6.2", "32.7.3": "4.6.3", "32.7.4": "4.6.4", "32.7.5": "4.6.5",
+    "32.7.6": "4.6.6",
     "35.1.0": "5.0.2", "35.2.1": "5.1", "35.3.1": "5.1.1", "35.4.1": "5.1.2", "35.5.0": "5.1.3", "35.6.0": "5.1.4",
     "35.6.1": "5.1.5", "35.6.2": "5.1.5", "35.6.3": "5.1.5", "35.6.4": "5.1.6",
     "36.2.0": "6.0 DP", "36.3.0": "6.0", "36.4.0": "6.1", "36.4.2": "6.1 (rev1)", "36.4.3": "6.2", "36.4.4": "6.2.1",
@@ -63,7 +65,7 @@ STACKS = (
 
 # jetson-containers packages/cuda/cuda-python/config.py installs cuda-python==<CUDA major.minor> for the
 # JetPack's CUDA: pip picking 12.9 or 13.x on a 12.2/12.6 Tegra driver is what that pin avoids.
-APT_TENSORRT = "sudo apt install python3-libnvinfer  # JetPack's own TensorRT (part of nvidia-jetpack); never pip"
+APT_TENSORRT = "sudo apt install python3-libnvinfer"  # JetPack's own TensorRT, part of nvidia-jetpack
 PIP_NOTE = ("PyPI's tensorrt supports ARM only as SBSA / JetPack 7 on Ubuntu 24.04+ (TensorRT install guide, "
             "'Method 1: Python Package Index (pip)')")
 
@@ -75,9 +77,10 @@ def cuda_python_pin(cuda: str) -> str:
 def install_hint(stack: Stack | None) -> str:
     """How TensorRT's Python module gets onto this device."""
     if stack is None:
-        return ("x86-64 or ARM SBSA (Ubuntu 24.04+): pip install tensorrt (PyPI); JetPack 5/6: " + APT_TENSORRT)
+        return f"x86-64 or ARM SBSA (Ubuntu 24.04+): `pip install tensorrt` (PyPI); JetPack 5/6: `{APT_TENSORRT}`"
     if stack.install == "apt":
-        return f"JetPack {stack.jetpack}: {APT_TENSORRT}; {PIP_NOTE}"
+        return (f"JetPack {stack.jetpack}: `{APT_TENSORRT}` (JetPack's own TensorRT {stack.tensorrt}, for its python3 "
+                f"{stack.python}), never pip: {PIP_NOTE}")
     return (f"JetPack {stack.jetpack}: sudo apt install nvidia-jetpack (TensorRT {stack.tensorrt}), or pip install "
             "tensorrt (the SBSA build; 11.4.1+ on JetPack 7.2.2+ for DLA on AGX Orin)")
 
