@@ -280,7 +280,8 @@ def readme(recipe: Recipe, version: str, build_plan: dict, dla_core: int | None)
            if "int8-dla" in build_plan["engines"] else
            f"\nDLA core {dla_core} was asked for, but {recipe.label} builds no DLA engine; build.json's plans for "
            "the Jetson lines (8.4, 8.5, 8.6, 10.3, 11.4) have them.\n")
-    lines = "\n".join(f"| `{r.line}` | {r.min_version} - {r.max_version}.x | {r.where} |" for r in LINES)
+    top = {r.line: r.max_version + (".x" if r.max_version.count(".") < 2 else "") for r in LINES}
+    lines = "\n".join(f"| `{r.line}` | {r.min_version} - {top[r.line]} | {r.where} |" for r in LINES)
     return README.format(label=recipe.label, version=version, cache=cache, dla=dla, lines=lines,
                          int8=build_plan["engines"]["int8"]["trtexec"])
 
@@ -301,6 +302,9 @@ python3 trt/trt_device.py build              # engines for the TensorRT it finds
 python3 trt/trt_device.py eval               # accuracy of every engine
 python3 trt/trt_device.py bench --json > rows.json
 ```
+
+Where edgeresnet itself is installed (x86 hosts, JetPack 7), `edgeresnet build EXPORT_DIR` does
+the same, and `edgeresnet build EXPORT_DIR --dry-run` prints the plan anywhere, without TensorRT.
 
 Bring `rows.json` back to the workstation for the report. The device file reads `build.json`'s
 `plans`: one build plan per TensorRT line, chosen by `tensorrt.__version__` through `lines`, so
