@@ -120,7 +120,7 @@ class TensorRTBackend:
         bundle = write_bundle(
             ctx.work, input_name=ctx.input_name, chw=ctx.chw, batch_range=self.options.batch_range,
             dla_core=self.options.dla_core, scales=scales, eval_spec=ctx.eval_spec, qdq_name=ctx.qdq(PROFILE).name,
-            fallback_layers=tuple(ctx.fallback_layers), float_nodes=tuple(sorted(ctx.quant.keep_float)),
+            fallback_layers=tuple(ctx.fallback_layers), float_nodes=tuple(sorted(keep)),  # --max-drop's and the classifier
             trt_version=self.version,
             dla_float_layers=tuple(implicit_float_layers(ctx.fp32_proto.graph, scales, keep)))
         ctx.qdq_paths[PROFILE.name] = bundle / "model.int8.trt.qdq.onnx"
