@@ -430,3 +430,32 @@ def test_cuda_python_errors_name_the_module_or_the_library(tmp_path):
                             capture_output=True, text=True)
     assert broken.returncode == 0, broken.stderr
     assert "libcudart.so.12" in broken.stdout and "not installed" not in broken.stdout
+
+
+def test_the_dla_float_layers_follow_qdq_translators_rule():
+    """qdq-translator's rule (Deep-Learning-Accelerator-SW): scales carried through ops that do not
+    rescale (Relu, MaxPool, Flatten, ...) forward and back, then every consumer of a tensor still
+    without a scale is FP16 by name. A pre-ReLU conv output takes its ReLU's scale, so the ReLU is
+    not listed; the classifier reads a tensor kept scale-less on purpose, so it is."""
+    from onnx import helper, numpy_helper
+
+    from edgeresnet.backends.tensorrt_bundle import implicit_float_layers
+
+    w = numpy_helper.from_array(np.ones((4, 1, 3, 3), np.float32), "w")
+    fc = numpy_helper.from_array(np.ones((10, 4), np.float32), "fc_w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="/conv1/Conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="/relu/Relu"),
+             helper.make_node("Conv", ["r", "w2"], ["c2"], name="/conv2/Conv"),
+             helper.make_node("GlobalAveragePool", ["c2"], ["g"], name="/avgpool/GlobalAveragePool"),
+             helper.make_node("Flatten", ["g"], ["f"], name="/Flatten"),
+             helper.make_node("Gemm", ["f", "fc_w"], ["logits"], name="/fc/Gemm", transB=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], [w, fc])
+    scales = {"x": 0.01, "r": 0.02, "c2": 0.03, "g": 0.03}
+    assert implicit_float_layers(graph, scales, keep_float={"/fc/Gemm"}) == ["/fc/Gemm"]
+    # without the classifier kept float, the GAP scale flows through Flatten and nothing is float
+    assert implicit_float_layers(graph, scales) == []
+    # a conv kept in float by --max-drop: the cache holds no scale for its input, so it and the ReLU that
+    # makes that input (whose own input has none either) are FP16 by name
+    assert implicit_float_layers(graph, {"x": 0.01, "c2": 0.03, "g": 0.03}, {"/conv2/Conv", "/fc/Gemm"}) == \
+        ["/relu/Relu", "/conv2/Conv", "/fc/Gemm"]
