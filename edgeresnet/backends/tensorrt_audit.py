@@ -147,7 +147,8 @@ def _check_reformat(layer: dict, graph: _Graph, report: dict) -> None:
         return
     report["reformats"]["unexpected"].append(name)
     ins, outs = _tensors(layer, "Inputs"), _tensors(layer, "Outputs")
-    change = "{} -> {}".format(",".join(tensor_dtype(t) for t in ins) or "?", ",".join(tensor_dtype(t) for t in outs) or "?")
+    change = "{} -> {}".format(",".join(tensor_dtype(t) for t in ins) or "?",
+                               ",".join(tensor_dtype(t) for t in outs) or "?")
     if layer.get("Origin") == "QDQ":
         report["warnings"].append("reformat layer {!r} ({}): a quantize/dequantize that did not fuse, because the "
                                   "layer next to it runs in float".format(name, change))

@@ -50,7 +50,8 @@ STACKS = (
           "JetPack 5.1 release notes: TensorRT 8.5.2, CUDA 11.4; jetpack-sdk-514: 5.1.4 'packages the same compute "
           "stack as JetPack 5.1.3'"),
     Stack("36.2", "6.0 DP", "8.6.2", "12.2", "22.04", "3.10", "apt", "JetPack 6.0 DP introduction (Jetson Linux 36.2)"),
-    Stack("36.3", "6.0", "8.6.2", "12.2", "22.04", "3.10", "apt", "JetPack 6.0 release notes: TensorRT 8.6.2, CUDA 12.2"),
+    Stack("36.3", "6.0", "8.6.2", "12.2", "22.04", "3.10", "apt",
+          "JetPack 6.0 release notes: TensorRT 8.6.2, CUDA 12.2"),
     Stack("36", "6.1/6.2", "10.3.0", "12.6", "22.04", "3.10", "apt",
           "JetPack 6.1/6.2 release notes: CUDA 12.6, TensorRT 10.3, cuDNN 9.3"),
     Stack("38", "7.0/7.1 (Thor)", "10.13", "13.0", "24.04", "3.12", "apt or pip",

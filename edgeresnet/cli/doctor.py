@@ -16,7 +16,7 @@ CORE_EXTRAS = {"torch": "torch", "onnx": "torch"}  # the engines' own come from 
 
 @command
 def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the facts as one JSON object.")] = False,
-           root: Annotated[str, typer.Option(hidden=True, help="Read the Jetson's files under this root (tests).")] = "/",
+           root: Annotated[str, typer.Option(hidden=True, help="Read the Jetson's files under this root.")] = "/",
            ) -> None:
     """What this machine can run: Python, torch / ONNX Runtime / OpenVINO / TensorRT, the CPU's
     INT8-relevant ISA (AVX2, AVX-512 VNNI, AMX, ARM dot-product) and the GPUs; on a Jetson, its
