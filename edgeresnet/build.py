@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends.tensorrt import (
-    INSTALL_HINT,
+    DEVICE_HINT,
     PROFILE,
     TensorRTBackend,
     TrtOptions,
@@ -22,7 +22,7 @@ from .backends.tensorrt import (
 )
 from .backends.tensorrt_bundle import BUNDLE, FP16_SOURCES, BuildSpec, calibration_cache, parse_calibration_cache
 from .backends.tensorrt_recipes import plan as recipe_plan
-from .backends.tensorrt_recipes import recipe_for
+from .backends.tensorrt_recipes import dla_refusal, recipe_for
 from .bundle import Bundle, export_root
 from .bundle.report import read_report
 from .data import Preprocess, load_split
@@ -61,7 +61,7 @@ def build_on_device(export_dir: Path, eval_spec: str | None = None, eval_limit: 
     read_bench(root)  # publish keeps an earlier bench's table: a malformed bench.json is said now, not after the builds
     reason = unavailable_reason()
     if reason:
-        raise BackendUnavailable(reason, hint=INSTALL_HINT.split(", or pass")[0])
+        raise BackendUnavailable(reason, hint=DEVICE_HINT)
     recipe, version = recipe_for(installed_trt_version())
     # The plan for this TensorRT (build.json's per-line plans, or this edgeresnet's recipe for older
     # bundles); every file it names is checked like the rest, and TensorRT 11's FP16 copies, which
@@ -107,16 +107,22 @@ def installed_trt_version() -> str | None:
 
 def dry_run(export_dir: Path, trt_version: str | None = None, batch_range: tuple[int, int, int] | None = None,
             dla_core: int | None = None) -> dict:
-    """What `build` would do, per engine, for ``trt_version`` (else the installed TensorRT, else the
-    line the bundle was written for). Needs no TensorRT."""
+    """What `build` (or the device file) would do, per engine, for ``trt_version`` (else the installed
+    TensorRT, else the line the bundle was written for): the same function writes build.json's ``plans``,
+    so without overrides this is that line's entry. Needs no TensorRT. A DLA core the bundle asked for
+    on a line without DLA gives the GPU plan and says why, as the device would; one given here is refused."""
     if trt_version is not None:
         recipe_for(trt_version)  # a malformed --trt-version is the command line's fault: said before the bundle is read
     _, spec = open_build(export_dir)
     installed = installed_trt_version()
     recipe, version = recipe_for(trt_version or installed or spec.trt_version)
+    dla = spec.dla_core if dla_core is None else dla_core
+    note = dla_refusal(recipe) if dla is not None and dla_core is None else None
     result = recipe_plan(recipe, version, input_name=spec.input_name, chw=spec.input_chw,
-                         batch_range=tuple(batch_range or spec.batch_range),
-                         dla_core=spec.dla_core if dla_core is None else dla_core, float_layers=spec.float_nodes)
+                         batch_range=tuple(batch_range or spec.batch_range), dla_core=None if note else dla,
+                         float_layers=spec.float_nodes, dla_float_layers=spec.dla_float_layers)
+    if note:
+        result["dla_note"] = note
     result["bundle_written_for"] = spec.trt_version
     result["version_source"] = ("--trt-version" if trt_version else "installed TensorRT" if installed
                                 else "the bundle (no TensorRT here)")

@@ -10,6 +10,7 @@ then runs each command in README order with ``edgeresnet`` meaning the clone's v
 run here is named, not hidden:
 
 * ``rsync``/``scp`` to a ``jetson`` host: no such host;
+* the Jetson session (``sudo apt install``, ``cd ~/exports/...``, ``python3 trt/trt_device.py``): no Jetson;
 * ``edgeresnet build``: must exit 4 saying TensorRT is missing (no TensorRT installs here);
 * ``python -m pytest``: what CI runs.
 
@@ -31,7 +32,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SKIP = {"rsync": "needs a remote host (jetson)", "scp": "needs a remote host (jetson)",
-        ".venv/bin/python -m pytest": "the test suite: CI runs it"}
+        ".venv/bin/python -m pytest": "the test suite: CI runs it",
+        "sudo apt install": "on the Jetson: JetPack's own packages",
+        "cd ~/exports/": "on the Jetson", "python3 trt/trt_device.py": "on the Jetson: needs its TensorRT"}
 NO_TENSORRT = ("edgeresnet build",)  # expected: exit 4, a one-line "TensorRT ... not installed"
 
 

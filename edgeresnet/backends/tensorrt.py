@@ -11,6 +11,10 @@ TensorRT, the layer checks, the bundle's evaluation images and the errors' exit 
 
 Not runnable here (no TensorRT, no GPU): everything but the GPU calls is tested on CPU, and
 trt_device against a numpy test double of tensorrt and libcudart (tests/trt_standin).
+
+DLA engines (``int8-dla``, ``fp16-dla``) are planned per line in build.json's ``plans``
+(implicit INT8 from the calibration cache on 8.x/10.x, NVIDIA's DLA recipe); after each build
+the engine inspector's layer list is audited (``tensorrt_audit``: DLA vs GPU layers, fallbacks).
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from ..quantize.plan import plan
 from ..quantize.profile import Profile
 from .base import DEFAULT_BATCH_RANGE, Artifact, EngineOptions, Runner, Skip
 from .registry import register
-from .tensorrt_bundle import BUNDLE, FP16_SOURCES, layer_warnings, write_bundle, write_fp16_sources
+from .tensorrt_bundle import BUNDLE, FP16_SOURCES, implicit_float_layers, layer_warnings, write_bundle, write_fp16_sources
+from .tensorrt_jetpack import APT_TENSORRT
 from .tensorrt_recipes import check_dla, recipe_for
 from .tensorrt_recipes import plan as recipe_plan
 
@@ -37,8 +42,21 @@ from .tensorrt_recipes import plan as recipe_plan
 # INT8 there saves nothing and costs a requantization (tests/test_modelopt_reference.py).
 PROFILE = Profile("trt", "int8", 0, "int8", 0, quantize_bias=False, placement="inputs", float_ops=("Gemm",))
 
-INSTALL_HINT = ("build on the GPU host or Jetson: `pip install 'edgeresnet[trt]'` (or JetPack's python3-libnvinfer), "
-                "or pass --prepare-only to write the bundle for `edgeresnet build` there")
+# Per line (tensorrt_recipes.LINES[*].where): JetPack 5/6 take TensorRT from apt, never pip; PyPI's
+# tensorrt (the [trt] extra) is for x86-64 and ARM SBSA / JetPack 7 on Ubuntu 24.04+ only.
+DEVICE_HINT = ("on a Jetson run the bundle's own `python3 trt/trt_device.py build` with JetPack's TensorRT "
+               f"(JetPack 5/6: `{APT_TENSORRT}`, never pip); on x86-64 and ARM SBSA / JetPack 7 "
+               "(Ubuntu 24.04+) `pip install 'edgeresnet[trt]'` (PyPI's tensorrt supports ARM only there)")
+INSTALL_HINT = DEVICE_HINT + "; or pass --prepare-only to write the bundle here"
+
+
+def import_error_reason(exc: ImportError, module: str = "tensorrt", label: str = "TensorRT") -> str:
+    """What an ImportError really says: the module that is missing, or the shared library that did not
+    load (``libnvinfer.so.8``, ``libcudart.so.12``), never a guess."""
+    missing = getattr(exc, "name", None)
+    if missing and (missing == module or module.startswith(missing + ".") or missing.startswith(module)):
+        return f"{label} is not installed (no module named {missing!r})"
+    return f"{label} did not load: `import {module}` failed with {exc}"
 
 
 @dataclass(frozen=True)
@@ -69,8 +87,8 @@ def package_error(exc: Exception) -> EdgeResNetError:
 def unavailable_reason() -> str | None:
     try:
         import tensorrt  # noqa: F401
-    except ImportError:
-        return "TensorRT is not installed"
+    except ImportError as exc:
+        return import_error_reason(exc, "tensorrt")
     td = device()
     try:
         gpus = td.gpu_count()
@@ -147,14 +165,17 @@ class TensorRTBackend:
         return unavailable_reason()
 
     def prepare(self, ctx) -> Skip | None:
-        """Write ``trt/`` (QDQ ONNX, calibration cache, trtexec lines, build.json, the device file
-        and the evaluation images) before the INT8 build; skip building here when TensorRT is
-        missing or with --prepare-only."""
+        """Write ``trt/`` (QDQ ONNX, calibration cache, trtexec lines, build.json with a plan per
+        TensorRT line, the device file and the evaluation images) before the INT8 build; skip
+        building here when TensorRT is missing or with --prepare-only."""
+        scales = cache_scales(ctx.fp32_proto, ctx.quant)
+        keep = PROFILE.float_nodes(ctx.fp32_proto.graph, ctx.quant.keep_float)
         bundle = write_bundle(
             ctx.work, input_name=ctx.input_name, chw=ctx.chw, batch_range=self.options.batch_range,
-            dla_core=self.options.dla_core, scales=cache_scales(ctx.fp32_proto, ctx.quant),
-            eval_spec=ctx.eval_spec, qdq_name=ctx.qdq(PROFILE).name, fallback_layers=tuple(ctx.fallback_layers),
-            float_nodes=tuple(sorted(ctx.quant.keep_float)), trt_version=self.version)
+            dla_core=self.options.dla_core, scales=scales, eval_spec=ctx.eval_spec, qdq_name=ctx.qdq(PROFILE).name,
+            fallback_layers=tuple(ctx.fallback_layers), float_nodes=tuple(sorted(keep)),  # --max-drop's and the classifier
+            trt_version=self.version,
+            dla_float_layers=tuple(implicit_float_layers(ctx.fp32_proto.graph, scales, keep)))
         write_device_files(bundle, ctx)
         ctx.qdq_paths[PROFILE.name] = bundle / "model.int8.trt.qdq.onnx"
         self._bundle_dir, self._build_json = bundle, json.loads((bundle / "build.json").read_text())
@@ -200,7 +221,8 @@ class TensorRTBackend:
             raise package_error(exc) from None
         layers = json.loads((out_dir / td.layers_file(precision)).read_text())
         base = precision.split("-")[0]
-        details["warnings"] = layer_warnings(layers, base, self.options.float_layers, recipe_for(trt.__version__)[0])
+        details["warnings"] = layer_warnings(layers, base, self.options.float_layers, recipe_for(trt.__version__)[0],
+                                             dla=engine.get("dla_core") is not None)
         return Artifact(self.name, precision, out_dir / td.engine_file(precision), details)
 
     def load(self, artifact: Artifact, threads: int | None = None, mode: str = "latency") -> Runner:
@@ -287,6 +309,15 @@ def _installed_version() -> str | None:
 def _trt() -> Any:
     try:
         import tensorrt as trt
-    except ImportError:
-        raise BackendUnavailable("TensorRT is not installed", hint=INSTALL_HINT) from None
+    except ImportError as exc:
+        raise BackendUnavailable(import_error_reason(exc, "tensorrt"), hint=INSTALL_HINT) from None
     return trt
+
+
+def installed_version() -> str | None:
+    """The importable TensorRT's version, or None (any import failure: doctor reports it apart)."""
+    try:
+        import tensorrt
+    except ImportError:
+        return None
+    return str(getattr(tensorrt, "__version__", "")) or None
