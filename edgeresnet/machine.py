@@ -126,7 +126,7 @@ def jetson(root: str = "/") -> dict:
     comes from the devfreq folder the bench's telemetry finds (a scan of /sys/class/devfreq, as
     jetson_stats does), so Xavier, Nano, Orin on JetPack 5 or 6 and Thor all report it. `root`
     reads a fixture tree instead of "/" (nvpmodel is run only for the real machine)."""
-    from .bundle.trt_telemetry import gpu_devfreq
+    from .bundle.trt_device import gpu_devfreq
 
     base = Path(root)
     info: dict = {}

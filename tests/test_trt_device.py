@@ -426,7 +426,7 @@ def test_the_library_search_covers_jetpack_and_cuda_11_and_12():
 
 # ----------------------------------------------------------------------------- Python 3.8, numpy, imports
 
-ALLOWED = {"__future__", "numpy", "tensorrt", "cuda"}
+ALLOWED = {"__future__", "numpy", "tensorrt", "cuda", "pynvml"}
 
 
 def test_the_device_file_imports_only_stdlib_numpy_tensorrt_and_cuda():
@@ -545,10 +545,12 @@ def test_bundles_without_plans_build_from_the_recipes_plan():
 
     old = {"input_name": "input", "input_chw": [1, 28, 28], "batch_range": [1, 8, 32], "dla_core": 0, "float_nodes": []}
     line, plan = plan_for(old, "10.3.0")
-    assert line == "10" and list(plan["engines"]) == ["int8", "fp16", "fp32"]
+    assert line == "10.3" and list(plan["engines"]) == ["int8", "fp16", "fp32", "int8-dla", "fp16-dla"]
     for name, e in plan["engines"].items():
         td.check_engine_plan(name, e)
-    assert plan["engines"]["int8"]["dla_core"] == 0 and plan["engines"]["fp32"]["dla_core"] is None
+    assert plan["engines"]["int8"]["dla_core"] is None and plan["engines"]["fp32"]["dla_core"] is None
+    dla = plan["engines"]["int8-dla"]  # NVIDIA's DLA recipe: the FP32 ONNX and the calibration cache
+    assert (dla["dla_core"], dla["onnx"], dla["calibration_cache"]) == (0, "../model.fp32.onnx", "calibration.cache")
     line, plan = plan_for({"plans": PLANS, "lines": PLAN_LINES}, "8.5.2", batch_range=(2, 4, 16), dla_core=0)
     assert line == "8.5" and plan["engines"]["fp32"]["profile"] == {"min": 2, "opt": 4, "max": 16}
     assert plan["engines"]["int8-dla"]["profile"] == {"min": 8, "opt": 8, "max": 8}  # static stays static

@@ -314,25 +314,6 @@ def test_an_import_error_is_reported_as_what_it_is():
     assert "libnvinfer.so.8" in reason and "not installed" not in reason
 
 
-def test_cuda_python_errors_name_the_module_or_the_library(tmp_path):
-    """A blocked or missing `cuda` package is "cuda-python is not installed"; a `cuda` package that
-    cannot load its libcudart says so in its own words, with the pin for the JetPack's CUDA."""
-    fake = tmp_path / "cuda"
-    fake.mkdir()
-    (fake / "__init__.py").write_text("raise ImportError('libcudart.so.12: cannot open shared object file')\n")
-    code = ("import sys\n{setup}\nimport edgeresnet.backends.tensorrt_runner as r\n"
-            "try:\n    r.load_cudart()\nexcept Exception as e:\n    print(type(e).__name__, '|', e.message, '|', e.hint)\n")
-    blocked = subprocess.run([sys.executable, "-c", code.format(setup="sys.modules['cuda'] = None")],
-                             capture_output=True, text=True)
-    assert blocked.returncode == 0, blocked.stderr
-    assert "cuda-python is not installed (no module named 'cuda')" in blocked.stdout
-    assert "'cuda-python==11.4.*'" in blocked.stdout and "'==12.6.*'" in blocked.stdout
-    broken = subprocess.run([sys.executable, "-c", code.format(setup=f"sys.path.insert(0, {str(tmp_path)!r})")],
-                            capture_output=True, text=True)
-    assert broken.returncode == 0, broken.stderr
-    assert "libcudart.so.12" in broken.stdout and "not installed" not in broken.stdout
-
-
 def test_the_dla_float_layers_follow_qdq_translators_rule():
     """qdq-translator's rule (Deep-Learning-Accelerator-SW): scales carried through ops that do not
     rescale (Relu, MaxPool, Flatten, ...) forward and back, then every consumer of a tensor still

@@ -1,4 +1,4 @@
-"""Jetson/x86 power, clock and thermal telemetry (edgeresnet/bundle/trt_telemetry.py).
+"""Jetson/x86 power, clock and thermal telemetry (edgeresnet/bundle/trt_device.py).
 
 The Jetsons are fixture sysfs trees (tests/data/jetson/<board>, README there), copied to a tmp
 folder; while the sampler runs, a second thread writes new power, clock, load and temperature
@@ -9,19 +9,19 @@ This machine's own /sys is read as is: it has no Jetson rails, so the energy col
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from edgeresnet.bundle import trt_telemetry as T
+from edgeresnet.bundle import trt_device as T
+
+from .test_trt_device import py38_numpy117  # noqa: F401 - the Python 3.8 + numpy 1.17 venv fixture
 
 MODULE = Path(T.__file__)
 FIXTURES = Path(__file__).resolve().parent / "data" / "jetson"
@@ -373,57 +373,15 @@ def test_this_machine_gives_a_real_number_or_says_why_not():
 
 # ---- what the device can run ------------------------------------------------------------------
 
-def test_the_module_imports_only_the_standard_library():
-    """It is inlined into trt_device.py, which a Jetson runs with nothing installed; pynvml is
-    the one optional import, inside a try that catches ImportError."""
-    if sys.version_info < (3, 10):
-        pytest.skip("sys.stdlib_module_names needs Python 3.10")
-    tree = ast.parse(MODULE.read_text())
-    optional = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Try) and any(isinstance(h.type, ast.Name) and h.type.id == "ImportError"
-                                             for h in node.handlers):
-            optional |= {alias.name for n in node.body if isinstance(n, ast.Import) for alias in n.names}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            assert node.level == 0, "relative import"
-            names = [node.module]
-        elif isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        else:
-            continue
-        for name in names:
-            top = name.split(".")[0]
-            assert top in sys.stdlib_module_names or name in optional, name
-    assert optional == {"pynvml"}
-
-
-def test_the_module_targets_python_3_8():
-    vermin = shutil.which("vermin")
-    if vermin is None:
-        pytest.skip("vermin is not installed (pip install vermin)")
-    res = subprocess.run([vermin, "--target=3.8-", "--no-tips", "--eval-annotations", "--violations", str(MODULE)],
-                         capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stdout + res.stderr
-
-
-def python38() -> str | None:
-    """A working Python 3.8 (pyenv's shims exist even where the version is not selected)."""
-    for candidate in [*sorted(Path.home().glob(".pyenv/versions/3.8*/bin/python")), shutil.which("python3.8")]:
-        if candidate and subprocess.run([str(candidate), "-c", "import sys; assert sys.version_info[:2] == (3, 8)"],
-                                        capture_output=True, timeout=30).returncode == 0:
-            return str(candidate)
-    return None
-
-
-def test_the_module_runs_alone_on_python_3_8():
-    """What the device does: the file alone (no edgeresnet, nothing installed) on Python 3.8."""
-    python = python38()
-    if python is None:
-        pytest.skip("no Python 3.8 interpreter here")
+@pytest.mark.slow
+def test_the_telemetry_runs_on_python_3_8_with_numpy_1_17(py38_numpy117):
+    """What the device does: the device file alone (no edgeresnet; numpy 1.17, as Ubuntu 20.04's
+    python3-numpy) on Python 3.8, sampling the Orin fixture. Its imports and its 3.8 syntax are
+    checked for the whole file in tests/test_trt_device.py."""
+    python = str(py38_numpy117)
     script = (
         "import importlib.util, json, sys, time\n"
-        "spec = importlib.util.spec_from_file_location('trt_telemetry', sys.argv[1])\n"
+        "spec = importlib.util.spec_from_file_location('trt_device', sys.argv[1])\n"
         "T = importlib.util.module_from_spec(spec); spec.loader.exec_module(T)\n"
         "assert not [m for m in sys.modules if m.startswith('edgeresnet')]\n"
         "tel = T.Telemetry(sys.argv[2], interval=0.02); tel.start(); time.sleep(0.1)\n"

@@ -118,10 +118,6 @@ def plan_for(build: dict, version: str, batch_range: tuple[int, int, int] | None
             recipe, full, input_name=build["input_name"], chw=tuple(build["input_chw"]),
             batch_range=tuple(batch_range or build["batch_range"]), dla_core=core,
             float_layers=tuple(build.get("float_nodes", ())))
-        for engine in chosen["engines"].values():
-            on_dla = engine["device"].startswith("DLA")
-            engine.update(dla_core=core if on_dla else None, calibration_cache=None, layer_precisions={},
-                          precision_constraints=None)
     engines = chosen["engines"]
     if dla_core is not None and "plans" in build and not any(e.get("dla_core") == dla_core for e in engines.values()):
         raise UsageError(f"--dla-core {dla_core}: this bundle's plan builds no engine for that DLA core",

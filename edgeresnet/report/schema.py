@@ -39,7 +39,7 @@ class ResultRow:
     engine_batch: int | None = None  # the batch the engine ran (a static DLA engine pads a smaller request)
     per_image_ms: float | None = None  # p50 latency / engine_batch
     cv_pct: float | None = None  # GPU compute time's coefficient of variation (trtexec warns above 1%)
-    # Power and clocks during the run (bundle/trt_telemetry.py's row_columns): "n/a" with the reason where unread
+    # Power and clocks during the run (bundle/trt_device.py Telemetry.row_columns): "n/a" with the reason where unread
     power_mode: Any = None
     clocks_locked: Any = None
     clocks: Any = None
@@ -49,6 +49,8 @@ class ResultRow:
     throttled: Any = None
     energy_source: Any = None
     energy_na_reason: Any = None
+    clocks_warning: Any = None  # one line when clocks were not locked at their maximum (jetson_clocks)
+    throttled_why: Any = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
