@@ -1,4 +1,4 @@
-"""The layer audit of a built engine (`tensorrt_audit`): a plain, stdlib-only, Python 3.8 function
+"""The layer audit of a built engine (`trt_device.audit`): a plain, stdlib-only, Python 3.8 function
 of the engine inspector's JSON, checked on hand-written fixtures in the shape of NVIDIA's engine
 JSON (tests/data/trex/README.md) and, where a NVIDIA/TensorRT clone is at hand, on NVIDIA's own
 trex samples."""
@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from edgeresnet.backends.tensorrt_audit import audit, summary, tensor_dtype
+from edgeresnet.bundle.trt_device import audit, summary, tensor_dtype
+
+from .test_trt_device import py38_numpy117  # noqa: F401 - the Python 3.8 + numpy 1.17 venv fixture
 from edgeresnet.backends.tensorrt_bundle import layer_warnings
 
 DATA = Path(__file__).parent / "data" / "trex"
-AUDIT = Path(__file__).parent.parent / "edgeresnet" / "backends" / "tensorrt_audit.py"
+AUDIT = Path(__file__).parent.parent / "edgeresnet" / "bundle" / "trt_device.py"  # the audit lives in the device file
 
 
 def load(name: str) -> dict:
@@ -112,28 +112,17 @@ def test_layer_warnings_is_the_audits_warnings():
     assert layer_warnings(info, "int8", ("/fc/Gemm",)) == audit(info, "int8", ("/fc/Gemm",))["warnings"]
 
 
-def _python38() -> str | None:
-    """A Python 3.8 that runs (a pyenv shim may exist and refuse)."""
-    for candidate in (str(Path.home() / ".pyenv/versions/3.8.18/bin/python"), shutil.which("python3.8")):
-        if candidate and Path(candidate).exists():
-            ok = subprocess.run([candidate, "-c", "import sys; assert sys.version_info[:2] == (3, 8)"],
-                                capture_output=True)
-            if ok.returncode == 0:
-                return candidate
-    return None
-
-
-@pytest.mark.skipif(_python38() is None, reason="no Python 3.8 here")
-def test_the_audit_runs_on_python_3_8_with_the_standard_library_only():
-    """JetPack 5's python3 is 3.8 and the device file inlines this module: it must import and run
-    there alone, with no edgeresnet and nothing outside the standard library."""
+@pytest.mark.slow
+def test_the_audit_runs_in_the_device_file_on_python_3_8(py38_numpy117):
+    """JetPack 5's python3 is 3.8 and numpy 1.17: the device file, alone (no edgeresnet), audits
+    an engine's JSON there."""
     code = ("import importlib.util, json, sys\n"
-            f"spec = importlib.util.spec_from_file_location('audit', {str(AUDIT)!r})\n"
+            f"spec = importlib.util.spec_from_file_location('trt_device', {str(AUDIT)!r})\n"
             "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
             f"r = m.audit(json.load(open({str(DATA / 'int8_qdq_float_residual.json')!r})), 'int8')\n"
-            "bad = [n for n in sys.modules if n.split('.')[0] in ('edgeresnet', 'numpy', 'onnx')]\n"
+            "bad = [n for n in sys.modules if n.split('.')[0] in ('edgeresnet', 'onnx')]\n"
             "print(len(r['warnings']), bad)\n")
-    res = subprocess.run([_python38(), "-I", "-c", code], capture_output=True, text=True)
+    res = subprocess.run([str(py38_numpy117), "-I", "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "6 []"
 

@@ -579,7 +579,7 @@ def test_export_build_bench_eval_through_the_package_on_the_standin(tmp_path):
     rows = {r["precision"]: r for r in json.loads((out / "report.json").read_text())["results"] if r["target"] == "trt"}
     assert list(rows) == ["fp32", "fp16", "int8"] and all(r["status"] == "ok" for r in rows.values())
     assert rows["fp32"]["top1"] > 0.8 and rows["int8"]["agreement"] > 0.95
-    assert rows["int8"]["details"]["trt_line"] == "10" and rows["fp32"]["details"]["tf32"] is False
+    assert rows["int8"]["details"]["trt_line"] == "10.3" and rows["fp32"]["details"]["tf32"] is False
     assert rows["int8"]["gpu_compute_ms"]["samples"] > 0 and rows["int8"]["engine_batch"] == 1
     res = run_cli("bench", str(out), "--target", "trt", "--mode", "latency,throughput", "--min-seconds", "0.2", env=env)
     assert res.returncode == 0, res.stderr

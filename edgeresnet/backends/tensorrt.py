@@ -14,7 +14,7 @@ trt_device against a numpy test double of tensorrt and libcudart (tests/trt_stan
 
 DLA engines (``int8-dla``, ``fp16-dla``) are planned per line in build.json's ``plans``
 (implicit INT8 from the calibration cache on 8.x/10.x, NVIDIA's DLA recipe); after each build
-the engine inspector's layer list is audited (``tensorrt_audit``: DLA vs GPU layers, fallbacks).
+the engine inspector's layer list is audited (``trt_device.audit``: DLA vs GPU layers, fallbacks).
 """
 
 from __future__ import annotations

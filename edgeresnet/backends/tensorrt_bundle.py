@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import InputError, UsageError
 
-from .tensorrt_audit import audit
+from ..bundle.trt_device import audit
 from .tensorrt_recipes import DEFAULT_LINE, LINES, RECIPES, Recipe, all_plans, cache_header, implicit_int8_command
 from .tensorrt_recipes import lines_table, plan, recipe_for, trtexec_command, version_code
 
@@ -81,7 +81,7 @@ def trtexec_commands(input_name: str, chw: tuple[int, int, int], batch_range: tu
 def layer_warnings(info: dict, precision: str, float_layers: tuple[str, ...] = (),
                    recipe: Recipe | None = None, dla: bool = False) -> list[str]:
     """Findings from the engine inspector's JSON (ProfilingVerbosity DETAILED), by layer name
-    (``tensorrt_audit``): convs or residual Adds left in float in an INT8 engine, reformats other than
+    (``trt_device.audit``, the device file's own): convs or residual Adds left in float in an INT8 engine, reformats other than
     the input quantize, DLA layers that fell back to the GPU. Layers named in ``float_layers`` (ONNX
     node names kept in float) are expected. Every line's JSON keys are read (``recipe`` is not needed)."""
     return audit(info, precision, float_layers, dla=dla)["warnings"]
