@@ -64,6 +64,7 @@ def _say(text: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 CUDART_ENV = "TRT_DEVICE_CUDART"  # a libcudart path, or module:object naming a test double
+SYSFS_ENV = "TRT_DEVICE_SYSFS_ROOT"  # telemetry reads /sys, /proc, /etc under this root (tests: a fixture board)
 # The names the loader knows on CUDA 11/12 and JetPack 5/6/7 (CUDA 11.4's soname is .so.11.0).
 CUDART_NAMES = ("libcudart.so", "libcudart.so.12", "libcudart.so.13", "libcudart.so.11.0")
 # JetPack installs CUDA under /usr/local/cuda; its libraries also sit in targets/aarch64-linux/lib.
@@ -2312,7 +2313,8 @@ def cmd_bench(args: argparse.Namespace, trt: Any, bundle: DeviceBundle) -> List[
                     with open(path, "rb") as f:
                         info = load_engine(trt, f.read(), plan.get("dla_core"))
                     block = bench_engine(info, batch=batch, mode=mode, requests=args.threads, warmup_ms=args.warmup_ms,
-                                         duration_s=args.duration, iterations=args.iterations, telemetry=Telemetry())
+                                         duration_s=args.duration, iterations=args.iterations,
+                                         telemetry=Telemetry(os.environ.get(SYSFS_ENV) or "/"))
                 except Exception as exc:
                     if _fatal(exc):
                         raise
