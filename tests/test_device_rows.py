@@ -250,3 +250,51 @@ def test_a_jetsons_power_and_clocks_reach_the_report(tmp_path, standin, monkeypa
     md = (export / "report.md").read_text()
     assert "MAXN_SUPER" in md and "energy from ina3221" in md and "TensorRT 10.3.0.30" in md
     assert "MAXN_SUPER" in res.stdout
+
+
+# ----------------------------------------------------------------------------- the other writers keep them
+
+def test_a_bench_here_keeps_the_device_rows(session_copy):
+    """`edgeresnet bench` on the workstation rewrites bench.json with its own rows and keeps the
+    device's; the device rows have no artifact, so it never tries to load a Jetson's engine."""
+    assert run_inprocess("report", str(session_copy), "--device", "orin-1").exit_code == 0
+    res = run_inprocess("bench", str(session_copy), "--min-runs", "3", "--min-seconds", "0.01", "--warmup", "1")
+    assert res.exit_code == 0, (res.stderr, res.exception)
+    rows = bench_rows(session_copy)
+    assert [r["target"] for r in rows] == ["ort"] + ["trt"] * 8
+    md = (session_copy / "report.md").read_text()
+    assert "## Benchmark" in md and "## On the device" in md
+
+
+@pytest.mark.slow
+def test_export_device_session_report_then_build_and_bench_here(tmp_path):
+    """The README's session: `export --target trt --prepare-only`, the bundle's own device file
+    (on the stand-in) builds, evaluates and benches, `edgeresnet report` merges its rows; then the
+    package's own `build` and `bench --target trt` on a GPU host (the stand-in again) add this
+    machine's trt rows beside the device's instead of over them."""
+    from .conftest import export_default, run_cli
+
+    out = tmp_path / "exp"
+    export_default(out, "--target", "trt", "--prepare-only", "--dla-core", "0", "--calib-size", "64",
+                   "--eval-limit", "100")
+    device_run(out, "build")
+    device_run(out, "eval")
+    device_run(out, "bench", *FAST)
+    res = run_cli("report", str(out), "--device", "orin-1")
+    assert res.returncode == 0, res.stderr
+    trt = [r for r in results(out) if r["target"] == "trt"]
+    assert [r["precision"] for r in trt] == ["fp32", "fp16", "int8", "int8-dla", "fp16-dla"]
+    assert all(r["status"] == "ok" and r["top1"] > 0.8 and r["details"]["ran_on"]["device"] == "orin-1" for r in trt)
+    assert trt[2]["top1_drop_pp"] is not None and trt[3]["details"]["layers_on"]["dla"] > 0
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent), str(STANDIN)]),
+           "TRT_STANDIN_VERSION": "10.3.0.30", td.CUDART_ENV: "fake_cudart:library"}
+    res = run_cli("build", str(out), "--eval-limit", "100", env=env)
+    assert res.returncode == 0, res.stderr
+    trt = [r for r in results(out) if r["target"] == "trt"]
+    here = [r for r in trt if "ran_on" not in r["details"]]
+    assert len(trt) - len(here) == 5 and len(here) >= 3
+    res = run_cli("bench", str(out), "--target", "trt", "--min-seconds", "0.05", env=env)
+    assert res.returncode == 0, res.stderr
+    bench = bench_rows(out)
+    assert sum(1 for r in bench if "ran_on" in r["details"]) == 5 and any("ran_on" not in r["details"] for r in bench)
+    assert "## On the device" in (out / "report.md").read_text()
