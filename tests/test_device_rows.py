@@ -224,6 +224,24 @@ def test_a_rows_file_that_is_a_link_out_of_the_bundle_is_refused(session_copy, t
     assert stamps(session_copy) == before
 
 
+def test_a_malformed_layer_list_is_exit_3_and_nothing_is_written(session_copy):
+    (session_copy / "trt" / "model.int8.layers.json").write_text("[" * 50_000)
+    before = stamps(session_copy)
+    res = run_inprocess("report", str(session_copy))
+    assert res.exit_code == 3 and "model.int8.layers.json" in res.stderr and "Traceback" not in res.stderr
+    assert stamps(session_copy) == before
+
+
+def test_the_host_a_rows_file_records_names_the_device(session_copy):
+    for command in ("build", "eval", "bench"):
+        path = session_copy / "trt" / f"device.{command}.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "host": "orin-nano-7", "board": "Orin Nano"}))
+    assert run_inprocess("report", str(session_copy)).exit_code == 0
+    tags = [r["details"]["ran_on"] for r in results(session_copy) + bench_rows(session_copy) if r["target"] == "trt"]
+    assert len(tags) == 12 and all(t["device"] == "orin-nano-7" and t["board"] == "Orin Nano" for t in tags)
+    assert "orin-nano-7 (TRT 10.3.0.30)" in (session_copy / "report.md").read_text()
+
+
 def test_a_bad_device_name_is_a_usage_error(session_copy):
     assert run_inprocess("report", str(session_copy), "--device", "a\nb").exit_code == 2
 
@@ -247,6 +265,7 @@ def test_a_jetsons_power_and_clocks_reach_the_report(tmp_path, standin, monkeypa
         assert r["power_mode"] == {"id": 2, "name": "MAXN_SUPER"} and r["clocks_locked"] is True
         assert r["avg_w"] > 0 and r["mj_per_image"] > 0 and r["energy_source"] == "ina3221"
         assert r["details"]["ran_on"]["device"] is None and r["details"]["ran_on"]["tensorrt"] == "10.3.0.30"
+        assert "host" not in r["details"]["ran_on"]  # the device file records no host name (yet)
     md = (export / "report.md").read_text()
     assert "MAXN_SUPER" in md and "energy from ina3221" in md and "TensorRT 10.3.0.30" in md
     assert "MAXN_SUPER" in res.stdout

@@ -38,7 +38,9 @@ ENGINE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}\Z")  # plan engine names: f
 HINT = "copy the file again from the device (`python3 trt/trt_device.py build|eval|bench` writes it), or leave it out"
 NONE_HINT = ("run `python3 trt/trt_device.py build`, `eval` and `bench` on the device, copy trt/ back "
              "(rsync -a jetson:~/exports/NAME/trt/ DIR/trt/), or pass the rows files")
-BUILD_FIELDS = ("status", "reason", "size_bytes", "engine_batch")
+# Facts about the device a rows file's header may carry beside format/command/tensorrt/python/numpy/created
+# (the device file writes none of these yet; each is copied into the tag when present).
+HEADER_FACTS = ("host", "board", "l4t", "jetpack", "cuda", "gpu")
 EVAL_FIELDS = ("top1", "top5", "top1_drop_pp", "agreement", "per_class_drop_pp")
 
 
@@ -73,9 +75,9 @@ def read_rows_file(path: Path, device: str | None = None) -> RowsFile:
     problem = _header_problem(data) or next(filter(None, map(_row_problem, data["rows"])), None)
     if problem:
         raise InputError(f"{path} is not a device rows file the package reads ({problem})", hint=HINT)
-    tag = {"device": device or data.get("host"), "host": data.get("host"), "tensorrt": data["tensorrt"],
-           "python": data["python"], "numpy": data.get("numpy"), "format": data["format"],
-           "files": {data["command"]: {"file": path.name, "created": data["created"]}}}
+    tag = {"device": device or data.get("host"), "tensorrt": data["tensorrt"], "python": data["python"],
+           "numpy": data.get("numpy"), **{k: data[k] for k in HEADER_FACTS if data.get(k) is not None},
+           "format": data["format"], "files": {data["command"]: {"file": path.name, "created": data["created"]}}}
     fields = set(ResultRow.__dataclass_fields__)
     rows = [ResultRow(**{k: v for k, v in r.items() if k in fields}) for r in data["rows"]]
     return RowsFile(path, data["command"], tag, rows)
@@ -97,8 +99,9 @@ def _header_problem(data) -> str | None:
             return f"'{key}' is not a version or date string"
     if data.get("numpy") is not None and not _text(data["numpy"], 64):
         return "'numpy' is not a version string"
-    if data.get("host") is not None and not _text(data["host"]):
-        return "'host' is not a host name"
+    for key in HEADER_FACTS:
+        if data.get(key) is not None and not _text(data[key]):
+            return f"'{key}' is not a short string"
     rows = data.get("rows")
     if not isinstance(rows, list):
         return "'rows' is not a list of rows"
