@@ -191,6 +191,7 @@ HOSTILE = [
     ("engine-name", _bad_engine_name, "engine name"),
     ("deep", lambda doc: "[" * 50_000 + "]" * 50_000, "nested too deeply"),
     ("other-format", lambda doc: json.dumps({**doc, "format": "edgeresnet-bundle/1"}), "format 'edgeresnet-bundle/1'"),
+    ("a-report", lambda doc: json.dumps({"model": {}, "results": doc["rows"]}), "no 'format'"),
     ("not-json", lambda doc: "{rows: [", "cannot read"),
     ("no-rows", lambda doc: json.dumps({k: v for k, v in doc.items() if k != "rows"}), "'rows' is not a list"),
 ]

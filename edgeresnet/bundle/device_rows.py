@@ -90,8 +90,10 @@ def _text(value, most: int = 256) -> bool:
 def _header_problem(data) -> str | None:
     if not isinstance(data, dict):
         return "not a JSON object"
-    if data.get("format") != FORMAT:
-        return f"format {str(data.get('format'))!r:.60}, not {FORMAT}"
+    if "format" not in data:
+        return f"no 'format': a rows file's header says {FORMAT}"
+    if data["format"] != FORMAT:
+        return f"format {str(data['format'])!r:.60}, not {FORMAT}"
     if data.get("command") not in COMMANDS:
         return f"command {str(data.get('command'))!r:.40} is not one of {', '.join(COMMANDS)}"
     for key in ("tensorrt", "python", "created"):
