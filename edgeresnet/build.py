@@ -32,6 +32,7 @@ from .machine import libraries
 from .manifest import write_manifest
 from .report import Report
 from .report.publish import publish, read_bench
+from .report.table import ran_on
 
 
 HINT = "pass an export directory made with --target trt"
@@ -89,7 +90,8 @@ def build_on_device(export_dir: Path, eval_spec: str | None = None, eval_limit: 
                         fallback_layers=list(spec.fallback_layers))
     backend = TensorRTBackend(trt_options=options)
     rows = engine_rows(backend, ctx, int8=True)
-    report.results = [r for r in report.results if r.target != backend.name] + rows
+    # Rows merged from devices by `edgeresnet report` stay: they describe other machines' engines.
+    report.results = [r for r in report.results if r.target != backend.name or ran_on(r)] + rows
     if eval_set is not None:
         report.evaluation = {**(report.evaluation or {}), "trt_source": eval_set.source, "trt_images": int(len(eval_idx))}
     publish(root, report)

@@ -298,15 +298,17 @@ that is JetPack's `python3-libnvinfer`; CUDA is reached through `libcudart` with
 cuda-python is optional). From the export directory:
 
 ```bash
-python3 trt/trt_device.py build              # engines for the TensorRT it finds, layer audit
+python3 trt/trt_device.py build              # engines for the TensorRT it finds, their layer lists
 python3 trt/trt_device.py eval               # accuracy of every engine
-python3 trt/trt_device.py bench --json > rows.json
+python3 trt/trt_device.py bench              # latency, GPU compute, power and clocks
 ```
 
 Where edgeresnet itself is installed (x86 hosts, JetPack 7), `edgeresnet build EXPORT_DIR` does
 the same, and `edgeresnet build EXPORT_DIR --dry-run` prints the plan anywhere, without TensorRT.
 
-Bring `rows.json` back to the workstation for the report. The device file reads `build.json`'s
+Each writes its rows to `trt/device.<command>.json`. Bring `trt/` back to the workstation and run
+`edgeresnet report EXPORT_DIR` there: the rows, tagged with this device, go into the export's
+report.json, report.md/html and bench.json, and the layer lists are audited. The device file reads `build.json`'s
 `plans`: one build plan per TensorRT line, chosen by `tensorrt.__version__` through `lines`, so
 it has no recipe logic of its own:
 
