@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..backends.tensorrt_audit import audit, summary
+from .trt_device import audit, summary
 from ..backends.tensorrt_bundle import BUNDLE
 from ..errors import InputError, UsageError
 from ..outdir import read_json

@@ -2407,10 +2407,28 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def device_facts() -> Dict[str, str]:
+    """Which machine the rows come from, for the workstation's report: the host name, and on a
+    Jetson the board (/proc/device-tree/model) and the L4T release line (/etc/nv_tegra_release)."""
+    import platform
+
+    facts = {"host": platform.node()}
+    for key, path in (("board", "/proc/device-tree/model"), ("l4t", "/etc/nv_tegra_release")):
+        try:
+            with open(path, "rb") as f:
+                text = f.read(512).decode("utf-8", "replace").replace("\x00", "").strip().splitlines()
+        except OSError:
+            continue
+        if text:
+            facts[key] = text[0][:200]
+    return facts
+
+
 def write_rows(bundle: DeviceBundle, command: str, rows: List[Dict[str, Any]], trt: Any, out: Optional[str]) -> str:
     """The rows as a JSON file the package reads (same keys as report.json's results)."""
     doc = {"format": FORMAT, "command": command, "tensorrt": str(trt.__version__), "created": time.strftime(
-        "%Y-%m-%dT%H:%M:%S%z"), "python": sys.version.split()[0], "numpy": np.__version__, "rows": rows}
+        "%Y-%m-%dT%H:%M:%S%z"), "python": sys.version.split()[0], "numpy": np.__version__, **device_facts(),
+        "rows": rows}
     path = out or bundle.output(f"device.{command}.json")
     write_atomic(path, json.dumps(doc, indent=1, default=str).encode())
     return path
