@@ -8,8 +8,8 @@ Nothing here ran on a GPU, a Jetson or a real TensorRT."""
 
 from __future__ import annotations
 
-import functools
 import json
+import platform
 import os
 import subprocess
 import sys
@@ -252,10 +252,9 @@ def test_a_bad_device_name_is_a_usage_error(session_copy):
 def test_a_jetsons_power_and_clocks_reach_the_report(tmp_path, standin, monkeypatch):
     """The device file's bench with its telemetry reading the Orin fixture tree (MAXN_SUPER,
     jetson_clocks run, INA3221 rails): the merged rows carry the power mode, W and mJ/image.
-    trt_device's CLI has no way to point Telemetry at a fixture root (no flag, no variable),
-    so this bench runs in this process with Telemetry's own ``root`` argument set."""
+    TRT_DEVICE_SYSFS_ROOT points the device file's telemetry at the fixture board."""
     export = export_with_bundle(tmp_path / "exp")
-    monkeypatch.setattr(td, "Telemetry", functools.partial(td.Telemetry, root=str(ORIN), interval=0.02))
+    monkeypatch.setenv(td.SYSFS_ENV, str(ORIN))
     bundle = export / "trt"
     assert run_device(bundle, "build", "--engines", "fp32,int8-dla") == 0
     assert run_device(bundle, "bench", "--engines", "fp32,int8-dla", *FAST) == 0
@@ -265,10 +264,9 @@ def test_a_jetsons_power_and_clocks_reach_the_report(tmp_path, standin, monkeypa
     for r in bench.values():
         assert r["power_mode"] == {"id": 2, "name": "MAXN_SUPER"} and r["clocks_locked"] is True
         assert r["avg_w"] > 0 and r["mj_per_image"] > 0 and r["energy_source"] == "ina3221"
-        assert r["details"]["ran_on"]["device"] is None and r["details"]["ran_on"]["tensorrt"] == "10.3.0.30"
-        assert "host" not in r["details"]["ran_on"]  # the device file records no host name (yet)
+        assert r["details"]["ran_on"]["device"] == platform.node() and r["details"]["ran_on"]["tensorrt"] == "10.3.0.30"
     md = (export / "report.md").read_text()
-    assert "MAXN_SUPER" in md and "energy from ina3221" in md and "TensorRT 10.3.0.30" in md
+    assert "MAXN_SUPER" in md and "energy from ina3221" in md and f"{platform.node()} (TRT 10.3.0.30)" in md
     assert "MAXN_SUPER" in res.stdout
 
 
