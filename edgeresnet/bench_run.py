@@ -159,9 +159,16 @@ def bench(cfg: BenchConfig) -> tuple[list[ResultRow], dict | None]:
                               details={**r.get("details", {}), "load_seconds": r.get("load_seconds"),
                                        "requests": r.get("requests"), "rounds": cfg.rounds,
                                        **({"throughput_rounds": r["throughput_rounds"]} if "throughput_rounds" in r else {})},
-                              kernel=r.get("details", {}).get("kernel"), **item.accuracy))
+                              kernel=r.get("details", {}).get("kernel"), **item.accuracy, **row_columns(r)))
     _warn_other_cpu(report)
     return rows, report
+
+
+def row_columns(block: dict) -> dict:
+    """The row columns a self-timing engine's block adds (GPU compute, H2D, D2H, enqueue, engine
+    batch, telemetry): only names ResultRow has, so a block cannot set anything else."""
+    fields = set(ResultRow.__dataclass_fields__)
+    return {k: v for k, v in (block.get("row") or {}).items() if k in fields}
 
 
 def _warn_other_cpu(report: dict | None) -> None:

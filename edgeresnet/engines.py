@@ -15,6 +15,7 @@ import numpy as np
 
 from .backends.base import Artifact, Backend, artifact_size
 from .bench import time_runner
+from .bench_run import row_columns
 from .bench_worker import block_spec, spawn
 from .calibrate.table import CalibrationTable
 from .data import Preprocess
@@ -63,6 +64,11 @@ class Measurer:
         timed = spawn(block_spec(artifact, chw=self.probe.shape[1:], threads=self.threads, device=self.device, **QUICK))
         row.latency_ms, row.throughput_ips = timed["latency_ms"], timed["throughput_ips"]
         row.peak_memory_mb = timed.get("peak_rss_mb")
+        for name, value in row_columns(timed).items():  # an engine timed as trtexec: GPU compute, H2D, ...
+            setattr(row, name, value)
+        timing = timed.get("details", {}).get("timing_warnings", [])
+        if timing:  # trtexec's warnings (unstable GPU time, bound by copies or enqueue), printed by `build`
+            row.details["warnings"] = row.details.get("warnings", []) + [f"timing: {w}" for w in timing]
         row.details["latency_method"] = LATENCY_METHOD
         return acc
 

@@ -121,22 +121,32 @@ def gpus() -> list[dict]:
     return found
 
 
-def jetson() -> dict:
-    """Power mode and clocks where readable (nvpmodel, sysfs); empty elsewhere."""
+def jetson(root: str = "/") -> dict:
+    """Power mode and clocks where readable (nvpmodel, sysfs); empty elsewhere. The GPU clock
+    comes from the devfreq folder the bench's telemetry finds (a scan of /sys/class/devfreq, as
+    jetson_stats does), so Xavier, Nano, Orin on JetPack 5 or 6 and Thor all report it. `root`
+    reads a fixture tree instead of "/" (nvpmodel is run only for the real machine)."""
+    from .bundle.trt_device import gpu_devfreq
+
+    base = Path(root)
     info: dict = {}
-    release = Path("/etc/nv_tegra_release")
+    release = base / "etc/nv_tegra_release"
     if release.exists():
         info["l4t"] = release.read_text(errors="replace").splitlines()[0].strip()
-    if shutil.which("nvpmodel"):
+    if base.resolve() == Path("/") and shutil.which("nvpmodel"):
         try:
             res = subprocess.run(["nvpmodel", "-q"], capture_output=True, text=True, timeout=10)
             info["power_mode"] = " ".join(res.stdout.split())
         except (OSError, subprocess.SubprocessError):
             pass
-    for name, path in (("gpu_freq_hz", "/sys/devices/gpu.0/devfreq/17000000.ga10b/cur_freq"),
-                       ("cpu0_freq_khz", "/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq")):
+    devfreq = gpu_devfreq(root)
+    files = {"gpu_freq_hz": Path(devfreq) / "cur_freq"} if devfreq else {}
+    files["cpu0_freq_khz"] = base / "sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq"
+    if devfreq:
+        info["gpu_devfreq"] = Path(devfreq).name
+    for name, path in files.items():
         try:
-            info[name] = int(Path(path).read_text().strip())
+            info[name] = int(path.read_text().strip())
         except (OSError, ValueError):
             pass
     return info

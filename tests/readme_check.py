@@ -10,7 +10,9 @@ then runs each command in README order with ``edgeresnet`` meaning the clone's v
 run here is named, not hidden:
 
 * ``rsync``/``scp`` to a ``jetson`` host: no such host;
+* the Jetson session (``sudo apt install``, ``cd ~/exports/...``, ``python3 trt/trt_device.py``): no Jetson;
 * ``edgeresnet build``: must exit 4 saying TensorRT is missing (no TensorRT installs here);
+* ``edgeresnet report``: must exit 3 saying there are no device rows (the Jetson session did not run);
 * ``python -m pytest``: what CI runs.
 
 Prints one line per command (exit code, seconds, the last line of its output) and exits 1 when
@@ -31,8 +33,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SKIP = {"rsync": "needs a remote host (jetson)", "scp": "needs a remote host (jetson)",
-        ".venv/bin/python -m pytest": "the test suite: CI runs it"}
+        ".venv/bin/python -m pytest": "the test suite: CI runs it",
+        "sudo apt install": "on the Jetson: JetPack's own packages",
+        "cd ~/exports/": "on the Jetson", "python3 trt/trt_device.py": "on the Jetson: needs its TensorRT"}
 NO_TENSORRT = ("edgeresnet build",)  # expected: exit 4, a one-line "TensorRT ... not installed"
+NO_DEVICE = ("edgeresnet report",)  # expected: exit 3, "no device rows" (the Jetson session was skipped)
 
 
 def readme_commands(readme: Path) -> list[str]:
@@ -127,9 +132,12 @@ def main() -> int:
         seconds = time.perf_counter() - start
         last = (res.stderr.strip() or res.stdout.strip()).splitlines()[-1:] or [""]
         expected_fail = cmd.startswith(NO_TENSORRT) and "--dry-run" not in cmd
-        ok = (res.returncode == 4 and "tensorrt" in res.stderr.lower()) if expected_fail else res.returncode == 0
+        no_rows = cmd.startswith(NO_DEVICE)
+        ok = (res.returncode == 4 and "tensorrt" in res.stderr.lower()) if expected_fail else \
+            (res.returncode == 3 and "no device rows" in res.stderr) if no_rows else res.returncode == 0
         failures += not ok
-        tag = ("OK" if ok else "FAIL") + (" (no TensorRT here, as expected)" if expected_fail and ok else "")
+        tag = ("OK" if ok else "FAIL") + (" (no TensorRT here, as expected)" if expected_fail and ok else "") + \
+            (" (no device session here, as expected)" if no_rows and ok else "")
         print(f"{tag:4}  exit {res.returncode}  {seconds:6.1f}s  {cmd}\n      {last[0][:200]}")
         if not ok:
             print("\n".join("      | " + line for line in (res.stdout + res.stderr).splitlines()[-15:]))

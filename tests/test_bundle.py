@@ -97,10 +97,10 @@ def test_build_takes_the_bundles_trt_folder(trt_bundle):
     assert given.returncode == 0, given.stderr
     assert json.loads(given.stdout) == json.loads(run_cli("build", str(trt_bundle), "--dry-run", "--json").stdout)
     here = run_cli("build", ".", "--dry-run", "--json", cwd=trt_bundle / "trt")
-    assert here.returncode == 0 and json.loads(here.stdout)["trt_line"] == "10"
+    assert here.returncode == 0 and json.loads(here.stdout)["trt_line"] == "10.3"  # the default: JetPack 6.1/6.2
 
 
-@pytest.mark.parametrize("version, header", [("8.5.2", "TRT-8502"), ("11.4", "TRT-110400")])
+@pytest.mark.parametrize("version, header", [("8.5.2", "TRT-8502"), ("11.4", "TRT-110401")])  # 11.4 means 11.4.1, the JetPack 7.2.2 release
 def test_build_verifies_before_use_and_rehashes_what_it_rewrites(trt_bundle, tmp_path, monkeypatch, version, header):
     """`build` past the TensorRT check, as on a device with that TensorRT (this machine has
     none, so the engine builds fail as rows): it retargets the calibration cache's header and

@@ -7,7 +7,7 @@ import torch
 
 from .conftest import DEBIAN, run_cli
 
-COMMANDS = ["train", "eval", "export", "bench", "build", "doctor", "predict", "demo", "models"]
+COMMANDS = ["train", "eval", "export", "bench", "build", "report", "doctor", "predict", "demo", "models"]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS)

@@ -117,9 +117,10 @@ def test_trtexec_lines_and_bundle_files(export_all):
     assert plan["batch_range"] == [1, 8, 32] and plan["input_chw"] == [1, 28, 28]
     cmds = trtexec_commands("input", (1, 28, 28), (1, 8, 32))
     assert "--minShapes=input:1x1x28x28" in cmds["int8"] and "--maxShapes=input:32x1x28x28" in cmds["int8"]
-    dla = trtexec_commands("input", (1, 28, 28), (1, 8, 32), dla_core=0)  # static on DLA, fp32 on the GPU
-    assert "--onnx=model.int8.trt.qdq.onnx" in dla["int8"] and "--useDLACore=0" in dla["fp16"]
-    assert "--minShapes=input:8x1x28x28" in dla["int8"] and not any("DLA" in a for a in dla["fp32"])
+    dla = trtexec_commands("input", (1, 28, 28), (1, 8, 32), dla_core=0)  # DLA engines beside the GPU ones
+    assert "--onnx=model.int8.trt.qdq.onnx" in dla["int8"] and "--useDLACore=0" in dla["fp16-dla"]
+    assert "--onnx=../model.fp32.onnx" in dla["int8-dla"] and "--calib=calibration.cache" in dla["int8-dla"]
+    assert "--minShapes=input:8x1x28x28" in dla["int8-dla"] and not any("DLA" in a for a in dla["fp32"] + dla["int8"])
     script = (out / "trt" / "trtexec.sh").read_text()
     assert "--saveEngine=model.int8.engine" in script and "--calib=calibration.cache" in script
     assert "edgeresnet build" in (out / "trt" / "README.md").read_text()

@@ -1,11 +1,11 @@
 """TensorRT per line (8.5/8.6, 10.x, 11.x) without TensorRT: the recipes, the bundle files each
-line gets, `build --dry-run`, the FP16-typed ONNX for 11, and the torch-free runner up to the
-CUDA calls."""
+line gets, `build --dry-run` and the FP16-typed ONNX for 11. The device side (build, run, bench)
+is tests/test_trt_device.py."""
 
 from __future__ import annotations
 
-import ctypes
 import json
+import shlex
 import subprocess
 import sys
 
@@ -15,57 +15,135 @@ import pytest
 from onnx import TensorProto
 
 from edgeresnet.backends.tensorrt_bundle import layer_warnings, parse_calibration_cache
-from edgeresnet.backends.tensorrt_recipes import RECIPES, plan, recipe_for, trtexec_command
+from edgeresnet.backends.tensorrt_recipes import LINES as RECIPE_LINES
+from edgeresnet.backends.tensorrt_recipes import RECIPES, all_plans, lines_table, plan, recipe_for, trtexec_command
+from edgeresnet.backends.tensorrt_recipes import version_in_line
 from edgeresnet.errors import BackendUnavailable, UsageError
 
 from .conftest import export_default, make_bundle, run_cli
 
-LINES = {"8.5.2": ("8.6", "TRT-8502-EntropyCalibration2"), "10.3": ("10", "TRT-100300-EntropyCalibration2"),
-         "11.4": ("11", None)}
+LINES = {"8.5.2": ("8.5", "TRT-8502-EntropyCalibration2"), "10.3": ("10.3", "TRT-100300-EntropyCalibration2"),
+         "11.4": ("11.4", None)}
 REMOVED_IN_11 = ("--int8", "--fp16", "--calib", "--precisionConstraints", "--layerPrecisions", "--best")
 
 
-@pytest.mark.parametrize("given,line,full", [("8", "8.6", "8.5.2"), ("8.5", "8.6", "8.5.2"), ("8.6", "8.6", "8.6.1"),
-                                             ("8.5.2", "8.6", "8.5.2"), (None, "10", "10.3.0"), ("10.13.1", "10", "10.13.1"),
-                                             ("11", "11", "11.4.0"), ("trt-10.3", "10", "10.3.0")])
+@pytest.mark.parametrize("given,line,full", [
+    ("8.4", "8.4", "8.4.1"), ("8.4.1", "8.4", "8.4.1"),  # JetPack 5.0.2
+    ("8", "8.5", "8.5.2"), ("8.5", "8.5", "8.5.2"), ("8.5.2", "8.5", "8.5.2"),  # JetPack 5.1.x
+    ("8.6", "8.6", "8.6.2"), ("8.6.1", "8.6", "8.6.1"),  # JetPack 6.0 (8.6.2); x86 8.6.1
+    (None, "10.3", "10.3.0"), ("10", "10.3", "10.3.0"), ("trt-10.3", "10.3", "10.3.0"), ("10.7", "10.3", "10.7.0"),
+    ("10.8", "10", "10.8.0"), ("10.13.1", "10", "10.13.1"), ("10.3.0.30", "10.3", "10.3.0"),
+    ("11", "11.4", "11.4.1"), ("11.2", "11", "11.2.0"), ("11.4.0", "11", "11.4.0"), ("11.4", "11.4", "11.4.1"),
+    ("11.9.2", "11.4", "11.9.2")])
 def test_a_version_picks_its_line(given, line, full):
     recipe, version = recipe_for(given)
     assert (recipe.line, version) == (line, full)
 
 
-@pytest.mark.parametrize("bad", ["7.1", "12", "8.4", "ten", "", "10.3.0.1.2"])
+@pytest.mark.parametrize("bad", ["7.1", "12", "8.2", "9.3", "ten", "", "10.3.0.1.2"])
 def test_unknown_versions_are_refused_in_one_line(bad):
     with pytest.raises(UsageError, match="--trt-version"):
         recipe_for(bad)
 
 
+def test_the_lines_table_maps_every_version_to_exactly_one_line():
+    """build.json's "lines" is what the device file reads to pick its plan: every version the tests
+    name falls in exactly one line, the one recipe_for picks."""
+    for version in ("8.4.1", "8.5.2", "8.6.2", "10.0.1", "10.3.0", "10.7.0", "10.8.0", "10.16.1", "11.0.0", "11.4.0",
+                    "11.4.1", "11.7.3"):
+        owners = [r.line for r in RECIPE_LINES if version_in_line(version, r)]
+        assert owners == [recipe_for(version)[0].line], version
+    assert [row["line"] for row in lines_table()] == [r.line for r in RECIPE_LINES]
+
+
 def test_flags_per_line_follow_each_lines_docs():
     chw, br = (1, 28, 28), (1, 8, 32)
-    for name in ("8.6", "10"):
+    for name in ("8.4", "8.5", "8.6", "10.3", "10"):
         r = RECIPES[name]
         assert trtexec_command(r, "int8", "input", chw, br)[3:5] == ["--int8", "--fp16"]  # QDQ + FP16 float layers
         assert "--fp16" in trtexec_command(r, "fp16", "input", chw, br)
         fp32 = trtexec_command(r, "fp32", "input", chw, br)
         assert "--noTF32" in fp32 and "--fp16" not in fp32 and "--int8" not in fp32
-    r = RECIPES["11"]
-    lines = {p: trtexec_command(r, p, "input", chw, br) for p in ("int8", "fp16", "fp32")}
-    for cmd in lines.values():
-        assert not [a for a in cmd if a.split("=")[0] in REMOVED_IN_11]  # trtexec 11 exits on these
-    assert "--onnx=model.int8.trt.fp16.qdq.onnx" in lines["int8"] and "--onnx=model.fp16.onnx" in lines["fp16"]
-    assert "--noTF32" in lines["fp32"]
+    for name in ("11", "11.4"):
+        r = RECIPES[name]
+        lines = {e: trtexec_command(r, e, "input", chw, br, 0) for e in ("int8", "fp16", "fp32", "int8-dla", "fp16-dla")}
+        for cmd in lines.values():
+            assert not [a for a in cmd if a.split("=")[0] in REMOVED_IN_11]  # trtexec 11 exits on these
+        assert "--onnx=model.int8.trt.fp16.qdq.onnx" in lines["int8"] and "--onnx=model.fp16.onnx" in lines["fp16"]
+        assert "--noTF32" in lines["fp32"]
 
 
-def test_dla_gets_a_static_profile_and_no_fp32_engine():
-    r = RECIPES["10"]
-    p = plan(r, "10.3.0", input_name="input", chw=(1, 28, 28), batch_range=(1, 8, 32), dla_core=1)
-    for precision in ("int8", "fp16"):
-        e = p["engines"][precision]
-        assert e["profile"] == {"min": 8, "opt": 8, "max": 8} and e["device"].startswith("DLA core 1")
-        assert "--useDLACore=1" in e["trtexec"] and "--minShapes=input:8x1x28x28" in e["trtexec"]
-    fp32 = p["engines"]["fp32"]
-    assert fp32["device"] == "GPU" and "useDLACore" not in fp32["trtexec"] and fp32["profile"]["max"] == 32
-    with pytest.raises(UsageError, match="DLA"):
-        plan(RECIPES["11"], "11.4.0", input_name="input", chw=(1, 28, 28), batch_range=(1, 8, 32), dla_core=0)
+BR = (1, 8, 32)
+
+
+def _plan(line, dla_core=None, **kw):
+    r = RECIPES[line]
+    return plan(r, r.default_version, input_name="input", chw=(1, 28, 28), batch_range=BR, dla_core=dla_core, **kw)
+
+
+@pytest.mark.parametrize("line", ["8.4", "8.5", "8.6", "10.3"])
+def test_dla_int8_is_nvidias_implicit_recipe_on_weakly_typed_lines(line):
+    """NVIDIA's DLA recipe (Deep-Learning-Accelerator-SW tools/qdq-translator): the FP32 ONNX, the
+    calibration cache, --int8 --fp16, --useDLACore, GPU fallback, FP16 by name for the layers without
+    a scale. No DLA engine reads the Q/DQ file; the GPU engines stay, fp32 only on the GPU."""
+    p = _plan(line, dla_core=1, float_layers=("/layer1/layer1.0/conv1/Conv",),
+              dla_float_layers=("/layer1/layer1.0/conv1/Conv", "/fc/Gemm"))
+    assert list(p["engines"]) == ["int8", "fp16", "fp32", "int8-dla", "fp16-dla"]
+    e = p["engines"]["int8-dla"]
+    assert e["onnx"] == "../model.fp32.onnx" and e["calibration_cache"] == "calibration.cache"
+    assert e["builder_flags"] == ["INT8", "FP16", "GPU_FALLBACK", "PREFER_PRECISION_CONSTRAINTS"]
+    assert e["layer_precisions"] == {"/layer1/layer1.0/conv1/Conv": "fp16", "/fc/Gemm": "fp16"}
+    assert e["precision_constraints"] == "prefer" and e["dla_core"] == 1 and e["strongly_typed"] is False
+    assert e["expected_float_layers"] == ["/layer1/layer1.0/conv1/Conv", "/fc/Gemm"]
+    cmd = shlex.split(e["trtexec"])
+    for flag in ("--onnx=../model.fp32.onnx", "--int8", "--fp16", "--calib=calibration.cache", "--useDLACore=1",
+                 "--allowGPUFallback", "--precisionConstraints=prefer",
+                 "--layerPrecisions=/layer1/layer1.0/conv1/Conv:fp16,/fc/Gemm:fp16", "--minShapes=input:8x1x28x28",
+                 "--maxShapes=input:8x1x28x28"):
+        assert flag in cmd, flag
+    fp16 = p["engines"]["fp16-dla"]
+    assert fp16["onnx"] == "../model.fp32.onnx" and fp16["builder_flags"] == ["FP16", "GPU_FALLBACK"]
+    assert fp16["calibration_cache"] is None and fp16["profile"] == {"min": 8, "opt": 8, "max": 8}
+    for name, engine in p["engines"].items():
+        if name.endswith("-dla"):
+            assert "qdq" not in engine["onnx"] and "qdq" not in engine["trtexec"]
+        else:
+            assert engine["dla_core"] is None and "useDLACore" not in engine["trtexec"] and engine["profile"]["max"] == 32
+    assert p["engines"]["int8"]["onnx"] == "model.int8.trt.qdq.onnx" and p["engines"]["int8"]["calibration_cache"] is None
+    assert p["engines"]["int8"]["expected_float_layers"] == ["/layer1/layer1.0/conv1/Conv"]
+
+
+def test_dla_on_11_4_is_strongly_typed_explicit_int8():
+    """TensorRT 11.4.1 brings DLA back on AGX Orin (JetPack 7.2.2+) with strongly typed networks only
+    ("Strongly Typed Networks for DLA"): no precision flags, no calibrator, so INT8 on the DLA can
+    only be the Q/DQ model, with FP16 float tensors; GPU fallback as in 10.x."""
+    p = _plan("11.4", dla_core=0)
+    e = p["engines"]["int8-dla"]
+    assert e["onnx"] == "model.int8.trt.fp16.qdq.onnx" and e["strongly_typed"] is True
+    assert e["builder_flags"] == ["GPU_FALLBACK"] and e["calibration_cache"] is None and e["layer_precisions"] == {}
+    assert "--useDLACore=0" in e["trtexec"] and p["engines"]["fp16-dla"]["onnx"] == "model.fp16.onnx"
+    assert p["cache_header"] is None
+
+
+@pytest.mark.parametrize("line", ["10", "11"])
+def test_lines_without_dla_refuse_a_dla_core_in_one_line(line):
+    with pytest.raises(UsageError, match="DLA") as err:
+        _plan(line, dla_core=0)
+    assert "11.4" in err.value.hint and "10.3" in err.value.hint
+
+
+def test_every_plan_carries_the_fields_the_device_file_reads():
+    plans = all_plans(input_name="input", chw=(1, 28, 28), batch_range=BR, dla_core=0, dla_float_layers=("/fc/Gemm",))
+    assert list(plans) == [r.line for r in RECIPE_LINES]
+    fields = {"onnx", "builder_flags", "strongly_typed", "tf32", "profile", "dla_core", "calibration_cache",
+              "layer_precisions", "precision_constraints", "expected_float_layers", "trtexec"}
+    for line, p in plans.items():
+        assert {"trt_line", "trt_label", "cache_header", "engines"} <= set(p)
+        for engine in p["engines"].values():
+            assert fields <= set(engine)
+            assert (engine["precision_constraints"] is None) == (not engine["layer_precisions"])
+        assert ("int8-dla" in p["engines"]) == RECIPES[line].dla
+        assert ("dla_note" in p) == (not RECIPES[line].dla)
 
 
 def test_inspector_keys_per_line():
@@ -76,9 +154,9 @@ def test_inspector_keys_per_line():
     eleven_int8 = {"Layers": [{**conv, "Inputs": [{"Name": "x", "Format": "Thirty-two wide channel vectorized "
                                                    "row major", "DataType": "Int8"}]}]}
     eleven_half = {"Layers": [{**conv, "Inputs": [{"Name": "x", "Format": "Channel major", "DataType": "Half"}]}]}
-    assert len(layer_warnings(ten, "int8", recipe=RECIPES["10"])) == 1
-    assert layer_warnings(eleven_int8, "int8", recipe=RECIPES["11"]) == []
-    assert "Half" in layer_warnings(eleven_half, "int8", recipe=RECIPES["11"])[0]
+    assert len(layer_warnings(ten, "int8", recipe=RECIPES["10.3"])) == 1
+    assert layer_warnings(eleven_int8, "int8", recipe=RECIPES["11.4"]) == []
+    assert "Half" in layer_warnings(eleven_half, "int8", recipe=RECIPES["11.4"])[0]
 
 
 def _types(model) -> dict[str, int]:
@@ -142,114 +220,53 @@ def test_each_lines_bundle_and_dry_run(tmp_path, version):
     assert shown["engines"]["int8"]["trtexec"] == lines[0]
     readable = run_cli("build", str(out), "--dry-run")
     assert readable.returncode == 0 and "plan for" in readable.stdout and "int8" in readable.stdout
+    # every line's plan is in build.json, and the dry run of the bundle's own line is that entry
+    assert set(saved["plans"]) == {r.line for r in RECIPE_LINES} and saved["plans"][line] == saved["plan"]
+    assert {k: v for k, v in shown.items() if k not in ("bundle_written_for", "version_source")} == saved["plan"]
+    assert (bundle / "model.fp16.onnx").exists() and "unavailable" not in saved["plans"]["11.4"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", ["8.4", "8.5", "10.3", "11.4"])
+def test_a_dla_export_writes_nvidias_dla_line_and_dry_run_shows_it(tmp_path, version):
+    """The issue's acceptance: `export --target trt --prepare-only --dla-core 0 --trt-version 8.5` (and
+    10.3) writes a DLA INT8 line with the FP32 ONNX, --calib and --useDLACore, no DLA line uses a Q/DQ
+    file on those lines, and `build --dry-run` shows it; 8.4 and 11.4 (DLA on AGX Orin) are accepted."""
+    out = tmp_path / "exp"
+    res = export_default(out, "--target", "trt", "--prepare-only", "--dla-core", "0", "--trt-version", version,
+                         "--calib-size", "64", "--no-eval")
+    assert res.returncode == 0, res.stderr
+    saved = json.loads((out / "trt" / "build.json").read_text())
+    line = saved["trt_line"]
+    dla = saved["plans"][line]["engines"]["int8-dla"]
+    script = (out / "trt" / "trtexec.sh").read_text()
+    if line != "11.4":
+        assert dla["onnx"] == "../model.fp32.onnx" and "--calib=calibration.cache" in dla["trtexec"]
+        assert "--useDLACore=0" in dla["trtexec"] and dla["layer_precisions"] == {"/fc/Gemm": "fp16"}
+        for other in saved["plans"].values():  # on every weakly typed line, no DLA engine reads a Q/DQ file
+            for name, e in other["engines"].items():
+                if name.endswith("-dla") and not e["strongly_typed"]:
+                    assert "qdq" not in e["onnx"], (other["trt_line"], name)
+        assert [ln for ln in script.splitlines() if ln.startswith("trtexec ") and "model.int8-dla.engine" in ln] == \
+            [dla["trtexec"]]
+    else:
+        assert dla["onnx"] == "model.int8.trt.fp16.qdq.onnx" and dla["calibration_cache"] is None
+    dry = run_cli("build", str(out), "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["engines"]["int8-dla"] == dla
+    readable = run_cli("build", str(out), "--dry-run")
+    assert readable.returncode == 0 and "int8-dla" in readable.stdout and "--useDLACore=0" in readable.stdout
 
 
 def test_dry_run_and_version_flags_refuse_bad_combinations(tmp_path):
     res = run_cli("export", "default", "--target", "ort", "--trt-version", "10.3", "--out", str(tmp_path / "x"))
     assert res.returncode == 2 and "--target trt" in res.stderr and "Traceback" not in res.stderr
-    res = run_cli("export", "default", "--target", "trt", "--prepare-only", "--trt-version", "11", "--dla-core", "0",
-                  "--out", str(tmp_path / "y"))
-    assert res.returncode == 2 and "DLA" in res.stderr and not (tmp_path / "y").exists()
+    for version in ("11.2", "10.13"):  # no DLA: 11.0-11.4.0, and 10.8+ (10.7 was the last 10.x with DLA)
+        res = run_cli("export", "default", "--target", "trt", "--prepare-only", "--trt-version", version,
+                      "--dla-core", "0", "--out", str(tmp_path / "y"))
+        assert res.returncode == 2 and "DLA" in res.stderr and not (tmp_path / "y").exists()
     res = run_cli("build", str(tmp_path), "--trt-version", "11")
     assert res.returncode == 2 and "--dry-run" in res.stderr
-
-
-class FakeCudart:
-    """Stands in for cuda-python's runtime on a machine without a GPU: "device" memory is host
-    memory, so the runner's copies and bookkeeping run for real."""
-
-    class cudaMemcpyKind:
-        cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost = 1, 2
-
-    def __init__(self):
-        self.live, self.calls = {}, []
-
-    def cudaMalloc(self, n):
-        buf = ctypes.create_string_buffer(n)
-        self.live[ctypes.addressof(buf)] = buf
-        return 0, ctypes.addressof(buf)
-
-    def cudaFree(self, ptr):
-        self.live.pop(ptr)
-        return (0,)
-
-    def cudaMemcpyAsync(self, dst, src, n, kind, stream):
-        ctypes.memmove(dst, src, n)
-        self.calls.append(kind)
-        return (0,)
-
-    def cudaStreamCreate(self):
-        return 0, 7
-
-    def cudaStreamSynchronize(self, stream):
-        return (0,)
-
-    def cudaStreamDestroy(self, stream):
-        return (0,)
-
-    def cudaGetErrorName(self, err):
-        return 0, b"cudaErrorMemoryAllocation"
-
-
-class FakeContext:
-    """An 'engine' that sums each image: reads the input buffer, writes (N, 1) to the output."""
-
-    def __init__(self, max_batch):
-        self.max_batch, self.shape, self.addr = max_batch, None, {}
-
-    def set_input_shape(self, name, shape):
-        self.shape = shape
-        return shape[0] <= self.max_batch
-
-    def get_tensor_shape(self, name):
-        return (self.shape[0], 1)
-
-    def set_tensor_address(self, name, ptr):
-        self.addr[name] = ptr
-
-    def execute_async_v3(self, stream):
-        n = int(np.prod(self.shape))
-        x = np.ctypeslib.as_array((ctypes.c_float * n).from_address(self.addr["in"])).reshape(self.shape)
-        y = np.ctypeslib.as_array((ctypes.c_float * self.shape[0]).from_address(self.addr["out"]))
-        y[:] = x.reshape(self.shape[0], -1).sum(1)
-        return True
-
-
-def test_runner_chunks_by_the_profile_and_copies_through_device_buffers():
-    from edgeresnet.backends.tensorrt_runner import EngineRunner
-
-    cudart = FakeCudart()
-    runner = EngineRunner(None, FakeContext(max_batch=4), "in", "out", max_batch=4, cudart=cudart)
-    x = np.random.default_rng(0).standard_normal((10, 1, 3, 3)).astype(np.float32)
-    y = runner(x)
-    assert y.shape == (10, 1) and np.allclose(y[:, 0], x.reshape(10, -1).sum(1), atol=1e-5)
-    assert cudart.calls.count(1) == 3 == cudart.calls.count(2)  # 4 + 4 + 2: three round trips
-    assert len(cudart.live) == 2  # one input and one output buffer, reused (grown once at most)
-    runner.close()
-    assert not cudart.live
-
-
-def test_runner_turns_cuda_errors_into_one_line():
-    from edgeresnet.backends.tensorrt_runner import EngineRunner
-
-    cudart = FakeCudart()
-    cudart.cudaMalloc = lambda n: (2, 0)
-    runner = EngineRunner(None, FakeContext(4), "in", "out", 4, cudart=cudart)
-    with pytest.raises(BackendUnavailable, match="cudaErrorMemoryAllocation"):
-        runner(np.zeros((1, 1, 3, 3), np.float32))
-
-
-def test_the_trt_path_imports_without_torch_and_names_cuda_python_when_missing():
-    """The Jetson bundle is torch-free like every other engine's: the backend, the runner and
-    `build` import with torch blocked, and a missing cuda-python is exit-4 material with the
-    install line, not an ImportError."""
-    code = ("import sys; sys.modules['torch'] = None\n"
-            "import edgeresnet.backends.tensorrt, edgeresnet.backends.tensorrt_runner as r, edgeresnet.build\n"
-            "try:\n    import cuda.bindings.runtime\n    print('has-cuda-python')\nexcept ImportError:\n"
-            "    try:\n        r.load_cudart()\n    except Exception as e:\n        print(type(e).__name__, e.hint)\n")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.startswith(("has-cuda-python", "BackendUnavailable pip install cuda-python")), res.stdout
 
 
 def test_a_weight_beyond_float16_is_refused_in_one_line():
@@ -283,3 +300,44 @@ def test_build_rewrites_the_cache_header_for_the_installed_tensorrt(tmp_path):
     assert retarget_cache(Bundle(root), "calibration.cache", "10.3.0") is False
     assert sorted(p.name for p in (root / "trt").iterdir()) == ["calibration.cache"]  # no temp file left
     assert sorted(p.name for p in root.iterdir()) == ["edgeresnet.json", "trt"]
+
+
+def test_an_import_error_is_reported_as_what_it_is():
+    """A missing module names the module; a module that is there but fails to load (a missing
+    libnvinfer.so.8, say) is reported with its own message, not as "not installed"."""
+    from edgeresnet.backends.tensorrt import import_error_reason
+
+    missing = ModuleNotFoundError("No module named 'tensorrt'", name="tensorrt")
+    assert import_error_reason(missing) == "TensorRT is not installed (no module named 'tensorrt')"
+    broken = ImportError("libnvinfer.so.8: cannot open shared object file: No such file or directory")
+    reason = import_error_reason(broken)
+    assert "libnvinfer.so.8" in reason and "not installed" not in reason
+
+
+def test_the_dla_float_layers_follow_qdq_translators_rule():
+    """qdq-translator's rule (Deep-Learning-Accelerator-SW): scales carried through ops that do not
+    rescale (Relu, MaxPool, Flatten, ...) forward and back, then every consumer of a tensor still
+    without a scale is FP16 by name. A pre-ReLU conv output takes its ReLU's scale, so the ReLU is
+    not listed; the classifier reads a tensor kept scale-less on purpose, so it is."""
+    from onnx import helper, numpy_helper
+
+    from edgeresnet.backends.tensorrt_bundle import implicit_float_layers
+
+    w = numpy_helper.from_array(np.ones((4, 1, 3, 3), np.float32), "w")
+    fc = numpy_helper.from_array(np.ones((10, 4), np.float32), "fc_w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="/conv1/Conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="/relu/Relu"),
+             helper.make_node("Conv", ["r", "w2"], ["c2"], name="/conv2/Conv"),
+             helper.make_node("GlobalAveragePool", ["c2"], ["g"], name="/avgpool/GlobalAveragePool"),
+             helper.make_node("Flatten", ["g"], ["f"], name="/Flatten"),
+             helper.make_node("Gemm", ["f", "fc_w"], ["logits"], name="/fc/Gemm", transB=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], [w, fc])
+    scales = {"x": 0.01, "r": 0.02, "c2": 0.03, "g": 0.03}
+    assert implicit_float_layers(graph, scales, keep_float={"/fc/Gemm"}) == ["/fc/Gemm"]
+    # without the classifier kept float, the GAP scale flows through Flatten and nothing is float
+    assert implicit_float_layers(graph, scales) == []
+    # a conv kept in float by --max-drop: the cache holds no scale for its input, so it and the ReLU that
+    # makes that input (whose own input has none either) are FP16 by name
+    assert implicit_float_layers(graph, {"x": 0.01, "c2": 0.03, "g": 0.03}, {"/conv2/Conv", "/fc/Gemm"}) == \
+        ["/relu/Relu", "/conv2/Conv", "/fc/Gemm"]

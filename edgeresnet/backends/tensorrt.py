@@ -1,35 +1,40 @@
-"""TensorRT, written against NVIDIA's documented Python API of each supported line (8.5/8.6,
-10.x, 11.x; the per-line rules live in ``tensorrt_recipes``), explicit quantization throughout.
+"""TensorRT, written against NVIDIA's documented Python API of each supported line (the per-line
+rules live in ``tensorrt_recipes``; build.json's per-line plans say what to build).
 
-The INT8 engine is built from the TensorRT-profile QDQ ONNX (symmetric int8, zero point 0,
-Q/DQ on conv inputs and weights and on the identity input of every residual Add), with FP16
-allowed for whatever stays in float; FP32 and FP16 engines come from the FP32 ONNX for
-comparison. One optimization profile covers the batch range; a timing cache is reused across
-builds; ``--dla-core`` targets a Jetson DLA with GPU fallback. After each build the engine
-inspector's layer list is checked for convs or residual Adds left in float and for reformat
-layers, the silent slowdowns users hit most.
+Every GPU-side step goes through ``edgeresnet/bundle/trt_device.py``, the one file that is also
+copied into each bundle for devices without this package (JetPack 5's Python 3.8): building an
+engine from a plan (flags by name, TF32, profile, DLA, a cache-only calibrator for implicit INT8,
+layer precisions, timing cache, the engine inspector's JSON), running it (CUDA through ctypes on
+libcudart, padded static batches) and timing it as trtexec does (CUDA events, one execution
+context per thread). This module adds what needs the package: the plan for the installed
+TensorRT, the layer checks, the bundle's evaluation images and the errors' exit codes.
 
-Not runnable here (no TensorRT wheel, no GPU): everything that needs no GPU (the QDQ ONNX,
-the calibration cache, the command lines, the build plan, the layer checks) lives in
-``tensorrt_bundle`` and ``tensorrt_recipes`` and is tested on CPU. Engines run with numpy,
-tensorrt and cuda-python (``tensorrt_runner``), no torch.
+Not runnable here (no TensorRT, no GPU): everything but the GPU calls is tested on CPU, and
+trt_device against a numpy test double of tensorrt and libcudart (tests/trt_standin).
+
+DLA engines (``int8-dla``, ``fp16-dla``) are planned per line in build.json's ``plans``
+(implicit INT8 from the calibration cache on 8.x/10.x, NVIDIA's DLA recipe); after each build
+the engine inspector's layer list is audited (``trt_device.audit``: DLA vs GPU layers, fallbacks).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, EdgeResNetError, InputError, UsageError
 from ..quantize.plan import plan
 from ..quantize.profile import Profile
 from .base import DEFAULT_BATCH_RANGE, Artifact, EngineOptions, Runner, Skip
 from .registry import register
-from .tensorrt_bundle import BUNDLE, layer_warnings, write_bundle
-from .tensorrt_recipes import check_dla, recipe_for, shapes
+from .tensorrt_bundle import BUNDLE, FP16_SOURCES, implicit_float_layers, layer_warnings, write_bundle, write_fp16_sources
+from .tensorrt_jetpack import APT_TENSORRT
+from .tensorrt_recipes import check_dla, recipe_for
+from .tensorrt_recipes import plan as recipe_plan
 
 # The classifier Gemm stays in float (FP16 in the engine), as NVIDIA's ModelOpt leaves it: a
 # classifier GEMM is a GEMV at batch 1 and has N or K under 16 on small heads, where ModelOpt
@@ -37,8 +42,21 @@ from .tensorrt_recipes import check_dla, recipe_for, shapes
 # INT8 there saves nothing and costs a requantization (tests/test_modelopt_reference.py).
 PROFILE = Profile("trt", "int8", 0, "int8", 0, quantize_bias=False, placement="inputs", float_ops=("Gemm",))
 
-INSTALL_HINT = ("build on the GPU host or Jetson: `pip install 'edgeresnet[trt]'` (or JetPack's python3-libnvinfer), "
-                "or pass --prepare-only to write the bundle for `edgeresnet build` there")
+# Per line (tensorrt_recipes.LINES[*].where): JetPack 5/6 take TensorRT from apt, never pip; PyPI's
+# tensorrt (the [trt] extra) is for x86-64 and ARM SBSA / JetPack 7 on Ubuntu 24.04+ only.
+DEVICE_HINT = ("on a Jetson run the bundle's own `python3 trt/trt_device.py build` with JetPack's TensorRT "
+               f"(JetPack 5/6: `{APT_TENSORRT}`, never pip); on x86-64 and ARM SBSA / JetPack 7 "
+               "(Ubuntu 24.04+) `pip install 'edgeresnet[trt]'` (PyPI's tensorrt supports ARM only there)")
+INSTALL_HINT = DEVICE_HINT + "; or pass --prepare-only to write the bundle here"
+
+
+def import_error_reason(exc: ImportError, module: str = "tensorrt", label: str = "TensorRT") -> str:
+    """What an ImportError really says: the module that is missing, or the shared library that did not
+    load (``libnvinfer.so.8``, ``libcudart.so.12``), never a guess."""
+    missing = getattr(exc, "name", None)
+    if missing and (missing == module or module.startswith(missing + ".") or missing.startswith(module)):
+        return f"{label} is not installed (no module named {missing!r})"
+    return f"{label} did not load: `import {module}` failed with {exc}"
 
 
 @dataclass(frozen=True)
@@ -46,29 +64,69 @@ class TrtOptions:
     batch_range: tuple[int, int, int] = DEFAULT_BATCH_RANGE  # min, opt, max
     dla_core: int | None = None
     workspace_mb: int = 1024
-    timing_cache: Path | None = None
     float_layers: tuple[str, ...] = ()  # ONNX node names kept in float by --max-drop (FP16 here)
+    # `edgeresnet build`: the (line, PLAN) it chose for the installed TensorRT, and the trt/ folder
+    # the plan's file names are relative to
+    plan: tuple[str, dict] | None = field(default=None, compare=False)
+    bundle_dir: Path | None = None
 
 
-def _cuda_gpu_present() -> bool:
-    if shutil.which("nvidia-smi"):
-        try:
-            res = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
-            if res.returncode == 0 and "GPU" in res.stdout:
-                return True
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return Path("/dev/nvhost-ctrl-gpu").exists() or Path("/etc/nv_tegra_release").exists()  # Jetson
+def device():
+    """``edgeresnet/bundle/trt_device.py``: the device side, shared with the bundle's copy."""
+    from ..bundle import trt_device
+
+    return trt_device
+
+
+def package_error(exc: Exception) -> EdgeResNetError:
+    """trt_device's error as the package's typed error (same exit codes: 2, 3, 4)."""
+    kind = {2: UsageError, 3: InputError, 4: BackendUnavailable}.get(getattr(exc, "code", 3), InputError)
+    return kind(exc.message, hint=exc.hint)
 
 
 def unavailable_reason() -> str | None:
     try:
         import tensorrt  # noqa: F401
-    except ImportError:
-        return "TensorRT is not installed"
-    if not _cuda_gpu_present():
+    except ImportError as exc:
+        return import_error_reason(exc, "tensorrt")
+    td = device()
+    try:
+        gpus = td.gpu_count()
+    except td.DeviceError as exc:
+        return f"{exc.message} ({exc.hint})"
+    if not gpus:
         return "no CUDA GPU found (TensorRT needs an NVIDIA GPU or a Jetson)"
     return None
+
+
+def plan_for(build: dict, version: str, batch_range: tuple[int, int, int] | None = None,
+             dla_core: int | None = None) -> tuple[str, dict]:
+    """(line, PLAN) build.json holds for the TensorRT ``version``: its per-line ``plans`` (picked by
+    its ``lines`` table, as trt_device picks on the device), else, for bundles written before
+    plans, the plan this edgeresnet's recipe makes from build.json's fields. ``batch_range``
+    overrides the profile of every engine with a dynamic one; ``dla_core`` must match the plan's."""
+    if "plans" in build:
+        try:
+            line, chosen = device().select_plan(build, version)
+        except device().DeviceError as exc:
+            raise package_error(exc) from None
+        chosen = json.loads(json.dumps(chosen))  # a copy: overrides never touch the bundle's record
+    else:
+        recipe, full = recipe_for(version)
+        core = build.get("dla_core") if dla_core is None else dla_core
+        line, chosen = recipe.line, recipe_plan(
+            recipe, full, input_name=build["input_name"], chw=tuple(build["input_chw"]),
+            batch_range=tuple(batch_range or build["batch_range"]), dla_core=core,
+            float_layers=tuple(build.get("float_nodes", ())))
+    engines = chosen["engines"]
+    if dla_core is not None and "plans" in build and not any(e.get("dla_core") == dla_core for e in engines.values()):
+        raise UsageError(f"--dla-core {dla_core}: this bundle's plan builds no engine for that DLA core",
+                         hint="re-export with --target trt --dla-core N for the core you want")
+    if batch_range is not None:
+        for engine in engines.values():
+            if engine.get("dla_core") is None:
+                engine["profile"] = dict(zip(("min", "opt", "max"), batch_range))
+    return line, chosen
 
 
 @register
@@ -80,7 +138,7 @@ class TensorRTBackend:
     extra = "trt"
     libraries = ("tensorrt",)
     install_hint = INSTALL_HINT
-    thread_safe = False  # one CUDA context and stream per loaded engine
+    thread_safe = False  # one execution context and stream per loaded engine
     bundle = BUNDLE  # what prepare() writes: everything `edgeresnet build` needs on the device
     qdq_profile = PROFILE
     qdq_variants: dict[str, Profile] = {}
@@ -92,103 +150,139 @@ class TensorRTBackend:
     def __init__(self, options: EngineOptions | None = None, trt_options: TrtOptions | None = None) -> None:
         self.engine_options = options or EngineOptions()
         self.options = trt_options or TrtOptions(self.engine_options.batch_range, self.engine_options.dla_core)
-        # The recipe the bundle is written for; a build reads the installed TensorRT's instead.
+        # The recipe the bundle is written for; a build reads the installed TensorRT's plan instead.
         self.recipe, self.version = recipe_for(self.engine_options.trt_version)
         check_dla(self.recipe, self.options.dla_core)
+        self._bundle_dir = self.options.bundle_dir
+        self._build_json: dict | None = None  # export: the build.json prepare() wrote
+        self._plan: tuple[str, dict] | None = self.options.plan
 
     def unavailable_reason(self) -> str | None:
         return unavailable_reason()
 
     def prepare(self, ctx) -> Skip | None:
-        """Write ``trt/`` (QDQ ONNX, calibration cache, trtexec lines, build.json) before the
-        INT8 build; skip building here when TensorRT is missing or with --prepare-only."""
+        """Write ``trt/`` (QDQ ONNX, calibration cache, trtexec lines, build.json with a plan per
+        TensorRT line, the device file and the evaluation images) before the INT8 build; skip
+        building here when TensorRT is missing or with --prepare-only."""
+        scales = cache_scales(ctx.fp32_proto, ctx.quant)
+        keep = PROFILE.float_nodes(ctx.fp32_proto.graph, ctx.quant.keep_float)
         bundle = write_bundle(
             ctx.work, input_name=ctx.input_name, chw=ctx.chw, batch_range=self.options.batch_range,
-            dla_core=self.options.dla_core, scales=cache_scales(ctx.fp32_proto, ctx.quant),
-            eval_spec=ctx.eval_spec, qdq_name=ctx.qdq(PROFILE).name, fallback_layers=tuple(ctx.fallback_layers),
-            float_nodes=tuple(sorted(ctx.quant.keep_float)), trt_version=self.version)
+            dla_core=self.options.dla_core, scales=scales, eval_spec=ctx.eval_spec, qdq_name=ctx.qdq(PROFILE).name,
+            fallback_layers=tuple(ctx.fallback_layers), float_nodes=tuple(sorted(keep)),  # --max-drop's and the classifier
+            trt_version=self.version,
+            dla_float_layers=tuple(implicit_float_layers(ctx.fp32_proto.graph, scales, keep)))
+        write_device_files(bundle, ctx)
         ctx.qdq_paths[PROFILE.name] = bundle / "model.int8.trt.qdq.onnx"
+        self._bundle_dir, self._build_json = bundle, json.loads((bundle / "build.json").read_text())
         reason = self.unavailable_reason()
         if reason or self.engine_options.prepare_only:
             return Skip("--prepare-only" if self.engine_options.prepare_only and not reason else reason,
                         {"bundle": BUNDLE, "next": f"edgeresnet build {ctx.out}"})
         return None
 
+    def plan(self, version: str) -> tuple[str, dict]:
+        """(line, PLAN) for the installed TensorRT, from the bundle's build.json."""
+        if self._plan is None:
+            if self._build_json is None:
+                raise InputError("no TensorRT bundle to build from (build.json)",
+                                 hint="export with --target trt, then run `edgeresnet build EXPORT_DIR`")
+            self._plan = plan_for(self._build_json, version)
+        return self._plan
+
     def precisions(self, int8: bool) -> list[str]:
-        return ["fp32", "fp16"] + (["int8"] if int8 else [])
+        """The plan's engines, fp32 first (the baseline of every drop), then fp16; the recipe's three when
+        there is no plan to read (TensorRT missing: each becomes a failed or skipped row)."""
+        version = _installed_version()
+        if self._plan is None and (version is None or self._build_json is None):
+            return ["fp32", "fp16"] + (["int8"] if int8 else [])
+        names = list(self.plan(version or "")[1]["engines"])
+        names = sorted(names, key=lambda n: (n != "fp32", n != "fp16", names.index(n)))
+        return [n for n in names if int8 or not n.startswith("int8")]
 
     def build(self, source: Path, precision: str, out_dir: Path) -> Artifact:
-        """One engine, by the installed TensorRT's recipe. ``source`` is the FP32 ONNX or, for
-        int8, the QDQ ONNX; on TensorRT 11 the FP16-typed copies in the bundle replace them."""
+        """One engine of the plan, built by trt_device; ``source`` is what the engine stage
+        offers (the FP32 or QDQ ONNX), but the plan names each engine's own ONNX."""
         trt = _trt()
-        recipe, version = recipe_for(trt.__version__)
-        check_dla(recipe, self.options.dla_core)
-        if recipe.fp16_onnx and precision in ("int8", "fp16"):
-            source = out_dir / recipe.sources()[precision]
-            if not source.exists():
-                from .tensorrt_bundle import write_fp16_sources
-
-                write_fp16_sources(out_dir)  # a bundle written for 8.6/10, built on 11
-        logger = trt.Logger(trt.Logger.WARNING)
-        builder = trt.Builder(logger)
-        flags = 0
-        if not recipe.weak_typing:  # 11: "Strongly Typed Networks Are Now Required"
-            flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-        elif int(version.split(".")[0]) < 10:  # 8.x: explicit batch is a flag (the default from 10 on)
-            flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-        network = builder.create_network(flags)
-        parser = trt.OnnxParser(network, logger)
-        if not parser.parse(source.read_bytes()):
-            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise RuntimeError(f"TensorRT's ONNX parser rejected {source.name}: {errors}")
-        config = builder.create_builder_config()
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.options.workspace_mb << 20)
-        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-        if recipe.weak_typing and precision in ("fp16", "int8"):
-            config.set_flag(trt.BuilderFlag.FP16)
-        if recipe.weak_typing and precision == "int8":
-            config.set_flag(trt.BuilderFlag.INT8)  # explicit quantization: scales come from the Q/DQ nodes
-        if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
-            config.clear_flag(trt.BuilderFlag.TF32)  # "fp32" means FP32, not Ampere/Orin's default TF32
-        on_dla = self.options.dla_core is not None and precision in ("int8", "fp16")
-        if on_dla:  # DLA has no FP32: the fp32 engine stays on the GPU
-            config.default_device_type = trt.DeviceType.DLA
-            config.DLA_core = self.options.dla_core
-            config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-        inp = network.get_input(0)
-        lo, opt, hi = shapes(precision, self.options.batch_range, self.options.dla_core)
-        rest = tuple(inp.shape)[1:]
-        profile = builder.create_optimization_profile()
-        profile.set_shape(inp.name, (lo, *rest), (opt, *rest), (hi, *rest))
-        config.add_optimization_profile(profile)
-        cache_path = self.options.timing_cache or out_dir / "timing.cache"
-        cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.exists() else b"")
-        config.set_timing_cache(cache, ignore_mismatch=False)
-        serialized = builder.build_serialized_network(network, config)
-        if serialized is None:
-            raise RuntimeError(f"TensorRT failed to build the {precision} engine (see the log above)")
-        cache_path.write_bytes(memoryview(config.get_timing_cache().serialize()))
-        engine_path = out_dir / f"model.{precision}.engine"
-        engine_path.write_bytes(memoryview(serialized))
-        engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
-        info = json.loads(engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON))
-        layers_path = out_dir / f"model.{precision}.layers.json"
-        layers_path.write_text(json.dumps(info, indent=1))
-        warnings = layer_warnings(info, precision, self.options.float_layers, recipe)
-        return Artifact(self.name, precision, engine_path,
-                        {"tensorrt": trt.__version__, "trt_line": recipe.line, "layers": layers_path.name,
-                         "warnings": warnings, "batch_range": [lo, opt, hi], "tf32": precision != "fp32",
-                         "dla_core": self.options.dla_core if on_dla else None, "source": source.name})
+        td = device()
+        line, chosen = self.plan(str(trt.__version__))
+        engine = chosen["engines"][precision]
+        folder = Path(self._bundle_dir or out_dir)
+        if not (folder / engine["onnx"]).exists() and engine["onnx"] in FP16_SOURCES.values():
+            write_fp16_sources(folder)  # TensorRT 11's FP16-typed copies, for a bundle written for 8.x/10.x
+        try:
+            details = td.build_engine(trt, td.DeviceBundle(str(folder), verify=False), precision, engine, line=line,
+                                      workspace_mb=self.options.workspace_mb, out_dir=str(out_dir))
+        except td.DeviceError as exc:
+            raise package_error(exc) from None
+        layers = json.loads((out_dir / td.layers_file(precision)).read_text())
+        base = precision.split("-")[0]
+        details["warnings"] = layer_warnings(layers, base, self.options.float_layers, recipe_for(trt.__version__)[0],
+                                             dla=engine.get("dla_core") is not None)
+        return Artifact(self.name, precision, out_dir / td.engine_file(precision), details)
 
     def load(self, artifact: Artifact, threads: int | None = None, mode: str = "latency") -> Runner:
-        """numpy in, numpy out, through cuda-python device buffers (no torch)."""
-        from .tensorrt_runner import open_engine
+        """numpy in, numpy out: trt_device's Runner (chunks by the engine's own profile, pads a
+        static DLA batch); CUDA through libcudart, no torch, no cuda-python needed."""
+        td = device()
+        try:
+            return td.open_runner(str(artifact.path), artifact.details.get("dla_core"), trt=_trt())
+        except td.DeviceError as exc:
+            raise package_error(exc) from None
 
-        hi = artifact.details.get("batch_range", DEFAULT_BATCH_RANGE)[2]
-        return open_engine(_trt(), artifact.path.read_bytes(), hi)
+    def bench_block(self, artifact: Artifact, spec: dict) -> dict:
+        """One bench block timed as trtexec times it (trt_device.bench_engine): time-based warm-up,
+        CUDA events for H2D, GPU compute and D2H, and in throughput mode one execution context,
+        stream and buffer set per thread. ``spec`` is bench_worker's block spec."""
+        td = device()
+        throughput = spec.get("mode") == "throughput"
+        try:
+            started = time.perf_counter()
+            info = td.load_engine(_trt(), artifact.path.read_bytes(), artifact.details.get("dla_core"))
+            loaded = time.perf_counter() - started
+            block = td.bench_engine(
+                info, batch=int(spec.get("batch", 1)), mode=spec.get("mode", "latency"),
+                requests=int(spec.get("requests") or 2) if throughput else 1,
+                warmup_ms=float(spec.get("warmup_ms", td.WARMUP_MS)), duration_s=float(spec.get("min_seconds", 2.0)),
+                iterations=int(spec.get("min_runs", td.ITERATIONS)), telemetry=td.Telemetry())
+        except td.DeviceError as exc:
+            raise package_error(exc) from None
+        return {**block, "load_seconds": loaded}
 
     def input_chw(self, path: Path) -> tuple[int, int, int]:
-        return _engine_chw(path)
+        td = device()
+        try:
+            return td.load_engine(_trt(), path.read_bytes()).chw
+        except td.DeviceError as exc:
+            raise package_error(exc) from None
+
+
+MAX_EVAL_IMAGES = 2000  # trt_device.MAX_EVAL_IMAGES: the device refuses more
+MAX_EVAL_BYTES = 16 << 20  # of uint8 pixels: 2,000 Fashion-MNIST images, about 100 ImageNet ones
+
+
+def write_device_files(bundle: Path, ctx) -> None:
+    """trt/trt_device.py (the device side, so a device without this package can build, evaluate
+    and benchmark) and trt/eval.npz (the export's evaluation images, uint8 NHWC as preprocessing
+    leaves them before normalisation, with labels, mean and std): the manifest hashes both."""
+    shutil.copyfile(Path(__file__).resolve().parent.parent / "bundle" / "trt_device.py", bundle / "trt_device.py")
+    measure = ctx.measure
+    eval_set, pre, idx = (getattr(measure, k, None) for k in ("eval_set", "pre", "eval_idx"))
+    if eval_set is None or pre is None or idx is None or not len(idx):
+        return
+    import numpy as np
+
+    per_image = pre.channels * pre.size * pre.size
+    idx = np.asarray(idx)[:max(1, min(MAX_EVAL_IMAGES, MAX_EVAL_BYTES // per_image))]
+    images = eval_set.uint8(idx, pre)
+    if images.shape[-1] != pre.channels:  # gray images for an RGB model, as Preprocess.normalize repeats them
+        images = np.repeat(images, pre.channels, axis=-1)
+    np.savez_compressed(bundle / "eval.npz", images=np.ascontiguousarray(images, dtype=np.uint8),
+                        labels=np.asarray(eval_set.labels)[idx].astype(np.int64),
+                        labelled=np.asarray(bool(eval_set.labelled)),
+                        mean=np.asarray(pre.mean, np.float32), std=np.asarray(pre.std, np.float32),
+                        classes=np.asarray([str(c) for c in eval_set.classes] or [""]),
+                        source=np.asarray(str(eval_set.source)))
 
 
 def cache_scales(fp32_proto, cand) -> dict[str, float]:
@@ -200,17 +294,26 @@ def cache_scales(fp32_proto, cand) -> dict[str, float]:
     return {t: cand.scales[t] for t in plan(fp32_proto, keep).all_tensors if t not in read_by_float}
 
 
-def _engine_chw(path: Path) -> tuple[int, int, int]:
-    trt = _trt()
-    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(path.read_bytes())
-    name = next(engine.get_tensor_name(i) for i in range(engine.num_io_tensors)
-                if engine.get_tensor_mode(engine.get_tensor_name(i)) == trt.TensorIOMode.INPUT)
-    return tuple(int(d) for d in engine.get_tensor_shape(name))[1:]
+def _installed_version() -> str | None:
+    try:
+        import tensorrt
+    except ImportError:
+        return None
+    return str(tensorrt.__version__)
 
 
-def _trt():
+def _trt() -> Any:
     try:
         import tensorrt as trt
-    except ImportError:
-        raise BackendUnavailable("TensorRT is not installed", hint=INSTALL_HINT) from None
+    except ImportError as exc:
+        raise BackendUnavailable(import_error_reason(exc, "tensorrt"), hint=INSTALL_HINT) from None
     return trt
+
+
+def installed_version() -> str | None:
+    """The importable TensorRT's version, or None (any import failure: doctor reports it apart)."""
+    try:
+        import tensorrt
+    except ImportError:
+        return None
+    return str(getattr(tensorrt, "__version__", "")) or None

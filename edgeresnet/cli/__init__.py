@@ -15,6 +15,7 @@ from .evaluate import eval_cmd
 from .export import export
 from .models import models
 from .predict import predict
+from .report import report
 from .train import train
 
 app = typer.Typer(
@@ -40,4 +41,5 @@ app.command()(export)
 app.command()(build)
 app.command()(bench)
 app.command()(predict)
+app.command()(report)
 app.command()(demo)

@@ -11,6 +11,19 @@ import typer
 from .common import command, engines_help, err, int_list, out, threads_option
 
 
+def device_rows(export_dir: Path) -> list:
+    """The bench rows `edgeresnet report` merged from devices into bench.json: a bench here
+    replaces this machine's rows only (a malformed bench.json is replaced whole, as before)."""
+    from ..errors import InputError
+    from ..report.publish import read_bench
+    from ..report.table import ran_on
+
+    try:
+        return [r for r in read_bench(export_dir)[0] if ran_on(r)]
+    except InputError:
+        return []
+
+
 def _names(text: str | None) -> tuple[str, ...] | None:
     return tuple(v.strip() for v in text.split(",") if v.strip()) if text else None
 
@@ -60,7 +73,8 @@ def bench(
         out.print(f"wrote {json_out}", markup=False)
     if report is not None:
         try:
-            written = publish(source, Report.from_dict(report), rows, machine, rewrite_report=False)
+            written = publish(source, Report.from_dict(report), rows + device_rows(source), machine,
+                              rewrite_report=False)
             out.print(f"wrote {', '.join(str(p) for p in written)}", markup=False)
         except OSError as exc:  # a bundle on a read-only mount can still be timed
             err.print(f"warning: could not update the reports in {source} ({exc.strerror or exc}); the results are "

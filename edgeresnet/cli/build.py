@@ -18,9 +18,9 @@ def build(
     eval_spec: Annotated[str | None, typer.Option("--eval", help="Evaluation data spec (default: the one the export used).")] = None,
     eval_limit: Annotated[int | None, typer.Option(help="Evaluate on the first N test images only.")] = None,
     batch_range: Annotated[str | None, typer.Option(help="Override the bundle's min,opt,max batch.")] = None,
-    dla_core: Annotated[int | None, typer.Option(help="Build the INT8 and FP16 engines for this DLA core (Jetson): static batch at the opt size, GPU fallback on; fp32 stays on the GPU.")] = None,
+    dla_core: Annotated[int | None, typer.Option(help="Also build INT8 and FP16 engines for this DLA core (Jetson), beside the GPU ones: static batch at the opt size, GPU fallback on; DLA INT8 is implicit (FP32 ONNX + calibration cache) on 8.x/10.x.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (engines, precisions, flags, profile, DLA, expected float layers, trtexec lines) and build nothing; needs no TensorRT.")] = False,
-    trt_version: Annotated[str | None, typer.Option(help="With --dry-run: plan for this TensorRT (8.6, 10.3, 11.4, ...) instead of the installed one.", show_default=False)] = None,
+    trt_version: Annotated[str | None, typer.Option(help="With --dry-run: plan for this TensorRT (8.4, 8.5.2, 8.6, 10.3, 10.13, 11.4, ...) instead of the installed one.", show_default=False)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="With --dry-run: the plan as JSON.")] = False,
 ) -> None:
     """On the Jetson or GPU host: build TensorRT engines (int8, fp16, fp32) from an export's
@@ -61,15 +61,22 @@ def print_plan(export_dir: Path, trt_version: str | None, br, dla_core: int | No
         return
     out.print(f"plan for {plan['trt_label']} {plan['trt_version']} ({plan['version_source']}); "
               f"bundle written for {plan['bundle_written_for']}", markup=False)
-    table = Table("engine", "onnx", "typing", "flags", "TF32", "profile (min/opt/max)", "device", "float layers in")
+    table = Table("engine", "onnx", "typing", "flags", "TF32", "profile (min/opt/max)", "device", "INT8 from",
+                  "float layers in")
     for name, e in plan["engines"].items():
         p = e["profile"]
         table.add_row(name, e["onnx"], "strong" if e["strongly_typed"] else "weak", ",".join(e["builder_flags"]) or "-",
                       "on" if e["tf32"] else "off", f"{p['min']}/{p['opt']}/{p['max']}", e["device"],
-                      e["float_layers_run_in"])
+                      {"none": "-"}.get(e["quantization"], e["quantization"]), e["float_layers_run_in"])
     out.print(table)
-    expected = plan["engines"]["int8"]["expected_float_layers"]
-    out.print(f"expected float layers in the int8 engine: {', '.join(expected) if expected else 'none'}", markup=False)
+    if plan.get("dla_note"):
+        out.print(f"DLA: {plan['dla_note']}; the GPU engines only", markup=False)
+    for name, e in plan["engines"].items():
+        if e["expected_float_layers"]:
+            out.print(f"expected float layers in the {name} engine: {', '.join(e['expected_float_layers'])}",
+                      markup=False)
+    if not any(e["expected_float_layers"] for e in plan["engines"].values()):
+        out.print("expected float layers in the int8 engine: none", markup=False)
     if plan["cache_header"]:
         out.print(f"calibration cache header: {plan['cache_header']}", markup=False)
     for name, e in plan["engines"].items():

@@ -15,15 +15,23 @@ CORE_EXTRAS = {"torch": "torch", "onnx": "torch"}  # the engines' own come from 
 
 
 @command
-def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the facts as one JSON object.")] = False) -> None:
+def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the facts as one JSON object.")] = False,
+           root: Annotated[str, typer.Option(hidden=True, help="Read the Jetson's files under this root.")] = "/",
+           ) -> None:
     """What this machine can run: Python, torch / ONNX Runtime / OpenVINO / TensorRT, the CPU's
-    INT8-relevant ISA (AVX2, AVX-512 VNNI, AMX, ARM dot-product) and the GPUs."""
+    INT8-relevant ISA (AVX2, AVX-512 VNNI, AMX, ARM dot-product) and the GPUs; on a Jetson, its
+    L4T and JetPack, the TensorRT line they ship and how that TensorRT installs (apt or pip)."""
     from ..machine import describe
 
     from ..backends import get_backend, names
     from ..backends.registry import library_extras
+    from ..backends.tensorrt import installed_version
+    from ..backends.tensorrt_jetpack import jetson_facts
 
     facts = describe()
+    jetson = jetson_facts(root, installed_version())
+    if jetson is not None:
+        facts["jetson"] = jetson
     kernels = {}
     for name in names():
         kernel, meaning = get_backend(name).int8_kernel()
@@ -39,7 +47,10 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the facts
     table.add_row("os", facts["os"])
     for name, version in facts["libraries"].items():
         extra = {**CORE_EXTRAS, **library_extras()}.get(name)
-        hint = "  [dim]" + escape(f"(pip install 'edgeresnet[{extra}]')") + "[/]" if extra and not version else ""
+        install = f"pip install 'edgeresnet[{extra}]'" if extra else None
+        if name == "tensorrt" and jetson is not None:  # JetPack 5/6: apt, never pip
+            install = jetson["install"]
+        hint = "  [dim]" + escape(f"({install})") + "[/]" if install and not version else ""
         table.add_row(name, f"[green]{version}[/]" if version else f"[yellow]absent[/]{hint}")
     cpu = facts["cpu"]
     table.add_row("cpu", f"{cpu['model']} ({cpu['arch']}, {cpu['cores']} cores)")
@@ -53,6 +64,29 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the facts
         table.add_row("ort providers", ", ".join(facts["onnxruntime_providers"]) if isinstance(facts["onnxruntime_providers"], list) else facts["onnxruntime_providers"])
     if "openvino_devices" in facts:
         table.add_row("openvino devices", ", ".join(facts["openvino_devices"]) if isinstance(facts["openvino_devices"], list) else facts["openvino_devices"])
+    if jetson is not None:
+        add_jetson_rows(table, jetson)
     gpus = facts["gpus"]
     table.add_row("gpus", "; ".join(g["name"] for g in gpus) if gpus else "none found (TensorRT builds need an NVIDIA GPU)")
     out.print(table)
+
+
+def add_jetson_rows(table: Table, j: dict) -> None:
+    """The Jetson's own facts: board, L4T -> JetPack -> TensorRT line, install path, DLA, cuda-python pin."""
+    table.add_row("jetson", escape(f"{j['model'] or 'unknown board'}, L4T {j['l4t'] or 'unknown'} "
+                                   f"({j['l4t_source']}), JetPack {j['jetpack'] or 'unknown'}"))
+    if not j["supported"]:
+        table.add_row("jetson trt", f"[yellow]{escape(j['why'])}[/]")
+        return
+    table.add_row("jetson trt", escape(f"JetPack ships TensorRT {j['tensorrt']}: line {j['trt_line']} "
+                                       f"({j['trt_label']}); CUDA {j['cuda']}, Ubuntu {j['ubuntu']}, Python {j['python']}"))
+    installed = j.get("installed_tensorrt")
+    if installed:
+        same = j.get("installed_line") == j["trt_line"]
+        table.add_row("installed trt", (f"[green]{installed}[/]" if same else f"[yellow]{installed}[/]")
+                      + escape(f" (line {j.get('installed_line') or 'none'})"))
+    table.add_row("jetson install", escape(f"{j['install_path']}: {j['install']}"))
+    table.add_row("jetson dla", escape(j["dla"]))
+    table.add_row("cuda-python", escape(j["cuda_python"]))
+    table.add_row("device file", escape(f"python3 trt/trt_device.py build|eval|bench runs on the system python3 "
+                                        f"({j['python']}) with numpy and TensorRT only"))

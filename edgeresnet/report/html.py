@@ -8,9 +8,18 @@ import base64
 import html
 import io
 
-from .render import kernel_line, latency_note, tuning_lines
+from .render import (
+    DEVICE_LEGEND,
+    device_notes,
+    device_tables,
+    kernel_line,
+    latency_note,
+    row_label,
+    split_bench,
+    tuning_lines,
+)
 from .schema import Report, ResultRow
-from .table import BENCH, export_columns, html_table
+from .table import BENCH, DEVICE_BENCH, DEVICE_ENGINES, export_columns, html_table, ran_on
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2rem;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:1rem 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
@@ -25,7 +34,7 @@ def _png(fig) -> str:
 
 
 def _label(r: ResultRow) -> str:
-    return f"{r.target} {r.precision}"
+    return row_label(r)
 
 
 def plots(report: Report, bench: list[ResultRow]) -> list[tuple[str, str]]:
@@ -119,8 +128,24 @@ def _sensitivity_png(plt, sensitivity: list[dict]) -> str:
     return uri
 
 
+def _device_html(report: Report, bench: list[ResultRow]) -> list[str]:
+    """The rows merged from devices (`edgeresnet report`): as report.md's "On the device"."""
+    engines, bench = device_tables(report, bench)
+    if not engines and not bench:
+        return []
+    parts = ["<h2>On the device</h2>"]
+    if engines:
+        parts.append(html_table(engines, DEVICE_ENGINES))
+    if bench:
+        parts.append(html_table(bench, DEVICE_BENCH) + f"<p class='note'>{html.escape(DEVICE_LEGEND)}</p>")
+    notes = device_notes(engines, bench)
+    if notes:
+        parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
+    return parts
+
+
 def render_html(report: Report, bench: list[ResultRow] | None = None, machine: dict | None = None) -> str:
-    bench = bench or []
+    bench, on_device = split_bench(bench)
     m = report.model
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>edgeresnet: {html.escape(str(m.get('arch')))}</title>",
              f"<style>{CSS}</style></head><body><h1>edgeresnet report: {html.escape(str(m.get('arch')))}</h1>"]
@@ -137,12 +162,14 @@ def render_html(report: Report, bench: list[ResultRow] | None = None, machine: d
     if any(r.latency_ms for r in report.results):
         facts.append(f"latency: {latency_note(report, bench)}")
     parts.append("<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in facts) + "</ul>")
-    parts.append("<h2>Export: FP32 vs INT8</h2>" + html_table(report.results, export_columns(bool(bench))))
+    parts.append("<h2>Export: FP32 vs INT8</h2>" + html_table(report.results, export_columns(
+        bool(bench), any(map(ran_on, report.results)))))
     if report.tuning:
         parts.append("<h2>Accuracy budget</h2><ul>" + "".join(
             f"<li>{html.escape(line.strip())}</li>" for line in tuning_lines(report)) + "</ul>")
     if bench:
         parts.append("<h2>Benchmark</h2>" + html_table(bench, BENCH))
+    parts += _device_html(report, on_device)
     figures = plots(report, bench)
     if not figures:
         parts.append("<p class='note'>Plots need matplotlib: pip install 'edgeresnet[report]'.</p>")

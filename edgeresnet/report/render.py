@@ -6,7 +6,23 @@ from __future__ import annotations
 from rich.table import Table
 
 from .schema import Report, ResultRow
-from .table import BENCH, BENCH_TERMINAL, EXPORT, export_columns, markdown_table, terminal
+from .table import (
+    BENCH,
+    BENCH_TERMINAL,
+    DEVICE_BENCH,
+    DEVICE_ENGINES,
+    EXPORT,
+    device_label,
+    export_columns,
+    markdown_table,
+    ran_on,
+    terminal,
+)
+
+DEVICE_LEGEND = ("wall ms: p50 of the whole call (copies in, the engine, copies out, sync); GPU ms: p50 of the "
+                 "engine alone (CUDA events); ms/image: wall p50 / the batch the engine ran (a static DLA engine "
+                 "always runs its full batch, padding included); W and mJ/image: the board's meter over the timed "
+                 "run; n/a: not readable on that device, the reason below")
 
 
 def terminal_table(report: Report) -> Table:
@@ -15,6 +31,70 @@ def terminal_table(report: Report) -> Table:
 
 def bench_table(rows: list[ResultRow], title: str) -> Table:
     return terminal(rows, BENCH_TERMINAL, title)
+
+
+def row_label(r: ResultRow) -> str:
+    """"trt int8-dla", and the device for a row merged from one."""
+    return f"{r.target} {r.precision}" + (f" on {device_label(r)}" if ran_on(r) else "")
+
+
+def split_bench(bench: list[ResultRow] | None) -> tuple[list[ResultRow], list[ResultRow]]:
+    """(this machine's bench rows, rows merged from devices)."""
+    bench = bench or []
+    return [r for r in bench if not ran_on(r)], [r for r in bench if ran_on(r)]
+
+
+def device_notes(results: list[ResultRow], bench: list[ResultRow]) -> list[str]:
+    """What the device tables cannot hold, one fact per line, each once: each engine's layer audit
+    (DLA/GPU layers, warnings), padded DLA batches, and why a power or clock column is n/a."""
+    lines: list[str] = []
+    for r in (r for r in results if ran_on(r)):
+        d = r.details
+        if d.get("audit") == "n/a":
+            lines.append(f"{row_label(r)}: layer audit n/a: {d.get('audit_na_reason')}")
+        elif d.get("audit"):
+            lines.append(f"{row_label(r)}, {d.get('device') or 'GPU'}: {d['audit']}")
+        lines += [f"{row_label(r)}: warning: {w}" for w in d.get("warnings") or []]
+        if d.get("eval_failed"):
+            lines.append(f"{row_label(r)}: eval failed: {d['eval_failed']}")
+    for r in (r for r in bench if ran_on(r) and r.status == "ok"):
+        lines += _telemetry_notes(r)
+    return list(dict.fromkeys(lines))
+
+
+def _part(block: dict, key: str) -> dict:
+    value = block.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _telemetry_notes(r: ResultRow) -> list[str]:
+    where, d = device_label(r), r.details
+    telemetry = d.get("telemetry") if isinstance(d.get("telemetry"), dict) else {}
+    why, total = _part(_part(telemetry, "before"), "why"), _part(telemetry, "summary").get("total_rail")
+    lines = []
+    if r.avg_w == "n/a":
+        lines.append(f"{where}: W and mJ/image n/a: {r.energy_na_reason or 'no power meter readable'}")
+    elif r.energy_source and r.energy_source != "n/a":
+        lines.append(f"{where}: energy from {r.energy_source}" + (f" ({total})" if isinstance(total, str) else ""))
+    if r.power_mode == "n/a":
+        lines.append(f"{where}: power mode n/a: {why.get('power_mode') or 'not readable'}")
+    if r.clocks_locked == "n/a":
+        lines.append(f"{where}: clocks locked n/a: {why.get('gpu') or 'no GPU clock readable'}")
+    if r.clocks_warning:
+        lines.append(f"{where}: {r.clocks_warning}")
+    if r.throttled is True or r.throttled == "n/a":
+        lines.append(f"{row_label(r)}, batch {r.batch} {r.mode}: throttled: {r.throttled_why}" if r.throttled is True
+                     else f"{where}: throttling n/a: {r.throttled_why or 'no clock or trip point readable'}")
+    if d.get("ran"):
+        lines.append(f"{row_label(r)}, batch {r.batch}: ran {d['ran']}")
+    if d.get("timing_warnings"):
+        lines.append(f"{row_label(r)}, batch {r.batch} {r.mode}: " + "; ".join(d["timing_warnings"]))
+    return lines
+
+
+def device_tables(report: Report, bench: list[ResultRow]) -> tuple[list[ResultRow], list[ResultRow]]:
+    """(the engines merged from devices, their bench rows)."""
+    return [r for r in report.results if ran_on(r)], [r for r in bench or [] if ran_on(r)]
 
 
 def _stage_text(stage: dict) -> str:
@@ -74,7 +154,8 @@ def kernel_line(report: Report) -> str | None:
 
 def markdown(report: Report, bench: list[ResultRow] | None = None) -> str:
     """report.md: the export's facts and table, then the bench table when there is one
-    (and then speed appears only there)."""
+    (and then speed appears only there), then what ran on devices (`edgeresnet report`)."""
+    bench, on_device = split_bench(bench)
     m, cal, ev = report.model, report.calibration, report.evaluation
     lines = [f"# edgeresnet export: {m.get('arch')}", "",
              f"- model: `{m.get('source')}` ({m.get('params'):,} parameters, input {m.get('input_shape')})"]
@@ -93,12 +174,12 @@ def markdown(report: Report, bench: list[ResultRow] | None = None) -> str:
         lines.append(f"- {kernel_line(report)}")
     if report.results and any(r.latency_ms for r in report.results):
         lines.append(f"- latency: {latency_note(report, bench)}")
-    lines += ["", markdown_table(report.results, export_columns(bool(bench)))]
+    lines += ["", markdown_table(report.results, export_columns(bool(bench), any(map(ran_on, report.results))))]
     drops = [r for r in report.results if r.per_class_drop_pp and r.precision != "fp32"]
     if drops:
         classes = list(drops[0].per_class_drop_pp)
         lines += ["", "## Per-class top-1 drop (pp)", "",
-                  "| class | " + " | ".join(f"{r.target} {r.precision}" for r in drops) + " |",
+                  "| class | " + " | ".join(row_label(r) for r in drops) + " |",
                   "|---|" + "---|" * len(drops)]
         lines += [f"| {c} | " + " | ".join(f"{r.per_class_drop_pp.get(c, 0.0):+.2f}" for r in drops) + " |" for c in classes]
     if report.float_layers:
@@ -120,8 +201,23 @@ def markdown(report: Report, bench: list[ResultRow] | None = None) -> str:
                          f"weights {p['weights']}, bias {p['bias']}")
     if bench:
         lines += ["", "## Benchmark", "", markdown_table(bench, BENCH)]
+    lines += device_markdown(report, on_device)
     lines += ["", f"Command: `{report.command}`", ""]
     return "\n".join(lines)
+
+
+def device_markdown(report: Report, bench: list[ResultRow]) -> list[str]:
+    """report.md's section for rows merged from devices: their engines, their bench with the
+    energy columns, and the notes (audit, padding, why a column is n/a)."""
+    engines, bench = device_tables(report, bench)
+    if not engines and not bench:
+        return []
+    lines = ["", "## On the device", ""]
+    if engines:
+        lines += [markdown_table(engines, DEVICE_ENGINES), ""]
+    if bench:
+        lines += [markdown_table(bench, DEVICE_BENCH), "", DEVICE_LEGEND, ""]
+    return lines + [f"- {n}" for n in device_notes(engines, bench)]
 
 
 def latency_note(report: Report, bench: list[ResultRow] | None) -> str:

@@ -3,7 +3,12 @@ report.md and report.html. A table is a list of column names; the export table, 
 table and their terminal versions differ only in which names they list.
 
 Speed-up has one definition (:func:`speedup`): this row against the FP32 row of the same
-engine, batch and mode in the same table.
+engine, batch and mode (and device, for rows merged from a device) in the same table.
+
+Rows merged from a device by `edgeresnet report` (``details["ran_on"]``) have their own columns:
+the device, GPU compute against wall time, the latency per image of the batch the engine ran, and
+the power and clock columns; a telemetry value the device could not read is "n/a" in its cell,
+and the reason goes under the table (``render.device_notes``).
 """
 
 from __future__ import annotations
@@ -18,10 +23,27 @@ from rich.table import Table
 from .schema import ResultRow
 
 
+def ran_on(r: ResultRow) -> dict | None:
+    """The device a row was merged from (``details["ran_on"]``), or None for this machine's rows."""
+    tag = r.details.get("ran_on") if isinstance(r.details, dict) else None
+    return tag if isinstance(tag, dict) else None
+
+
+def device_label(r: ResultRow, short: bool = False) -> str:
+    """The device's name and TensorRT ("orin-nano (TRT 10.3.0.30)"; short: the name alone, or
+    "TRT 10.3.0.30" for a device without one), "-" for this machine's rows."""
+    tag = ran_on(r)
+    if tag is None:
+        return "-"
+    if tag.get("device"):
+        return str(tag["device"]) if short else f"{tag['device']} (TRT {tag.get('tensorrt')})"
+    return f"TRT {tag.get('tensorrt')}" if short else f"TensorRT {tag.get('tensorrt')}"
+
+
 def speedup(rows: list[ResultRow], row: ResultRow) -> float | None:
-    """How much faster than FP32 on the same engine, batch and mode (p50, or throughput)."""
-    base = next((r for r in rows if (r.target, r.batch, r.mode, r.precision, r.status) ==
-                 (row.target, row.batch, row.mode, "fp32", "ok")), None)
+    """How much faster than FP32 on the same engine, batch, mode and device (p50, or throughput)."""
+    base = next((r for r in rows if (r.target, r.batch, r.mode, r.precision, r.status, device_label(r)) ==
+                 (row.target, row.batch, row.mode, "fp32", "ok", device_label(row))), None)
     if base is None or row.status != "ok" or row.precision == "fp32":
         return None
     if row.mode == "throughput":
@@ -43,6 +65,27 @@ def _pct(value, compact: bool) -> str:
 
 def _lat(key: str) -> Callable:
     return lambda r, rows, compact: _fmt((r.latency_ms or {}).get(key), ".3f")
+
+
+def _measured(value, spec: str = "") -> str:
+    """A telemetry cell: a number formatted, yes/no, a power mode's name, or "n/a" (its reason
+    is listed under the table); "-" when the row has no such column."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)):
+        return format(value, spec)
+    if isinstance(value, dict):
+        return str(value.get("name", "n/a"))
+    return str(value)
+
+
+def _layers_on(r: ResultRow) -> str:
+    on = r.details.get("layers_on") if isinstance(r.details, dict) else None
+    if isinstance(on, dict):
+        return f"{on.get('dla', 0)}/{on.get('gpu', 0)}"
+    return "n/a" if r.details.get("audit") == "n/a" else "-"
 
 
 @dataclass(frozen=True)
@@ -71,7 +114,20 @@ COLUMNS = {c.name: c for c in (
     Column("peak MB", "peak MB", lambda r, rows, c: _fmt(r.peak_memory_mb, ".0f")),
     Column("speedup", "vs fp32", lambda r, rows, c: _fmt(speedup(rows, r), ".2f") + ("x" if speedup(rows, r) else "")),
 )}
-IDENTITY = ("engine", "precision", "batch", "mode")  # columns a failed or skipped row still fills
+COLUMNS.update({c.name: c for c in (
+    Column("device", "device", lambda r, rows, c: device_label(r, short=c), left=True),
+    Column("engine batch", "eng b", lambda r, rows, c: _fmt(r.engine_batch, "d")),
+    Column("wall ms", "wall ms", _lat("p50")),
+    Column("GPU ms", "GPU ms", lambda r, rows, c: _fmt((r.gpu_compute_ms or {}).get("p50"), ".3f")),
+    Column("ms/image", "ms/img", lambda r, rows, c: _fmt(r.per_image_ms, ".3f")),
+    Column("W", "W", lambda r, rows, c: _measured(r.avg_w, ".2f")),
+    Column("mJ/image", "mJ/img", lambda r, rows, c: _measured(r.mj_per_image, ".2f")),
+    Column("power mode", "pmode", lambda r, rows, c: _measured(r.power_mode), left=True),
+    Column("clocks locked", "locked", lambda r, rows, c: _measured(r.clocks_locked)),
+    Column("throttled", "throttled", lambda r, rows, c: _measured(r.throttled)),
+    Column("DLA/GPU layers", "DLA/GPU", lambda r, rows, c: _layers_on(r)),
+)})
+IDENTITY = ("engine", "precision", "batch", "mode", "device")  # columns a failed or skipped row still fills
 ACCURACY = ("size MB", "top-1", "drop pp", "agreement")
 EXPORT = ("engine", "precision", *ACCURACY, "p50 ms", "p99 ms", "img/s", "speedup")
 EXPORT_ACCURACY = ("engine", "precision", *ACCURACY, "status")  # when a bench table carries the speed
@@ -79,6 +135,12 @@ BENCH = ("engine", "precision", "batch", "mode", *ACCURACY, "p50 ms", "p90 ms", 
          "peak MB", "speedup")
 BENCH_TERMINAL = ("engine", "precision", "batch", "mode", *ACCURACY, "p50 ms", "p99 ms", "img/s", "speedup")
 COLUMNS["status"] = Column("status", "status", lambda r, rows, c: r.status, left=True)
+# Rows merged from a device (`edgeresnet report`): its engines, then its bench with GPU compute
+# against wall time (p50), the latency per image of the batch the engine ran, and the energy columns.
+DEVICE_ENGINES = ("device", "precision", "size MB", "top-1", "drop pp", "agreement", "DLA/GPU layers", "status")
+DEVICE_BENCH = ("device", "precision", "batch", "mode", "engine batch", "wall ms", "GPU ms", "ms/image", "img/s",
+                "W", "mJ/image", "power mode", "clocks locked", "throttled")
+DEVICE_TERMINAL = (DEVICE_BENCH[:9], DEVICE_BENCH[:4] + DEVICE_BENCH[9:])  # timing, then energy: 80 columns each
 
 
 def cells(rows: list[ResultRow], r: ResultRow, names: tuple[str, ...], compact: bool = False) -> list[str]:
@@ -114,7 +176,9 @@ def html_table(rows: list[ResultRow], names: tuple[str, ...]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def export_columns(has_bench: bool) -> tuple[str, ...]:
+def export_columns(has_bench: bool, has_device: bool = False) -> tuple[str, ...]:
     """The export table's columns: with a bench in the same report, speed is the bench
-    table's alone (one measurement, one speed-up per engine and batch)."""
-    return EXPORT_ACCURACY if has_bench else EXPORT
+    table's alone (one measurement, one speed-up per engine and batch); with rows merged from
+    a device, which device each ran on."""
+    names = EXPORT_ACCURACY if has_bench else EXPORT
+    return (names[0], "device", *names[1:]) if has_device else names
