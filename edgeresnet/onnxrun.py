@@ -13,8 +13,9 @@ from .errors import InputError, fatal, native_call, require
 LEVELS = {"none": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "all": "ORT_ENABLE_ALL"}
 
 
-def session_with_outputs(model, tensors: list[str], threads: int | None = None, level: str = "all"):
-    """A CPU session on ``model`` (a ModelProto) that also returns ``tensors``.
+def session_with_outputs(model, tensors: list[str], threads: int | None = None, level: str = "all", count: int = 1):
+    """A CPU session on ``model`` (a ModelProto) that also returns ``tensors`` (``count`` > 1: a
+    list of that many independent sessions, the model serialized once).
 
     ``level``: ``basic`` keeps every observed tensor (fusions would swallow some), ``none`` runs
     the graph exactly as written (QDQ unfused: the int8 grid's exact arithmetic)."""
@@ -32,7 +33,9 @@ def session_with_outputs(model, tensors: list[str], threads: int | None = None, 
         opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
     opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[level])
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    blob = model.SerializeToString()
+    sessions = [ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"]) for _ in range(count)]
+    return sessions[0] if count == 1 else sessions
 
 
 def user_session(path: Path, opts=None):
