@@ -658,3 +658,16 @@ def test_bench_rows_on_a_fixture_jetson_carry_power_clocks_and_energy(tmp_path, 
         assert row["avg_w"] > 0 and row["mj_per_image"] > 0 and row["images_per_joule"] > 0
         assert row["energy_source"] == "ina3221" and row["throttled"] in (True, False)
         assert row["gpu_compute_ms"]["p50"] <= row["latency_ms"]["p50"]
+
+
+def test_an_engine_without_the_tensor_api_says_so(tmp_path, standin, monkeypatch):
+    """TensorRT 8.4 (JetPack 5.0.2) has only the bindings API: its engines build, but eval and
+    bench stop with one line naming the upgrade, never an AttributeError."""
+    trt, _ = standin
+    bundle = make_tiny_bundle(tmp_path / "exp")
+    _engine(trt, bundle, "fp32")  # built and loadable with the tensor API
+    engine_type = type(trt.Runtime(trt.Logger()).deserialize_cuda_engine((bundle / td.engine_file("fp32")).read_bytes()))
+    monkeypatch.delattr(engine_type, "num_io_tensors")
+    with pytest.raises(td.DeviceError, match="bindings API only") as err:
+        td.load_engine(trt, (bundle / td.engine_file("fp32")).read_bytes())
+    assert err.value.code == 4 and "TensorRT 8.5.2" in err.value.hint

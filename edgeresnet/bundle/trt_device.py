@@ -784,6 +784,14 @@ def load_engine(trt: Any, data: bytes, dla_core: Optional[int] = None, logger: A
     if engine is None:
         raise DeviceError(f"TensorRT {trt.__version__} could not load the engine (built by another TensorRT or GPU?)",
                           hint="rebuild it on this device: trt_device.py build", code=EXIT_UNAVAILABLE)
+    if not hasattr(engine, "num_io_tensors"):
+        # TensorRT 8.4 (JetPack 5.0.2) has only the bindings API (release/8.4 python/src/infer/pyCore.cpp:
+        # no num_io_tensors, set_input_shape or execute_async_v3); this file runs engines through the
+        # named-tensor API of 8.5+. Its engines still build and are audited.
+        raise DeviceError(f"TensorRT {trt.__version__} runs engines through the bindings API only; eval and bench here "
+                          "use the named-tensor API of TensorRT 8.5+ (build works on 8.4)",
+                          hint="upgrade to JetPack 5.1.x (TensorRT 8.5.2), or time the built engines with "
+                          "trtexec --loadEngine=trt/model.<engine>.engine", code=EXIT_UNAVAILABLE)
     return EngineInfo(trt, runtime, engine, dla_core)
 
 
