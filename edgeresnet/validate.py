@@ -1,11 +1,10 @@
-"""Checks on what calibration and evaluation data look like. ONNX files are checked in
-``onnxfile`` (``check_onnx_file`` is re-exported here for callers that import it from here)."""
+"""Checks on what calibration and evaluation data look like (ONNX files are checked in
+``onnxfile``)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from .onnxfile import check_onnx_file  # noqa: F401  (moved to onnxfile/check.py)
 from .progress import stderr
 
 CALIB_BATCH = 64
