@@ -24,7 +24,7 @@ from .observers import METHODS, HistogramObserver
 from .table import CalibrationTable, weights_sha256
 
 
-DEFAULT_MEMORY_MB = 512  # the observed tensors of one chunk of images, at most (ResNet-18 @224: 14 images)
+DEFAULT_MEMORY_MB = 512  # the observed tensors of the chunks in flight, at most (ResNet-18 @224: 2 lanes x 7 images)
 _OVERHEAD = 2.5  # per observed byte: ORT's output buffer, its reused intermediates, the observer's |x| copy
 
 

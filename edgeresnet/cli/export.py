@@ -38,7 +38,7 @@ def export(
     percentile: Annotated[float, typer.Option(help="Percentile of |x| for --calib-method percentile.")] = 99.99,
     calib_table: Annotated[Path | None, typer.Option(help="Reuse a calibration.json from an earlier export of the same weights.")] = None,
     calib_seed: Annotated[int, typer.Option(help="Seed for picking calibration images.")] = 0,
-    calib_memory: Annotated[int, typer.Option(help="Calibration memory budget in MB: images go through ONNX Runtime in chunks whose observed activations fit it (the table does not depend on it). ResNet-18 at 224 takes 14 images a chunk at the default.")] = 512,
+    calib_memory: Annotated[int, typer.Option(help="Calibration memory budget in MB: images go through ONNX Runtime in chunks whose observed activations fit it (the table does not depend on it). Shared by the sessions that run side by side (two on two or more cores: ResNet-18 at 224 takes 7 images a chunk each at the default).")] = 512,
     eval_spec: Annotated[str | None, typer.Option("--eval", help="Evaluation data spec; its *test* split is used (default: the calibration data's).")] = None,
     no_eval: Annotated[bool, typer.Option("--no-eval", help="Skip accuracy (latency only).")] = False,
     eval_limit: Annotated[int | None, typer.Option(help="Evaluate on the first N test images only.")] = None,
