@@ -16,6 +16,7 @@ from .render import (
     latency_note,
     row_label,
     split_bench,
+    timing_notes,
     tuning_lines,
 )
 from .schema import Report, ResultRow
@@ -128,6 +129,10 @@ def _sensitivity_png(plt, sensitivity: list[dict]) -> str:
     return uri
 
 
+def _notes(lines: list[str]) -> list[str]:
+    return [f"<p class='note'>{html.escape(n)}</p>" for n in lines]
+
+
 def _device_html(report: Report, bench: list[ResultRow]) -> list[str]:
     """The rows merged from devices (`edgeresnet report`): as report.md's "On the device"."""
     engines, bench = device_tables(report, bench)
@@ -164,11 +169,14 @@ def render_html(report: Report, bench: list[ResultRow] | None = None, machine: d
     parts.append("<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in facts) + "</ul>")
     parts.append("<h2>Export: FP32 vs INT8</h2>" + html_table(report.results, export_columns(
         bool(bench), any(map(ran_on, report.results)))))
+    if not bench:
+        parts += _notes(timing_notes(report.results))
     if report.tuning:
         parts.append("<h2>Accuracy budget</h2><ul>" + "".join(
             f"<li>{html.escape(line.strip())}</li>" for line in tuning_lines(report)) + "</ul>")
     if bench:
         parts.append("<h2>Benchmark</h2>" + html_table(bench, BENCH))
+        parts += _notes(timing_notes(bench) + [r.details["vs_export"]["note"] for r in bench if r.details.get("vs_export")])
     parts += _device_html(report, on_device)
     figures = plots(report, bench)
     if not figures:

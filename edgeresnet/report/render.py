@@ -6,14 +6,16 @@ from __future__ import annotations
 from rich.table import Table
 
 from .schema import Report, ResultRow
+from .speedup import round_values
 from .table import (
     BENCH,
     BENCH_TERMINAL,
     DEVICE_BENCH,
     DEVICE_ENGINES,
-    EXPORT,
+    EXPORT_TERMINAL,
     device_label,
     export_columns,
+    speedup_of,
     markdown_table,
     ran_on,
     terminal,
@@ -26,11 +28,38 @@ DEVICE_LEGEND = ("wall ms: p50 of the whole call (copies in, the engine, copies 
 
 
 def terminal_table(report: Report) -> Table:
-    return terminal(report.results, EXPORT, f"{report.model.get('arch')}: FP32 vs INT8")
+    rows = report.results
+    return terminal(rows, EXPORT_TERMINAL, f"{report.model.get('arch')}: FP32 vs INT8", _caption(rows))
 
 
 def bench_table(rows: list[ResultRow], title: str) -> Table:
-    return terminal(rows, BENCH_TERMINAL, title)
+    return terminal(rows, BENCH_TERMINAL, title, _caption(rows))
+
+
+def _caption(rows: list[ResultRow]) -> str | None:
+    from rich.markup import escape
+
+    return escape("\n".join(timing_notes(rows))) or None
+
+
+def timing_notes(rows: list[ResultRow]) -> list[str]:
+    """Under every table with timed rounds (terminal, report.md, report.html alike): what the
+    spread and the speed-up's interval are, and whether the machine was busy while timing."""
+    timed = [r for r in rows if r.status == "ok" and len(round_values(r)) > 1]
+    if not timed:
+        return []
+    counts = sorted({len(round_values(r)) for r in timed})
+    found = [s for s in (speedup_of(rows, r) for r in rows) if s is not None and s.coverage is not None]
+    rounds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    lines = [f"spread: (max - min) / median of the p50s of {rounds} interleaved rounds; vs fp32: the median of the "
+             "per-round ratios (fp32 p50 / this p50, the same round)" +
+             (f" and the interval that holds it with {min(s.coverage for s in found):.0%} confidence" if found else "")]
+    loads = [v for r in timed for v in r.details.get("load_1min") or []]
+    cpus = next((r.details["cpus"] for r in timed if r.details.get("cpus")), None)
+    if loads and cpus and max(loads) > 1.5 * cpus:
+        lines.append(f"the machine was busy while timing (1-min load average up to {max(loads):.1f} on {cpus} CPUs, "
+                     "the timing's own threads included): wide intervals are that noise; time again when it is quiet")
+    return lines
 
 
 def row_label(r: ResultRow) -> str:
@@ -175,6 +204,8 @@ def markdown(report: Report, bench: list[ResultRow] | None = None) -> str:
     if report.results and any(r.latency_ms for r in report.results):
         lines.append(f"- latency: {latency_note(report, bench)}")
     lines += ["", markdown_table(report.results, export_columns(bool(bench), any(map(ran_on, report.results))))]
+    notes = [] if bench else timing_notes(report.results)
+    lines += [""] + [f"- {n}" for n in notes] if notes else []
     drops = [r for r in report.results if r.per_class_drop_pp and r.precision != "fp32"]
     if drops:
         classes = list(drops[0].per_class_drop_pp)
@@ -201,6 +232,8 @@ def markdown(report: Report, bench: list[ResultRow] | None = None) -> str:
                          f"weights {p['weights']}, bias {p['bias']}")
     if bench:
         lines += ["", "## Benchmark", "", markdown_table(bench, BENCH)]
+        notes = timing_notes(bench) + [r.details["vs_export"]["note"] for r in bench if r.details.get("vs_export")]
+        lines += [""] + [f"- {n}" for n in notes] if notes else []
     lines += device_markdown(report, on_device)
     lines += ["", f"Command: `{report.command}`", ""]
     return "\n".join(lines)

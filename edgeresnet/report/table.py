@@ -2,8 +2,10 @@
 report.md and report.html. A table is a list of column names; the export table, the bench
 table and their terminal versions differ only in which names they list.
 
-Speed-up has one definition (:func:`speedup`): this row against the FP32 row of the same
-engine, batch and mode (and device, for rows merged from a device) in the same table.
+Speed-up has one definition (:func:`speedup`, :func:`speedup_of` with its interval; the statistics
+are report/speedup.py's): this row against the FP32 row of the same engine, batch and mode (and
+device, for rows merged from a device) in the same table, round by round. Its cell carries the
+interval, and an INT8 row slower than FP32 beyond it says so in every rendering alike.
 
 Rows merged from a device by `edgeresnet report` (``details["ran_on"]``) have their own columns:
 the device, GPU compute against wall time, the latency per image of the batch the engine ran, and
@@ -21,6 +23,7 @@ from rich import box
 from rich.table import Table
 
 from .schema import ResultRow
+from .speedup import Speedup, of_rows, round_values, spread_pct
 
 
 def ran_on(r: ResultRow) -> dict | None:
@@ -42,15 +45,29 @@ def device_label(r: ResultRow, short: bool = False) -> str:
 
 def speedup(rows: list[ResultRow], row: ResultRow) -> float | None:
     """How much faster than FP32 on the same engine, batch, mode and device (p50, or throughput)."""
-    base = next((r for r in rows if (r.target, r.batch, r.mode, r.precision, r.status, device_label(r)) ==
-                 (row.target, row.batch, row.mode, "fp32", "ok", device_label(row))), None)
-    if base is None or row.status != "ok" or row.precision == "fp32":
-        return None
-    if row.mode == "throughput":
-        return row.throughput_ips / base.throughput_ips if base.throughput_ips and row.throughput_ips else None
-    if not (row.latency_ms and base.latency_ms and row.latency_ms.get("p50") and base.latency_ms.get("p50")):
-        return None
-    return base.latency_ms["p50"] / row.latency_ms["p50"]
+    found = speedup_of(rows, row)
+    return None if found is None else found.value
+
+
+def speedup_of(rows: list[ResultRow], row: ResultRow) -> Speedup | None:
+    """:func:`speedup` with its interval from the rounds (report/speedup.py)."""
+    return of_rows(rows, row, key=lambda r: (r.target, r.batch, r.mode, device_label(r)))
+
+
+SLOWER = "slower than fp32 here"
+
+
+def speedup_text(rows: list[ResultRow], row: ResultRow) -> str:
+    """"1.75x (1.70-1.80)"; a row slower than FP32 beyond its interval says so."""
+    found = speedup_of(rows, row)
+    if found is None:
+        return "-"
+    return found.text() + (f" {SLOWER}" if found.slower else "")
+
+
+def spread(row: ResultRow) -> float | None:
+    """How far apart the rounds' p50s (or images/s) landed, in percent of their median."""
+    return spread_pct(round_values(row))
 
 
 def _fmt(value, spec: str) -> str:
@@ -112,7 +129,8 @@ COLUMNS = {c.name: c for c in (
     Column("mean ms", "mean ms", _lat("mean")),
     Column("img/s", "img/s", lambda r, rows, c: _fmt(r.throughput_ips, ".0f")),
     Column("peak MB", "peak MB", lambda r, rows, c: _fmt(r.peak_memory_mb, ".0f")),
-    Column("speedup", "vs fp32", lambda r, rows, c: _fmt(speedup(rows, r), ".2f") + ("x" if speedup(rows, r) else "")),
+    Column("spread %", "spread%", lambda r, rows, c: _fmt(spread(r), ".1f")),
+    Column("speedup", "vs fp32", lambda r, rows, c: speedup_text(rows, r)),
 )}
 COLUMNS.update({c.name: c for c in (
     Column("device", "device", lambda r, rows, c: device_label(r, short=c), left=True),
@@ -129,11 +147,14 @@ COLUMNS.update({c.name: c for c in (
 )})
 IDENTITY = ("engine", "precision", "batch", "mode", "device")  # columns a failed or skipped row still fills
 ACCURACY = ("size MB", "top-1", "drop pp", "agreement")
-EXPORT = ("engine", "precision", *ACCURACY, "p50 ms", "p99 ms", "img/s", "speedup")
+EXPORT = ("engine", "precision", *ACCURACY, "p50 ms", "spread %", "p99 ms", "img/s", "speedup")
 EXPORT_ACCURACY = ("engine", "precision", *ACCURACY, "status")  # when a bench table carries the speed
-BENCH = ("engine", "precision", "batch", "mode", *ACCURACY, "p50 ms", "p90 ms", "p99 ms", "mean ms", "img/s",
-         "peak MB", "speedup")
-BENCH_TERMINAL = ("engine", "precision", "batch", "mode", *ACCURACY, "p50 ms", "p99 ms", "img/s", "speedup")
+BENCH = ("engine", "precision", "batch", "mode", *ACCURACY, "p50 ms", "spread %", "p90 ms", "p99 ms", "mean ms",
+         "img/s", "peak MB", "speedup")
+# The terminal's 80 columns: the speed-up's interval needs its room, so the terminal drops what
+# report.md keeps beside it (p99, and the size and agreement of bench rows); the numbers it shows are report.md's.
+EXPORT_TERMINAL = ("engine", "precision", *ACCURACY, "p50 ms", "spread %", "speedup")
+BENCH_TERMINAL = ("engine", "precision", "batch", "mode", "top-1", "drop pp", "p50 ms", "spread %", "img/s", "speedup")
 COLUMNS["status"] = Column("status", "status", lambda r, rows, c: r.status, left=True)
 # Rows merged from a device (`edgeresnet report`): its engines, then its bench with GPU compute
 # against wall time (p50), the latency per image of the batch the engine ran, and the energy columns.
@@ -153,9 +174,9 @@ def cells(rows: list[ResultRow], r: ResultRow, names: tuple[str, ...], compact: 
     return texts
 
 
-def terminal(rows: list[ResultRow], names: tuple[str, ...], title: str) -> Table:
+def terminal(rows: list[ResultRow], names: tuple[str, ...], title: str, caption: str | None = None) -> Table:
     """A rich table (short headers, compact cells; reasons go under the table)."""
-    table = Table(title=title, box=box.SIMPLE_HEAD, padding=0, pad_edge=False)
+    table = Table(title=title, caption=caption, caption_justify="left", box=box.SIMPLE_HEAD, padding=0, pad_edge=False)
     for n in names:
         col = COLUMNS[n]
         table.add_column(col.short, justify="left" if col.left else "right", no_wrap=n != names[-1])
