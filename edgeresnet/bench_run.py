@@ -1,21 +1,19 @@
 """`edgeresnet bench`: every artifact of an export dir (or one model file), each engine and
-batch size in its own process and block, repeated in rounds; results in the report.json row
-schema with the machine they ran on."""
+batch size in its own process and block, in interleaved rounds (latency.py, the method the
+export's table uses too); results in the report.json row schema with the machine they ran on."""
 
 from __future__ import annotations
 
-import statistics
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from .backends import expand_targets, get_backend
 from .backends.base import Artifact, artifact_size
 from .backends.registry import for_suffix, suffixes_help
-from .bench_worker import block_spec, spawn
+from .bench_worker import block_spec
 from .errors import InputError, UsageError
+from .latency import PLAN, Plan, merge, run_rounds
 from .limits import check_flag
-from .progress import progress
 from .report import ResultRow
 
 @dataclass(frozen=True)
@@ -26,10 +24,10 @@ class BenchConfig:
     batches: tuple[int, ...] = (1,)
     modes: tuple[str, ...] = ("latency",)
     threads: int | None = None
-    warmup: int = 10
-    min_runs: int = 100
-    min_seconds: float = 2.0
-    rounds: int = 1
+    warmup: int = PLAN.warmup
+    min_runs: int = PLAN.min_runs
+    min_seconds: float = PLAN.min_seconds
+    rounds: int | None = None  # None: the export's plan (at least 5, more while a speed-up is unsettled)
     requests: int | None = None
     device: str = "CPU"
 
@@ -87,20 +85,6 @@ def discover(source: Path) -> tuple[list[Item], dict | None]:
     return [Item(Artifact(target, _file_precision(source), source), {})], None
 
 
-def _merge(rounds: list[dict], mode: str) -> dict:
-    """The round with the median p50 (latency) or median throughput, plus the spread."""
-    if mode == "throughput":
-        values = [r["throughput_ips"] for r in rounds]
-        pick = sorted(rounds, key=lambda r: r["throughput_ips"])[len(rounds) // 2]
-        return {**pick, "throughput_rounds": values}
-    p50s = [r["latency_ms"]["p50"] for r in rounds]
-    pick = sorted(rounds, key=lambda r: r["latency_ms"]["p50"])[len(rounds) // 2]
-    pick = {**pick, "latency_ms": {**pick["latency_ms"], "p50_rounds": p50s}}
-    if len(p50s) > 1:
-        pick["latency_ms"]["p50_spread_pct"] = 100 * (max(p50s) - min(p50s)) / statistics.median(p50s)
-    return pick
-
-
 def bench(cfg: BenchConfig) -> tuple[list[ResultRow], dict | None]:
     check_flag("--rounds", cfg.rounds, least=1, most=1000, integer=True)
     check_flag("--min-runs", cfg.min_runs, least=1, most=10_000_000, integer=True)
@@ -112,6 +96,7 @@ def bench(cfg: BenchConfig) -> tuple[list[ResultRow], dict | None]:
     for m in cfg.modes:
         if m not in ("latency", "throughput"):
             raise UsageError(f"unknown --mode {m!r}", hint="latency or throughput")
+    plan = Plan(warmup=cfg.warmup, min_runs=cfg.min_runs, min_seconds=cfg.min_seconds, rounds=cfg.rounds)
     items, report = discover(cfg.source)
     if cfg.targets:
         wanted = expand_targets(cfg.targets)
@@ -122,28 +107,14 @@ def bench(cfg: BenchConfig) -> tuple[list[ResultRow], dict | None]:
         raise InputError(f"nothing to benchmark in {cfg.source} with these filters", hint="check --target / --precision")
     chw = tuple(report["model"]["input_shape"][1:]) if report else None
     blocks = [(item, b, m) for item in items for b in cfg.batches for m in cfg.modes]
-    collected: dict[int, list[dict]] = {i: [] for i in range(len(blocks))}
-    failures: dict[int, str] = {}
-    skipped: dict[int, str] = {}
     reasons = {t: get_backend(t, device=cfg.device).unavailable_reason() for t in {i.artifact.target for i in items}}
-    for i, (item, _, _) in enumerate(blocks):
-        if reasons[item.artifact.target]:
-            skipped[i] = reasons[item.artifact.target]
-    with progress() as bar:
-        task = bar.add_task("bench", total=len(blocks) * cfg.rounds)
-        for _ in range(cfg.rounds):
-            for i, (item, batch, mode) in enumerate(blocks):
-                art = item.artifact
-                bar.update(task, description=f"{art.target} {art.precision} b{batch} {mode}")
-                spec = block_spec(art, batch=batch, chw=chw, threads=cfg.threads, mode=mode, warmup=cfg.warmup,
-                                  min_runs=cfg.min_runs, min_seconds=cfg.min_seconds, requests=cfg.requests,
-                                  device=cfg.device)
-                if i not in failures and i not in skipped:
-                    try:
-                        collected[i].append(spawn(spec, timeout=600))
-                    except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:
-                        failures[i] = str(exc)
-                bar.advance(task)
+    skipped = {i: reasons[item.artifact.target] for i, (item, _, _) in enumerate(blocks) if reasons[item.artifact.target]}
+    runnable = [i for i in range(len(blocks)) if i not in skipped]
+    specs = [block_spec(blocks[i][0].artifact, batch=blocks[i][1], chw=chw, threads=cfg.threads, mode=blocks[i][2],
+                        requests=cfg.requests, device=cfg.device, **plan.block()) for i in runnable]
+    timed = dict(zip(runnable, run_rounds(specs, plan)))
+    failures = {i: t.error for i, t in timed.items() if t.error is not None}
+    collected = {i: t.rounds for i, t in timed.items()}
     rows = []
     for i, (item, batch, mode) in enumerate(blocks):
         art = item.artifact
@@ -152,16 +123,63 @@ def bench(cfg: BenchConfig) -> tuple[list[ResultRow], dict | None]:
             rows.append(ResultRow(art.target, art.precision, artifact=rel, batch=batch, mode=mode,
                                   status="failed" if i in failures else "skipped", reason=failures.get(i) or skipped[i]))
             continue
-        r = _merge(collected[i], mode)
+        r = merge(collected[i], mode)
         rows.append(ResultRow(art.target, art.precision, artifact=rel, size_bytes=artifact_size(art.path), batch=batch, mode=mode,
                               threads=cfg.threads, latency_ms=r.get("latency_ms"), throughput_ips=r.get("throughput_ips"),
                               peak_memory_mb=r.get("peak_rss_mb"), samples_ms=r.get("samples_ms"),
                               details={**r.get("details", {}), "load_seconds": r.get("load_seconds"),
-                                       "requests": r.get("requests"), "rounds": cfg.rounds,
-                                       **({"throughput_rounds": r["throughput_rounds"]} if "throughput_rounds" in r else {})},
+                                       "requests": r.get("requests"), "rounds": r["rounds"], "load_1min": r["load_1min"], "cpus": r["cpus"],
+                                       "latency_method": plan.describe(),
+                                       **{k: r[k] for k in ("throughput_rounds", "throughput_spread_pct") if k in r}},
                               kernel=r.get("details", {}).get("kernel"), **item.accuracy, **row_columns(r)))
     _warn_other_cpu(report)
+    if report:
+        against_export(rows, [ResultRow(**{k: v for k, v in r.items() if k in ResultRow.__dataclass_fields__})
+                              for r in report.get("results", [])])
     return rows, report
+
+
+def against_export(rows: list[ResultRow], export: list[ResultRow]) -> None:
+    """Each batch-1 latency speed-up measured here against the one the export recorded for the same
+    artifact, into ``details["vs_export"]`` with one line for the terminal: they agree when their
+    intervals overlap; when they do not, one of them is noise and the line says which, rather than
+    leaving two contradicting figures side by side."""
+    from .report.table import ran_on, speedup_of
+
+    export = [r for r in export if not ran_on(r)]
+    for row in rows:
+        here = speedup_of(rows, row) if row.batch == 1 and row.mode == "latency" else None
+        then_row = next((r for r in export if (r.target, r.precision) == (row.target, row.precision)), None)
+        then = speedup_of(export, then_row) if here and then_row else None
+        if then is None:
+            continue
+        name = f"{row.target} {row.precision} vs fp32"
+        agrees = here.agrees(then)
+        if then_row.threads != row.threads:
+            line = (f"{name}: {here.text()} here with {row.threads or 'default'} threads, {then.text()} in the export "
+                    f"with {then_row.threads or 'default'}: not comparable")
+        elif agrees:
+            line = f"{name}: {here.text()} here agrees with the export's {then.text()} within their intervals"
+        elif agrees is None:
+            once = "this bench" if here.low is None else "the export"
+            line = (f"{name}: {here.text()} here, {then.text()} in the export; {once} timed one round, so whether "
+                    "they agree cannot be told" + ("" if here.low is None else ": this bench's figure stands"))
+        else:
+            line = f"{name}: {here.text()} here, {then.text()} in the export: " + _noise(here, then, row, then_row)
+        row.details["vs_export"] = {"export": then.to_dict(), "here": here.to_dict(), "agrees": agrees, "note": line}
+
+
+def _noise(here, then, row: ResultRow, then_row: ResultRow) -> str:
+    """Why two interleaved measurements of one speed-up disagree beyond both intervals, and which to keep."""
+    loads = [max(r.details.get("load_1min") or [0.0]) for r in (then_row, row)]
+    busy = f"the 1-min load average reached {loads[0]:.1f} during the export and {loads[1]:.1f} during this bench"
+    if here.half_width_pct <= then.half_width_pct:
+        return (f"they disagree beyond both intervals, so the machine's load changed between the runs ({busy}); "
+                f"the export's figure is the noisier (+-{then.half_width_pct:.0f}% against +-{here.half_width_pct:.0f}%) "
+                "and is noise here: this bench's figure stands")
+    return (f"they disagree beyond both intervals, so the machine's load changed between the runs ({busy}); this "
+            f"bench is the noisier (+-{here.half_width_pct:.0f}% against +-{then.half_width_pct:.0f}%): run it again "
+            "on a quieter machine, or with more --rounds")
 
 
 def row_columns(block: dict) -> dict:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ..latency import PLAN
 from .common import command, engines_help, err, int_list, out, threads_option
 
 
@@ -37,16 +38,17 @@ def bench(
     precision: Annotated[str | None, typer.Option(help="Only these precisions (fp32, bf16, fp16, int8).")] = None,
     threads: Annotated[int | None, threads_option("CPU threads per engine (default: the runtime's own choice).")] = None,
     warmup: Annotated[int, typer.Option(help="Untimed runs before timing.")] = 10,
-    min_runs: Annotated[int, typer.Option(help="Timed runs: at least this many ...")] = 100,
-    min_seconds: Annotated[float, typer.Option(help="... and at least this long.")] = 2.0,
-    rounds: Annotated[int, typer.Option(help="Repeat every block this many times; the median round is kept, the spread reported.")] = 1,
+    min_runs: Annotated[int, typer.Option(help="Timed runs per block: at least this many ...")] = PLAN.min_runs,
+    min_seconds: Annotated[float, typer.Option(help="... and at least this long.")] = PLAN.min_seconds,
+    rounds: Annotated[int | None, typer.Option(help=f"Rounds of blocks, interleaved (each round times every artifact once); the median round is kept, the spread and each speed-up's interval reported. Default: {PLAN.min_rounds}, more while a speed-up's interval is wider than +-{PLAN.target_pct:g}% (up to {PLAN.max_rounds}, {PLAN.budget_seconds:g} s), as the export times its table.", show_default=False)] = None,
     requests: Annotated[int | None, typer.Option(help="Requests in flight in throughput mode (default: OpenVINO's optimum, 2 for ORT).")] = None,
     device: Annotated[str, typer.Option(help="OpenVINO device.")] = "CPU",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write {machine, results} to this file.")] = None,
 ) -> None:
     """Time every engine like trtexec and benchmark_app: warm-up, then runs until both a minimum
     count and duration; p50/p90/p99/mean/min/max with the sample count, throughput, peak memory.
-    Each engine and batch runs in its own process, never interleaved.
+    Each engine and batch runs in its own process per round, and rounds go round-robin over them;
+    the speed-ups carry their interval, and each is checked against the export's.
 
     Example: edgeresnet bench exports/default --batch 1,8,32 --threads 2
     """
@@ -68,6 +70,10 @@ def bench(
     for r in rows:
         if r.status != "ok":
             out.print(f"{r.target} {r.precision} batch {r.batch} {r.status}: {r.reason}", style="yellow", markup=False)
+    for r in rows:
+        vs = r.details.get("vs_export")
+        if vs:
+            out.print(vs["note"], style=None if vs["agrees"] else "yellow", markup=False, soft_wrap=True)
     if json_out:
         atomic_write(json_out, lambda p: p.write_text(json.dumps(payload, indent=1)))
         out.print(f"wrote {json_out}", markup=False)
