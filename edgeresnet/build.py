@@ -26,7 +26,7 @@ from .backends.tensorrt_recipes import dla_refusal, recipe_for
 from .bundle import Bundle, export_root
 from .bundle.report import read_report
 from .data import Preprocess, load_split
-from .engines import EngineContext, Measurer, engine_rows
+from .engines import EngineContext, Measurer, engine_rows, time_rows
 from .errors import BackendUnavailable, InputError
 from .machine import libraries
 from .manifest import write_manifest
@@ -85,11 +85,12 @@ def build_on_device(export_dir: Path, eval_spec: str | None = None, eval_limit: 
     eval_idx = None if eval_set is None else np.arange(len(eval_set) if eval_limit is None else min(eval_limit, len(eval_set)))
     probe = np.zeros((1, *pre.input_shape), np.float32) if eval_set is None else eval_set.batch(np.arange(1), pre)
     ctx = EngineContext(work=root, fp32_path=bundle.path(spec.fp32_onnx, BUNDLE), fp32_proto=None, table=None,
-                        threads=threads, measure=Measurer(eval_set, pre, eval_idx, probe, threads),
+                        threads=threads, measure=Measurer(eval_set, pre, eval_idx, probe),
                         artifacts_dir=folder, qdq_paths={PROFILE.name: bundle.path(spec.int8_onnx, BUNDLE)},
                         fallback_layers=list(spec.fallback_layers))
     backend = TensorRTBackend(trt_options=options)
     rows = engine_rows(backend, ctx, int8=True)
+    time_rows(rows, ctx, probe.shape[1:])
     # Rows merged from devices by `edgeresnet report` stay: they describe other machines' engines.
     report.results = [r for r in report.results if r.target != backend.name or ran_on(r)] + rows
     if eval_set is not None:

@@ -1,5 +1,6 @@
 """The engine stage: for each backend, emit its QDQ graph from the one calibration table,
-build every precision it offers, and measure accuracy and a quick latency per artifact.
+build every precision it offers and measure its accuracy; then time every artifact together
+(:func:`time_rows`, bench's method).
 
 One engine failing becomes a status row; the others still finish.
 """
@@ -16,13 +17,15 @@ import numpy as np
 from .backends.base import Artifact, Backend, artifact_size
 from .bench import time_runner
 from .bench_run import row_columns
-from .bench_worker import block_spec, spawn
+from .bench_worker import block_spec
 from .calibrate.table import CalibrationTable
 from .data import Preprocess
 from .data.sources import ImageSet
 from .errors import EdgeResNetError, fatal, require
 from .evaluate import Accuracy, evaluate
+from .latency import PLAN, Plan, merge, run_rounds
 from .outdir import atomic_write
+from .progress import stderr
 from .quantize.profile import Profile
 from .quantize.recipe import Candidate, quantized_model
 from .report import ResultRow
@@ -30,46 +33,33 @@ from .report import ResultRow
 Measure = Callable[[ResultRow, Callable], "Accuracy | None"]
 
 
-LATENCY_METHOD = "batch 1, each artifact in its own process (as `edgeresnet bench`), 50 runs and 1 s at least"
-QUICK = {"warmup": 10, "min_runs": 50, "min_seconds": 1.0}
+IN_PROCESS = "batch 1, in this process, before any engine was built (PyTorch eager has no artifact to hand a worker)"
 
 
 @dataclass
 class Measurer:
-    """Accuracy on the evaluation images (when there are any) and a batch-1 latency.
+    """Accuracy on the evaluation images (when there are any); latency only for the PyTorch
+    eager row, which has no artifact and is timed here, labelled so.
 
-    Engine artifacts are timed as `bench` times them, each in a fresh process (bench_worker),
-    with fewer runs: timed in this process, with torch and the other engines' thread pools
-    alive, ORT's INT8 on ResNet-20 read 0.86x FP32 where the bench measured 1.75x. Only the
-    PyTorch eager row, which has no artifact, is timed here."""
+    Engine artifacts are timed afterwards by :func:`time_rows`, all together and as `bench`
+    times them: timed one by one right after each build, with builds and the parent's thread
+    pools around them, ORT's INT8 read 0.91x FP32 where the bench a minute later read 1.72x."""
 
     eval_set: ImageSet | None
     pre: Preprocess
     eval_idx: np.ndarray | None
     probe: np.ndarray  # one preprocessed image, batch 1
-    threads: int | None
-    device: str = "CPU"
 
     def __call__(self, row: ResultRow, run: Callable, artifact: Artifact | None = None) -> Accuracy | None:
         acc = None
         if self.eval_set is not None:
             acc = evaluate(run, self.eval_set, self.pre, self.eval_idx, label=f"{row.target} {row.precision}")
             row.top1, row.top5 = acc.top1, acc.top5
-        row.threads = self.threads
         if artifact is None:
-            timing = time_runner(run, self.probe, min_runs=QUICK["min_runs"], min_seconds=QUICK["min_seconds"])
+            timing = time_runner(run, self.probe, warmup=PLAN.warmup, min_runs=PLAN.min_runs,
+                                 min_seconds=PLAN.min_seconds)
             row.latency_ms, row.throughput_ips = timing.latency_ms(), timing.throughput_ips
-            row.details["latency_method"] = "batch 1, in this process (PyTorch eager has no artifact to hand a worker)"
-            return acc
-        timed = spawn(block_spec(artifact, chw=self.probe.shape[1:], threads=self.threads, device=self.device, **QUICK))
-        row.latency_ms, row.throughput_ips = timed["latency_ms"], timed["throughput_ips"]
-        row.peak_memory_mb = timed.get("peak_rss_mb")
-        for name, value in row_columns(timed).items():  # an engine timed as trtexec: GPU compute, H2D, ...
-            setattr(row, name, value)
-        timing = timed.get("details", {}).get("timing_warnings", [])
-        if timing:  # trtexec's warnings (unstable GPU time, bound by copies or enqueue), printed by `build`
-            row.details["warnings"] = row.details.get("warnings", []) + [f"timing: {w}" for w in timing]
-        row.details["latency_method"] = LATENCY_METHOD
+            row.details["latency_method"] = IN_PROCESS
         return acc
 
 
@@ -147,7 +137,7 @@ def engine_rows(backend: Backend, ctx: EngineContext, int8: bool) -> list[Result
                 art = backend.build(ctx.fp32_path, precision, ctx.artifacts_dir or ctx.work)
             run = backend.load(art, ctx.threads)
             row = ResultRow(art.target, art.precision, artifact=str(art.path.relative_to(ctx.work)),
-                            size_bytes=artifact_size(art.path), details=dict(art.details),
+                            size_bytes=artifact_size(art.path), details=dict(art.details), threads=ctx.threads,
                             fallback_layers=list(ctx.fallback_layers) if precision == "int8" else None,
                             kernel=art.details.get("kernel"))
             acc = ctx.measure(row, run, art)
@@ -169,3 +159,34 @@ def engine_rows(backend: Backend, ctx: EngineContext, int8: bool) -> list[Result
                                          for c in base.per_class}
         rows.append(row)
     return rows
+
+
+def time_rows(rows: list[ResultRow], ctx: EngineContext, chw: tuple[int, ...], device: str = "CPU",
+              plan: Plan = PLAN) -> None:
+    """Every built artifact's latency, by bench's method (latency.py: interleaved rounds, each
+    block in its own process), once all engines are built so no build runs beside a timing.
+    Timed with ``ctx.threads``, the value the engines were loaded with for accuracy, and
+    recorded as given (None: each runtime's default). A block that fails leaves its row's
+    accuracy standing and says why in its warnings."""
+    work, threads = ctx.work, ctx.threads
+    todo = [r for r in rows if r.status == "ok" and r.artifact]
+    if not todo:
+        return
+    specs = [block_spec(Artifact(r.target, r.precision, work / r.artifact, dict(r.details)), chw=chw,
+                        threads=threads, device=device, **plan.block()) for r in todo]
+    stderr.print(f"timing {len(todo)} artifacts: {plan.rounds_text()}, interleaved, each block in its own process")
+    for row, timed in zip(todo, run_rounds(specs, plan)):
+        row.threads = threads
+        if timed.error is not None or not timed.rounds:
+            row.details["warnings"] = row.details.get("warnings", []) + [f"timing failed: {timed.error}"]
+            continue
+        merged = merge(timed.rounds, "latency")
+        row.latency_ms, row.throughput_ips = merged["latency_ms"], merged["throughput_ips"]
+        row.peak_memory_mb = merged.get("peak_rss_mb")
+        for name, value in row_columns(merged).items():  # an engine timed as trtexec: GPU compute, H2D, ...
+            setattr(row, name, value)
+        warnings = merged.get("details", {}).get("timing_warnings", [])
+        if warnings:  # trtexec's warnings (unstable GPU time, bound by copies or enqueue), printed by `build`
+            row.details["warnings"] = row.details.get("warnings", []) + [f"timing: {w}" for w in warnings]
+        row.details.update(latency_method=f"batch 1, after every engine was built: {plan.describe()}",
+                           rounds=merged["rounds"], load_1min=merged["load_1min"], cpus=merged["cpus"])

@@ -8,7 +8,6 @@ engines come from backends.registry."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,8 +25,9 @@ from .checkpoint import IMAGENET_PREPROCESS, ModelMeta, load_checkpoint
 from .data import FASHION_MNIST_CLASSES, Preprocess, load_split
 from .data.preprocess import Overrides
 from .data.sources import ImageSet, user_path
-from .engines import EngineContext, Measurer, engine_rows
+from .engines import EngineContext, Measurer, engine_rows, time_rows
 from .errors import BackendUnavailable, InputError, UsageError, fatal, require
+from .latency import PLAN
 from .limits import MAX_SIDE, check_flag
 from .evaluate import torch_predictor
 from .export import INPUT, OPSET, compare_with_torch, export_onnx
@@ -80,6 +80,7 @@ class ExportConfig:
     strict: bool = False  # unreadable images are fatal instead of skipped with a count
     tuning: TuneOptions = TuneOptions()  # --max-drop, sensitivity and the fixes
     price: bool = True  # measure the latency price of each layer kept in float
+    rounds: int | None = None  # --rounds: timing rounds of the latency table (None: latency.PLAN's, as bench)
     float_layers: tuple[str, ...] = ()  # --float-layers: node names, module paths or globs kept in float
     preprocess: Overrides | None = None  # --mean/--std/--size/--resize/--interpolation/--preprocess overrides
     command: str = ""
@@ -235,6 +236,7 @@ def _check_flags(cfg: ExportConfig) -> None:
     check_flag("--calib-memory", cfg.calib_memory, least=64, most=1_048_576, integer=True)
     check_flag("--input-size", cfg.input_size, least=8, most=MAX_SIDE, integer=True)
     check_flag("--eval-limit", cfg.eval_limit, least=1, integer=True)
+    check_flag("--rounds", cfg.rounds, least=1, most=1000, integer=True)
     if cfg.calib_table and not cfg.calib_table.is_file():
         raise InputError(f"--calib-table {cfg.calib_table} does not exist",
                          hint="pass the calibration.json of an earlier export of the same weights")
@@ -424,14 +426,14 @@ def build_engines(cfg: ExportConfig, inputs: Inputs, folded: Folded, table: Cali
                   tuned: TuneResult | None, work: Path, eval_idx: np.ndarray | None,
                   forced: list[str] = ()) -> list[ResultRow]:
     """The torch row, then per engine: its prepare hook, every precision built and evaluated
-    (accuracy on the evaluation images, a quick latency), and the price of float layers."""
+    on the evaluation images, and the price of float layers; then every artifact timed
+    together, as `bench` times them. ``cfg.threads`` is the one thread count of all of it."""
     pre = inputs.loaded.meta.preprocess
     eval_set = inputs.eval_set if eval_idx is not None else None
-    measure = Measurer(eval_set, pre, eval_idx, inputs.calib_set.batch(folded.calib_idx[:1], pre),
-                       cfg.threads or os.cpu_count(), cfg.device)
+    measure = Measurer(eval_set, pre, eval_idx, inputs.calib_set.batch(folded.calib_idx[:1], pre))
     rows, torch_acc = [], None
     if folded.model is not None:  # an ONNX source has no torch model: each engine's FP32 row is its baseline
-        torch_row = ResultRow("torch", "fp32", details={"note": "PyTorch eager, BN folded"})
+        torch_row = ResultRow("torch", "fp32", threads=cfg.threads, details={"note": "PyTorch eager, BN folded"})
         torch_acc = measure(torch_row, torch_predictor(folded.model))
         if torch_acc is not None:
             torch_row.top1_drop_pp, torch_row.agreement = (0.0 if torch_acc.top1 is not None else None), 1.0
@@ -451,6 +453,7 @@ def build_engines(cfg: ExportConfig, inputs: Inputs, folded: Folded, table: Cali
         rows.extend(engine)
         if tuned and tuned.fallback_layers and cfg.price:
             _price(backend, ctx, tuned, engine, measure.probe)
+    time_rows(rows, ctx, measure.probe.shape[1:], cfg.device, replace(PLAN, rounds=cfg.rounds))
     return rows
 
 

@@ -44,7 +44,7 @@ def export(
     eval_limit: Annotated[int | None, typer.Option(help="Evaluate on the first N test images only.")] = None,
     input_size: Annotated[int | None, typer.Option(help="Input side for zoo names (e.g. 224).")] = None,
     arch: Annotated[str | None, typer.Option(help="Architecture of a plain state_dict.")] = None,
-    threads: Annotated[int | None, threads_option("CPU threads for every engine (default: all cores).")] = None,
+    threads: Annotated[int | None, threads_option("CPU threads for every engine, in accuracy and timing alike (default: each runtime's own choice).")] = None,
     device: Annotated[str, typer.Option(help="OpenVINO device: CPU, GPU, NPU (as OpenVINO names them).")] = "CPU",
     batch_range: Annotated[str, typer.Option(help="Optimization profile of engines that have one (TensorRT): min,opt,max batch.")] = DEFAULT_BATCH_RANGE,
     dla_core: Annotated[int | None, typer.Option(help="TensorRT: build the INT8 and FP16 engines for this Jetson DLA core (static batch at the opt size, GPU fallback on; fp32 stays on the GPU).")] = None,
@@ -53,6 +53,7 @@ def export(
     force: Annotated[bool, typer.Option(help="Replace a non-empty --out (only once the new export is complete).")] = False,
     strict: Annotated[bool, typer.Option(help="Stop at the first unreadable image instead of skipping it with a count.")] = False,
     bench: Annotated[bool, typer.Option("--bench", help="Run `edgeresnet bench` on the export right after (batch 1, latency).")] = False,
+    rounds: Annotated[int | None, typer.Option(help="Timing rounds of the latency table, as `bench --rounds` (default: 5, more while a speed-up's interval is wide). 1 is quickest, with no spread.", show_default=False)] = None,
     allow_eval_calib: Annotated[bool, typer.Option(help="Permit calibrating on the evaluation images (not recommended).")] = False,
     max_drop: Annotated[float | None, typer.Option(help="Accuracy budget: most top-1 drop allowed, in percentage points, measured on a validation slice of the calibration split. Cheap fixes are tried first, then the most sensitive layers go back to float (FP16 on TensorRT) until the budget holds.", rich_help_panel="Accuracy budget")] = None,
     val_size: Annotated[int, typer.Option(help="Images in the validation slice: calibration-split images that calibration did not use (never the evaluation split). One image is 100/N pp.", rich_help_panel="Accuracy budget")] = 2000,
@@ -92,7 +93,7 @@ def export(
                        dla_core=dla_core, prepare_only=prepare_only, trt_version=trt_version, strict=strict, tuning=tuning, price=price,
                        float_layers=tuple(v.strip() for v in (float_layers_opt or "").split(",") if v.strip()),
                        preprocess=preprocess_overrides(mean, std, size, resize, interpolation, preprocess_file),
-                       command=command_line())
+                       rounds=rounds, command=command_line())
     report = run_export(cfg)
     out.print(terminal_table(report))
     for row in report.results:
@@ -121,4 +122,4 @@ def export(
     if bench:
         from .bench import bench as bench_cmd
 
-        bench_cmd(cfg.out, threads=threads)
+        bench_cmd(cfg.out, threads=threads, rounds=rounds)
