@@ -50,7 +50,7 @@ def export_default(out: Path, *extra: str) -> subprocess.CompletedProcess:
 def ort_ov_bundle(tmp_path_factory) -> Path:
     """One small ORT + OpenVINO export shared by the bench, runtime and reliability tests."""
     out = tmp_path_factory.mktemp("bundle") / "exp"
-    export_default(out, "--target", "ort,openvino", "--calib-size", "64", "--eval-limit", "300")
+    export_default(out, "--target", "ort,openvino", "--calib-size", "64", "--eval-limit", "300", "--rounds", "2")
     return out
 
 

@@ -57,10 +57,12 @@ def test_reports_are_written_with_plots(swept, export_dir):
 
 
 def test_bench_one_model_file_and_openvino(export_dir):
-    res = run_cli("bench", str(export_dir / "model.int8.openvino.xml"), "--min-runs", "10", "--min-seconds", "0.1")
+    res = run_cli("bench", str(export_dir / "model.int8.openvino.xml"), "--min-runs", "10", "--min-seconds", "0.1",
+                  "--rounds", "2")
     assert res.returncode == 0, res.stderr
     assert "openvino" in res.stdout and "int8" in res.stdout
-    res = run_cli("bench", str(export_dir / "model.int8.ort.onnx"), "--min-runs", "10", "--min-seconds", "0.1")
+    res = run_cli("bench", str(export_dir / "model.int8.ort.onnx"), "--min-runs", "10", "--min-seconds", "0.1",
+                  "--rounds", "2")
     assert res.returncode == 0 and "int8" in res.stdout
 
 

@@ -65,7 +65,8 @@ def test_eval_and_bench_of_a_bundle_without_torch(bundle):
     report = json.loads((bundle / "report.json").read_text())
     int8 = next(r for r in report["results"] if (r["target"], r["precision"]) == ("ort", "int8"))
     assert json.loads(res.stdout)["top1"] == pytest.approx(int8["top1"], abs=1e-9)
-    res = run_without_torch("bench", str(bundle), "--target", "ort", "--min-runs", "5", "--min-seconds", "0.1")
+    res = run_without_torch("bench", str(bundle), "--target", "ort", "--min-runs", "5", "--min-seconds", "0.1",
+                            "--rounds", "2")
     assert res.returncode == 0, res.stderr
 
 
