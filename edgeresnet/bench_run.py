@@ -26,7 +26,7 @@ class BenchConfig:
     threads: int | None = None
     warmup: int = PLAN.warmup
     min_runs: int = PLAN.min_runs
-    min_seconds: float = PLAN.min_seconds
+    min_seconds: float | None = None  # None: the plan's (0.3 s a latency block, 1 s a throughput block)
     rounds: int | None = None  # None: the export's plan (at least 5, more while a speed-up is unsettled)
     requests: int | None = None
     device: str = "CPU"
@@ -96,7 +96,8 @@ def bench(cfg: BenchConfig) -> tuple[list[ResultRow], dict | None]:
     for m in cfg.modes:
         if m not in ("latency", "throughput"):
             raise UsageError(f"unknown --mode {m!r}", hint="latency or throughput")
-    plan = Plan(warmup=cfg.warmup, min_runs=cfg.min_runs, min_seconds=cfg.min_seconds, rounds=cfg.rounds)
+    seconds = {} if cfg.min_seconds is None else {"min_seconds": cfg.min_seconds, "throughput_seconds": cfg.min_seconds}
+    plan = Plan(warmup=cfg.warmup, min_runs=cfg.min_runs, rounds=cfg.rounds, **seconds)
     items, report = discover(cfg.source)
     if cfg.targets:
         wanted = expand_targets(cfg.targets)
@@ -111,7 +112,7 @@ def bench(cfg: BenchConfig) -> tuple[list[ResultRow], dict | None]:
     skipped = {i: reasons[item.artifact.target] for i, (item, _, _) in enumerate(blocks) if reasons[item.artifact.target]}
     runnable = [i for i in range(len(blocks)) if i not in skipped]
     specs = [block_spec(blocks[i][0].artifact, batch=blocks[i][1], chw=chw, threads=cfg.threads, mode=blocks[i][2],
-                        requests=cfg.requests, device=cfg.device, **plan.block()) for i in runnable]
+                        requests=cfg.requests, device=cfg.device, **plan.block(blocks[i][2])) for i in runnable]
     timed = dict(zip(runnable, run_rounds(specs, plan)))
     failures = {i: t.error for i, t in timed.items() if t.error is not None}
     collected = {i: t.rounds for i, t in timed.items()}

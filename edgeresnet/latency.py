@@ -29,15 +29,17 @@ class Plan:
     warmup: int = 10
     min_runs: int = 100
     min_seconds: float = 0.3
+    throughput_seconds: float = 1.0  # a throughput block: a batch-32 call can take 100 ms, and requests overlap
     rounds: int | None = None  # a fixed count; None: min_rounds, then more while an interval is wide
     min_rounds: int = 5  # the fewest whose range of per-round ratios is a >= 90% interval (93.75%)
     max_rounds: int = 11
     target_pct: float = 5.0  # +- half-width of a speed-up's interval that needs no more rounds
     budget_seconds: float = 30.0  # no round starts after this (slow models stop at min_rounds)
 
-    def block(self) -> dict:
+    def block(self, mode: str = "latency") -> dict:
         """The block fields of bench_worker.block_spec."""
-        return {"warmup": self.warmup, "min_runs": self.min_runs, "min_seconds": self.min_seconds}
+        seconds = self.throughput_seconds if mode == "throughput" else self.min_seconds
+        return {"warmup": self.warmup, "min_runs": self.min_runs, "min_seconds": seconds}
 
     def rounds_text(self) -> str:
         return f"{self.rounds} rounds" if self.rounds else f"{self.min_rounds} rounds or more"

@@ -39,7 +39,7 @@ def bench(
     threads: Annotated[int | None, threads_option("CPU threads per engine (default: the runtime's own choice).")] = None,
     warmup: Annotated[int, typer.Option(help="Untimed runs before timing.")] = 10,
     min_runs: Annotated[int, typer.Option(help="Timed runs per block: at least this many ...")] = PLAN.min_runs,
-    min_seconds: Annotated[float, typer.Option(help="... and at least this long.")] = PLAN.min_seconds,
+    min_seconds: Annotated[float | None, typer.Option(help=f"... and at least this long (default: {PLAN.min_seconds:g} s a latency block, {PLAN.throughput_seconds:g} s a throughput block).", show_default=False)] = None,
     rounds: Annotated[int | None, typer.Option(help=f"Rounds of blocks, interleaved (each round times every artifact once); the median round is kept, the spread and each speed-up's interval reported. Default: {PLAN.min_rounds}, more while a speed-up's interval is wider than +-{PLAN.target_pct:g}% (up to {PLAN.max_rounds}, {PLAN.budget_seconds:g} s), as the export times its table.", show_default=False)] = None,
     requests: Annotated[int | None, typer.Option(help="Requests in flight in throughput mode (default: OpenVINO's optimum, 2 for ORT).")] = None,
     device: Annotated[str, typer.Option(help="OpenVINO device.")] = "CPU",
