@@ -14,7 +14,7 @@ from .bench_worker import block_spec
 from .errors import InputError, UsageError
 from .latency import PLAN, Plan, merge, run_rounds
 from .limits import check_flag
-from .report import ResultRow
+from .report import Report, ResultRow
 
 @dataclass(frozen=True)
 class BenchConfig:
@@ -135,8 +135,7 @@ def bench(cfg: BenchConfig) -> tuple[list[ResultRow], dict | None]:
                               kernel=r.get("details", {}).get("kernel"), **item.accuracy, **row_columns(r)))
     _warn_other_cpu(report)
     if report:
-        against_export(rows, [ResultRow(**{k: v for k, v in r.items() if k in ResultRow.__dataclass_fields__})
-                              for r in report.get("results", [])])
+        against_export(rows, Report.from_dict(report).results)
     return rows, report
 
 

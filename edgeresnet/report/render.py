@@ -15,9 +15,9 @@ from .table import (
     EXPORT_TERMINAL,
     device_label,
     export_columns,
-    speedup_of,
     markdown_table,
     ran_on,
+    speedup_of,
     terminal,
 )
 
