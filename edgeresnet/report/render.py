@@ -256,7 +256,8 @@ def device_markdown(report: Report, bench: list[ResultRow]) -> list[str]:
 def latency_note(report: Report, bench: list[ResultRow] | None) -> str:
     """How the export table's latencies were taken, or where the speed figures are instead."""
     if bench:
-        return "see the benchmark table (each engine and batch in its own process); the export's quick timings are in report.json"
+        return ("see the benchmark table; the export timed the same artifacts the same way, earlier (report.json), and "
+                "the lines under the benchmark table say whether the two agree")
     methods = {r.details.get("latency_method") for r in report.results if r.latency_ms and r.target != "torch"}
     return (next(iter(methods)) if len(methods) == 1 and None not in methods else "quick timing during export") + \
         "; `edgeresnet bench` for batches, throughput and rounds"
