@@ -1238,8 +1238,10 @@ def run(args: argparse.Namespace) -> int:
         entry = verify(root, args.target, args.precision, args.time_seconds, args.rounds, args.via, args.threads)
         if not args.no_write:
             merge_verify(os.path.abspath(root), Bundle(root).sha256, entry)
-        print(json.dumps(entry, indent=1)) if args.json else _table(entry["engines"], entry["chosen"])
-        if not args.json:
+        if args.json:
+            print(json.dumps(entry, indent=1))
+        else:
+            _table(entry["engines"], entry["chosen"])
             for flag in entry["flags"]:
                 print(f"flag: {flag}")
         return EXIT_FAILED if any(r["status"] == "failed" for r in entry["engines"]) else 0
@@ -1248,7 +1250,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         rows = bench_rows(root, args.target, args.precision, _batches(args.batch), args.time_seconds, args.rounds,
                           args.threads)
-    print(json.dumps({"format": FORMAT, "device": info(), "rows": rows}, indent=1)) if args.json else _table(rows)
+    if args.json:
+        print(json.dumps({"format": FORMAT, "device": info(), "rows": rows}, indent=1))
+    else:
+        _table(rows)
     return EXIT_FAILED if any(r["status"] == "failed" for r in rows) else 0
 
 

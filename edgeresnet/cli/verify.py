@@ -73,7 +73,7 @@ def show(entry: dict, root: Path) -> None:
             "   [bold]*[/]" if is_chosen else "", " " + escape(r.get("path") or "-"))
     out.print(table)
     golden = entry["golden"]
-    out.print(f"golden set: {golden['images']} images; tolerance: {escape(_rule(entry))}", soft_wrap=True)
+    out.print(f"golden set: {golden['images']} images; tolerance: {escape(_rule(entry))}")
     for r in entry["engines"]:
         if r["status"] != "passed" and r.get("reason"):
             out.print(f"{escape(r['target'])} {escape(r['precision'])} {r['status']}: {escape(r['reason'])}",
@@ -89,6 +89,13 @@ def show(entry: dict, root: Path) -> None:
 
 
 def _rule(entry: dict) -> str:
-    """The tolerance rule of the first judged row (every row states its own in verify.json)."""
-    rule = next((r["tolerance"]["rule"] for r in entry["engines"] if r.get("tolerance")), None)
-    return rule or "none judged"
+    """The tolerance in one line: the rule, then each judged engine's limits (verify.json states
+    each engine's rule in full)."""
+    judged = [r for r in entry["engines"] if r.get("tolerance")]
+    if not judged:
+        return "none judged"
+    limits = ", ".join(f"{r['target']} {r['precision']} <= {r['tolerance']['max_disagreements']}"
+                       + ("" if r["tolerance"]["max_errors"] is None else f" ({r['tolerance']['max_errors']})")
+                       for r in judged)
+    return (f"disagreements with FP32 (top-1 errors) within the 99.9% quantile of Binomial(n={entry['golden']['images']}, "
+            f"q), q the export's own rate for the artifact, at least 0.5/n: {limits}")
