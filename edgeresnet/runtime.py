@@ -154,7 +154,7 @@ def _array_image(a: np.ndarray) -> Image.Image:
 
 
 def load(path: str | Path, target: str | None = None, precision: str | None = None,
-         threads: int | None = None) -> BundleModel:
+         threads: int | None = None, verified: bool = True) -> BundleModel:
     """Load one artifact of an export bundle, checking every file against ``edgeresnet.json``.
 
     With neither ``target`` (any alias) nor ``precision``: the fastest artifact that passed
@@ -162,15 +162,15 @@ def load(path: str | Path, target: str | None = None, precision: str | None = No
     artifact matching it. Before any verification here: int8 on the first engine, in the
     registry's preference order (ort, openvino, trt), that the bundle has and this machine runs,
     with a note saying the bundle is unverified here. An artifact that failed verification runs
-    only when both are given."""
-    from .bundle.choice import choose, say_once
+    only when both are given. ``verified=False`` (what `eval` measures): ignore verify.json."""
+    from .bundle.choice import DEFAULT_PRECISION, Choice, choose, say_once
 
     if threads is not None and not (isinstance(threads, int) and 1 <= threads <= MAX_THREADS):
         raise UsageError(f"threads must be an integer from 1 to {MAX_THREADS} (4x this machine's cores), got {threads!r}")
     root = Path(path)
     target = resolve(target) if target else None
     bundle = Bundle(root)
-    choice = choose(root, target, precision)
+    choice = choose(root, target, precision) if verified else Choice(((target, precision or DEFAULT_PRECISION),), "asked")
     missing: dict[str, str] = {}  # engine -> why its runtime is not here
     for want_target, want_precision in choice.order:
         model = _first_runnable(bundle, want_target, want_precision, threads, missing, strict=choice.why != "verified")

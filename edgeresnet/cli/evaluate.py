@@ -73,7 +73,7 @@ def eval_cmd(
         if overrides:
             raise InputError(f"{model} is an export bundle: its preprocessing is fixed at export",
                              hint="pass the preprocessing flags to `export`, or evaluate the checkpoint")
-        bundle = load(model, target=target, precision=precision, threads=threads)
+        bundle = load(model, target=target, precision=precision, threads=threads, verified=False)
         run, pre, classes = bundle.logits, bundle.preprocess, bundle.classes
         name, arch = f"{model} ({bundle.target} {bundle.precision})", bundle.manifest.get("arch")
     else:
