@@ -407,3 +407,43 @@ def test_a_resigned_export_with_one_int8_scale_corrupted_fails_and_is_skipped(ex
     assert entry["chosen"] and (entry["chosen"]["target"], entry["chosen"]["precision"]) != ("ort", "int8")
     res = run_device(export_copy, "verify", "--json", "--time-seconds", "0")
     assert res.returncode == 1 and verdicts(json.loads(res.stdout))[("ort", "int8")][0] == "failed"
+
+
+# ----------------------------------------------------------------------------- TensorRT, on the stand-in
+
+def test_tensorrt_engines_built_on_the_device_are_verified_through_trt_device(tmp_path):
+    """The bundle's trt/trt_device.py imported by path, on tests/trt_standin (numpy tensorrt and
+    libcudart test doubles: nothing here ran on a GPU). Engines built there have no export
+    figure, so each is judged by its precision's default rate, and says so."""
+    import os
+
+    from .test_trt_device import STANDIN, make_tiny_bundle, tiny_logits
+
+    root = tmp_path / "exp"
+    make_tiny_bundle(root)
+    pre = Preprocess(1, 2, None, (0.5,), (0.25,))
+    images = np.random.RandomState(5).randint(0, 256, (60, 2, 2, 1)).astype(np.uint8)
+    logits = tiny_logits(images).astype(np.float32)
+    np.savez_compressed(root / "golden.npz", x=images, logits=logits, labels=logits.argmax(1).astype(np.int64),
+                        index=np.arange(60, dtype=np.int64))
+    install_device_file(root)
+    meta = {"path": "golden.npz", "images": 60, "source": "tiny", "split": "test", "reference": "onnx fp32",
+            "preprocess": pre.to_dict(), "expected": {}}
+    write_manifest(root, {"model": {"arch": "tiny", "input_shape": [1, 1, 2, 2], "classes": ["a", "b", "c"],
+                                    "preprocess": pre.to_dict()}, "results": [], "golden": meta}, {})
+    env = {**os.environ, "PYTHONPATH": str(STANDIN), "TRT_STANDIN_VERSION": "10.3.0.30",
+           "TRT_DEVICE_CUDART": "fake_cudart:library"}
+    built = subprocess.run([sys.executable, "trt/trt_device.py", "build"], cwd=root, capture_output=True, text=True,
+                           env=env, timeout=300)
+    assert built.returncode == 0, built.stderr
+    res = subprocess.run([sys.executable, "-c", NO_EDGERESNET, "verify", "--json", "--time-seconds", "0.05",
+                          "--rounds", "1"], cwd=root, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    entry = json.loads(res.stdout)
+    rows = {r["precision"]: r for r in entry["engines"]}
+    assert set(rows) == {"fp32", "fp16", "int8", "int8-dla"} and {r["target"] for r in rows.values()} == {"trt"}
+    assert rows["fp32"]["path"] == "TensorRT 10.3 GPU" and rows["int8-dla"]["path"] == "TensorRT 10.3 DLA core 0"
+    for r in rows.values():
+        assert r["status"] == "passed" and r["agreement"] >= 0.9 and "no export figure" in r["tolerance"]["rule"]
+        assert r["latency_ms"]["p50"] > 0
+    assert entry["chosen"]["target"] == "trt"
