@@ -480,8 +480,12 @@ def make_report(cfg: ExportConfig, inputs: Inputs, folded: Folded, table: Calibr
 
 
 def publish_export(work: Path, report: Report) -> None:
-    """report.json, report.md, report.html, then the manifest that hashes every artifact."""
+    """report.json, report.md, report.html, the device file, then the manifest that hashes
+    every artifact."""
+    from .bundle.verify import install_device_file
+
     publish(work, report)
+    install_device_file(work)
     write_manifest(work, report.to_dict(), libraries())
 
 
