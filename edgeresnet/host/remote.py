@@ -36,10 +36,12 @@ DEVICE_FILE = "device.py"
 MAX_FILE = 64 << 20  # a rows file fetched back (trt/device.build.json is a few KB)
 # Kinds of the device file's one-line errors (bundle/device.py KINDS) that mean "install something".
 MISSING = {"no-numpy", "no-runtime", "old-python"}
+STALE = {"bad-manifest", "missing-file", "hash-mismatch", "bad-file"}  # the copy there is not the bundle: replace it
 # The device's shell: $d is the bundle's copy; every script starts with these.
 PREAMBLE = 'b="$HOME/{cache}"; d="$b/{key}"\n'
 PROBE = ("{python} -c 'import sys; sys.exit(0 if sys.version_info >= (3, 8) else 9)' </dev/null || {{ s=$?\n"
-         "  [ $s = 9 ] && echo \"edgeresnet-remote: old-python: device.py needs Python >= 3.8: $({python} -V 2>&1)\" >&2\n"
+         "  [ $s = 9 ] && echo \"edgeresnet-remote: old-python: device.py needs Python >= 3.8, this is $({python} -V 2>&1) "
+         "(install Python 3.8 or newer)\" >&2\n"
          "  exit $s; }}\n")
 CHECK = PROBE + ('[ -f "$d/{device}" ] || {{ echo absent; exit 0; }}\n'
                  '{python} "$d/{device}" check --bundle "$d" --json </dev/null; exit $?\n')
@@ -134,9 +136,10 @@ def _check(host: Host, key: str, sha: str, action: str, first: bool) -> str:
         why = "its manifest is another bundle's"
     else:
         device = device_error(host, "check", res, action)
-        if device is None or not first or device[0] == "usage":
+        stale = device[0] in STALE if device else res.code == 1  # 1 without the one-line error: device.py itself broke
+        if not (first and stale):
             raise _device_failure(host, "check", res, action, device)
-        why = split_hint(device[1])[0]
+        why = split_hint(device[1])[0] if device else f"device.py failed: {res.last_line()}"
     if not first:
         raise RemoteError(f"the copy on {host.alias} failed its check after the transfer: {why}", hint=f"rerun; {NOTHING}")
     return why

@@ -35,8 +35,9 @@ def device_label(r: ResultRow, short: bool = False) -> str:
     tag = ran_on(r)
     if tag is None:
         return "-"
-    if tag.get("device"):
-        return str(tag["device"]) if short else f"{tag['device']} (TRT {tag.get('tensorrt')})"
+    if tag.get("device"):  # a device reached over SSH may have no TensorRT: its name alone
+        trt = f" (TRT {tag['tensorrt']})" if tag.get("tensorrt") else ""
+        return str(tag["device"]) if short else f"{tag['device']}{trt}"
     return f"TRT {tag.get('tensorrt')}" if short else f"TensorRT {tag.get('tensorrt')}"
 
 
@@ -137,10 +138,12 @@ BENCH_TERMINAL = ("engine", "precision", "batch", "mode", *ACCURACY, "p50 ms", "
 COLUMNS["status"] = Column("status", "status", lambda r, rows, c: r.status, left=True)
 # Rows merged from a device (`edgeresnet report`): its engines, then its bench with GPU compute
 # against wall time (p50), the latency per image of the batch the engine ran, and the energy columns.
-DEVICE_ENGINES = ("device", "precision", "size MB", "top-1", "drop pp", "agreement", "DLA/GPU layers", "status")
-DEVICE_BENCH = ("device", "precision", "batch", "mode", "engine batch", "wall ms", "GPU ms", "ms/image", "img/s",
-                "W", "mJ/image", "power mode", "clocks locked", "throttled")
-DEVICE_TERMINAL = (DEVICE_BENCH[:9], DEVICE_BENCH[:4] + DEVICE_BENCH[9:])  # timing, then energy: 80 columns each
+# A device reached over SSH (--host) runs every engine its runtimes allow, so the engine is a column.
+DEVICE_ENGINES = ("device", "engine", "precision", "size MB", "top-1", "drop pp", "agreement", "DLA/GPU layers",
+                  "status")
+DEVICE_BENCH = ("device", "engine", "precision", "batch", "mode", "engine batch", "wall ms", "GPU ms", "ms/image",
+                "img/s", "W", "mJ/image", "power mode", "clocks locked", "throttled")
+DEVICE_TERMINAL = (DEVICE_BENCH[:10], DEVICE_BENCH[:5] + DEVICE_BENCH[10:])  # timing, then energy: 80 columns each
 
 
 def cells(rows: list[ResultRow], r: ResultRow, names: tuple[str, ...], compact: bool = False) -> list[str]:
