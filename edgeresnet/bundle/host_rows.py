@@ -71,6 +71,10 @@ def answer_rows(data: dict, command: str, alias: str, targets: tuple[str, ...]) 
 
 
 def _answer_problem(data, targets: tuple[str, ...]) -> str | None:
+    """What is wrong with an answer, or None; eval's verify-style rows are made report rows
+    (:func:`report_row`) in place once they pass device.py's own check of them."""
+    from .device import row_problem as verify_row_problem
+
     if not isinstance(data, dict):
         return "not a JSON object"
     if data.get("format") != FORMAT:
@@ -83,4 +87,25 @@ def _answer_problem(data, targets: tuple[str, ...]) -> str | None:
         return "'rows' is not a list of rows"
     if len(rows) > MAX_ROWS:
         return f"{len(rows):,} rows: the limit is {MAX_ROWS:,}"
+    if any(isinstance(r, dict) and r.get("status") in VERDICTS for r in rows):
+        problem = next(filter(None, map(verify_row_problem, rows)), None)
+        if problem:
+            return problem
+        rows[:] = [report_row(r) for r in rows]
     return next(filter(None, (_row_problem(r, targets) for r in rows)), None)
+
+
+VERDICTS = {"passed": "ok", "failed": "failed", "skipped": "skipped"}
+VERDICT_DETAILS = ("max_abs_logit_diff", "disagreements", "errors", "predictions_sha256", "file")
+
+
+def report_row(row: dict) -> dict:
+    """An eval row as device.py writes it (a verify row: passed / failed / skipped, with the
+    verdict's figures) as a report row: passed is ok, an engine that ran but failed its
+    verification is failed with the verdict as its reason; the verdict's figures go to details."""
+    tolerance = row.get("tolerance") or {}
+    details = {k: row[k] for k in VERDICT_DETAILS if row.get(k) is not None}
+    details.update(verdict=row["status"], kernel_path=row.get("path"), tolerance=tolerance.get("rule"))
+    keep = ("target", "precision", "artifact", "reason", "top1", "agreement", "kernel")
+    return {**{k: row.get(k) for k in keep}, "status": VERDICTS[row["status"]],
+            "details": {k: v for k, v in details.items() if v is not None}}

@@ -59,10 +59,13 @@ def bench(
 
     remote = remote_host(host, ssh_config, remote_python)
     if remote is not None:
-        return bench_on_host(source, remote, batch=batch, mode=mode, target=target, precision=precision,
-                             local={"--threads": (threads, None), "--warmup": (warmup, 10), "--min-runs": (min_runs, 100),
-                                    "--min-seconds": (min_seconds, 2.0), "--rounds": (rounds, 1),
-                                    "--requests": (requests, None), "--device": (device, "CPU"), "--json": (json_out, None)})
+        from .common import local_only
+
+        local_only(remote, **{"--mode": (mode, "latency"), "--warmup": (warmup, 10), "--min-runs": (min_runs, 100),
+                              "--requests": (requests, None), "--device": (device, "CPU"), "--json": (json_out, None)})
+        given = {"--target": target, "--precision": precision, "--threads": threads, "--rounds": rounds if rounds != 1 else None,
+                 "--time-seconds": min_seconds if min_seconds != 2.0 else None}
+        return bench_on_host(source, remote, batch, {k: str(v) for k, v in given.items() if v is not None})
     from ..bench_run import BenchConfig
     from ..errors import InputError
     from ..bench_run import bench as run
@@ -99,18 +102,14 @@ def bench(
                          hint="see the reasons above")
 
 
-def bench_on_host(source: Path, host, *, batch: str, mode: str, target: str | None, precision: str | None,
-                  local: dict) -> None:
-    """`bench DIR --host ALIAS`: device.py bench there, its rows merged into bench.json here."""
+def bench_on_host(source: Path, host, batch: str, options: dict[str, str]) -> None:
+    """`bench DIR --host ALIAS`: device.py bench there (each engine in its own process, rounds
+    interleaved; --min-seconds is its --time-seconds per round), its rows merged into bench.json."""
     from ..host.commands import rows_action
-    from .common import local_only, say
+    from .common import say
     from .report import show_devices
 
-    local_only(host, **local)
-    int_list(batch, "--batch")
-    args = ["--batch", batch, "--mode", mode]
-    args += ["--target", target] if target else []
-    args += ["--precision", precision] if precision else []
-    merged = rows_action(source, host, "bench", args, say)
+    args = ["--batch", ",".join(map(str, int_list(batch, "--batch")))]
+    merged = rows_action(source, host, "bench", args + [w for kv in options.items() for w in kv], say)
     show_devices(merged.report, merged.bench, f"bench on {host.alias}", device=host.alias)
     out.print(f"merged the rows of {host.alias} into {merged.root}/bench.json, report.md, report.html", markup=False)

@@ -40,17 +40,19 @@ def show_devices(report, bench, title: str, device: str | None = None) -> None:
     """The rows merged from devices (``device``: that one's only): engines, bench time, and the
     power and clocks table when any row has them; then the notes."""
     from ..report.render import DEVICE_LEGEND, device_notes, device_tables
-    from ..report.table import DEVICE_ENGINES, DEVICE_TERMINAL, ran_on, terminal
+    from ..report.table import DEVICE_BENCH, DEVICE_ENGINES, DEVICE_TERMINAL, device_bench_groups, ran_on, terminal
 
     engines, rows = device_tables(report, bench or [])
     if device is not None:
         engines, rows = ([r for r in x if ran_on(r).get("device") == device] for x in (engines, rows))
     if engines:
         out.print(terminal(engines, DEVICE_ENGINES, title))
-    if rows:
-        out.print(terminal(rows, DEVICE_TERMINAL[0], "bench on the device: time"))
-        if any(r.avg_w is not None or r.power_mode is not None for r in rows):
-            out.print(terminal(rows, DEVICE_TERMINAL[1], "bench on the device: power and clocks"))
+    for group, names in device_bench_groups(rows):
+        if names != DEVICE_BENCH:
+            out.print(terminal(group, names, "bench on the device"))
+            continue
+        out.print(terminal(group, DEVICE_TERMINAL[0], "bench on the device: time"))
+        out.print(terminal(group, DEVICE_TERMINAL[1], "bench on the device: power and clocks"))
         out.print(DEVICE_LEGEND, markup=False, style="dim")
     for note in device_notes(engines, rows):
         out.print(escape(note), style="yellow" if "warning" in note else None)

@@ -12,6 +12,7 @@ from .table import (
     DEVICE_BENCH,
     DEVICE_ENGINES,
     EXPORT,
+    device_bench_groups,
     device_label,
     export_columns,
     markdown_table,
@@ -215,8 +216,8 @@ def device_markdown(report: Report, bench: list[ResultRow]) -> list[str]:
     lines = ["", "## On the device", ""]
     if engines:
         lines += [markdown_table(engines, DEVICE_ENGINES), ""]
-    if bench:
-        lines += [markdown_table(bench, DEVICE_BENCH), "", DEVICE_LEGEND, ""]
+    for rows, names in device_bench_groups(bench):
+        lines += [markdown_table(rows, names), ""] + ([DEVICE_LEGEND, ""] if names == DEVICE_BENCH else [])
     return lines + [f"- {n}" for n in device_notes(engines, bench)]
 
 

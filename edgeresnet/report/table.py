@@ -144,6 +144,19 @@ DEVICE_ENGINES = ("device", "engine", "precision", "size MB", "top-1", "drop pp"
 DEVICE_BENCH = ("device", "engine", "precision", "batch", "mode", "engine batch", "wall ms", "GPU ms", "ms/image",
                 "img/s", "W", "mJ/image", "power mode", "clocks locked", "throttled")
 DEVICE_TERMINAL = (DEVICE_BENCH[:10], DEVICE_BENCH[:5] + DEVICE_BENCH[10:])  # timing, then energy: 80 columns each
+# A device's CPU engines (device.py bench over SSH): host-clock latency as `bench` here prints it.
+DEVICE_CPU_BENCH = ("device", "engine", "precision", "batch", "mode", "p50 ms", "p90 ms", "p99 ms", "img/s", "speedup")
+
+
+def device_bench_groups(rows: list[ResultRow]) -> list[tuple[list[ResultRow], tuple[str, ...]]]:
+    """Device bench rows split by how they were timed, each with its columns: engines timed as
+    trtexec times them (GPU compute, the engine's batch, power) in DEVICE_BENCH, the others
+    (CPU runtimes on a device reached over SSH) in DEVICE_CPU_BENCH; empty groups left out."""
+    def trtexec(r: ResultRow) -> bool:
+        return r.target == "trt" or r.gpu_compute_ms is not None or r.engine_batch is not None or r.avg_w is not None
+
+    groups = [([r for r in rows if trtexec(r)], DEVICE_BENCH), ([r for r in rows if not trtexec(r)], DEVICE_CPU_BENCH)]
+    return [(g, names) for g, names in groups if g]
 
 
 def cells(rows: list[ResultRow], r: ResultRow, names: tuple[str, ...], compact: bool = False) -> list[str]:
