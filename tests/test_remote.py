@@ -7,8 +7,8 @@ line, one hint line, its exit code, and the bundle here left byte for byte as it
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
+import hashlib
 import os
 import shutil
 import sys
@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from edgeresnet.bundle.verify import install_device_file
-from edgeresnet.errors import RemoteError
 from edgeresnet.host import remote, ssh
 from edgeresnet.host.ssh import Host
 
@@ -190,3 +189,74 @@ def test_host_flags_go_together(bundle):
     one_line_failure(res, 2, "go with --host")
     res = run_cli("bench", str(bundle), "--host", "testdev", "--threads", "2")
     one_line_failure(res, 2, "--threads does not apply with --host")
+
+
+# ----------------------------------------------------------------------------- what comes back
+
+def device_rows_of(rows: list[dict], alias: str = "testdev") -> list[dict]:
+    return [r for r in rows if ((r.get("details") or {}).get("ran_on") or {}).get("device") == alias]
+
+
+def test_bench_on_host_merges_rows_tagged_with_the_host(server, bundle):
+    manifest = (bundle / "edgeresnet.json").read_bytes()
+    res = run_cli("bench", str(bundle), *host_args(server), "--min-seconds", "0.05", "--batch", "1")
+    assert res.returncode == 0, res.stderr
+    rows = device_rows_of(json.loads((bundle / "bench.json").read_text())["results"])
+    assert {(r["target"], r["precision"]) for r in rows} >= {("ort", "fp32"), ("ort", "int8"), ("openvino", "int8")}
+    for r in rows:
+        tag = r["details"]["ran_on"]
+        assert r["status"] == "ok" and r["latency_ms"]["p50"] > 0 and r["artifact"] is None
+        assert tag["via"] == "ssh testdev" and tag["device_key"].endswith(tag["cpu_class"])
+        assert tag["runtimes"]["onnxruntime"] and tag["python"] == sys.version.split()[0]
+    assert "testdev" in (bundle / "report.md").read_text()
+    assert (bundle / "edgeresnet.json").read_bytes() == manifest  # its hash names the copy and verify.json's entries
+    again = run_cli("bench", str(bundle), *host_args(server), "--min-seconds", "0.05", "--batch", "1")
+    assert again.returncode == 0 and "reusing the bundle's copy" in again.stderr, again.stderr
+    assert len(device_rows_of(json.loads((bundle / "bench.json").read_text())["results"])) == len(rows)  # replaced
+
+
+def test_eval_on_host_merges_golden_set_rows_into_the_report(server, bundle):
+    res = run_cli("eval", str(bundle), *host_args(server), "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["host"] == "testdev" and out["device"]["via"] == "ssh testdev"
+    merged = device_rows_of(json.loads((bundle / "report.json").read_text())["results"])
+    assert merged == out["results"] and {r["status"] for r in merged} == {"ok"}
+    for r in merged:
+        assert r["agreement"] >= 0.97 and r["details"]["verdict"] == "passed" and r["details"]["kernel_path"]
+    local = [r for r in json.loads((bundle / "report.json").read_text())["results"] if r not in merged]
+    assert any(r["target"] == "ort" and r["artifact"] for r in local)  # this machine's rows kept
+
+
+@pytest.fixture(scope="module")
+def trt_python(tmp_path_factory) -> str:
+    """The device's Python with the TensorRT and libcudart stand-ins of tests/trt_standin (what
+    test_device_rows runs the device file on): no GPU, no TensorRT here."""
+    from edgeresnet.bundle import trt_device as td
+
+    from .test_trt_device import STANDIN
+
+    path = tmp_path_factory.mktemp("trtpy") / "python3"
+    path.write_text(f"#!/bin/sh\nexport PYTHONPATH={STANDIN} TRT_STANDIN_VERSION=10.3.0.30 "
+                    f"{td.CUDART_ENV}=fake_cudart:library\nexec {sys.executable} \"$@\"\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_build_on_host_runs_the_device_file_and_merges_its_build_rows(server, trt_python, tmp_path):
+    """On the TensorRT stand-in (tests/trt_standin), not a real TensorRT or GPU."""
+    from edgeresnet.manifest import write_manifest
+
+    from .test_device_rows import export_with_bundle
+
+    export = export_with_bundle(tmp_path / "exp")
+    install_device_file(export)
+    write_manifest(export, json.loads((export / "report.json").read_text()), {})
+    trt_before = snapshot(export / "trt")
+    res = run_cli("build", str(export), *host_args(server, python=trt_python))
+    assert res.returncode == 0, res.stderr
+    rows = device_rows_of(json.loads((export / "report.json").read_text())["results"])
+    assert {r["precision"] for r in rows} == {"fp32", "fp16", "int8", "int8-dla"} and all(r["status"] == "ok" for r in rows)
+    tag = rows[0]["details"]["ran_on"]
+    assert tag["tensorrt"] == "10.3.0.30" and tag["via"] == "ssh testdev" and tag["runtimes"]["tensorrt"] == "10.3.0.30"
+    assert snapshot(export / "trt") == trt_before  # the engines stay on the device; nothing lands in trt/ here

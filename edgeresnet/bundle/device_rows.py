@@ -333,9 +333,6 @@ def check_device_name(name: str | None) -> str | None:
 def merge_device_rows(export_dir: Path, paths: list[Path] | None = None, device: str | None = None) -> Merged:
     """Every rows file read and checked, then merged into the export's report and bench rows; nothing
     is written here (``publish_merged`` does), so a bad file leaves the export untouched."""
-    from ..report.publish import read_bench
-    from .report import read_report
-
     check_device_name(device)
     root = export_root(export_dir)
     return merge_files(root, [read_rows_file(p, device) for p in (paths or default_inputs(Bundle(root)))])

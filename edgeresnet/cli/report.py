@@ -40,14 +40,14 @@ def show_devices(report, bench, title: str, device: str | None = None) -> None:
     """The rows merged from devices (``device``: that one's only): engines, bench time, and the
     power and clocks table when any row has them; then the notes."""
     from ..report.render import DEVICE_LEGEND, device_notes, device_tables
-    from ..report.table import DEVICE_BENCH, DEVICE_ENGINES, DEVICE_TERMINAL, device_bench_groups, ran_on, terminal
+    from ..report.table import DEVICE_BENCH, DEVICE_TERMINAL, device_groups, ran_on, terminal
 
     engines, rows = device_tables(report, bench or [])
     if device is not None:
         engines, rows = ([r for r in x if ran_on(r).get("device") == device] for x in (engines, rows))
-    if engines:
-        out.print(terminal(engines, DEVICE_ENGINES, title))
-    for group, names in device_bench_groups(rows):
+    for group, names in device_groups(engines, bench=False):
+        out.print(terminal(group, names, title))
+    for group, names in device_groups(rows, bench=True):
         if names != DEVICE_BENCH:
             out.print(terminal(group, names, "bench on the device"))
             continue

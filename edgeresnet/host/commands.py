@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from ..bundle import export_root
 from ..bundle.device_rows import Merged, merge_files, publish_merged, read_rows_file
-from ..bundle.host_rows import answer_rows, info_problem
+from ..bundle.host_rows import answer_rows, host_tag, info_problem
 from ..errors import InputError, RemoteError
 from . import remote
 from .ssh import NOTHING, Host
@@ -33,7 +34,7 @@ def rows_action(export_dir: Path, host: Host, action: str, args: list[str], say:
     root = export_root(export_dir)
     copy = remote.ensure_copy(root, host, action, say)
     say(f"{host.alias}: running device.py {action}")
-    _, data = remote.run_action(copy, action, args)
+    _, data = remote.run_action(copy, action, args, ok_codes=(0, 1))  # 1: an engine failed, its row says why
     rows = answer_rows(data, action, host.alias, names())
     if not any(r.status == "ok" for r in rows.rows):
         first = next((r for r in rows.rows if r.status == "failed"), rows.rows[0] if rows.rows else None)
@@ -65,11 +66,9 @@ def build_on_host(export_dir: Path, host: Host, args: list[str], say: Say) -> Me
             rows = read_rows_file(path, host.alias)
         except InputError as exc:
             raise RemoteError(f"build on {host.alias} stopped at fetch: {exc.message}", hint=NOTHING) from None
-    from ..bundle.host_rows import host_tag
-
-    tag = {**host_tag(host.alias, info, "build"), "tensorrt": rows.tag["tensorrt"]}
-    tag["files"] = {"build": {"file": f"ssh {host.alias}: trt/device.build.json", "created": rows.tag["files"]["build"]["created"]}}
-    merged = merge_files(root, [type(rows)(rows.path, rows.command, tag, rows.rows)])
+    tag = {**host_tag(host.alias, info, "build"), "tensorrt": rows.tag["tensorrt"],  # the TensorRT that built them
+           "files": {"build": {"file": f"ssh {host.alias}:trt/device.build.json", "created": rows.tag["files"]["build"]["created"]}}}
+    merged = merge_files(root, [replace(rows, tag=tag)])
     publish_merged(merged, manifest=False)
     return merged
 

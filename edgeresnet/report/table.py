@@ -144,18 +144,24 @@ DEVICE_ENGINES = ("device", "engine", "precision", "size MB", "top-1", "drop pp"
 DEVICE_BENCH = ("device", "engine", "precision", "batch", "mode", "engine batch", "wall ms", "GPU ms", "ms/image",
                 "img/s", "W", "mJ/image", "power mode", "clocks locked", "throttled")
 DEVICE_TERMINAL = (DEVICE_BENCH[:10], DEVICE_BENCH[:5] + DEVICE_BENCH[10:])  # timing, then energy: 80 columns each
-# A device's CPU engines (device.py bench over SSH): host-clock latency as `bench` here prints it.
+# A device's CPU engines (device.py over SSH): accuracy without engine sizes or DLA layers, and
+# host-clock latency as `bench` here prints it.
+DEVICE_CPU_ENGINES = ("device", "engine", "precision", "top-1", "drop pp", "agreement", "status")
 DEVICE_CPU_BENCH = ("device", "engine", "precision", "batch", "mode", "p50 ms", "p90 ms", "p99 ms", "img/s", "speedup")
 
 
-def device_bench_groups(rows: list[ResultRow]) -> list[tuple[list[ResultRow], tuple[str, ...]]]:
-    """Device bench rows split by how they were timed, each with its columns: engines timed as
-    trtexec times them (GPU compute, the engine's batch, power) in DEVICE_BENCH, the others
-    (CPU runtimes on a device reached over SSH) in DEVICE_CPU_BENCH; empty groups left out."""
-    def trtexec(r: ResultRow) -> bool:
-        return r.target == "trt" or r.gpu_compute_ms is not None or r.engine_batch is not None or r.avg_w is not None
+def _trt_device(r: ResultRow) -> bool:
+    """A row the TensorRT device file made (timed as trtexec times: GPU compute, the engine's
+    batch, power), as opposed to a CPU runtime's on a device reached over SSH."""
+    return r.target == "trt" or r.gpu_compute_ms is not None or r.engine_batch is not None or r.avg_w is not None
 
-    groups = [([r for r in rows if trtexec(r)], DEVICE_BENCH), ([r for r in rows if not trtexec(r)], DEVICE_CPU_BENCH)]
+
+def device_groups(rows: list[ResultRow], bench: bool) -> list[tuple[list[ResultRow], tuple[str, ...]]]:
+    """Device rows (engines, or ``bench`` rows) split by who made them, each group with its
+    columns: TensorRT's in DEVICE_ENGINES / DEVICE_BENCH, CPU runtimes' in DEVICE_CPU_ENGINES /
+    DEVICE_CPU_BENCH; empty groups left out."""
+    trt, cpu = (DEVICE_BENCH, DEVICE_CPU_BENCH) if bench else (DEVICE_ENGINES, DEVICE_CPU_ENGINES)
+    groups = [([r for r in rows if _trt_device(r)], trt), ([r for r in rows if not _trt_device(r)], cpu)]
     return [(g, names) for g, names in groups if g]
 
 
