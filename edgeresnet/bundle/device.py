@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import errno
+import functools
 import hashlib
 import json
 import mmap
@@ -335,8 +336,10 @@ def _first_line(path: str) -> Optional[str]:
     return lines[0][:200] if lines else None
 
 
+@functools.lru_cache(maxsize=1)
 def gpu_facts() -> Optional[Dict[str, Any]]:
-    """The first NVIDIA GPU nvidia-smi lists, else a Jetson's board name; None without either."""
+    """The first NVIDIA GPU nvidia-smi lists, else a Jetson's board name; None without either.
+    Read once per process."""
     if shutil.which("nvidia-smi"):
         try:
             res = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,compute_cap", "--format=csv,noheader"],
@@ -361,12 +364,20 @@ def info() -> Dict[str, Any]:
         numpy_version = None
     cpu = cpu_facts()
     gpu = gpu_facts()
-    host = socket.gethostname() or platform.node() or "unknown"
-    key = f"{host} {cpu['class']}" + (f" {gpu['name']}" if gpu else "")
-    return {"hostname": host, "python": platform.python_version(), "executable": sys.executable,
+    return {"hostname": hostname(), "python": platform.python_version(), "executable": sys.executable,
             "numpy": numpy_version, "runtimes": {name: runtime_version(name) for name in RUNTIMES},
             "cpu": {k: cpu[k] for k in ("model", "class", "isa", "arch", "cores", "isa_source")},
-            "gpu": gpu, "l4t": _first_line("/etc/nv_tegra_release"), "device_key": key}
+            "gpu": gpu, "l4t": _first_line("/etc/nv_tegra_release"), "device_key": device_key(cpu["class"])}
+
+
+def hostname() -> str:
+    return socket.gethostname() or platform.node() or "unknown"
+
+
+def device_key(cls: Optional[str] = None) -> str:
+    """This machine's key in verify.json: "<hostname> <cpu class>" (+ " <gpu name>")."""
+    gpu = gpu_facts()
+    return f"{hostname()} {cls or cpu_facts()['class']}" + (f" {gpu['name']}" if gpu else "")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -497,8 +508,8 @@ def open_ort(bundle: Bundle, entry: Dict[str, Any], cls: str, threads: Optional[
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     sess = ort.InferenceSession(bundle.path(rel), opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    words = f"{cls} {kernel}" if kernel else f"{cls} mlas {entry['precision']}"
-    return Engine(lambda x: sess.run(None, {name: x})[0], kernel, f"onnxruntime {ort.__version__} CPU {words}", rel)
+    words = f"{cls} {kernel}" if kernel else f"{cls} mlas-{entry['precision']}"
+    return Engine(lambda x: sess.run(None, {name: x})[0], kernel, words, rel)
 
 
 def ov_conv_primitive(compiled: Any) -> Optional[str]:
@@ -528,9 +539,8 @@ def open_openvino(bundle: Bundle, entry: Dict[str, Any], cls: str, threads: Opti
     compiled = ov.Core().compile_model(bundle.path(entry["path"]), "CPU", config)
     primitive = ov_conv_primitive(compiled)
     kernel = (primitive or OV_INT8_KERNELS.get(cls, OV_GENERIC)) if entry["precision"] == "int8" else None
-    ran = str(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
     request = compiled.create_infer_request()
-    words = f"openvino {ov.__version__.split('-')[0]} CPU {cls} {primitive or kernel or 'cpu'} {ran}"
+    words = f"{cls} {primitive or kernel or 'cpu-' + config['INFERENCE_PRECISION_HINT']}"
     return Engine(lambda x: np.array(request.infer({0: x})[0]), kernel, words, entry["path"])
 
 
@@ -574,7 +584,8 @@ def open_trt(bundle: Bundle, entry: Dict[str, Any], cls: str, threads: Optional[
         raise RuntimeError(f"{exc.message} ({exc.hint})") from None
     core = entry.get("dla_core")
     where = f"DLA core {core}" if core is not None else "GPU"
-    return Engine(runner, None, f"TensorRT {tensorrt.__version__} {where}", entry["path"], runner.close)
+    version = ".".join(str(tensorrt.__version__).split(".")[:2])
+    return Engine(runner, None, f"TensorRT {version} {where}", entry["path"], runner.close)
 
 
 # target (the package's engine name) -> (the module it needs, how to open an artifact of it)
@@ -1227,8 +1238,10 @@ def run(args: argparse.Namespace) -> int:
         entry = verify(root, args.target, args.precision, args.time_seconds, args.rounds, args.via, args.threads)
         if not args.no_write:
             merge_verify(os.path.abspath(root), Bundle(root).sha256, entry)
-        print(json.dumps(entry, indent=1)) if args.json else _table(entry["engines"], entry["chosen"])
-        if not args.json:
+        if args.json:
+            print(json.dumps(entry, indent=1))
+        else:
+            _table(entry["engines"], entry["chosen"])
             for flag in entry["flags"]:
                 print(f"flag: {flag}")
         return EXIT_FAILED if any(r["status"] == "failed" for r in entry["engines"]) else 0
@@ -1237,7 +1250,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         rows = bench_rows(root, args.target, args.precision, _batches(args.batch), args.time_seconds, args.rounds,
                           args.threads)
-    print(json.dumps({"format": FORMAT, "device": info(), "rows": rows}, indent=1)) if args.json else _table(rows)
+    if args.json:
+        print(json.dumps({"format": FORMAT, "device": info(), "rows": rows}, indent=1))
+    else:
+        _table(rows)
     return EXIT_FAILED if any(r["status"] == "failed" for r in rows) else 0
 
 
