@@ -260,3 +260,32 @@ def test_build_on_host_runs_the_device_file_and_merges_its_build_rows(server, tr
     tag = rows[0]["details"]["ran_on"]
     assert tag["tensorrt"] == "10.3.0.30" and tag["via"] == "ssh testdev" and tag["runtimes"]["tensorrt"] == "10.3.0.30"
     assert snapshot(export / "trt") == trt_before  # the engines stay on the device; nothing lands in trt/ here
+
+
+def test_verify_on_host_gives_the_local_verdicts_and_lands_in_verify_json(server, bundle):
+    """The issue's check: `verify B --host ALIAS --ssh-config F --remote-python P --json` against a
+    local sshd reaches the verdicts of `verify B` here (the same machine, through the bundle's copy
+    and its device.py), and its entry lands in B's verify.json tagged with the host."""
+    local = run_cli("verify", str(bundle), "--json", "--time-seconds", "0.05")
+    assert local.returncode == 0, local.stderr
+    res = run_cli("verify", str(bundle), *host_args(server), "--json", "--time-seconds", "0.05")
+    assert res.returncode == 0, res.stderr
+    there = json.loads(res.stdout)
+
+    def verdicts(entry: dict) -> dict:
+        return {(r["target"], r["precision"]): (r["status"], r["top1"], r["agreement"], r["kernel"], r["path"])
+                for r in entry["engines"]}
+
+    assert verdicts(there) == verdicts(json.loads(local.stdout)) and len(verdicts(there)) >= 4
+    assert there["via"] == "ssh testdev" and there["chosen"] is not None
+    doc = json.loads((bundle / "verify.json").read_text())
+    assert doc["bundle_sha256"] == hashlib.sha256((bundle / "edgeresnet.json").read_bytes()).hexdigest()
+    assert doc["devices"][there["device"]["device_key"]] == there  # this machine's key: the remote entry replaced it
+    assert not (server.cache / remote.bundle_key(bundle) / "verify.json").exists()  # --no-write there
+
+
+def test_a_killed_verify_writes_no_verify_json(server, killer, bundle):
+    before = snapshot(bundle)
+    res = run_cli("verify", str(bundle), *host_args(server, python=killer))
+    one_line_failure(res, 6, "killed by SIGKILL", "verify on testdev stopped at run")
+    assert snapshot(bundle) == before and not (bundle / "verify.json").exists()

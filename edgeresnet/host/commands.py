@@ -73,15 +73,24 @@ def build_on_host(export_dir: Path, host: Host, args: list[str], say: Say) -> Me
     return merged
 
 
-def verify_on_host(export_dir: Path, host: Host, args: list[str], say: Say) -> tuple[dict, int]:
-    """``device.py verify`` on the host: (its entry, merged into verify.json here via "ssh ALIAS",
-    and the device's exit status: 1 when an engine failed verification)."""
-    from ..bundle import verify
+def verify_on_host(export_dir: Path, host: Host, args: list[str], say: Say) -> dict:
+    """``device.py verify`` on the host: its entry (every engine's verdict on the golden set, the
+    choice there), type-checked, merged into verify.json here under the device's key with
+    ``"via": "ssh ALIAS"``, and returned. An engine that failed verification is an answer (the
+    device exits 1), not a failed run: its entry is merged like any other."""
+    from ..bundle import Bundle, device, verify
 
     root = export_root(export_dir)
+    bundle = Bundle(root)
+    if not isinstance(bundle.manifest.get("golden"), dict) or not bundle.lists(device.GOLDEN):
+        raise InputError(f"{root} has no golden set ({device.GOLDEN}) to verify on {host.alias}",
+                         hint=device.NO_GOLDEN_HINT)
     copy = remote.ensure_copy(root, host, "verify", say)
     say(f"{host.alias}: running device.py verify")
-    code, entry = remote.run_action(copy, "verify", ["--no-write", *args], ok_codes=(0, 1))
-    entry = {**entry, "via": host.via}
+    _, entry = remote.run_action(copy, "verify", ["--no-write", "--via", host.via, *args], ok_codes=(0, 1))
+    problem = device.entry_problem(entry)
+    if problem or entry.get("via") != host.via:
+        raise RemoteError(f"verify on {host.alias} stopped at fetch: its entry is not what device.py writes "
+                          f"({problem or 'another via'})", hint=NOTHING)
     verify.merge_entry(root, entry)
-    return entry, code
+    return entry
