@@ -140,25 +140,40 @@ def killer(tmp_path_factory) -> str:
     return str(path)
 
 
-def failure_cases(server, killer):
-    cases = [("unreachable", "testdev-closed", sys.executable, 4, ("cannot reach testdev-closed", "Connection refused",
-                                                                    "stopped at check")),
-             ("auth refused", "testdev-wrongkey", sys.executable, 4, ("refused the login", "Permission denied")),
-             ("no python", "testdev", "/nonexistent/python3", 4, ("/nonexistent/python3 cannot run on testdev",)),
-             ("killed", "testdev", killer, 6, ("killed by SIGKILL", "stopped at run"))]
-    if PY38:
-        cases.append(("no numpy", "testdev", f"{PY38[0]} -I", 4, ("numpy is not installed", "stopped at run")))
+PY_NUMPY_ONLY = sorted(glob.glob(str(Path.home() / ".pyenv/versions/3.1*/bin/python")))
+
+
+def failure_cases(killer) -> dict:
+    """case -> (command, alias, device python, exit code, words of the message)."""
+    cases = {"unreachable": ("bench", "testdev-closed", sys.executable, 4,
+                             ("cannot reach testdev-closed", "Connection refused", "stopped at check")),
+             "auth refused": ("bench", "testdev-wrongkey", sys.executable, 4, ("refused the login", "Permission denied")),
+             "no python": ("bench", "testdev", "/nonexistent/python3", 4, ("/nonexistent/python3 cannot run on testdev",)),
+             "killed": ("bench", "testdev", killer, 6, ("killed by SIGKILL", "stopped at run"))}
+    if PY38:  # JetPack 5's Python without python3-numpy (-I: nothing from user site-packages)
+        cases["no numpy"] = ("verify", "testdev", f"{PY38[0]} -I", 4, ("numpy is not installed", "stopped at run"))
+    numpy_only = [p for p in PY_NUMPY_ONLY if _imports(p, "numpy") and not _imports(p, "onnxruntime")
+                  and not _imports(p, "openvino")]
+    if numpy_only:
+        cases["no runtime"] = ("bench", "testdev", f"{numpy_only[0]} -I", 4, ("no engine of", "can run here",
+                                                                              "stopped at run"))
     return cases
 
 
-@pytest.mark.parametrize("case", ["unreachable", "auth refused", "no python", "killed", "no numpy"])
+def _imports(python: str, module: str) -> bool:
+    import subprocess
+
+    return subprocess.run([python, "-I", "-c", f"import {module}"], capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("case", ["unreachable", "auth refused", "no python", "killed", "no numpy", "no runtime"])
 def test_each_failure_is_one_line_and_merges_nothing(server, killer, bundle, case):
-    found = {c[0]: c for c in failure_cases(server, killer)}
+    found = failure_cases(killer)
     if case not in found:
-        pytest.skip("no Python 3.8 without numpy here (~/.pyenv/versions/3.8*)")
-    _, alias, python, code, words = found[case]
+        pytest.skip(f"no pyenv Python here for the {case!r} case (~/.pyenv/versions)")
+    command, alias, python, code, words = found[case]
     before = snapshot(bundle)
-    res = run_cli("bench", str(bundle), *host_args(server, alias=alias, python=python))
+    res = run_cli(command, str(bundle), *host_args(server, alias=alias, python=python))
     one_line_failure(res, code, *words, "nothing was merged")
     assert snapshot(bundle) == before
 
@@ -289,3 +304,13 @@ def test_a_killed_verify_writes_no_verify_json(server, killer, bundle):
     res = run_cli("verify", str(bundle), *host_args(server, python=killer))
     one_line_failure(res, 6, "killed by SIGKILL", "verify on testdev stopped at run")
     assert snapshot(bundle) == before and not (bundle / "verify.json").exists()
+
+
+def test_build_on_host_without_tensorrt_there_is_one_line(server, trt_bundle, tmp_path):
+    """trt_device.py's own two-line error (exit 4: no TensorRT module) read as the device's."""
+    export = Path(shutil.copytree(trt_bundle, tmp_path / "exp"))
+    before = snapshot(export)
+    res = run_cli("build", str(export), *host_args(server))
+    one_line_failure(res, 4, "TensorRT's Python module is not installed", "build on testdev stopped at run",
+                     "python3-libnvinfer", "nothing was merged")
+    assert snapshot(export) == before

@@ -86,8 +86,9 @@ def ensure_copy(root: Path, host: Host, action: str, say: Callable[[str], None])
     if found == "ok":
         say(f"{host.alias}: reusing the bundle's copy in {where} (every file's SHA-256 matches)")
         return Copy(host, key, reused=True)
+    size = sum((root / n).stat().st_size for n in names) / 1e6
     say(f"{host.alias}: " + ("copying" if found == "absent" else f"the copy there is stale ({found}): copying again")
-        + f" {len(names)} files to {where}")
+        + f" {len(names)} files ({size:.1f} MB) to {where}")
     res = ssh.run(host, script(PUSH, host, key), "push", feed=lambda pipe: _tar(bundle, names, pipe))
     if res.code != 0:
         raise ssh.failure(host, "push", res, action)
@@ -200,7 +201,14 @@ def device_error(host: Host, stage: str, res: ssh.Result, action: str) -> tuple[
     if res.code in (0, 255) or res.code > 128:
         return None
     found = re.match(r"edgeresnet-(?:device|remote): ([a-z0-9-]{1,40}): (.+)", res.last_line())
-    return (found.group(1), found.group(2)) if found else None
+    if found:
+        return found.group(1), found.group(2)
+    # trt/trt_device.py's two lines: "error: MESSAGE" then "  hint: HINT", exit 2, 3 or 4 (trt_device.EXIT_*)
+    lines = [ln.strip() for ln in res.stderr.splitlines() if ln.strip()]
+    if len(lines) >= 2 and lines[-2].startswith("error: ") and lines[-1].startswith("hint: "):
+        kind = {2: "usage", 4: "no-runtime"}.get(res.code, "bad-file")
+        return kind, f"{lines[-2][7:]} ({lines[-1][6:]})"
+    return None
 
 
 def split_hint(text: str) -> tuple[str, str | None]:
