@@ -54,8 +54,6 @@ class Sshd:
     home: Path  # the device's $HOME
     proc: subprocess.Popen
 
-    alias = "testdev"
-
     @property
     def cache(self) -> Path:
         return self.home / ".cache" / "edgeresnet" / "bundles"
@@ -73,10 +71,11 @@ class Sshd:
                 self.proc.wait()
 
 
-def start(root: Path, *, path: str | None = None, home_tmpfs_kb: int | None = None) -> Sshd:
+def start(root: Path, *, path: str | None = None, home_tmpfs_kb: int | None = None, alias: str = "testdev") -> Sshd:
     """Start sshd in ``root`` (keys, configs, log, the device's home). ``path`` becomes the
     device's PATH (a fake command first); ``home_tmpfs_kb`` mounts a tmpfs of that size on the
-    device's ~/.cache, in a mount namespace of the server's own (``unshare``: root only)."""
+    device's ~/.cache, in a mount namespace of the server's own (``unshare``: root only);
+    ``alias`` names the host in the client config (tests/readme_check.py: jetson)."""
     sshd = next(p for p in SSHD_PATHS if os.access(p, os.X_OK))
     root.mkdir(parents=True, exist_ok=True)
     home = root / "home"
@@ -100,7 +99,7 @@ def start(root: Path, *, path: str | None = None, home_tmpfs_kb: int | None = No
             command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", f'{mount} && exec "$@"', "sh", *command]
         log = (root / "sshd.log").open("w")
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        server = Sshd(root, port, _client_config(root, port, user_key, wrong_key), home, proc)
+        server = Sshd(root, port, _client_config(root, port, user_key, wrong_key, alias), home, proc)
         if _listening(server):
             return server
         server.stop()
@@ -130,14 +129,14 @@ def _listening(server: Sshd, seconds: float = 10.0) -> bool:
     return False
 
 
-def _client_config(root: Path, port: int, key: Path, wrong: Path) -> Path:
+def _client_config(root: Path, port: int, key: Path, wrong: Path, alias: str) -> Path:
     """testdev (the right key), testdev-wrongkey (a key the server does not know), testdev-closed
-    (a port nothing listens on)."""
+    (a port nothing listens on); ``alias`` for testdev."""
     user = getpass.getuser()
     common = ["  HostName 127.0.0.1", f"  User {user}", "  IdentitiesOnly yes", "  IdentityAgent none",
               f"  UserKnownHostsFile {root}/known_hosts", "  StrictHostKeyChecking no", "  LogLevel ERROR",
               "  ControlMaster no", "  ControlPath none"]
-    hosts = {"testdev": (port, key), "testdev-wrongkey": (port, wrong), "testdev-closed": (free_port(), key)}
+    hosts = {alias: (port, key), f"{alias}-wrongkey": (port, wrong), f"{alias}-closed": (free_port(), key)}
     lines = []
     for name, (p, k) in hosts.items():
         lines += [f"Host {name}", f"  Port {p}", f"  IdentityFile {k}", *common, ""]
