@@ -143,13 +143,25 @@ def killer(tmp_path_factory) -> str:
 PY_NUMPY_ONLY = sorted(glob.glob(str(Path.home() / ".pyenv/versions/3.1*/bin/python")))
 
 
-def failure_cases(killer) -> dict:
+@pytest.fixture(scope="module")
+def dropper(tmp_path_factory) -> str:
+    """A device Python whose action kills the sshd session serving it: the connection drops mid-run."""
+    path = tmp_path_factory.mktemp("dropper") / "python3"
+    path.write_text('#!/bin/sh\ncase " $* " in *" bench "*) kill -9 "$(cut -d" " -f4 /proc/$PPID/stat)";; esac\n'
+                    f'exec {sys.executable} "$@"\n')
+    path.chmod(0o755)
+    return str(path)
+
+
+def failure_cases(killer, dropper) -> dict:
     """case -> (command, alias, device python, exit code, words of the message)."""
     cases = {"unreachable": ("bench", "testdev-closed", sys.executable, 4,
                              ("cannot reach testdev-closed", "Connection refused", "stopped at check")),
              "auth refused": ("bench", "testdev-wrongkey", sys.executable, 4, ("refused the login", "Permission denied")),
              "no python": ("bench", "testdev", "/nonexistent/python3", 4, ("/nonexistent/python3 cannot run on testdev",)),
-             "killed": ("bench", "testdev", killer, 6, ("killed by SIGKILL", "stopped at run"))}
+             "killed": ("bench", "testdev", killer, 6, ("killed by SIGKILL", "stopped at run")),
+             "dropped": ("bench", "testdev", dropper, 6, ("connection to testdev dropped", "closed by remote host",
+                                                        "stopped at run"))}
     if PY38:  # JetPack 5's Python without python3-numpy (-I: nothing from user site-packages)
         cases["no numpy"] = ("verify", "testdev", f"{PY38[0]} -I", 4, ("numpy is not installed", "stopped at run"))
     numpy_only = [p for p in PY_NUMPY_ONLY if _imports(p, "numpy") and not _imports(p, "onnxruntime")
@@ -166,9 +178,10 @@ def _imports(python: str, module: str) -> bool:
     return subprocess.run([python, "-I", "-c", f"import {module}"], capture_output=True).returncode == 0
 
 
-@pytest.mark.parametrize("case", ["unreachable", "auth refused", "no python", "killed", "no numpy", "no runtime"])
-def test_each_failure_is_one_line_and_merges_nothing(server, killer, bundle, case):
-    found = failure_cases(killer)
+@pytest.mark.parametrize("case", ["unreachable", "auth refused", "no python", "killed", "dropped", "no numpy",
+                                  "no runtime"])
+def test_each_failure_is_one_line_and_merges_nothing(server, killer, dropper, bundle, case):
+    found = failure_cases(killer, dropper)
     if case not in found:
         pytest.skip(f"no pyenv Python here for the {case!r} case (~/.pyenv/versions)")
     command, alias, python, code, words = found[case]

@@ -181,6 +181,8 @@ def failure(host: Host, stage: str, res: Result, action: str) -> RemoteError:
         return RemoteMissing(f"{host.python} cannot run on {host.alias}: {last or 'not found'} ({where})",
                              hint="install python3 (>= 3.8) there, or pass --remote-python PATH of one it has "
                                   f"(`ssh {host.alias} which python3`); {NOTHING}")
+    if res.code < 0:  # ssh itself was stopped here (by a signal from outside this run)
+        return RemoteStopped(f"ssh was stopped by {_signal_name(-res.code)} ({where})", hint=f"rerun; {NOTHING}")
     if res.code > 128:
         return RemoteStopped(f"the remote run was killed by {_signal_name(res.code - 128)} ({where})",
                              hint=f"the device may be out of memory (`ssh {host.alias} dmesg | tail`); rerun; {NOTHING}")
