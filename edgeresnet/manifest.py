@@ -97,6 +97,8 @@ def _check_shape(manifest: dict, path: Path) -> None:
             raise bad("an artifact's 'variants' is not a map of file names")
     if not str_map(manifest.get("files", {})):
         raise bad("'files' is not a map of file hashes")
+    if manifest.get("golden") is not None and not isinstance(manifest["golden"], dict):
+        raise bad("'golden' is not an object")
     classes = manifest.get("classes")
     if not isinstance(classes, list) or not 1 <= len(classes) <= MAX_CLASSES or \
             not all(isinstance(c, str) for c in classes):

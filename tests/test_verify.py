@@ -107,10 +107,24 @@ def bundle(tiny, tmp_path) -> Path:
     return Path(shutil.copytree(tiny, tmp_path / "exp"))
 
 
+# This venv has edgeresnet installed (editable): an import hook refuses it, so the run proves
+# that device.py needs nothing from the package.
+NO_EDGERESNET = """
+import runpy, sys
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name == "edgeresnet" or name.startswith("edgeresnet."):
+            raise ImportError("edgeresnet is not installed on this device")
+sys.meta_path.insert(0, Refuse())
+sys.argv = ["device.py"] + sys.argv[1:]
+runpy.run_path("device.py", run_name="__main__")
+"""
+
+
 def run_device(root: Path, *args: str, python: str = sys.executable, env: dict | None = None) -> subprocess.CompletedProcess:
-    """The bundle's own device.py with ``python -I`` from its folder: edgeresnet is not importable."""
-    return subprocess.run([python, "-I", "device.py", *args], cwd=root, capture_output=True, text=True, timeout=300,
-                          env=env)
+    """The bundle's own device.py with ``python -I`` from its folder, edgeresnet not importable."""
+    return subprocess.run([python, "-I", "-c", NO_EDGERESNET, *args], cwd=root, capture_output=True, text=True,
+                          timeout=300, env=env)
 
 
 def verdicts(entry: dict) -> dict:
@@ -325,3 +339,111 @@ def test_read_verify_checks_every_type(bundle, edit, what):
         read_verify(bundle)
     with pytest.raises(InputError):
         merge_entry(bundle, {"device": {}})
+
+
+# ----------------------------------------------------------------------------- a real export (slow)
+
+def corrupt_weight_scale(root: Path, rel: str, factor: float = 3.0) -> str:
+    """One layer's weight scale times ``factor`` in an INT8 ONNX file, whichever form it has (a
+    DequantizeLinear's scale, or the fused QLinearConv's weight scale), then re-sign the bundle."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(root / rel))
+    inits = {i.name: i for i in model.graph.initializer}
+    scales = [n.input[4] for n in model.graph.node if n.op_type == "QLinearConv"]
+    scales += [n.input[1] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    name = scales[len(scales) // 2]
+    inits[name].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(inits[name]) * np.float32(factor), name))
+    onnx.save(model, str(root / rel))
+    resign(root, rel)
+    return name
+
+
+@pytest.fixture
+def export_copy(ort_ov_bundle, tmp_path) -> Path:
+    """`edgeresnet export default --target ort,openvino` (conftest's shared export), copied."""
+    return Path(shutil.copytree(ort_ov_bundle, tmp_path / "B"))
+
+
+@pytest.mark.slow
+def test_an_export_verifies_here_with_a_kernel_path_per_engine_and_a_choice(export_copy):
+    manifest = json.loads((export_copy / "edgeresnet.json").read_text())
+    assert {"golden.npz", "device.py"} <= set(manifest["files"])
+    assert (export_copy / "golden.npz").stat().st_size < 4 << 20 and manifest["golden"]["images"] == 300
+    assert manifest["golden"]["reference"] == "torch fp32" and manifest["golden"]["split"] == "test"
+    res = run_cli("verify", str(export_copy), "--json")
+    assert res.returncode == 0, res.stderr
+    entry = json.loads(res.stdout)
+    assert {r["target"] for r in entry["engines"]} == {"ort", "openvino"}
+    for r in entry["engines"]:
+        assert r["status"] == "passed" and r["agreement"] >= 0.99 and r["path"].startswith(local_device_key().split()[1])
+    assert entry["chosen"] is not None and chosen_for(export_copy, local_device_key()) == (
+        entry["chosen"]["target"], entry["chosen"]["precision"])
+
+
+@pytest.mark.slow
+def test_the_bundles_own_device_file_agrees_with_the_package(export_copy, tmp_path):
+    """device.py run from a temp copy of the bundle with `python -I` (no edgeresnet importable)."""
+    alone = Path(shutil.copytree(export_copy, tmp_path / "copy"))
+    res = run_device(alone, "verify", "--json", "--time-seconds", "0")
+    assert res.returncode == 0, res.stderr
+    package = run_cli("verify", str(export_copy), "--json", "--time-seconds", "0")
+    assert package.returncode == 0, package.stderr
+    assert verdicts(json.loads(res.stdout)) == verdicts(json.loads(package.stdout))
+
+
+@pytest.mark.slow
+def test_a_resigned_export_with_one_int8_scale_corrupted_fails_and_is_skipped(export_copy):
+    rel = device.ort_choice(next(a for a in json.loads((export_copy / "edgeresnet.json").read_text())["artifacts"]
+                                 if a["target"] == "ort" and a["precision"] == "int8"), device.cpu_facts()["class"])[0]
+    corrupt_weight_scale(export_copy, rel)
+    assert run_device(export_copy, "check").returncode == 0  # re-signed: every hash matches
+    res = run_cli("verify", str(export_copy), "--json", "--time-seconds", "0.1")
+    assert res.returncode == 1 and "ort int8" in res.stderr and "openvino" not in res.stderr.splitlines()[-2]
+    entry = json.loads(res.stdout)
+    bad = next(r for r in entry["engines"] if (r["target"], r["precision"]) == ("ort", "int8"))
+    assert bad["status"] == "failed" and bad["agreement"] < bad["expected"]["agreement"]
+    assert entry["chosen"] and (entry["chosen"]["target"], entry["chosen"]["precision"]) != ("ort", "int8")
+    res = run_device(export_copy, "verify", "--json", "--time-seconds", "0")
+    assert res.returncode == 1 and verdicts(json.loads(res.stdout))[("ort", "int8")][0] == "failed"
+
+
+# ----------------------------------------------------------------------------- TensorRT, on the stand-in
+
+def test_tensorrt_engines_built_on_the_device_are_verified_through_trt_device(tmp_path):
+    """The bundle's trt/trt_device.py imported by path, on tests/trt_standin (numpy tensorrt and
+    libcudart test doubles: nothing here ran on a GPU). Engines built there have no export
+    figure, so each is judged by its precision's default rate, and says so."""
+    import os
+
+    from .test_trt_device import STANDIN, make_tiny_bundle, tiny_logits
+
+    root = tmp_path / "exp"
+    make_tiny_bundle(root)
+    pre = Preprocess(1, 2, None, (0.5,), (0.25,))
+    images = np.random.RandomState(5).randint(0, 256, (60, 2, 2, 1)).astype(np.uint8)
+    logits = tiny_logits(images).astype(np.float32)
+    np.savez_compressed(root / "golden.npz", x=images, logits=logits, labels=logits.argmax(1).astype(np.int64),
+                        index=np.arange(60, dtype=np.int64))
+    install_device_file(root)
+    meta = {"path": "golden.npz", "images": 60, "source": "tiny", "split": "test", "reference": "onnx fp32",
+            "preprocess": pre.to_dict(), "expected": {}}
+    write_manifest(root, {"model": {"arch": "tiny", "input_shape": [1, 1, 2, 2], "classes": ["a", "b", "c"],
+                                    "preprocess": pre.to_dict()}, "results": [], "golden": meta}, {})
+    env = {**os.environ, "PYTHONPATH": str(STANDIN), "TRT_STANDIN_VERSION": "10.3.0.30",
+           "TRT_DEVICE_CUDART": "fake_cudart:library"}
+    built = subprocess.run([sys.executable, "trt/trt_device.py", "build"], cwd=root, capture_output=True, text=True,
+                           env=env, timeout=300)
+    assert built.returncode == 0, built.stderr
+    res = subprocess.run([sys.executable, "-c", NO_EDGERESNET, "verify", "--json", "--time-seconds", "0.05",
+                          "--rounds", "1"], cwd=root, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    entry = json.loads(res.stdout)
+    rows = {r["precision"]: r for r in entry["engines"]}
+    assert set(rows) == {"fp32", "fp16", "int8", "int8-dla"} and {r["target"] for r in rows.values()} == {"trt"}
+    assert rows["fp32"]["path"] == "TensorRT 10.3 GPU" and rows["int8-dla"]["path"] == "TensorRT 10.3 DLA core 0"
+    for r in rows.values():
+        assert r["status"] == "passed" and r["agreement"] >= 0.9 and "no export figure" in r["tolerance"]["rule"]
+        assert r["latency_ms"]["p50"] > 0
+    assert entry["chosen"]["target"] == "trt"

@@ -758,6 +758,10 @@ def score_engine(bundle: Bundle, entry: Dict[str, Any], golden: Dict[str, Any], 
 # ---------------------------------------------------------------------------------------------
 # Timing: each engine in its own process of this file, rounds interleaved across engines
 # ---------------------------------------------------------------------------------------------
+# One engine times at a time (never two thread pools at once: OpenVINO f32 went from 10.6 ms
+# to 39 ms sharing a process with ONNX Runtime); the others wait on their stdin. Rounds go
+# engine by engine and repeat, so a slow spell of the machine lands on every engine rather
+# than on one, and the rounds' spread says how far a p50 can be trusted.
 
 WORKER_TAG = "edgeresnet-worker "
 
@@ -782,6 +786,7 @@ def worker(args: argparse.Namespace) -> int:
         words = line.split()
         if not words or words[0] != "time":
             break
+        _time_runs(engine.run, x, 0.05, 3)  # re-warm: the other engines ran since this one's last round
         print(WORKER_TAG + json.dumps({"samples_ms": _time_runs(engine.run, x, float(words[1]), 5)}), flush=True)
     engine.close()
     return 0
