@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shlex
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from . import ssh
 from .ssh import NOTHING, Host
 
 CACHE = ".cache/edgeresnet/bundles"  # on the device, under its $HOME
+KEY_HEX = 16  # the copy's folder: this many hex digits of edgeresnet.json's SHA-256
 DEVICE_FILE = "device.py"
 MAX_FILE = 64 << 20  # a rows file fetched back (trt/device.build.json is a few KB)
 # Kinds of the device file's one-line errors (bundle/device.py KINDS) that mean "install something".
@@ -66,7 +69,7 @@ class Copy:
 def bundle_key(root: Path) -> str:
     """The copy's folder name: the first 16 hex of the manifest's SHA-256 (the device file's
     ``bundle_sha256``), so a re-export never reuses a stale copy."""
-    return hashlib.sha256((Path(root) / NAME).read_bytes()).hexdigest()[:16]
+    return hashlib.sha256((Path(root) / NAME).read_bytes()).hexdigest()[:KEY_HEX]
 
 
 def script(body: str, host: Host, key: str, **words: str) -> str:
@@ -80,7 +83,7 @@ def ensure_copy(root: Path, host: Host, action: str, say: Callable[[str], None])
     bundle = Bundle(root)
     names = payload(bundle)
     sha = hashlib.sha256((root / NAME).read_bytes()).hexdigest()
-    key = sha[:16]
+    key = sha[:KEY_HEX]
     where = f"~/{CACHE}/{key}"
     found = _check(host, key, sha, action, first=True)
     if found == "ok":
@@ -136,7 +139,7 @@ def _check(host: Host, key: str, sha: str, action: str, first: bool) -> str:
             return "ok"
         why = "its manifest is another bundle's"
     else:
-        device = device_error(host, "check", res, action)
+        device = device_error(res)
         stale = device[0] in STALE if device else res.code == 1  # 1 without the one-line error: device.py itself broke
         if not (first and stale):
             raise _device_failure(host, "check", res, action, device)
@@ -149,13 +152,11 @@ def _check(host: Host, key: str, sha: str, action: str, first: bool) -> str:
 def run_action(copy: Copy, action: str, args: list[str], ok_codes: tuple[int, ...] = (0,)) -> tuple[int, dict]:
     """``device.py ACTION --bundle <copy> --json ARGS`` on the device: (exit status, its JSON
     object). An exit status outside ``ok_codes`` or an answer that is not one JSON object is raised."""
-    import shlex
-
     host = copy.host
     command = " ".join([DEVICE_FILE, action, "--bundle", '"$d"', "--json", *map(shlex.quote, args)])
     res = ssh.run(host, script(RUN, host, copy.key, command=command), "run")
     if res.code not in ok_codes:
-        raise _device_failure(host, "run", res, action, device_error(host, "run", res, action))
+        raise _device_failure(host, "run", res, action, device_error(res))
     data = _json(res.stdout)
     if not isinstance(data, dict):
         raise RemoteError(f"{action} on {host.alias} stopped at fetch: its answer is not one JSON object "
@@ -165,19 +166,15 @@ def run_action(copy: Copy, action: str, args: list[str], ok_codes: tuple[int, ..
 
 def run_file(copy: Copy, action: str, command: list[str], ok_codes: tuple[int, ...] = (0,)) -> ssh.Result:
     """Another file of the copy run with the device's Python (``trt/trt_device.py build``)."""
-    import shlex
-
     host = copy.host
     res = ssh.run(host, script(RUN, host, copy.key, command=" ".join(map(shlex.quote, command))), "run")
     if res.code not in ok_codes:
-        raise _device_failure(host, "run", res, action, device_error(host, "run", res, action))
+        raise _device_failure(host, "run", res, action, device_error(res))
     return res
 
 
 def fetch(copy: Copy, rel: str, action: str) -> bytes:
     """A file the run left in the copy (``trt/device.build.json``), read back whole (bounded)."""
-    import shlex
-
     res = ssh.run(copy.host, script(FETCH, copy.host, copy.key, file=shlex.quote(rel)), "fetch")
     if res.code != 0:
         raise ssh.failure(copy.host, "fetch", res, action)
@@ -193,11 +190,9 @@ def _json(data: bytes):
         return None
 
 
-def device_error(host: Host, stage: str, res: ssh.Result, action: str) -> tuple[str, str] | None:
-    """(kind, message) of the device file's one-line error (``edgeresnet-device: KIND: ...``) or
-    of the probe's (``edgeresnet-remote: ...``), when the step ended with one."""
-    import re
-
+def device_error(res: ssh.Result) -> tuple[str, str] | None:
+    """(kind, message) of the device file's one-line error (``edgeresnet-device: KIND: ...``),
+    the probe's (``edgeresnet-remote: ...``) or trt_device.py's, when the step ended with one."""
     if res.code in (0, 255) or res.code > 128:
         return None
     found = re.match(r"edgeresnet-(?:device|remote): ([a-z0-9-]{1,40}): (.+)", res.last_line())
