@@ -23,12 +23,17 @@ from edgeresnet.host.ssh import Host
 from . import sshd
 from .conftest import make_bundle, run_cli
 
-pytestmark = pytest.mark.skipif(sshd.missing() is not None, reason=sshd.missing() or "")
 PY38 = sorted(glob.glob(str(Path.home() / ".pyenv/versions/3.8*/bin/python")))
+
+
+def need_sshd() -> None:
+    if sshd.missing():
+        pytest.skip(sshd.missing())
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    need_sshd()
     s = sshd.start(tmp_path_factory.mktemp("sshd"))
     yield s
     s.stop()
@@ -128,6 +133,26 @@ def test_ssh_failures_read_from_stderr():
         assert "stopped at run" in str(err) or "configuration" in str(err), (text, err)
 
 
+def test_device_file_kinds_become_typed_errors():
+    """device.py's one-line kinds (bundle/device.py KINDS) as the host's errors, with its hint kept."""
+    from edgeresnet.errors import RemoteError, RemoteMissing, RemoteOutOfSpace
+
+    host = Host("jetson")
+    for line, code, kind in (
+            ("edgeresnet-device: no-space: no space left on the device (/x/verify.json) (free some space and rerun)",
+             28, RemoteOutOfSpace),
+            ("edgeresnet-device: no-numpy: numpy is not installed for /usr/bin/python3 (install it: `python3 -m pip "
+             "install numpy` (JetPack: `sudo apt install python3-numpy`))", 4, RemoteMissing),
+            ("edgeresnet-device: bad-file: golden.npz is not a golden set (x) (re-export)", 3, RemoteError)):
+        res = ssh.Result(code, b"", "some noise\n" + line + "\n")
+        err = remote._device_failure(host, "run", res, "verify", remote.device_error(res))
+        assert type(err) is kind and "verify on jetson stopped at run" in err.message, err
+        assert "nothing was merged" in err.hint and line.rsplit(" (", 1)[1].rstrip(")") not in err.message, err
+    missing = remote._device_failure(host, "run", res, "verify", ("no-numpy", "numpy is not installed (install it: "
+                                                                   "`pip install numpy` (JetPack: apt))"))
+    assert missing.hint.startswith("on jetson: install it: `pip install numpy` (JetPack: apt)"), missing.hint
+
+
 # ----------------------------------------------------------------------------- failures through the CLI
 
 @pytest.fixture(scope="module")
@@ -194,6 +219,7 @@ def test_each_failure_is_one_line_and_merges_nothing(server, killer, dropper, bu
 def test_disk_full_on_the_device(tmp_path, bundle):
     """The device's ~/.cache on a 64 KB tmpfs (a mount namespace of the server's own); where
     mounts are refused, a `tar` first on the device's PATH that fails as GNU tar does on a full disk."""
+    need_sshd()
     if sshd.can_mount_tmpfs():
         server = sshd.start(tmp_path / "sshd", home_tmpfs_kb=64)
     else:  # labelled: a stand-in for the full disk, not a full disk
