@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .common import command, engines_help, err, json_text, out, threads_option
+from .common import HostOpt, RemotePythonOpt, SshConfigOpt, command, engines_help, err, json_text, out, threads_option
 
 
 def _names(text: str | None) -> tuple[str, ...] | None:
@@ -24,29 +24,44 @@ def verify(
     time_seconds: Annotated[float, typer.Option(help="Timed seconds per engine and round (3 rounds, interleaved, each engine in its own process); 0: no timing and no choice.")] = 0.3,
     threads: Annotated[int | None, threads_option("CPU threads per engine (default: the runtime's own choice).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print this device's verify entry as JSON.")] = False,
+    host: HostOpt = None,
+    ssh_config: SshConfigOpt = None,
+    remote_python: RemotePythonOpt = "python3",
 ) -> None:
     """Run every engine this machine can run on the bundle's golden set and judge it against the
     export's own figures (a binomial tolerance for the sample size); time those that pass and
     record the fastest as this device's choice in verify.json. Exit 1 when an engine failed.
 
     Example: edgeresnet verify exports/default
+
+    On a device over SSH (its entry lands in verify.json here, "via": "ssh jetson"):
+    edgeresnet verify exports/default --host jetson
     """
     from ..bundle import export_root
     from ..bundle.verify import verify_bundle
     from ..errors import EdgeResNetError
     from ..limits import check_flag
+    from .common import remote_host, say
 
     check_flag("--time-seconds", time_seconds, least=0, most=60)
     root = export_root(export_dir)
-    entry = verify_bundle(root, targets=_names(target), precisions=_names(precision), time_seconds=time_seconds,
-                          threads=threads)
+    remote = remote_host(host, ssh_config, remote_python)
+    if remote is None:
+        entry = verify_bundle(root, targets=_names(target), precisions=_names(precision), time_seconds=time_seconds,
+                              threads=threads)
+    else:
+        from ..host.commands import verify_on_host
+
+        given = {"--target": target, "--precision": precision, "--time-seconds": time_seconds, "--threads": threads}
+        entry = verify_on_host(root, remote, [w for k, v in given.items() if v is not None for w in (k, str(v))], say)
     if as_json:
         print(json_text(entry))
     else:
         show(entry, root)
     failed = [f"{r['target']} {r['precision']}" for r in entry["engines"] if r["status"] == "failed"]
     if failed:
-        raise EdgeResNetError(f"verification failed on this device for {', '.join(failed)}",
+        where = f"on {remote.alias}" if remote is not None else "on this device"
+        raise EdgeResNetError(f"verification failed {where} for {', '.join(failed)}",
                               hint="those engines are never chosen here; see the reasons above (or in verify.json)")
 
 
