@@ -1051,6 +1051,7 @@ def merge_verify(root: str, bundle_sha256: str, entry: Dict[str, Any]) -> str:
 
 def _runnable(bundle: Bundle, targets: Optional[Sequence[str]], precisions: Optional[Sequence[str]]
               ) -> List[Dict[str, Any]]:
+    _numpy()  # every action that runs engines needs numpy: say so before naming a missing runtime
     entries = engine_entries(bundle, targets, precisions)
     if not any(not e.get("skip") for e in entries):
         why = "; ".join(sorted({e["skip"] for e in entries})) or "no engine matches --target/--precision"

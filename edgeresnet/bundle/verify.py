@@ -46,11 +46,7 @@ def verify_bundle(root: Path, *, targets: Sequence[str] | None = None, precision
     on the golden set, its verdict, a short timing and the fastest engine that passed; merged
     into verify.json unless ``write`` is False."""
     bundle = Bundle(root)  # the package's own checks first: exit 3 with its messages
-    golden = bundle.manifest.get("golden")
-    if not isinstance(golden, dict) or not bundle.lists(device.GOLDEN):
-        raise InputError(f"{root} has no golden set ({device.GOLDEN}): it was exported without an evaluation set "
-                         "(--no-eval, unlabelled data with no held-out images, or random weights) or by an older "
-                         "edgeresnet", hint=device.NO_GOLDEN_HINT)
+    require_golden(bundle)
     try:
         entry = device.verify(str(bundle.root), targets, precisions, time_seconds, rounds, via, threads)
     except device.DeviceError as exc:
@@ -58,6 +54,14 @@ def verify_bundle(root: Path, *, targets: Sequence[str] | None = None, precision
     if write:
         merge_entry(root, entry)
     return entry
+
+
+def require_golden(bundle: Bundle, where: str = "") -> None:
+    """Refuse a bundle without a golden set (exported with --no-eval, or by an older edgeresnet)."""
+    if not isinstance(bundle.manifest.get("golden"), dict) or not bundle.lists(device.GOLDEN):
+        raise InputError(f"{bundle.root} has no golden set ({device.GOLDEN}){where}: it was exported without an "
+                         "evaluation set (--no-eval, unlabelled data with no held-out images, or random weights) "
+                         "or by an older edgeresnet", hint=device.NO_GOLDEN_HINT)
 
 
 def merge_entry(root: Path, entry: dict) -> None:

@@ -57,7 +57,7 @@ def verify(
     if as_json:
         print(json_text(entry))
     else:
-        show(entry, root)
+        show(entry, root, "here" if remote is None else f"on {remote.alias}")
     failed = [f"{r['target']} {r['precision']}" for r in entry["engines"] if r["status"] == "failed"]
     if failed:
         where = f"on {remote.alias}" if remote is not None else "on this device"
@@ -65,7 +65,7 @@ def verify(
                               hint="those engines are never chosen here; see the reasons above (or in verify.json)")
 
 
-def show(entry: dict, root: Path) -> None:
+def show(entry: dict, root: Path, place: str = "here") -> None:
     """The verify table (one row per engine), then the flags and the choice."""
     from rich import box
 
@@ -96,7 +96,7 @@ def show(entry: dict, root: Path) -> None:
     for flag in entry["flags"]:
         err.print(f"[yellow]flag:[/] {escape(flag)}", soft_wrap=True)
     if chosen:
-        out.print(f"* chosen here: [bold]{escape(chosen['target'])} {escape(chosen['precision'])}[/] "
+        out.print(f"* chosen {escape(place)}: [bold]{escape(chosen['target'])} {escape(chosen['precision'])}[/] "
                   f"(the fastest that passed, p50 {chosen['latency_ms']:.3f} ms), recorded in verify.json",
                   soft_wrap=True)
     elif any(r["status"] == "passed" for r in entry["engines"]):

@@ -82,9 +82,7 @@ def verify_on_host(export_dir: Path, host: Host, args: list[str], say: Say) -> d
 
     root = export_root(export_dir)
     bundle = Bundle(root)
-    if not isinstance(bundle.manifest.get("golden"), dict) or not bundle.lists(device.GOLDEN):
-        raise InputError(f"{root} has no golden set ({device.GOLDEN}) to verify on {host.alias}",
-                         hint=device.NO_GOLDEN_HINT)
+    verify.require_golden(bundle, f" to verify on {host.alias}")
     copy = remote.ensure_copy(root, host, "verify", say)
     say(f"{host.alias}: running device.py verify")
     _, entry = remote.run_action(copy, "verify", ["--no-write", "--via", host.via, *args], ok_codes=(0, 1))
