@@ -61,6 +61,43 @@ class OutOfSpace(EdgeResNetError):
     exit_code = 3
 
 
+class RemoteError(EdgeResNetError):
+    """A device driven over SSH (``--host``) stopped the step: the message names the host and
+    where it stopped (push, check, run, fetch); nothing was merged into the bundle here."""
+
+    exit_code = 6
+
+
+class HostUnreachable(RemoteError):
+    """ssh could not reach the host: its name did not resolve, the connection was refused or timed out."""
+
+    exit_code = 4
+
+
+class AuthRefused(RemoteError):
+    """The host answered but refused the login (key, user) or its host key is unknown or changed."""
+
+    exit_code = 4
+
+
+class RemoteMissing(RemoteError):
+    """The host has no Python (``--remote-python``), numpy, or runtime for the bundle's engines."""
+
+    exit_code = 4
+
+
+class RemoteOutOfSpace(RemoteError):
+    """The host's disk filled up while the bundle was copied there or while it ran."""
+
+    exit_code = 3
+
+
+class RemoteStopped(RemoteError):
+    """The remote run was killed (a signal, the OOM killer) or the connection dropped mid-run."""
+
+    exit_code = 6
+
+
 SIGNALLED = {"signum": 0}  # set by the CLI's SIGINT/SIGTERM handlers (cli/common.py)
 
 

@@ -14,30 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-# cpuinfo flag -> what users call it; x86 first, then ARM's "Features" names.
-ISA_FLAGS = {
-    "avx2": "AVX2", "fma": "FMA", "avx512f": "AVX-512F", "avx512_vnni": "AVX-512 VNNI",
-    "avx_vnni": "AVX-VNNI", "avx512_bf16": "AVX-512 BF16", "avx512_fp16": "AVX-512 FP16",
-    "amx_int8": "AMX-INT8", "amx_bf16": "AMX-BF16",
-    "asimd": "NEON", "asimddp": "ARM dot-product", "i8mm": "ARM i8mm", "fphp": "ARM fp16", "sve": "SVE",
-}
 CORE_LIBRARIES = ("torch", "onnx", "numpy", "pillow")  # plus each registered engine's own
-
-
-def _cpuinfo() -> tuple[str, set[str]]:
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return model, flags
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if key in ("model name", "hardware", "cpu model") and value.strip():
-            model = value.strip()
-        elif key in ("flags", "features"):
-            flags.update(value.split())
-    return model, flags
 
 
 MAX_THREADS = 4 * (os.cpu_count() or 1)  # more only oversubscribes the cores (3000 once hung a machine)
@@ -45,44 +22,27 @@ MAX_THREADS = 4 * (os.cpu_count() or 1)  # more only oversubscribes the cores (3
 
 @functools.lru_cache(maxsize=1)
 def _cpu() -> dict:
-    from .cpufeatures import runtime_isa
+    from .bundle.device import cpu_facts
 
-    model, flags = _cpuinfo()
-    seen = runtime_isa()
-    names = set(seen[0]) if seen else {name for flag, name in ISA_FLAGS.items() if flag in flags}
-    info = {"model": model, "arch": platform.machine(), "cores": os.cpu_count(),
-            "isa": [name for name in dict.fromkeys(ISA_FLAGS.values()) if name in names],
-            "isa_source": seen[1] if seen else "/proc/cpuinfo"}
-    return {**info, "class": cpu_class(info)}
+    return cpu_facts()
 
 
 def cpu() -> dict:
-    """Model and cores from /proc/cpuinfo; the ISA as the runtimes read it (CPUID / HWCAP, see
-    cpufeatures), else from /proc/cpuinfo's flags (``isa_source`` says which); the ``class``
-    (:func:`cpu_class`). Read once per process."""
+    """Model and cores from /proc/cpuinfo; the ISA as the runtimes read it (CPUID / HWCAP), else
+    from /proc/cpuinfo's flags (``isa_source`` says which); the ``class`` (:func:`cpu_class`).
+    Read once per process, by the bundle's device file (``bundle/device.py``), which is the one
+    implementation: a device without edgeresnet classifies its CPU with the same code."""
     return dict(_cpu())
 
 
-X86 = ("x86_64", "amd64", "i386", "i686")
-ARM = ("aarch64", "arm64")
-
-
 def cpu_class(info: dict | None = None) -> str:
-    """The CPU class that decides INT8 numerics and speed: which int8 dot-product the
-    runtimes' kernels use. x86 without VNNI multiplies u8 x s8 pairs into saturating int16
-    (VPMADDUBSW); VNNI, AMX and ARM's dot-product instructions accumulate in int32."""
+    """The CPU class that decides INT8 numerics and speed (``bundle/device.cpu_class``): which
+    int8 dot-product the runtimes' kernels use; this CPU's by default."""
     if info is None:
         return cpu()["class"]
-    isa, arch = set(info.get("isa", [])), str(info.get("arch", "")).lower()
-    if arch in X86:
-        if "AMX-INT8" in isa:
-            return "x86-amx"
-        if isa & {"AVX-512 VNNI", "AVX-VNNI"}:
-            return "x86-vnni"
-        return "x86-avx512" if "AVX-512F" in isa else "x86-avx2" if "AVX2" in isa else "x86"
-    if arch in ARM:
-        return "arm-i8mm" if "ARM i8mm" in isa else "arm-dot" if "ARM dot-product" in isa else "arm"
-    return arch or "unknown"
+    from .bundle.device import cpu_class as classify
+
+    return classify(info)
 
 
 def library_version(name: str) -> str | None:

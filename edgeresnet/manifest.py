@@ -43,7 +43,8 @@ def write_manifest(root: Path, report: dict, libraries: dict) -> dict:
                           "files": {f: sha256(root / f) for f in files},
                           "inference_precision": details.get("inference_precision"),
                           "kernel": row.get("kernel"), "variants": details.get("variants")})
-    extra = [p for p in ("model.fp32.onnx", "calibration.json") if (root / p).exists()]
+    # the device file (bundle/device.py) and the golden set (bundle/golden.py) when the export wrote them
+    extra = [p for p in ("model.fp32.onnx", "calibration.json", "device.py", "golden.npz") if (root / p).exists()]
     for folder in bundle_dirs():  # what engines built on the device need there (prepare hooks)
         if (root / folder).is_dir():
             extra += [str(p.relative_to(root)) for p in sorted((root / folder).iterdir()) if p.is_file()]
@@ -55,6 +56,8 @@ def write_manifest(root: Path, report: dict, libraries: dict) -> dict:
                 # The CPU the report's numbers were measured on: INT8 numerics depend on its class.
                 "measured_on": (report.get("machine") or {}).get("cpu"),
                 "files": {p: sha256(root / p) for p in extra}}
+    if report.get("golden"):  # the golden set's description and each artifact's figures on it
+        manifest["golden"] = report["golden"]
     atomic_write(root / NAME, lambda p: p.write_text(json.dumps(manifest, indent=1)))
     return manifest
 
@@ -94,6 +97,8 @@ def _check_shape(manifest: dict, path: Path) -> None:
             raise bad("an artifact's 'variants' is not a map of file names")
     if not str_map(manifest.get("files", {})):
         raise bad("'files' is not a map of file hashes")
+    if manifest.get("golden") is not None and not isinstance(manifest["golden"], dict):
+        raise bad("'golden' is not an object")
     classes = manifest.get("classes")
     if not isinstance(classes, list) or not 1 <= len(classes) <= MAX_CLASSES or \
             not all(isinstance(c, str) for c in classes):

@@ -482,9 +482,27 @@ def make_report(cfg: ExportConfig, inputs: Inputs, folded: Folded, table: Calibr
         sensitivity=tuned.sensitivity if tuned else None, tuning=tuned.summary if tuned else None)
 
 
+def golden_set(cfg: ExportConfig, inputs: Inputs, folded: Folded, eval_idx: np.ndarray | None, rows: list[ResultRow],
+               work: Path, evaluation: dict | None) -> dict | None:
+    """golden.npz (a small class-balanced sample of the evaluation images with the FP32 logits)
+    and what every built artifact scored on it, for `verify` on any device; None without an
+    evaluation set."""
+    from .bundle.golden import write_golden
+
+    if inputs.eval_set is None or eval_idx is None or not len(eval_idx) or evaluation is None:
+        return None
+    options = EngineOptions(cfg.device, cfg.batch_range, cfg.dla_core, cfg.prepare_only, cfg.trt_version)
+    return write_golden(work, inputs.eval_set, eval_idx, inputs.loaded.meta.preprocess, folded.model,
+                        folded.fp32_path, rows, options, evaluation)
+
+
 def publish_export(work: Path, report: Report) -> None:
-    """report.json, report.md, report.html, then the manifest that hashes every artifact."""
+    """report.json, report.md, report.html, the device file, then the manifest that hashes
+    every artifact."""
+    from .bundle.verify import install_device_file
+
     publish(work, report)
+    install_device_file(work)
     write_manifest(work, report.to_dict(), libraries())
 
 
@@ -504,6 +522,7 @@ def run_export(cfg: ExportConfig) -> Report:
         eval_idx = evaluation_indices(cfg, inputs, folded)
         rows = build_engines(cfg, inputs, folded, table, tuned, work, eval_idx, forced)
         report = make_report(cfg, inputs, folded, table, tuned, rows, eval_idx)
+        report.golden = golden_set(cfg, inputs, folded, eval_idx, rows, work, report.evaluation)
         if forced:
             report.float_layers = {"requested": list(cfg.float_layers), "layers": forced,
                                    "modules": [module_path(n) for n in forced]}

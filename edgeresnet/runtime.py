@@ -49,6 +49,7 @@ class BundleModel:
     def __init__(self, root: Path, manifest: dict, entry: dict, threads: int | None) -> None:
         self.root, self.manifest, self.entry = root, manifest, entry
         self.target, self.precision = entry["target"], entry["precision"]
+        self.chosen_by = "asked"  # load() sets how it was chosen: "verified", "asked" or "unverified"
         self.preprocess = Preprocess.from_dict(manifest["preprocess"])
         self.classes: list[str] = list(manifest["classes"])
         backend = get_backend(self.target)
@@ -152,34 +153,63 @@ def _array_image(a: np.ndarray) -> Image.Image:
     return Image.fromarray(a)
 
 
-def load(path: str | Path, target: str | None = None, precision: str = "int8", threads: int | None = None) -> BundleModel:
+def load(path: str | Path, target: str | None = None, precision: str | None = None,
+         threads: int | None = None, verified: bool = True) -> BundleModel:
     """Load one artifact of an export bundle, checking every file against ``edgeresnet.json``.
-    ``target`` (any alias) defaults to the first engine, in the registry's preference order
-    (ort, openvino, trt), that the bundle has and this machine runs."""
+
+    With neither ``target`` (any alias) nor ``precision``: the fastest artifact that passed
+    `edgeresnet verify` on this device (``bundle.choice``); with one of them, the fastest passed
+    artifact matching it. Before any verification here: int8 on the first engine, in the
+    registry's preference order (ort, openvino, trt), that the bundle has and this machine runs,
+    with a note saying the bundle is unverified here. An artifact that failed verification runs
+    only when both are given. ``verified=False`` (what `eval` measures): ignore verify.json."""
+    from .bundle.choice import DEFAULT_PRECISION, Choice, choose, say_once
+
     if threads is not None and not (isinstance(threads, int) and 1 <= threads <= MAX_THREADS):
         raise UsageError(f"threads must be an integer from 1 to {MAX_THREADS} (4x this machine's cores), got {threads!r}")
     root = Path(path)
     target = resolve(target) if target else None
     bundle = Bundle(root)
-    manifest = bundle.manifest
+    choice = choose(root, target, precision) if verified else Choice(((target, precision or DEFAULT_PRECISION),), "asked")
+    missing: dict[str, str] = {}  # engine -> why its runtime is not here
+    for want_target, want_precision in choice.order:
+        model = _first_runnable(bundle, want_target, want_precision, threads, missing, strict=choice.why != "verified")
+        if model is not None:
+            say_once(choice, root)
+            model.chosen_by = choice.why
+            return model
+    wanted = "/".join(sorted({p for _, p in choice.order}))
+    known = [t for t in missing if t in _engine_names()]
+    raise BackendUnavailable(f"no runtime here for {root}'s {wanted} artifacts "
+                             f"({'; '.join(f'{t}: {why}' for t, why in missing.items())})",
+                             hint=" or ".join(install_hint(t) for t in known) or "install the engine's runtime")
+
+
+def _engine_names() -> list[str]:
+    return [c.name for c in backends()]
+
+
+def _first_runnable(bundle: Bundle, target: str | None, precision: str, threads: int | None,
+                    missing: dict[str, str], strict: bool) -> BundleModel | None:
+    """The first artifact of ``precision`` (on ``target``, or on any engine in preference order)
+    whose runtime is here; ``strict``: refuse when the bundle has none of that kind."""
+    manifest, root = bundle.manifest, bundle.root
     entries = [a for a in manifest["artifacts"] if a["precision"] == precision and (target is None or a["target"] == target)]
-    if not entries:
+    if not entries and strict:
         have = ", ".join(sorted({f"{a['target']} {a['precision']}" for a in manifest["artifacts"]})) or "none"
         raise InputError(f"{root} has no {precision} artifact" + (f" for {target}" if target else ""),
                          hint=f"the bundle has: {have}")
-    order = [c.name for c in backends()]
+    order = _engine_names()
     entries.sort(key=lambda a: order.index(a["target"]) if a["target"] in order else len(order))
-    reasons = []
     for entry in entries:
         known = entry["target"] in order
         reason = get_backend(entry["target"]).unavailable_reason() if known else "an engine this edgeresnet does not know"
         if reason:
-            reasons.append(f"{entry['target']}: {reason}")
+            missing[entry["target"]] = reason
             continue
         bundle.artifact(entry)
         return BundleModel(root, manifest, entry, threads)
-    raise BackendUnavailable(f"no runtime here for {root}'s {precision} artifacts ({'; '.join(reasons)})",
-                             hint=" or ".join(install_hint(t) for t in dict.fromkeys(e["target"] for e in entries if e["target"] in order)))
+    return None
 
 
 def expand_images(items: Iterable[str]) -> list[Path]:

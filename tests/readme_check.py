@@ -15,6 +15,12 @@ run here is named, not hidden:
 * ``edgeresnet report``: must exit 3 saying there are no device rows (the Jetson session did not run);
 * ``python -m pytest``: what CI runs.
 
+The ``--host jetson`` commands (Devices over SSH) run as written against a stand-in for the
+Jetson: OpenSSH's sshd on 127.0.0.1 (tests/sshd.py, throwaway keys), whose ``python3`` is the
+clone's venv, reached as ``jetson`` through ``ssh_config`` in the clone; ``ssh`` on the commands'
+PATH is a wrapper adding ``-F ssh_config`` (ssh reads ~/.ssh/config from the passwd entry, not
+$HOME, and the real one is left alone). Without sshd they are named and skipped.
+
 Prints one line per command (exit code, seconds, the last line of its output) and exits 1 when
 any command that should work did not.
 """
@@ -97,6 +103,7 @@ def main() -> int:
     env = {**os.environ, "HOME": str(home), "PATH": f"{root / '.venv' / 'bin'}:{os.environ['PATH']}",
            "PYTHONUNBUFFERED": "1"}
     failures, made_inputs = 0, False
+    jetson = StandInJetson(root)
     print(f"README commands in {root}")
     for cmd in readme_commands(root / "README.md"):
         skip = next((why for prefix, why in SKIP.items() if cmd.startswith(prefix)), None)
@@ -126,8 +133,14 @@ def main() -> int:
             cmd = f".venv/bin/{cmd}"
         if "~/exports/" in cmd and (root / "exports").is_dir():  # after `rsync -a exports/r20 jetson:~/exports/`
             subprocess.run(["cp", "-a", str(root / "exports"), str(home)], check=True)
+        run_env = env
+        if "--host jetson" in cmd:
+            run_env = jetson.env(env) if jetson.ready() else None
+            if run_env is None:
+                print(f"SKIP  {cmd}\n      {jetson.why}")
+                continue
         start = time.perf_counter()
-        res = subprocess.run(["bash", "-c", cmd], cwd=root, env=env, capture_output=True, text=True,
+        res = subprocess.run(["bash", "-c", cmd], cwd=root, env=run_env, capture_output=True, text=True,
                              timeout=args.timeout)
         seconds = time.perf_counter() - start
         last = (res.stderr.strip() or res.stdout.strip()).splitlines()[-1:] or [""]
@@ -142,8 +155,44 @@ def main() -> int:
         if not ok:
             print("\n".join("      | " + line for line in (res.stdout + res.stderr).splitlines()[-15:]))
         sys.stdout.flush()
+    jetson.stop()
     print(f"{failures} command(s) failed" if failures else "every README command ran as written")
     return 1 if failures else 0
+
+
+class StandInJetson:
+    """`--host jetson` for the README's commands: sshd on 127.0.0.1, started at first use."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.server, self.why = root, None, ""
+
+    def ready(self) -> bool:
+        if self.server is not None or self.why:
+            return self.server is not None
+        sys.path.insert(0, str(REPO))
+        from tests import sshd
+
+        self.why = sshd.missing() or ""
+        if self.why:
+            return False
+        venv = self.root / ".venv" / "bin"
+        self.server = sshd.start(self.root / "jetson-sshd", path=f"{venv}:/usr/local/bin:/usr/bin:/bin", alias="jetson")
+        (self.server.home / "venv").symlink_to(self.root / ".venv")  # `--remote-python "~/venv/bin/python -I"`
+        (self.root / "ssh_config").write_text(self.server.config.read_text())
+        wrapper = self.root / "jetson-sshd" / "bin" / "ssh"
+        wrapper.parent.mkdir(exist_ok=True)
+        real = subprocess.run(["sh", "-c", "command -v ssh"], capture_output=True, text=True).stdout.strip()
+        wrapper.write_text(f'#!/bin/sh\ncase " $* " in *" -F "*) exec {real} "$@";; esac\n'
+                           f'exec {real} -F {self.root / "ssh_config"} "$@"\n')
+        wrapper.chmod(0o755)
+        return True
+
+    def env(self, env: dict) -> dict:
+        return {**env, "PATH": f"{self.root / 'jetson-sshd' / 'bin'}:{env['PATH']}"}
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
 
 
 if __name__ == "__main__":

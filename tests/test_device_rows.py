@@ -113,7 +113,7 @@ def test_report_merges_the_device_rows_into_the_reports(session_copy):
     dla = next(r for r in bench if r["precision"] == "int8-dla" and r["batch"] == 4)
     assert dla["engine_batch"] == 8 and dla["per_image_ms"] == pytest.approx(dla["latency_ms"]["p50"] / 8)
     md = (session_copy / "report.md").read_text()
-    assert "## On the device" in md and "| device | precision | batch | mode | engine batch | wall ms | GPU ms |" in md
+    assert "## On the device" in md and "| device | engine | precision | batch | mode | engine batch | wall ms | GPU ms |" in md
     assert "orin-1 (TRT 10.3.0.30)" in md and "W and mJ/image n/a: " in md and "| n/a |" in md
     page = (session_copy / "report.html").read_text()
     assert "<h2>On the device</h2>" in page and "<th>mJ/image</th>" in page and "<th>power mode</th>" in page

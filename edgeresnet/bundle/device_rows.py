@@ -137,14 +137,15 @@ _DETAILS = {  # the details the report renders: text, or a count
 }
 
 
-def _row_problem(row) -> str | None:
-    """What is wrong with one device row, or None: the report's field types, then the device's."""
+def _row_problem(row, targets: tuple[str, ...] = ("trt",)) -> str | None:
+    """What is wrong with one device row, or None: the report's field types, then the device's.
+    ``targets``: the engines such a file holds (trt_device.py: trt; device.py: every engine)."""
     problem = row_problem(row)
     if problem:
         return problem
     who = f"the {row['target']!r:.20} {row['precision']!r:.40} row"
-    if row["target"] != "trt":
-        return f"{who} is not a trt row"
+    if row["target"] not in targets:
+        return f"{who} is not a row of {', '.join(targets)}"
     if not ENGINE.match(row["precision"]):
         return f"{who}: its engine name is not a plan's (letters, digits, - and _)"
     if row.get("status", "ok") not in ("ok", "failed", "skipped") or \
@@ -170,6 +171,12 @@ def device_key(row: ResultRow) -> tuple | None:
     return (tag.get("device"), tag.get("tensorrt")) if isinstance(tag, dict) else None
 
 
+def _engine(row: ResultRow) -> tuple:
+    """One engine of one device: (device key, engine, precision). A device answering over SSH
+    (device.py) runs several engines, so int8 alone does not name one."""
+    return device_key(row), row.target, row.precision
+
+
 def _tagged(row: ResultRow, tag: dict, keep: ResultRow | None = None) -> ResultRow:
     """``row`` with the device tag (the earlier row's file stamps kept) and its engine file named."""
     files = {**((keep.details.get("ran_on") or {}).get("files", {}) if keep else {}), **tag["files"]}
@@ -182,16 +189,17 @@ def merge_results(results: list[ResultRow], files: list[RowsFile]) -> list[Resul
     (build gives status, size and details; eval the accuracy), replacing that device's earlier
     row and the export's placeholder trt rows (--prepare-only)."""
     merged: dict[tuple, ResultRow] = {}
-    earlier = {(device_key(r), r.precision): r for r in results if device_key(r)}
+    earlier = {_engine(r): r for r in results if device_key(r)}
     for f in (f for f in files if f.command in ("build", "eval")):
         for row in f.rows:
-            at = ((f.tag["device"], f.tag["tensorrt"]), row.precision)
+            at = ((f.tag["device"], f.tag["tensorrt"]), row.target, row.precision)
             base = merged.get(at) or earlier.get(at)
             merged[at] = _build_into(base, row, f.tag) if f.command == "build" else _eval_into(base, row, f.tag)
     if not merged:
         return results
-    placeholder = {id(r) for r in results if r.target == "trt" and not device_key(r) and r.status == "skipped"}
-    kept = [r for r in results if id(r) not in placeholder and (device_key(r), r.precision) not in merged]
+    trt = any(at[1] == "trt" for at in merged)  # the export's --prepare-only rows stand for the device's engines
+    placeholder = {id(r) for r in results if trt and r.target == "trt" and not device_key(r) and r.status == "skipped"}
+    kept = [r for r in results if id(r) not in placeholder and _engine(r) not in merged]
     _fill_drops(kept + list(merged.values()), list(merged.values()))
     return kept + list(merged.values())
 
@@ -222,9 +230,9 @@ def _fill_drops(rows: list[ResultRow], new: list[ResultRow]) -> None:
     """The top-1 drop of each ``new`` row against the same device's fp32 engine among ``rows``
     where the device's eval did not give it (an eval of only some engines): on the same
     images, else left empty."""
-    base = {device_key(r): r for r in rows if device_key(r) and r.precision == "fp32" and r.top1 is not None}
+    base = {(device_key(r), r.target): r for r in rows if device_key(r) and r.precision == "fp32" and r.top1 is not None}
     for r in new:
-        fp32 = base.get(device_key(r))
+        fp32 = base.get((device_key(r), r.target))
         same = fp32 is not None and all(r.details.get(k) == fp32.details.get(k) for k in ("eval_images", "eval_source"))
         if r.top1 is not None and r.top1_drop_pp is None and r.precision != "fp32" and same:
             r.top1_drop_pp = round((fp32.top1 - r.top1) * 100, 4)
@@ -238,14 +246,14 @@ def merge_bench(bench: list[ResultRow], results: list[ResultRow], files: list[Ro
     new = [_tagged(r, f.tag) for f in files if f.command == "bench" for r in f.rows]
     if not new:
         return None
-    accuracy = {(device_key(r), r.precision): r for r in results if device_key(r)}
+    accuracy = {_engine(r): r for r in results if device_key(r)}
     latest: dict[tuple, ResultRow] = {}
     for r in new:
-        source = accuracy.get((device_key(r), r.precision))
+        source = accuracy.get(_engine(r))
         if source is not None:
             r = replace(r, **{k: getattr(source, k) for k in ("top1", "top5", "top1_drop_pp", "agreement")})
-        latest[(device_key(r), r.precision, r.batch, r.mode)] = r
-    kept = [r for r in bench if (device_key(r), r.precision, r.batch, r.mode) not in latest]
+        latest[(*_engine(r), r.batch, r.mode)] = r
+    kept = [r for r in bench if (*_engine(r), r.batch, r.mode) not in latest]
     return kept + list(latest.values())
 
 
@@ -256,10 +264,13 @@ def audit_rows(bundle: Bundle, rows: list[ResultRow], files: list[RowsFile]) -> 
     copied back with trt/) audited as `edgeresnet build` audits it: warnings and the DLA/GPU layer
     counts in the row's details; "n/a" with the reason when the list is not here or belongs to
     another build (its engine's size is not the one the row records)."""
-    built = {((f.tag["device"], f.tag["tensorrt"]), r.precision) for f in files if f.command == "build" for r in f.rows}
+    built = {((f.tag["device"], f.tag["tensorrt"]), r.target, r.precision) for f in files if f.command == "build"
+             for r in f.rows}
+    if not built:
+        return
     build = _build_json(bundle)
     for row in rows:
-        if (device_key(row), row.precision) not in built or row.status != "ok":
+        if _engine(row) not in built or row.status != "ok":
             continue
         engine = bundle.scratch(f"model.{row.precision}.engine", BUNDLE)
         layers = bundle.scratch(f"model.{row.precision}.layers.json", BUNDLE)
@@ -322,28 +333,38 @@ def check_device_name(name: str | None) -> str | None:
 def merge_device_rows(export_dir: Path, paths: list[Path] | None = None, device: str | None = None) -> Merged:
     """Every rows file read and checked, then merged into the export's report and bench rows; nothing
     is written here (``publish_merged`` does), so a bad file leaves the export untouched."""
+    check_device_name(device)
+    root = export_root(export_dir)
+    return merge_files(root, [read_rows_file(p, device) for p in (paths or default_inputs(Bundle(root)))])
+
+
+def merge_files(export_dir: Path, files: list[RowsFile]) -> Merged:
+    """Rows files already read and checked (from trt/, or answered by a device over SSH) merged
+    into the export's report and bench rows; nothing is written here."""
     from ..report.publish import read_bench
     from .report import read_report
 
-    check_device_name(device)
     root = export_root(export_dir)
     bundle = Bundle(root)
     report = Report.from_dict(read_report(bundle))
     bench, machine = read_bench(root)
-    files = [read_rows_file(p, device) for p in (paths or default_inputs(bundle))]
     report.results = merge_results(report.results, files)
     audit_rows(bundle, report.results, files)
     return Merged(root, report, merge_bench(bench, report.results, files), machine, files)
 
 
-def publish_merged(merged: Merged) -> list[Path]:
+def publish_merged(merged: Merged, manifest: bool = True) -> list[Path]:
     """report.json/md/html (and bench.json with device bench rows) through the one writer, then
     the manifest, each file replaced atomically; trt/ is checked for links first, since the
-    manifest hashes every file in it."""
+    manifest hashes every file in it. ``manifest`` False (rows a device answered over SSH: no
+    file came back into trt/) leaves edgeresnet.json as it is, so its SHA-256, which names the
+    bundle's copy on the device and its verify.json entries, does not change."""
     from ..machine import libraries
     from ..manifest import NAME, write_manifest
     from ..report.publish import publish
 
+    if not manifest:
+        return publish(merged.root, merged.report, merged.bench, merged.machine)
     Bundle(merged.root).folder(BUNDLE)
     written = publish(merged.root, merged.report, merged.bench, merged.machine)
     write_manifest(merged.root, merged.report.to_dict(), libraries())

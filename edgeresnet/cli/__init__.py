@@ -17,6 +17,7 @@ from .models import models
 from .predict import predict
 from .report import report
 from .train import train
+from .verify import verify
 
 app = typer.Typer(
     name="edgeresnet",
@@ -43,3 +44,4 @@ app.command()(bench)
 app.command()(predict)
 app.command()(report)
 app.command()(demo)
+app.command()(verify)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ..latency import PLAN
-from .common import command, engines_help, err, int_list, out, threads_option
+from .common import HostOpt, RemotePythonOpt, SshConfigOpt, command, engines_help, err, int_list, out, threads_option
 
 
 def device_rows(export_dir: Path) -> list:
@@ -44,6 +44,9 @@ def bench(
     requests: Annotated[int | None, typer.Option(help="Requests in flight in throughput mode (default: OpenVINO's optimum, 2 for ORT).")] = None,
     device: Annotated[str, typer.Option(help="OpenVINO device.")] = "CPU",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write {machine, results} to this file.")] = None,
+    host: HostOpt = None,
+    ssh_config: SshConfigOpt = None,
+    remote_python: RemotePythonOpt = "python3",
 ) -> None:
     """Time every engine like trtexec and benchmark_app: warm-up, then runs until both a minimum
     count and duration; p50/p90/p99/mean/min/max with the sample count, throughput, peak memory.
@@ -51,7 +54,20 @@ def bench(
     the speed-ups carry their interval, and each is checked against the export's.
 
     Example: edgeresnet bench exports/default --batch 1,8,32 --threads 2
+
+    On a device over SSH: edgeresnet bench exports/default --host jetson
     """
+    from .common import remote_host
+
+    remote = remote_host(host, ssh_config, remote_python)
+    if remote is not None:
+        from .common import local_only
+
+        local_only(remote, **{"--mode": (mode, "latency"), "--warmup": (warmup, 10), "--min-runs": (min_runs, 100),
+                              "--requests": (requests, None), "--device": (device, "CPU"), "--json": (json_out, None)})
+        given = {"--target": target, "--precision": precision, "--threads": threads, "--rounds": rounds,
+                 "--time-seconds": min_seconds}
+        return bench_on_host(source, remote, batch, {k: str(v) for k, v in given.items() if v is not None})
     from ..bench_run import BenchConfig
     from ..errors import InputError
     from ..bench_run import bench as run
@@ -90,3 +106,16 @@ def bench(
         first = next((r for r in rows if r.status == "failed"), rows[0])
         raise InputError(f"nothing could be benchmarked: {first.target} {first.precision}: {first.reason}",
                          hint="see the reasons above")
+
+
+def bench_on_host(source: Path, host, batch: str, options: dict[str, str]) -> None:
+    """`bench DIR --host ALIAS`: device.py bench there (each engine in its own process, rounds
+    interleaved; --min-seconds is its --time-seconds per round), its rows merged into bench.json."""
+    from ..host.commands import rows_action
+    from .common import say
+    from .report import show_devices
+
+    args = ["--batch", ",".join(map(str, int_list(batch, "--batch")))]
+    merged = rows_action(source, host, "bench", args + [w for kv in options.items() for w in kv], say)
+    show_devices(merged.report, merged.bench, f"bench on {host.alias}", device=host.alias)
+    out.print(f"merged the rows of {host.alias} into {merged.root}/bench.json, report.md, report.html", markup=False)

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from .common import batch_range as parse_batch_range
-from .common import command, out
+from .common import HostOpt, RemotePythonOpt, SshConfigOpt, command, out
 
 
 @command
@@ -22,17 +22,30 @@ def build(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (engines, precisions, flags, profile, DLA, expected float layers, trtexec lines) and build nothing; needs no TensorRT.")] = False,
     trt_version: Annotated[str | None, typer.Option(help="With --dry-run: plan for this TensorRT (8.4, 8.5.2, 8.6, 10.3, 10.13, 11.4, ...) instead of the installed one.", show_default=False)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="With --dry-run: the plan as JSON.")] = False,
+    host: HostOpt = None,
+    ssh_config: SshConfigOpt = None,
+    remote_python: RemotePythonOpt = "python3",
 ) -> None:
     """On the Jetson or GPU host: build TensorRT engines (int8, fp16, fp32) from an export's
     bundle, warn about layers left in float or reformats, and add trt rows to its report.
 
     Example (after `edgeresnet export model.pt --target trt --prepare-only --out exp` elsewhere):
     edgeresnet build exp
+
+    From the workstation, on the Jetson over SSH (its rows come back into exp's report):
+    edgeresnet build exp --host jetson
     """
     from ..build import build_on_device
     from ..bundle import export_root
     from ..report import terminal_table
+    from .common import local_only, remote_host
 
+    remote = remote_host(host, ssh_config, remote_python)
+    if remote is not None:
+        local_only(remote, **{"--eval": (eval_spec, None), "--eval-limit": (eval_limit, None),
+                              "--batch-range": (batch_range, None), "--dla-core": (dla_core, None),
+                              "--dry-run": (dry_run, False), "--trt-version": (trt_version, None), "--json": (json_out, False)})
+        return build_on_host(export_dir, remote)
     br = parse_batch_range(batch_range) if batch_range else None
     if dry_run or trt_version or json_out:
         if not dry_run:
@@ -47,6 +60,19 @@ def build(
         for warning in row.details.get("warnings", []):
             out.print(escape(f"warning: {row.target} {row.precision}: {warning}"), style="yellow")
     out.print(f"updated {export_root(export_dir)}/report.json", markup=False)
+
+
+def build_on_host(export_dir: Path, host) -> None:
+    """`build DIR --host ALIAS`: the bundle's trt/trt_device.py build on the device (its TensorRT,
+    the plan the export wrote for that line), the build rows merged into report.json here."""
+    from ..host.commands import build_on_host as run
+    from .common import say
+    from .report import show_devices
+
+    merged = run(export_dir, host, [], say)
+    show_devices(merged.report, [], f"TensorRT engines built on {host.alias}", device=host.alias)
+    out.print(f"merged the build rows of {host.alias} into {merged.root}/report.json, report.md, report.html "
+              "(the engines stay on the device)", markup=False)
 
 
 def print_plan(export_dir: Path, trt_version: str | None, br, dla_core: int | None, as_json: bool) -> None:

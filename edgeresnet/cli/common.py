@@ -184,6 +184,40 @@ InterpOpt = Annotated[str | None, typer.Option(help="bilinear | bicubic | neares
 PreFileOpt = Annotated[Path | None, typer.Option("--preprocess", help="A JSON file with any of channels, size, resize, mean, std, interpolation (the flags above override it).", rich_help_panel=PREPROCESS_PANEL)]
 
 
+HOST_PANEL = "On a device over SSH (--host)"
+HostOpt = Annotated[str | None, typer.Option("--host", help="Run on this device over SSH instead (an ssh alias from ~/.ssh/config, or user@name): the bundle is copied to ~/.cache/edgeresnet/bundles there (reused while its hashes match), run with its device.py, and the results merged here tagged with the host. The device needs Python >= 3.8, numpy and a runtime; not edgeresnet.", rich_help_panel=HOST_PANEL, show_default=False)]
+SshConfigOpt = Annotated[Path | None, typer.Option("--ssh-config", help="ssh_config file for --host (ssh -F FILE; default: ssh's own, ~/.ssh/config).", rich_help_panel=HOST_PANEL, show_default=False)]
+RemotePythonOpt = Annotated[str, typer.Option("--remote-python", help="The device's Python for --host, e.g. /usr/bin/python3 or ~/venv/bin/python.", rich_help_panel=HOST_PANEL)]
+
+
+def remote_host(host: str | None, ssh_config: Path | None, remote_python: str):
+    """``--host`` and its companions as a :class:`host.ssh.Host`, or None without --host."""
+    from ..errors import UsageError
+
+    if host is None:
+        if ssh_config is not None or remote_python != "python3":
+            raise UsageError("--ssh-config and --remote-python go with --host", hint="add --host ALIAS")
+        return None
+    from ..host.ssh import Host
+
+    return Host(host, ssh_config, remote_python)
+
+
+def say(text: str) -> None:
+    """A progress line on stderr (stdout stays the command's result, e.g. --json)."""
+    err.print(escape(text), style="dim", soft_wrap=True)
+
+
+def local_only(host, **given) -> None:
+    """With --host, refuse the flags that tune a run here: the device file has its own."""
+    from ..errors import UsageError
+
+    used = [name for name, (value, default) in given.items() if value != default]
+    if host is not None and used:
+        raise UsageError(f"{', '.join(used)} {'does' if len(used) == 1 else 'do'} not apply with --host",
+                         hint="drop it; the device runs with device.py's own settings")
+
+
 def preprocess_overrides(mean: str | None, std: str | None, size: int | None, resize: int | None,
                          interpolation: str | None, spec_file: Path | None = None) -> "Overrides":
     """The preprocessing flags as fields to replace, each checked against the spec's schema now,

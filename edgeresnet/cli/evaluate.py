@@ -10,11 +10,14 @@ from rich.table import Table
 
 from ..errors import InputError
 from .common import (
+    HostOpt,
     InterpOpt,
     MeanOpt,
     PreFileOpt,
+    RemotePythonOpt,
     ResizeOpt,
     SizeOpt,
+    SshConfigOpt,
     StdOpt,
     command,
     engines_help,
@@ -37,7 +40,7 @@ def eval_cmd(
     threads: Annotated[int | None, threads_option("CPU threads (default: all cores).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (top1, top5, images, per_class, ...).")] = False,
     target: Annotated[str | None, typer.Option(help=engines_help("Export directories: the engine"))] = None,
-    precision: Annotated[str, typer.Option(help="Export directories: fp32, fp16, bf16 or int8.")] = "int8",
+    precision: Annotated[str | None, typer.Option(help="Export directories: fp32, fp16, bf16 or int8 (default int8; with --host: every precision).", show_default=False)] = None,
     strict: Annotated[bool, typer.Option(help="Stop at the first unreadable image instead of skipping it with a count.")] = False,
     mean: MeanOpt = None,
     std: StdOpt = None,
@@ -45,11 +48,27 @@ def eval_cmd(
     resize: ResizeOpt = None,
     interpolation: InterpOpt = None,
     preprocess_file: PreFileOpt = None,
+    host: HostOpt = None,
+    ssh_config: SshConfigOpt = None,
+    remote_python: RemotePythonOpt = "python3",
 ) -> None:
     """Score a model on a data split: top-1, top-5 and per-class accuracy.
 
     Example: edgeresnet eval default --data fashion-mnist --split test --json
+
+    On a device over SSH, every engine of an export on its golden set:
+    edgeresnet eval exports/default --host jetson
     """
+    from .common import local_only, remote_host
+
+    remote = remote_host(host, ssh_config, remote_python)
+    if remote is not None:
+        local_only(remote, **{"--data": (data, "fashion-mnist"), "--split": (split, "test"), "--arch": (arch, None),
+                              "--limit": (limit, None), "--batch-size": (batch_size, 256), "--strict": (strict, False),
+                              **{f"--{k}": (v, None) for k, v in (("mean", mean), ("std", std), ("size", size),
+                                 ("resize", resize), ("interpolation", interpolation), ("preprocess", preprocess_file))}})
+        return eval_on_host(model, remote, target, precision, threads, as_json)
+    precision = precision or "int8"
     import os
     from pathlib import Path
 
@@ -73,7 +92,7 @@ def eval_cmd(
         if overrides:
             raise InputError(f"{model} is an export bundle: its preprocessing is fixed at export",
                              hint="pass the preprocessing flags to `export`, or evaluate the checkpoint")
-        bundle = load(model, target=target, precision=precision, threads=threads)
+        bundle = load(model, target=target, precision=precision, threads=threads, verified=False)
         run, pre, classes = bundle.logits, bundle.preprocess, bundle.classes
         name, arch = f"{model} ({bundle.target} {bundle.precision})", bundle.manifest.get("arch")
     else:
@@ -134,3 +153,30 @@ def _report_fp32(bundle: "Path", target: str) -> dict | None:
         return {"target": target, "top1": float(row["top1"]), "images": int(ev["images"]), "source": str(ev["source"])}
     except (InputError, OSError, ValueError, KeyError, TypeError, StopIteration):
         return None
+
+
+def eval_on_host(model: str, host, target: str | None, precision: str | None, threads: int | None, as_json: bool) -> None:
+    """`eval DIR --host ALIAS`: device.py eval there (every runnable engine on the bundle's golden
+    set, its verdict against the export's figures), the rows merged into report.json here."""
+    from pathlib import Path
+
+    from ..host.commands import rows_action
+    from ..report.table import ran_on
+    from .common import say
+    from .report import show_devices
+
+    if not Path(model).is_dir():
+        raise InputError(f"{model} is not an export directory; --host runs an export's bundle on the device",
+                         hint="pass the folder `edgeresnet export` wrote")
+    given = {"--target": target, "--precision": precision, "--threads": threads}
+    merged = rows_action(Path(model), host, "eval", [w for k, v in given.items() if v is not None for w in (k, str(v))], say)
+    rows = [r for r in merged.report.results if (ran_on(r) or {}).get("device") == host.alias]
+    if as_json:
+        print(json_text({"host": host.alias, "device": ran_on(rows[0]) if rows else None,
+                         "results": [r.to_dict() for r in rows]}))
+        return
+    show_devices(merged.report, [], f"eval on {host.alias} (the bundle's golden set)", device=host.alias)
+    for r in rows:
+        if r.status != "ok":
+            out.print(escape(f"{r.target} {r.precision} {r.status}: {r.reason}"), style="yellow")
+    out.print(f"merged the rows of {host.alias} into {merged.root}/report.json, report.md, report.html", markup=False)

@@ -16,14 +16,21 @@ from .common import command, engines_help, err, json_text, out, printable, threa
 def predict(
     bundle: Annotated[Path, typer.Argument(help="An export directory (it holds edgeresnet.json).")],
     images: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns ('imgs/*.png').")],
-    target: Annotated[str | None, typer.Option(help=engines_help("Engine (default: the first the bundle has and this machine runs)"))] = None,
-    precision: Annotated[str, typer.Option(help="fp32, fp16, bf16 or int8.")] = "int8",
+    target: Annotated[str | None, typer.Option(help=engines_help(
+        "Engine (default: the fastest that passed `edgeresnet verify` on this device; before any "
+        "verification, the first the bundle has and this machine runs)"))] = None,
+    precision: Annotated[str | None, typer.Option(help="fp32, fp16, bf16 or int8 (default: as --target; "
+                                                       "int8 before any verification).")] = None,
     top_k: Annotated[int, typer.Option(help="Classes listed per image.")] = 5,
     threads: Annotated[int | None, threads_option("CPU threads.")] = None,
     strict: Annotated[bool, typer.Option(help="Stop at the first unreadable image instead of skipping it with a count.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help='Print {"predictions": [{image, class_index, class_name, score, top_k}]}.')] = False,
 ) -> None:
     """Classify images with an exported bundle: numpy, Pillow and one runtime, no torch.
+
+    The engine is the fastest that passed `edgeresnet verify BUNDLE` on this device, unless
+    --target/--precision say otherwise; an engine that failed verification runs only when both
+    name it.
 
     Example: edgeresnet predict exports/default shoe.png bags/ 'more/*.jpg' --top-k 3
     """
@@ -52,6 +59,7 @@ def predict(
             bar.update(task, advance=len(chunk))
     if as_json:
         print(json_text({"target": model.target, "precision": model.precision, "kernel": model.kernel,
+                         "chosen_by": model.chosen_by,
                          "predictions": [p.to_dict() for p in preds],
                          "skipped": [{"image": str(p), "reason": r} for p, r in bad]}))
         return

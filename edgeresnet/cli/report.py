@@ -28,19 +28,31 @@ def report(
     rsync -a jetson:~/exports/r20/trt/ exports/r20/trt/ && edgeresnet report exports/r20
     """
     from ..bundle.device_rows import merge_device_rows, publish_merged
-    from ..report.render import DEVICE_LEGEND, device_notes, device_tables
-    from ..report.table import DEVICE_ENGINES, DEVICE_TERMINAL, terminal
 
     merged = merge_device_rows(export_dir, rows or None, device)
-    engines, bench = device_tables(merged.report, merged.bench or [])
-    if engines:
-        out.print(terminal(engines, DEVICE_ENGINES, "TensorRT engines on the device"))
-    if bench:
-        out.print(terminal(bench, DEVICE_TERMINAL[0], "bench on the device: time"))
-        out.print(terminal(bench, DEVICE_TERMINAL[1], "bench on the device: power and clocks"))
-        out.print(DEVICE_LEGEND, markup=False, style="dim")
-    for note in device_notes(engines, bench):
-        out.print(escape(note), style="yellow" if "warning" in note else None)
+    show_devices(merged.report, merged.bench, "TensorRT engines on the device")
     written = publish_merged(merged)
     read = ", ".join(str(f.path) for f in merged.files)
     out.print(f"merged {read}; wrote {', '.join(p.name for p in written)} in {merged.root}", markup=False)
+
+
+def show_devices(report, bench, title: str, device: str | None = None) -> None:
+    """The rows merged from devices (``device``: that one's only): engines, bench time, and the
+    power and clocks table when any row has them; then the notes."""
+    from ..report.render import DEVICE_LEGEND, device_notes, device_tables
+    from ..report.table import DEVICE_BENCH, DEVICE_TERMINAL, device_groups, ran_on, terminal
+
+    engines, rows = device_tables(report, bench or [])
+    if device is not None:
+        engines, rows = ([r for r in x if ran_on(r).get("device") == device] for x in (engines, rows))
+    for group, names in device_groups(engines, bench=False):
+        out.print(terminal(group, names, title))
+    for group, names in device_groups(rows, bench=True):
+        if names != DEVICE_BENCH:
+            out.print(terminal(group, names, "bench on the device"))
+            continue
+        out.print(terminal(group, DEVICE_TERMINAL[0], "bench on the device: time"))
+        out.print(terminal(group, DEVICE_TERMINAL[1], "bench on the device: power and clocks"))
+        out.print(DEVICE_LEGEND, markup=False, style="dim")
+    for note in device_notes(engines, rows):
+        out.print(escape(note), style="yellow" if "warning" in note else None)

@@ -20,7 +20,7 @@ from .render import (
     tuning_lines,
 )
 from .schema import Report, ResultRow
-from .table import BENCH, DEVICE_BENCH, DEVICE_ENGINES, export_columns, html_table, ran_on
+from .table import BENCH, DEVICE_BENCH, device_groups, export_columns, html_table, ran_on
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2rem;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:1rem 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
@@ -139,10 +139,11 @@ def _device_html(report: Report, bench: list[ResultRow]) -> list[str]:
     if not engines and not bench:
         return []
     parts = ["<h2>On the device</h2>"]
-    if engines:
-        parts.append(html_table(engines, DEVICE_ENGINES))
-    if bench:
-        parts.append(html_table(bench, DEVICE_BENCH) + f"<p class='note'>{html.escape(DEVICE_LEGEND)}</p>")
+    for rows, names in device_groups(engines, bench=False):
+        parts.append(html_table(rows, names))
+    for rows, names in device_groups(bench, bench=True):
+        legend = f"<p class='note'>{html.escape(DEVICE_LEGEND)}</p>" if names == DEVICE_BENCH else ""
+        parts.append(html_table(rows, names) + legend)
     notes = device_notes(engines, bench)
     if notes:
         parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")

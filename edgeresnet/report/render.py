@@ -11,8 +11,8 @@ from .table import (
     BENCH,
     BENCH_TERMINAL,
     DEVICE_BENCH,
-    DEVICE_ENGINES,
     EXPORT_TERMINAL,
+    device_groups,
     device_label,
     export_columns,
     markdown_table,
@@ -246,10 +246,10 @@ def device_markdown(report: Report, bench: list[ResultRow]) -> list[str]:
     if not engines and not bench:
         return []
     lines = ["", "## On the device", ""]
-    if engines:
-        lines += [markdown_table(engines, DEVICE_ENGINES), ""]
-    if bench:
-        lines += [markdown_table(bench, DEVICE_BENCH), "", DEVICE_LEGEND, ""]
+    for rows, names in device_groups(engines, bench=False):
+        lines += [markdown_table(rows, names), ""]
+    for rows, names in device_groups(bench, bench=True):
+        lines += [markdown_table(rows, names), ""] + ([DEVICE_LEGEND, ""] if names == DEVICE_BENCH else [])
     return lines + [f"- {n}" for n in device_notes(engines, bench)]
 
 

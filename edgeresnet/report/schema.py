@@ -96,12 +96,14 @@ class Report:
     sensitivity: list[dict[str, Any]] | None = None  # per quantized layer, most harmful first
     tuning: dict[str, Any] | None = None  # --max-drop: budget, validation slice, stages, search, prices
     float_layers: dict[str, Any] | None = None  # --float-layers: what was asked, the layers it named
+    golden: dict[str, Any] | None = None  # golden.npz: its images and each artifact's figures on it (bundle/golden.py)
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "calibration": self.calibration, "evaluation": self.evaluation,
                 "results": [r.to_dict() for r in self.results], "fold": self.fold, "onnx": self.onnx,
                 "command": self.command, "machine": self.machine, "edgeresnet_version": self.version,
-                "sensitivity": self.sensitivity, "tuning": self.tuning, "float_layers": self.float_layers}
+                "sensitivity": self.sensitivity, "tuning": self.tuning, "float_layers": self.float_layers,
+                "golden": self.golden}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Report":
@@ -110,7 +112,7 @@ class Report:
                    results=[ResultRow(**{k: v for k, v in r.items() if k in fields}) for r in d.get("results", [])],
                    fold=d.get("fold"), onnx=d.get("onnx"), command=d.get("command", ""), machine=d.get("machine"),
                    version=d.get("edgeresnet_version", ""), sensitivity=d.get("sensitivity"), tuning=d.get("tuning"),
-                   float_layers=d.get("float_layers"))
+                   float_layers=d.get("float_layers"), golden=d.get("golden"))
 
     def row(self, target: str, precision: str) -> ResultRow | None:
         return next((r for r in self.results if r.target == target and r.precision == precision), None)

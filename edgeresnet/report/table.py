@@ -38,8 +38,9 @@ def device_label(r: ResultRow, short: bool = False) -> str:
     tag = ran_on(r)
     if tag is None:
         return "-"
-    if tag.get("device"):
-        return str(tag["device"]) if short else f"{tag['device']} (TRT {tag.get('tensorrt')})"
+    if tag.get("device"):  # a device reached over SSH may have no TensorRT: its name alone
+        trt = f" (TRT {tag['tensorrt']})" if tag.get("tensorrt") else ""
+        return str(tag["device"]) if short else f"{tag['device']}{trt}"
     return f"TRT {tag.get('tensorrt')}" if short else f"TensorRT {tag.get('tensorrt')}"
 
 
@@ -158,10 +159,31 @@ BENCH_TERMINAL = ("engine", "precision", "batch", "mode", "top-1", "drop pp", "p
 COLUMNS["status"] = Column("status", "status", lambda r, rows, c: r.status, left=True)
 # Rows merged from a device (`edgeresnet report`): its engines, then its bench with GPU compute
 # against wall time (p50), the latency per image of the batch the engine ran, and the energy columns.
-DEVICE_ENGINES = ("device", "precision", "size MB", "top-1", "drop pp", "agreement", "DLA/GPU layers", "status")
-DEVICE_BENCH = ("device", "precision", "batch", "mode", "engine batch", "wall ms", "GPU ms", "ms/image", "img/s",
-                "W", "mJ/image", "power mode", "clocks locked", "throttled")
-DEVICE_TERMINAL = (DEVICE_BENCH[:9], DEVICE_BENCH[:4] + DEVICE_BENCH[9:])  # timing, then energy: 80 columns each
+# A device reached over SSH (--host) runs every engine its runtimes allow, so the engine is a column.
+DEVICE_ENGINES = ("device", "engine", "precision", "size MB", "top-1", "drop pp", "agreement", "DLA/GPU layers",
+                  "status")
+DEVICE_BENCH = ("device", "engine", "precision", "batch", "mode", "engine batch", "wall ms", "GPU ms", "ms/image",
+                "img/s", "W", "mJ/image", "power mode", "clocks locked", "throttled")
+DEVICE_TERMINAL = (DEVICE_BENCH[:10], DEVICE_BENCH[:5] + DEVICE_BENCH[10:])  # timing, then energy: 80 columns each
+# A device's CPU engines (device.py over SSH): accuracy without engine sizes or DLA layers, and
+# host-clock latency as `bench` here prints it.
+DEVICE_CPU_ENGINES = ("device", "engine", "precision", "top-1", "drop pp", "agreement", "status")
+DEVICE_CPU_BENCH = ("device", "engine", "precision", "batch", "mode", "p50 ms", "p90 ms", "p99 ms", "img/s", "speedup")
+
+
+def _trt_device(r: ResultRow) -> bool:
+    """A row the TensorRT device file made (timed as trtexec times: GPU compute, the engine's
+    batch, power), as opposed to a CPU runtime's on a device reached over SSH."""
+    return r.target == "trt" or r.gpu_compute_ms is not None or r.engine_batch is not None or r.avg_w is not None
+
+
+def device_groups(rows: list[ResultRow], bench: bool) -> list[tuple[list[ResultRow], tuple[str, ...]]]:
+    """Device rows (engines, or ``bench`` rows) split by who made them, each group with its
+    columns: TensorRT's in DEVICE_ENGINES / DEVICE_BENCH, CPU runtimes' in DEVICE_CPU_ENGINES /
+    DEVICE_CPU_BENCH; empty groups left out."""
+    trt, cpu = (DEVICE_BENCH, DEVICE_CPU_BENCH) if bench else (DEVICE_ENGINES, DEVICE_CPU_ENGINES)
+    groups = [([r for r in rows if _trt_device(r)], trt), ([r for r in rows if not _trt_device(r)], cpu)]
+    return [(g, names) for g, names in groups if g]
 
 
 def cells(rows: list[ResultRow], r: ResultRow, names: tuple[str, ...], compact: bool = False) -> list[str]:
