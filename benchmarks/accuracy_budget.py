@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgeresnet.machine import describe
+from edgeresnet.host.machine import describe
 
 MODELS = {
     "default": {"budgets": [None, 0.1, 0.0], "args": ["default", "--calib-method", "minmax", "--calib-size", "32"]},
@@ -40,7 +40,7 @@ MODELS = {
 
 
 def outlier_checkpoint(path: Path) -> Path:
-    from edgeresnet.checkpoint import load_checkpoint, save_checkpoint
+    from edgeresnet.models.checkpoint import load_checkpoint, save_checkpoint
     from edgeresnet.models.surgery import rescale_channel
 
     ckpt = load_checkpoint("default")

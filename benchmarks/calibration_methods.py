@@ -23,15 +23,15 @@ from onnxruntime import quantization as ortq
 
 from edgeresnet.backends.base import Artifact
 from edgeresnet.backends.onnxruntime import OnnxRuntimeBackend, int8_kernel
-from edgeresnet.bench import time_runner
+from edgeresnet.bench.timing import time_runner
 from edgeresnet.calibrate.collect import calibrate, pick_calibration_images
 from edgeresnet.calibrate.observers import METHODS
-from edgeresnet.checkpoint import load_checkpoint
+from edgeresnet.models.checkpoint import load_checkpoint
 from edgeresnet.data import load_split
-from edgeresnet.evaluate import evaluate
-from edgeresnet.export import export_onnx
-from edgeresnet.fold import fold_bn
-from edgeresnet.machine import describe
+from edgeresnet.bench.accuracy import evaluate
+from edgeresnet.export.torch_onnx import export_onnx
+from edgeresnet.models.fold import fold_bn
+from edgeresnet.host.machine import describe
 from edgeresnet.quantize.plan import plan
 from edgeresnet.backends.onnxruntime import PROFILE, PROFILE_W7
 from edgeresnet.quantize.qdq import emit_qdq

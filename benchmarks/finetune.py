@@ -42,7 +42,7 @@ import numpy as np
 
 from edgeresnet.data import load_split
 from edgeresnet.data.sources import FASHION_MNIST_CLASSES
-from edgeresnet.machine import describe
+from edgeresnet.host.machine import describe
 
 SOURCE, TARGET = list(range(0, 6)), list(range(6, 10))
 
@@ -80,7 +80,7 @@ def edgeresnet(*args: str, log: Path) -> float:
 
 
 def history(checkpoint: Path) -> tuple[list[float], dict]:
-    from edgeresnet.checkpoint import load_checkpoint
+    from edgeresnet.models.checkpoint import load_checkpoint
 
     meta = load_checkpoint(checkpoint).meta
     return [h["val_top1"] for h in meta.metrics["history"]], meta.train

@@ -39,7 +39,7 @@ def sh(*args: str) -> None:
 
 
 def worker(spec: dict) -> dict:
-    res = subprocess.run([sys.executable, "-m", "edgeresnet.bench_worker", json.dumps(spec)], capture_output=True,
+    res = subprocess.run([sys.executable, "-m", "edgeresnet.bench.worker", json.dumps(spec)], capture_output=True,
                          text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -47,10 +47,10 @@ def worker(spec: dict) -> dict:
 def torch_block(model: str, size: int | None, threads: int) -> dict:
     code = f"""
 import json, torch, numpy as np
-from edgeresnet.bench import time_runner
+from edgeresnet.bench.timing import time_runner
 torch.set_num_threads({threads})
 if {model!r} == 'default':
-    from edgeresnet.checkpoint import load_checkpoint
+    from edgeresnet.models.checkpoint import load_checkpoint
     ckpt = load_checkpoint('default'); m, shape = ckpt.model, (1, *ckpt.meta.preprocess.input_shape)
 else:
     from edgeresnet import build_model
@@ -139,7 +139,7 @@ else:
     ortq.quantize_static(fp32, work + "/peer." + tool + ".onnx", Reader(), activation_type=ortq.QuantType.QUInt8,
                          per_channel=True, calibrate_method=getattr(ortq.CalibrationMethod, tool))
 seconds = time.perf_counter() - t0
-from edgeresnet.bench import peak_rss_mb
+from edgeresnet.bench.timing import peak_rss_mb
 print(json.dumps({"seconds": seconds, "peak_mb": peak_rss_mb()}))
 """
 
@@ -173,9 +173,9 @@ def calibration_section(work: Path, images: np.ndarray, rounds: int, threads: in
 def accuracy(target: str, precision: str, path: Path, threads: int) -> float:
     from edgeresnet.backends import get_backend
     from edgeresnet.backends.base import Artifact
-    from edgeresnet.checkpoint import load_checkpoint
+    from edgeresnet.models.checkpoint import load_checkpoint
     from edgeresnet.data import load_split
-    from edgeresnet.evaluate import evaluate
+    from edgeresnet.bench.accuracy import evaluate
 
     pre = load_checkpoint("default").meta.preprocess
     run = get_backend(target).load(Artifact(target, precision, path), threads)
@@ -192,7 +192,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "RESULTS.md")
     args = ap.parse_args()
     from edgeresnet.data import Preprocess, load_split
-    from edgeresnet.machine import cpu_class, describe
+    from edgeresnet.host.machine import cpu_class, describe
     from portability import peer_kernel  # benchmarks/ is on sys.path when run as a script
 
     work = Path(tempfile.mkdtemp(prefix="edgeresnet-peers-"))

@@ -101,7 +101,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS-portability.md")
     args = ap.parse_args()
     from edgeresnet.data import Preprocess, load_split
-    from edgeresnet.machine import cpu, cpu_class, libraries
+    from edgeresnet.host.machine import cpu, cpu_class, libraries
 
     work = Path(tempfile.mkdtemp(prefix="edgeresnet-portability-"))
     bundle = work / "bundle"
@@ -124,7 +124,7 @@ def main() -> None:
         except EmulatorUnavailable as exc:
             rows.append(f"| {name} | - | - | - | - | - | not run: {exc} |")
             continue
-        probe = json.loads(emu.python("-c", "import json; from edgeresnet.machine import cpu; "
+        probe = json.loads(emu.python("-c", "import json; from edgeresnet.host.machine import cpu; "
                                       "print(json.dumps(cpu()))").stdout)
         where = f"{name}: {probe['model'] if name == 'native' else CPUS[name]} [{probe['class']}: {', '.join(probe['isa'])}]"
         targets = ["ort", "openvino"] if name == "native" else ["ort"]

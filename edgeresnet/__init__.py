@@ -17,7 +17,7 @@ def build_model(name: str, num_classes: int = 1000, in_channels: int = 3, **opti
 def load(path: str, arch: str | None = None):
     """Load a checkpoint (``default``, an edgeresnet .pt/.safetensors, or a plain state_dict
     with ``arch``) without executing code from it. Returns (model, meta)."""
-    from .checkpoint import load_checkpoint
+    from .models.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path, arch=arch)
     return ckpt.model, ckpt.meta

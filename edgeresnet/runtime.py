@@ -21,7 +21,7 @@ from .backends.base import Artifact
 from .bundle import Bundle
 from .data import Preprocess
 from .data.sources import open_image
-from .machine import MAX_THREADS
+from .host.machine import MAX_THREADS
 from .errors import BackendUnavailable, InputError, PortabilityWarning, UsageError
 
 
@@ -97,7 +97,7 @@ class BundleModel:
 def cpu_mismatch(manifest: dict, entry: dict, kernel: str | None) -> str | None:
     """A one-line note when this CPU takes another INT8 kernel path, or is of another class,
     than the one the bundle's accuracy was measured on; None when they match."""
-    from .machine import cpu_class
+    from .host.machine import cpu_class
 
     measured = manifest.get("measured_on") or {}
     was, now = measured.get("class"), cpu_class()

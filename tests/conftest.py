@@ -57,7 +57,7 @@ def ort_ov_bundle(tmp_path_factory) -> Path:
 def make_bundle(root: Path, files: dict[str, bytes]) -> Path:
     """A tiny bundle of ``files`` (paths relative to ``root``), hashed in edgeresnet.json as an
     export hashes its files (model.fp32.onnx, calibration.json, every file in trt/)."""
-    from edgeresnet.manifest import write_manifest
+    from edgeresnet.bundle.manifest import write_manifest
 
     for rel, data in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -84,7 +84,7 @@ class FailingEngine:
     name = "failing"
 
     def __init__(self, error: BaseException):
-        from edgeresnet.backends.tensorrt import PROFILE
+        from edgeresnet.backends.tensorrt.backend import PROFILE
 
         self.error, self.qdq_profile, self.qdq_variants = error, PROFILE, {}
 

@@ -11,7 +11,7 @@ The arm64 userland is built without root rights, chroot or binfmt: Debian's arm6
 (apt-get download) unpacked with ``dpkg -x``, and the wheels unzipped beside them. qemu-user
 opens absolute paths inside its ``-L`` prefix first. That is how the sysroot's synthetic ARM
 ``/proc/cpuinfo`` (one prefix per core) replaces the host's x86 one, which crashed ONNX Runtime's cpuinfo parser
-(SIGSEGV on import). CPUID and HWCAP are emulated, so edgeresnet.machine sees the emulated
+(SIGSEGV on import). CPUID and HWCAP are emulated, so edgeresnet.host.machine sees the emulated
 CPU. The sysroot is cached under ``~/.cache/edgeresnet/emulation`` and keyed by the package
 versions. It is written to a temp folder and renamed into place, so an interrupted build
 leaves nothing half-made.

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from edgeresnet.bench import time_runner
+from edgeresnet.bench.timing import time_runner
 from edgeresnet.report import ResultRow
 from edgeresnet.report.table import speedup
 
@@ -124,7 +124,7 @@ def test_worker_peak_memory_is_its_own_not_the_parents(tmp_path):
     from onnx import TensorProto, helper
 
     from edgeresnet.backends.base import Artifact
-    from edgeresnet.bench_worker import block_spec, spawn
+    from edgeresnet.bench.worker import block_spec, spawn
 
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],

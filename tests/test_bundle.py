@@ -107,9 +107,9 @@ def test_build_verifies_before_use_and_rehashes_what_it_rewrites(trt_bundle, tmp
     rewrites report.json and the manifest, and the bundle it leaves verifies file by file."""
     import shutil
 
-    import edgeresnet.build as build
-    from edgeresnet.backends.tensorrt_bundle import parse_calibration_cache
-    from edgeresnet.manifest import verify_files
+    import edgeresnet.backends.tensorrt.build as build
+    from edgeresnet.backends.tensorrt.bundle import parse_calibration_cache
+    from edgeresnet.bundle.manifest import verify_files
 
     root = tmp_path / "exp"
     shutil.copytree(trt_bundle, root)

@@ -6,10 +6,10 @@ import pytest
 
 from edgeresnet.calibrate.collect import calibrate, chunk_images
 from edgeresnet.calibrate.observers import METHODS, HistogramObserver
-from edgeresnet.checkpoint import load_checkpoint
-from edgeresnet.export import export_onnx
-from edgeresnet.fold import fold_bn
-from edgeresnet.onnxrun import session_with_outputs
+from edgeresnet.models.checkpoint import load_checkpoint
+from edgeresnet.export.torch_onnx import export_onnx
+from edgeresnet.models.fold import fold_bn
+from edgeresnet.onnxfile.reference import session_with_outputs
 from edgeresnet.quantize.plan import plan
 
 

@@ -6,12 +6,7 @@ import pytest
 import torch
 
 from edgeresnet import build_model
-from edgeresnet.checkpoint import (
-    ModelMeta,
-    atomic_write,
-    load_checkpoint,
-    save_checkpoint,
-)
+from edgeresnet.models.checkpoint import ModelMeta, atomic_write, load_checkpoint, save_checkpoint
 from edgeresnet.data import Preprocess
 from edgeresnet.errors import InputError
 

@@ -35,7 +35,7 @@ def test_default_model_meets_its_card():
 
 
 def test_default_model_is_small_and_carries_its_recipe():
-    from edgeresnet.checkpoint import default_model_path, load_checkpoint
+    from edgeresnet.models.checkpoint import default_model_path, load_checkpoint
 
     path = default_model_path()
     assert path.stat().st_size <= 1.5e6

@@ -33,7 +33,7 @@ def test_int8_drop_holds_as_another_cpu(bundle, cpu):
         emu = emulator(cpu)
     except EmulatorUnavailable as exc:
         pytest.skip(f"cannot emulate {cpu}: {exc}")
-    probe = emu.python("-c", "from edgeresnet.machine import cpu_class; print(cpu_class())", timeout=300)
+    probe = emu.python("-c", "from edgeresnet.host.machine import cpu_class; print(cpu_class())", timeout=300)
     assert probe.returncode == 0, probe.stderr[-2000:]
     expected = {"haswell": "x86-avx2", "arm64": "arm-dot"}[cpu]
     assert probe.stdout.strip() == expected  # the emulated CPU, not the host's /proc/cpuinfo

@@ -14,7 +14,7 @@ import pytest
 
 from edgeresnet.bundle import device
 from edgeresnet.bundle.verify import install_device_file
-from edgeresnet.machine import cpu_class
+from edgeresnet.host.machine import cpu_class
 
 from .conftest import make_bundle
 
@@ -75,7 +75,7 @@ def test_info_classifies_the_cpu_as_the_package_does(small_bundle):
 
 
 def test_the_package_reads_the_cpu_through_the_device_file():
-    from edgeresnet import cpufeatures, machine
+    from edgeresnet.host import cpufeatures, machine
 
     assert cpufeatures.runtime_isa is device.runtime_isa
     assert machine.cpu() == device.cpu_facts()

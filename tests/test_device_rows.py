@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from edgeresnet.bundle import trt_device as td
-from edgeresnet.manifest import write_manifest
+from edgeresnet.bundle.manifest import write_manifest
 
 from .test_reliability import run_inprocess
 from .test_trt_device import FAST, STANDIN, make_tiny_bundle, run_device, standin  # noqa: F401 - fixture

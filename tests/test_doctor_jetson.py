@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeresnet.backends.tensorrt_jetpack import jetson_facts, read_l4t, stack_for
-from edgeresnet.backends.tensorrt_recipes import recipe_for
+from edgeresnet.backends.tensorrt.jetpack import jetson_facts, read_l4t, stack_for
+from edgeresnet.backends.tensorrt.recipes import recipe_for
 
 from .conftest import run_cli
 

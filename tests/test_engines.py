@@ -9,16 +9,14 @@ import pytest
 from onnx import TensorProto, numpy_helper
 
 from edgeresnet.backends import expand_targets
-from edgeresnet.backends.tensorrt import unavailable_reason as trt_unavailable
-from edgeresnet.backends.tensorrt_bundle import (
-    calibration_cache,
+from edgeresnet.backends.tensorrt.backend import unavailable_reason as trt_unavailable
+from edgeresnet.backends.tensorrt.bundle import (calibration_cache,
     layer_warnings,
     parse_calibration_cache,
     trt_version_code,
-    trtexec_commands,
-)
+    trtexec_commands)
 from edgeresnet.calibrate.table import CalibrationTable
-from edgeresnet.engines import EngineContext, engine_rows
+from edgeresnet.export.engines import EngineContext, engine_rows
 from edgeresnet.errors import UsageError
 
 from .conftest import FailingEngine, export_default, run_cli

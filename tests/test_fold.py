@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from edgeresnet import build_model
-from edgeresnet.fold import fold_bn, verify_fold
+from edgeresnet.models.fold import fold_bn, verify_fold
 
 
 def _randomize_bn(model, seed=0):

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from edgeresnet import latency
+from edgeresnet.bench import latency
 from edgeresnet.backends.base import Artifact
-from edgeresnet.bench_run import against_export
+from edgeresnet.bench.run import against_export
 from edgeresnet.report import Report, ResultRow, bench_table, markdown, terminal_table
 from edgeresnet.report.html import render_html
 from edgeresnet.report.speedup import Speedup, median_interval, paired, spread_pct
@@ -115,7 +115,7 @@ def _specs(*keys):
 
 def test_rounds_go_round_robin_and_stop_when_every_interval_is_narrow(monkeypatch):
     worker = _Worker({"ort fp32": [1.0], "ort int8": [0.5]})
-    monkeypatch.setattr("edgeresnet.bench_worker.spawn", worker)
+    monkeypatch.setattr("edgeresnet.bench.worker.spawn", worker)
     timed = latency.run_rounds(_specs("ort fp32", "ort int8"), latency.Plan())
     assert worker.calls == ["ort fp32", "ort int8"] * latency.PLAN.min_rounds  # interleaved, never back to back
     assert [len(t.rounds) for t in timed] == [latency.PLAN.min_rounds] * 2
@@ -123,7 +123,7 @@ def test_rounds_go_round_robin_and_stop_when_every_interval_is_narrow(monkeypatc
 
 def test_a_noisy_pair_gets_more_rounds_up_to_the_cap(monkeypatch):
     worker = _Worker({"ort fp32": [1.0, 2.0, 1.0, 3.0], "ort int8": [0.5, 0.5, 1.5, 0.5]})
-    monkeypatch.setattr("edgeresnet.bench_worker.spawn", worker)
+    monkeypatch.setattr("edgeresnet.bench.worker.spawn", worker)
     plan = latency.Plan(min_rounds=3, max_rounds=7)
     timed = latency.run_rounds(_specs("ort fp32", "ort int8"), plan)
     assert [len(t.rounds) for t in timed] == [7, 7]
@@ -133,7 +133,7 @@ def test_a_noisy_pair_gets_more_rounds_up_to_the_cap(monkeypatch):
 
 def test_a_failing_block_ends_its_artifact_only(monkeypatch):
     worker = _Worker({"ort fp32": [1.0], "ort int8": [0.5]}, fail="ort int8")
-    monkeypatch.setattr("edgeresnet.bench_worker.spawn", worker)
+    monkeypatch.setattr("edgeresnet.bench.worker.spawn", worker)
     fp32, int8 = latency.run_rounds(_specs("ort fp32", "ort int8"), latency.Plan(rounds=3))
     assert len(fp32.rounds) == 3 and int8.error == "worker died" and worker.calls.count("ort int8") == 1
 
@@ -167,7 +167,7 @@ class _ThreadsEngine:
 def test_one_thread_count_for_accuracy_timing_and_the_row(threads, tmp_path, monkeypatch):
     """The export loaded engines for accuracy with --threads but timed them with os.cpu_count()
     when it was not given, and recorded the latter: one field now, recorded as given."""
-    from edgeresnet.pipeline import ExportConfig, build_engines
+    from edgeresnet.export.pipeline import ExportConfig, build_engines
 
     seen = []
 
@@ -175,7 +175,7 @@ def test_one_thread_count_for_accuracy_timing_and_the_row(threads, tmp_path, mon
         seen.append(spec["threads"])
         return {"latency_ms": {"p50": 1.0}, "throughput_ips": 1000.0}
 
-    monkeypatch.setattr("edgeresnet.bench_worker.spawn", spawn)
+    monkeypatch.setattr("edgeresnet.bench.worker.spawn", spawn)
     engine = _ThreadsEngine()
     pre = SimpleNamespace(input_shape=(1, 4, 4))
     inputs = SimpleNamespace(backends=[engine], loaded=SimpleNamespace(meta=SimpleNamespace(preprocess=pre)),

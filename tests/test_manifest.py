@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from edgeresnet.errors import InputError
-from edgeresnet.manifest import NAME, read_manifest, verify_entry, write_manifest
+from edgeresnet.bundle.manifest import NAME, read_manifest, verify_entry, write_manifest
 
 
 @pytest.fixture

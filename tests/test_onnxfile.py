@@ -15,7 +15,7 @@ from edgeresnet.data import Preprocess
 from edgeresnet.errors import InputError
 from edgeresnet.onnxfile import STANDARD, check_onnx_file, read_metadata
 from edgeresnet.onnxfile.metadata import MAX_CHARS
-from edgeresnet.onnxrun import user_session
+from edgeresnet.onnxfile.reference import user_session
 
 from .test_reliability import tiny_classifier
 

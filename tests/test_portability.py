@@ -20,8 +20,8 @@ from edgeresnet.backends.base import Artifact
 from edgeresnet.backends.onnxruntime import SATURATING, OnnxRuntimeBackend, int8_kernel
 from edgeresnet.data import Preprocess
 from edgeresnet.errors import InputError
-from edgeresnet.machine import cpu_class
-from edgeresnet.manifest import read_manifest
+from edgeresnet.host.machine import cpu_class
+from edgeresnet.bundle.manifest import read_manifest
 from edgeresnet.runtime import cpu_mismatch, load
 
 from .conftest import run_cli
@@ -49,7 +49,7 @@ def test_isa_is_read_as_the_runtimes_read_it_and_agrees_with_numpys_cpuid():
     numpy detects features by CPUID too: the features both know must agree on any CPU."""
     import platform
 
-    from edgeresnet.machine import cpu
+    from edgeresnet.host.machine import cpu
 
     info = cpu()
     if platform.machine().lower() not in ("x86_64", "amd64", "aarch64", "arm64"):

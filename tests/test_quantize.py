@@ -7,9 +7,9 @@ import pytest
 from onnx import TensorProto, numpy_helper
 
 from edgeresnet.calibrate.collect import calibrate
-from edgeresnet.checkpoint import load_checkpoint
-from edgeresnet.export import export_onnx
-from edgeresnet.fold import fold_bn
+from edgeresnet.models.checkpoint import load_checkpoint
+from edgeresnet.export.torch_onnx import export_onnx
+from edgeresnet.models.fold import fold_bn
 from edgeresnet.quantize.plan import plan
 from edgeresnet.backends import backends
 from edgeresnet.quantize.qdq import emit_qdq
@@ -127,7 +127,7 @@ def test_keep_float_leaves_named_layers_in_float(fp32):
 def test_maxpool_keeps_its_input_scale(tmp_path, calib_set):
     """Max-pooling is exact on a quantized grid; a scale of its own kept ORT's max-pool in float."""
     from edgeresnet import build_model
-    from edgeresnet.checkpoint import IMAGENET_PREPROCESS, ModelMeta
+    from edgeresnet.models.checkpoint import IMAGENET_PREPROCESS, ModelMeta
     from edgeresnet.data import Preprocess
 
     pre = Preprocess(3, 64, 64, IMAGENET_PREPROCESS.mean, IMAGENET_PREPROCESS.std)

@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeresnet.backends.onnxruntime import PROFILE as ORT
-from edgeresnet.backends.tensorrt import PROFILE as TRT
+from edgeresnet.backends.tensorrt.backend import PROFILE as TRT
 from edgeresnet.errors import InputError, UsageError
 from edgeresnet.quantize.recipe import Candidate, quantized_model
 from edgeresnet.quantize.scheme import (QMAX, ZERO_CHANNEL_SCALE, dequantize, qmax, quantize_bias, quantize_symmetric,

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from edgeresnet import build_model
-from edgeresnet.bench import peak_rss_mb
+from edgeresnet.bench.timing import peak_rss_mb
 from edgeresnet.data.sources import open_image
 from edgeresnet.errors import InputError
 
@@ -34,7 +34,7 @@ class _Exploit:
 
 def _hostile_files(d: Path) -> None:
     """Issue 15's tiny files that once exhausted memory, hung, or crashed with exit 1."""
-    from edgeresnet.checkpoint import FORMAT, load_checkpoint
+    from edgeresnet.models.checkpoint import FORMAT, load_checkpoint
 
     img = np.zeros((4, 28, 28), np.uint8)
     np.savez(d / "biglabel.npz", images=img, labels=np.array([0, 1, 2, 10**10]))
@@ -105,7 +105,7 @@ def _hostile_onnx(d: Path, ckpt) -> None:
     """Issue 23: ONNX files that crashed `export`/`bench` with "internal error" or were read wrong."""
     import onnx
 
-    from edgeresnet.export import export_onnx
+    from edgeresnet.export.torch_onnx import export_onnx
 
     export_onnx(ckpt.model, ckpt.meta, d / "own.onnx")  # one of ours: 10 outputs, our metadata
     for name, key, value in (("threenames", "classes", json.dumps(["a", "b", "c"])), ("classes12", "classes", "12"),
@@ -135,7 +135,7 @@ def _edit_onnx_preprocess(bundle: Path) -> None:
     """The FP32 ONNX model's edgeresnet.preprocess metadata with a string for a number."""
     import onnx
 
-    from edgeresnet.export import set_metadata
+    from edgeresnet.export.torch_onnx import set_metadata
 
     model = onnx.load(str(bundle / "model.fp32.onnx"))
     props = {p.key: p.value for p in model.metadata_props}
@@ -573,7 +573,7 @@ def test_soak_10000_predictions_from_4_threads(bundle, test_set):
 
 
 def _engine_ctx(tmp_path):
-    from edgeresnet.engines import EngineContext
+    from edgeresnet.export.engines import EngineContext
 
     fp32 = tmp_path / "model.fp32.onnx"
     fp32.write_bytes(b"x")
@@ -587,7 +587,7 @@ def test_an_interrupt_or_a_full_disk_inside_an_engine_ends_the_run(tmp_path, mon
     import errno
 
     from edgeresnet import errors
-    from edgeresnet.engines import engine_rows
+    from edgeresnet.export.engines import engine_rows
 
     rows = engine_rows(FailingEngine(RuntimeError("compiler crashed")), _engine_ctx(tmp_path), int8=True)
     assert [r.status for r in rows] == ["ok", "failed"]
@@ -600,7 +600,7 @@ def test_an_interrupt_or_a_full_disk_inside_an_engine_ends_the_run(tmp_path, mon
 
 def test_out_is_checked_again_when_published_and_leftovers_are_cleaned(tmp_path):
     from edgeresnet.errors import InputError
-    from edgeresnet.outdir import staged_dir
+    from edgeresnet.core.outdir import staged_dir
 
     out = tmp_path / "exp"
     dead = tmp_path / ".exp.tmp-999999-abc"  # a SIGKILLed run's staging folder (pid 999999 is gone)
@@ -653,7 +653,7 @@ _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | s
 @given(field=st.sampled_from(["artifacts", "files", "classes", "preprocess", "format"]), value=_JSON)
 def test_manifest_loader_takes_any_value_of_any_field(bundle, tmp_path_factory, field, value):
     """Any JSON in a manifest field is loaded as it was or refused with one InputError."""
-    from edgeresnet.manifest import read_manifest
+    from edgeresnet.bundle.manifest import read_manifest
 
     root = tmp_path_factory.mktemp("m")
     manifest = json.loads((bundle / "edgeresnet.json").read_text())

@@ -302,7 +302,7 @@ def trt_python(tmp_path_factory) -> str:
 
 def test_build_on_host_runs_the_device_file_and_merges_its_build_rows(server, trt_python, tmp_path):
     """On the TensorRT stand-in (tests/trt_standin), not a real TensorRT or GPU."""
-    from edgeresnet.manifest import write_manifest
+    from edgeresnet.bundle.manifest import write_manifest
 
     from .test_device_rows import export_with_bundle
 

@@ -15,7 +15,7 @@ import pytest
 from edgeresnet.bundle.trt_device import audit, summary, tensor_dtype
 
 from .test_trt_device import py38_numpy117  # noqa: F401 - the Python 3.8 + numpy 1.17 venv fixture
-from edgeresnet.backends.tensorrt_bundle import layer_warnings
+from edgeresnet.backends.tensorrt.bundle import layer_warnings
 
 DATA = Path(__file__).parent / "data" / "trex"
 AUDIT = Path(__file__).parent.parent / "edgeresnet" / "bundle" / "trt_device.py"  # the audit lives in the device file

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from edgeresnet.checkpoint import load_checkpoint
-from edgeresnet.train import TrainConfig, _augment, train
+from edgeresnet.models.checkpoint import load_checkpoint
+from edgeresnet.training.loop import TrainConfig, _augment, train
 
 
 @pytest.mark.slow
@@ -78,7 +78,7 @@ def _debian() -> bool:
 
 
 def test_run_clock_prints_lines_with_an_overall_eta_when_not_a_terminal(capsys):
-    from edgeresnet.progress import RunClock
+    from edgeresnet.core.progress import RunClock
 
     now = [0.0]
     clock = RunClock(total=100, every_s=30, enabled=True, clock=lambda: now[0])
@@ -96,7 +96,7 @@ def test_run_clock_prints_lines_with_an_overall_eta_when_not_a_terminal(capsys):
 def test_a_folder_of_32px_images_trains_at_32px(tmp_path, calib_set):
     from PIL import Image
 
-    from edgeresnet.checkpoint import load_checkpoint
+    from edgeresnet.models.checkpoint import load_checkpoint
 
     for c in range(3):
         (tmp_path / "imgs" / f"c{c}").mkdir(parents=True)

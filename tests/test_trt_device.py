@@ -100,7 +100,7 @@ def tiny_logits(images: np.ndarray) -> np.ndarray:
 def make_tiny_bundle(root: Path, plans: dict | None = None, images: int = 40) -> Path:
     """An export folder with model.fp32.onnx and trt/ (plans, Q/DQ and FP16 ONNX, calibration
     cache, eval.npz), hashed in edgeresnet.json as an export hashes it. Returns trt/."""
-    from edgeresnet.manifest import write_manifest
+    from edgeresnet.bundle.manifest import write_manifest
 
     trt = root / "trt"
     trt.mkdir(parents=True)
@@ -520,7 +520,7 @@ def test_the_bundles_eval_images_normalise_on_the_device_as_in_the_package(tmp_p
     numpy normalisation gives the package's model input bit for bit."""
     from types import SimpleNamespace
 
-    from edgeresnet.backends.tensorrt import write_device_files
+    from edgeresnet.backends.tensorrt.backend import write_device_files
     from edgeresnet.data import Preprocess
 
     pre = Preprocess(channels=1, size=28, mean=(0.2860,), std=(0.3530,))
@@ -539,7 +539,7 @@ def test_the_bundles_eval_images_normalise_on_the_device_as_in_the_package(tmp_p
 def test_bundles_without_plans_build_from_the_recipes_plan():
     """Bundles written before build.json had per-line plans: the package makes the plan its recipe
     would, with every field trt_device reads."""
-    from edgeresnet.backends.tensorrt import plan_for
+    from edgeresnet.backends.tensorrt.backend import plan_for
     from edgeresnet.errors import UsageError
 
     old = {"input_name": "input", "input_chw": [1, 28, 28], "batch_range": [1, 8, 32], "dla_core": 0, "float_nodes": []}

@@ -14,10 +14,10 @@ import onnx
 import pytest
 from onnx import TensorProto
 
-from edgeresnet.backends.tensorrt_bundle import layer_warnings, parse_calibration_cache
-from edgeresnet.backends.tensorrt_recipes import LINES as RECIPE_LINES
-from edgeresnet.backends.tensorrt_recipes import RECIPES, all_plans, lines_table, plan, recipe_for, trtexec_command
-from edgeresnet.backends.tensorrt_recipes import version_in_line
+from edgeresnet.backends.tensorrt.bundle import layer_warnings, parse_calibration_cache
+from edgeresnet.backends.tensorrt.recipes import LINES as RECIPE_LINES
+from edgeresnet.backends.tensorrt.recipes import RECIPES, all_plans, lines_table, plan, recipe_for, trtexec_command
+from edgeresnet.backends.tensorrt.recipes import version_in_line
 from edgeresnet.errors import BackendUnavailable, UsageError
 
 from .conftest import export_default, make_bundle, run_cli
@@ -168,10 +168,10 @@ def test_fp16_copies_keep_float32_io_and_give_the_same_answers(ort_ov_bundle, te
     run in ONNX Runtime and agree with the float32 originals on real images. Both run unfused
     (the graph as written): a fused float32 QDQ graph would take the CPU's own INT8 kernels,
     which saturate on AVX2-only x86, and the comparison would measure the CPU, not the copy."""
-    from edgeresnet.backends.tensorrt_fp16 import to_fp16
-    from edgeresnet.onnxrun import session_with_outputs
+    from edgeresnet.backends.tensorrt.fp16 import to_fp16
+    from edgeresnet.onnxfile.reference import session_with_outputs
     from edgeresnet.data import Preprocess
-    from edgeresnet.manifest import read_manifest
+    from edgeresnet.bundle.manifest import read_manifest
 
     pre = Preprocess.from_dict(read_manifest(ort_ov_bundle)["preprocess"])
     x = test_set.batch(np.arange(200), pre)
@@ -272,7 +272,7 @@ def test_dry_run_and_version_flags_refuse_bad_combinations(tmp_path):
 def test_a_weight_beyond_float16_is_refused_in_one_line():
     from onnx import helper, numpy_helper
 
-    from edgeresnet.backends.tensorrt_fp16 import to_fp16
+    from edgeresnet.backends.tensorrt.fp16 import to_fp16
     from edgeresnet.errors import InputError
 
     big = numpy_helper.from_array(np.full((1,), 1e6, np.float32), "scale")
@@ -288,8 +288,8 @@ def test_build_rewrites_the_cache_header_for_the_installed_tensorrt(tmp_path):
     """TensorRT skips a calibration cache whose header names another version, so `build`
     rewrites it for the TensorRT it finds; the scales stay bit for bit, and the manifest's hash
     follows at once, so the bundle still verifies (a fresh reader sees nothing to change)."""
-    from edgeresnet.backends.tensorrt_bundle import calibration_cache
-    from edgeresnet.build import retarget_cache
+    from edgeresnet.backends.tensorrt.bundle import calibration_cache
+    from edgeresnet.backends.tensorrt.build import retarget_cache
     from edgeresnet.bundle import Bundle
 
     scales = {"input": 0.0125, "/conv1/Conv_output_0": 0.3}
@@ -305,7 +305,7 @@ def test_build_rewrites_the_cache_header_for_the_installed_tensorrt(tmp_path):
 def test_an_import_error_is_reported_as_what_it_is():
     """A missing module names the module; a module that is there but fails to load (a missing
     libnvinfer.so.8, say) is reported with its own message, not as "not installed"."""
-    from edgeresnet.backends.tensorrt import import_error_reason
+    from edgeresnet.backends.tensorrt.backend import import_error_reason
 
     missing = ModuleNotFoundError("No module named 'tensorrt'", name="tensorrt")
     assert import_error_reason(missing) == "TensorRT is not installed (no module named 'tensorrt')"
@@ -321,7 +321,7 @@ def test_the_dla_float_layers_follow_qdq_translators_rule():
     not listed; the classifier reads a tensor kept scale-less on purpose, so it is."""
     from onnx import helper, numpy_helper
 
-    from edgeresnet.backends.tensorrt_bundle import implicit_float_layers
+    from edgeresnet.backends.tensorrt.bundle import implicit_float_layers
 
     w = numpy_helper.from_array(np.ones((4, 1, 3, 3), np.float32), "w")
     fc = numpy_helper.from_array(np.ones((10, 4), np.float32), "fc_w")

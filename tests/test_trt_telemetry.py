@@ -112,7 +112,7 @@ def test_the_scan_finds_jetpack5_orin_and_thor_and_nothing_elsewhere(tmp_path):
 
 
 def test_machine_reads_the_gpu_clock_through_the_scan():
-    from edgeresnet import machine
+    from edgeresnet.host import machine
 
     for name, devfreq, hz in (("orin", "17000000.gpu", 1020000000), ("xavier", "17000000.gv11b", 318750000),
                               ("nano", "57000000.gpu", 921600000)):

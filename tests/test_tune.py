@@ -10,11 +10,11 @@ import numpy as np
 import onnx
 import pytest
 
-from edgeresnet.backends.tensorrt_bundle import layer_warnings, parse_calibration_cache
+from edgeresnet.backends.tensorrt.bundle import layer_warnings, parse_calibration_cache
 from edgeresnet.calibrate.collect import pick_calibration_images, pick_validation_images
-from edgeresnet.checkpoint import load_checkpoint, save_checkpoint
-from edgeresnet.export import export_onnx
-from edgeresnet.fold import fold_bn
+from edgeresnet.models.checkpoint import load_checkpoint, save_checkpoint
+from edgeresnet.export.torch_onnx import export_onnx
+from edgeresnet.models.fold import fold_bn
 from edgeresnet.models.surgery import rescale_channel
 from edgeresnet.quantize.plan import layer_units, plan
 from edgeresnet.quantize.recipe import Candidate, quantized_model
@@ -84,7 +84,7 @@ def test_float_layer_keeps_float_weights_and_its_original_bias(fp32_default):
 def test_rescale_channel_keeps_the_fp32_function(real_images):
     import torch
 
-    from edgeresnet.checkpoint import load_checkpoint as load
+    from edgeresnet.models.checkpoint import load_checkpoint as load
 
     a, b = load("default").model.eval(), load("default").model.eval()
     rescale_channel(b.layer3[0], 3, 1000.0)

@@ -24,7 +24,7 @@ from edgeresnet.bundle.verify import (chosen_for, install_device_file, local_dev
 from edgeresnet.data import Preprocess
 from edgeresnet.data.sources import ArraySet
 from edgeresnet.errors import InputError
-from edgeresnet.manifest import write_manifest
+from edgeresnet.bundle.manifest import write_manifest
 from edgeresnet.report import ResultRow
 
 from .conftest import run_cli

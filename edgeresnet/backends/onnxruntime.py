@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import BackendUnavailable, native_call, require
-from ..machine import cpu_class
+from ..host.machine import cpu_class
 from ..quantize.profile import Profile
 from .base import Artifact, EngineOptions, Runner, variant_paths
 from .registry import register

@@ -117,7 +117,7 @@ KERNELS = {
 
 def int8_kernel(cls: str | None = None) -> tuple[str, str]:
     """(kernel family, what it means) expected for a CPU class; the row records what really ran."""
-    from ..machine import cpu_class
+    from ..host.machine import cpu_class
 
     return KERNELS.get(cls or cpu_class(), ("reference", "no optimized INT8 kernels known for this CPU"))
 

@@ -72,7 +72,7 @@ def _load() -> None:
         try:
             importlib.import_module(module)
         except Exception as exc:  # a broken plug-in must not take the built-in engines down with it
-            from ..progress import stderr
+            from ..core.progress import stderr
 
             stderr.print(f"warning: engine plug-in {module!r} not loaded ({type(exc).__name__}: {exc}); "
                          f"check {PLUGINS_ENV} and the installed packages", style="yellow", markup=False, soft_wrap=True)

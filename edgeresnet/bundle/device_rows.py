@@ -23,9 +23,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .trt_device import audit, summary
-from ..backends.tensorrt_bundle import BUNDLE
+from ..backends.tensorrt.bundle import BUNDLE
 from ..errors import InputError, UsageError
-from ..outdir import read_json
+from ..core.outdir import read_json
 from ..report.schema import Report, ResultRow, row_problem
 from .files import Bundle, export_root
 
@@ -359,8 +359,8 @@ def publish_merged(merged: Merged, manifest: bool = True) -> list[Path]:
     manifest hashes every file in it. ``manifest`` False (rows a device answered over SSH: no
     file came back into trt/) leaves edgeresnet.json as it is, so its SHA-256, which names the
     bundle's copy on the device and its verify.json entries, does not change."""
-    from ..machine import libraries
-    from ..manifest import NAME, write_manifest
+    from ..host.machine import libraries
+    from .manifest import NAME, write_manifest
     from ..report.publish import publish
 
     if not manifest:

@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 
 from ..errors import InputError
-from ..manifest import NAME, check_file, inside, read_manifest, verify_entry
-from ..outdir import atomic_write
+from .manifest import NAME, check_file, inside, read_manifest, verify_entry
+from ..core.outdir import atomic_write
 
 EDITED = "re-export; a bundle's files must not be edited by hand"
 

@@ -20,8 +20,8 @@ from ..backends.base import Artifact
 from ..data import Preprocess
 from ..data.sources import ImageSet
 from ..errors import fatal
-from ..outdir import atomic_write
-from ..progress import stderr
+from ..core.outdir import atomic_write
+from ..core.progress import stderr
 from . import device
 
 MAX_IMAGES = 500
@@ -81,10 +81,10 @@ def reference(model, fp32_path: Path) -> tuple[object, str]:
     """The FP32 reference: the BN-folded torch model, else (an ONNX source) the FP32 ONNX file
     under ONNX Runtime."""
     if model is not None:
-        from ..evaluate import torch_predictor
+        from ..bench.accuracy import torch_predictor
 
         return torch_predictor(model), "torch fp32"
-    from ..onnxrun import user_run, user_session
+    from ..onnxfile.reference import user_run, user_session
 
     sess = user_session(fp32_path)
     name = sess.get_inputs()[0].name

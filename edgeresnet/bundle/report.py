@@ -5,8 +5,8 @@ malformed file is one InputError, never a KeyError deep inside `bench` or `build
 from __future__ import annotations
 
 from ..errors import InputError
-from ..limits import MAX_SIDE
-from ..outdir import read_json
+from ..core.limits import MAX_SIDE
+from ..core.outdir import read_json
 from .files import EDITED, Bundle
 
 NAME = "report.json"

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import BackendUnavailable, EdgeResNetError, InputError, OutOfSpace, UsageError
-from ..manifest import NAME, sha256
+from .manifest import NAME, sha256
 from . import device
 from .files import Bundle
 

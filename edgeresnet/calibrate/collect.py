@@ -17,9 +17,9 @@ import numpy as np
 from ..data import Preprocess
 from ..data.sources import ImageSet
 from ..errors import InputError, UsageError
-from ..onnxrun import session_with_outputs
+from ..onnxfile.reference import session_with_outputs
 from ..host.memory import StagePeak
-from ..progress import progress
+from ..core.progress import progress
 from .observers import METHODS, HistogramObserver
 from .table import CalibrationTable, weights_sha256
 

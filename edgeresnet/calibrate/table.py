@@ -56,13 +56,13 @@ class CalibrationTable:
         return {"format": FORMAT, **d}
 
     def save(self, path: Path) -> None:
-        from ..outdir import atomic_write
+        from ..core.outdir import atomic_write
 
         atomic_write(path, lambda p: p.write_text(json.dumps(self.to_json(), indent=1)))
 
     @classmethod
     def load(cls, path: Path) -> "CalibrationTable":
-        from ..outdir import read_json
+        from ..core.outdir import read_json
 
         d = read_json(path, hint="pass the calibration.json of an earlier export")
         if not isinstance(d, dict) or d.get("format") != FORMAT:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..latency import PLAN
+from ..bench.latency import PLAN
 from .common import HostOpt, RemotePythonOpt, SshConfigOpt, command, engines_help, err, int_list, out, threads_option
 
 
@@ -68,11 +68,11 @@ def bench(
         given = {"--target": target, "--precision": precision, "--threads": threads, "--rounds": rounds,
                  "--time-seconds": min_seconds}
         return bench_on_host(source, remote, batch, {k: str(v) for k, v in given.items() if v is not None})
-    from ..bench_run import BenchConfig
+    from ..bench.run import BenchConfig
     from ..errors import InputError
-    from ..bench_run import bench as run
-    from ..machine import describe
-    from ..outdir import atomic_write
+    from ..bench.run import bench as run
+    from ..host.machine import describe
+    from ..core.outdir import atomic_write
     from ..report import Report, bench_table
     from ..report.publish import publish
 

@@ -35,7 +35,7 @@ def build(
     From the workstation, on the Jetson over SSH (its rows come back into exp's report):
     edgeresnet build exp --host jetson
     """
-    from ..build import build_on_device
+    from ..backends.tensorrt.build import build_on_device
     from ..bundle import export_root
     from ..report import terminal_table
     from .common import local_only, remote_host
@@ -78,7 +78,7 @@ def build_on_host(export_dir: Path, host) -> None:
 def print_plan(export_dir: Path, trt_version: str | None, br, dla_core: int | None, as_json: bool) -> None:
     from rich.table import Table
 
-    from ..build import dry_run
+    from ..backends.tensorrt.build import dry_run
     from .common import json_text
 
     plan = dry_run(export_dir, trt_version, br, dla_core)

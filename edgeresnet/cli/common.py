@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from ..errors import EdgeResNetError, PortabilityWarning
 from ..backends import base
-from ..machine import MAX_THREADS
+from ..host.machine import MAX_THREADS
 
 if TYPE_CHECKING:
     from ..data.preprocess import Overrides
@@ -224,7 +224,7 @@ def preprocess_overrides(mean: str | None, std: str | None, size: int | None, re
     before any work: a --preprocess JSON file first (a wrong field in it is bad input, exit 3),
     the single flags over it (a wrong value is a usage error, exit 2)."""
     from ..data.preprocess import FLAGS, Overrides, Source, read_fields
-    from ..outdir import read_json
+    from ..core.outdir import read_json
 
     values, sources = {}, {}
     if spec_file is not None:

@@ -20,8 +20,8 @@ def demo(
     shipped train-split images, exported to every engine available here, evaluated on the 10,000
     shipped test images, benchmarked, with the FP32 vs INT8 report printed and written."""
     from ..errors import InputError
-    from ..manifest import NAME
-    from ..pipeline import ExportConfig, run_export
+    from ..bundle.manifest import NAME
+    from ..export.pipeline import ExportConfig, run_export
     from ..report import terminal_table
     from .bench import bench
 

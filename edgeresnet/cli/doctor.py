@@ -21,12 +21,12 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the facts
     """What this machine can run: Python, torch / ONNX Runtime / OpenVINO / TensorRT, the CPU's
     INT8-relevant ISA (AVX2, AVX-512 VNNI, AMX, ARM dot-product) and the GPUs; on a Jetson, its
     L4T and JetPack, the TensorRT line they ship and how that TensorRT installs (apt or pip)."""
-    from ..machine import describe
+    from ..host.machine import describe
 
     from ..backends import get_backend, names
     from ..backends.registry import library_extras
-    from ..backends.tensorrt import installed_version
-    from ..backends.tensorrt_jetpack import jetson_facts
+    from ..backends.tensorrt.backend import installed_version
+    from ..backends.tensorrt.jetpack import jetson_facts
 
     facts = describe()
     jetson = jetson_facts(root, installed_version())

@@ -75,10 +75,10 @@ def eval_cmd(
     import numpy as np
 
     from ..data import load_split
-    from ..evaluate import evaluate
-    from ..validate import warn_skipped
+    from ..bench.accuracy import evaluate
+    from ..data.checks import warn_skipped
 
-    from ..limits import check_flag
+    from ..core.limits import check_flag
 
     check_flag("--limit", limit, least=1, integer=True)
     check_flag("--batch-size", batch_size, least=1, most=65_536, integer=True)
@@ -96,9 +96,9 @@ def eval_cmd(
         run, pre, classes = bundle.logits, bundle.preprocess, bundle.classes
         name, arch = f"{model} ({bundle.target} {bundle.precision})", bundle.manifest.get("arch")
     else:
-        from ..checkpoint import load_checkpoint
+        from ..models.checkpoint import load_checkpoint
         from ..errors import require
-        from ..evaluate import torch_predictor
+        from ..bench.accuracy import torch_predictor
 
         torch = require("torch", "torch")
         torch.set_num_threads(threads or os.cpu_count() or 1)
@@ -114,7 +114,7 @@ def eval_cmd(
     result = {"model": name, "arch": arch, "data": dataset.source, "split": split, **acc.to_dict()}
     reference = None
     if Path(model).is_dir():
-        from ..machine import cpu
+        from ..host.machine import cpu
 
         reference = _report_fp32(Path(model), bundle.target)
         result.update(kernel=bundle.kernel, cpu=cpu())

@@ -76,7 +76,7 @@ def export(
 
     With an accuracy budget: edgeresnet export default --calib-method minmax --calib-size 32 --max-drop 0.1
     """
-    from ..pipeline import ExportConfig, run_export
+    from ..export.pipeline import ExportConfig, run_export
     from ..report import kernel_line, terminal_table, tuning_summary
     from ..tune.options import TuneOptions
 

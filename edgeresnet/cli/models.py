@@ -15,7 +15,7 @@ def models(
     num_classes: Annotated[int | None, typer.Option(help="Class count for the parameter column (default: each family's own: 1000 for ImageNet nets, 10 for CIFAR nets).")] = None,
 ) -> None:
     """List the registered architectures with depth, block type and parameter count."""
-    from ..limits import MAX_CLASSES, check_flag
+    from ..core.limits import MAX_CLASSES, check_flag
     from ..models.registry import get_arch, list_models
 
     check_flag("--num-classes", num_classes, least=1, most=MAX_CLASSES, integer=True)

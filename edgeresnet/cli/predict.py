@@ -36,10 +36,10 @@ def predict(
     """
     from ..data.sources import readable_images
     from ..errors import InputError
-    from ..progress import progress
+    from ..core.progress import progress
     from ..runtime import expand_images, load
 
-    from ..limits import MAX_CLASSES, check_flag
+    from ..core.limits import MAX_CLASSES, check_flag
 
     check_flag("--top-k", top_k, least=1, most=MAX_CLASSES, integer=True)
     model = load(bundle, target=target, precision=precision, threads=threads)

@@ -65,8 +65,8 @@ def train(
 
     Several GPUs (or CPU processes): torchrun --nproc_per_node 2 -m edgeresnet train ... (DDP; --batch-size is the global batch)
     """
-    from ..train import TrainConfig
-    from ..train import train as run
+    from ..training.loop import TrainConfig
+    from ..training.loop import train as run
 
     cfg = TrainConfig(arch=arch, data=data, out=out_path, epochs=epochs, batch_size=batch_size, lr=lr,
                       weight_decay=weight_decay, schedule=schedule, label_smoothing=label_smoothing,

@@ -40,7 +40,7 @@ def verify(
     from ..bundle import export_root
     from ..bundle.verify import verify_bundle
     from ..errors import EdgeResNetError
-    from ..limits import check_flag
+    from ..core.limits import check_flag
     from .common import remote_host, say
 
     check_flag("--time-seconds", time_seconds, least=0, most=60)

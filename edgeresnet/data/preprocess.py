@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import EdgeResNetError, InputError, UsageError
-from ..limits import MAX_SIDE
+from ..core.limits import MAX_SIDE
 from . import schema
 
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
-from ..limits import MAX_CLASSES, check_count
+from ..core.limits import MAX_CLASSES, check_count
 from .preprocess import Preprocess, to_mode
 from .readers import read_cifar_batch, read_idx, read_npz
 

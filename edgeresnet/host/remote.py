@@ -29,7 +29,7 @@ from typing import IO
 
 from ..bundle import Bundle
 from ..errors import InputError, RemoteError, RemoteMissing, RemoteOutOfSpace
-from ..manifest import NAME
+from ..bundle.manifest import NAME
 from . import ssh
 from .ssh import NOTHING, Host
 

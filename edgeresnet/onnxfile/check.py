@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import InputError
-from ..limits import MAX_SIDE, check_count
+from ..core.limits import MAX_SIDE, check_count
 
 MIN_OPSET = 7  # ONNX Runtime reads ai.onnx from opset 7 (ONNX 1.2) on
 STANDARD = frozenset({"", "ai.onnx"})  # what an export source may use: every engine reads these
@@ -43,7 +43,7 @@ def check_onnx_file(path: Path, domains: frozenset[str] = OURS):
 
 
 def _check_with_runtime(path: Path) -> None:
-    from ..onnxrun import user_session
+    from .reference import user_session
 
     try:
         import onnxruntime  # noqa: F401

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from ..data import Preprocess
 from ..data.preprocess import Source
 from ..errors import InputError
-from ..limits import MAX_CLASSES
+from ..core.limits import MAX_CLASSES
 
 PREFIX = "edgeresnet."
 MAX_CHARS = 8_000_000  # one value; ImageNet-21k's 21,841 class names are about 0.5 MB of JSON

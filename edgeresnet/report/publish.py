@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 from ..errors import InputError
-from ..manifest import inside
-from ..outdir import atomic_write, read_json
+from ..bundle.manifest import inside
+from ..core.outdir import atomic_write, read_json
 from .html import render_html
 from .render import markdown
 from .schema import Report, ResultRow, row_problem

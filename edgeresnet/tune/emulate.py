@@ -21,7 +21,7 @@ import numpy as np
 from ..backends.onnxruntime import PROFILE as ORT_PROFILE
 from ..data import Preprocess
 from ..data.sources import ImageSet
-from ..onnxrun import session_with_outputs
+from ..onnxfile.reference import session_with_outputs
 from ..quantize.recipe import Candidate, quantized_model
 
 TUNE_PROFILE = ORT_PROFILE  # covers TensorRT's and OpenVINO's quantization points on the same grid

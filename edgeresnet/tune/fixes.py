@@ -15,7 +15,7 @@ import numpy as np
 
 from ..calibrate.table import CalibrationTable
 from ..errors import require
-from ..progress import progress
+from ..core.progress import progress
 from ..quantize.plan import plan
 from ..quantize.qdq import SCALE_PRESERVING
 from ..quantize.recipe import Candidate

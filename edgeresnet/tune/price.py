@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..backends.base import Backend
-from ..bench import time_runner
+from ..bench.timing import time_runner
 from ..errors import require
 from ..quantize.recipe import Candidate, quantized_model
 from .search import expand

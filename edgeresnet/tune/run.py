@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..calibrate.table import CalibrationTable
-from ..progress import stderr
+from ..core.progress import stderr
 from ..quantize.plan import layer_units
 from ..quantize.recipe import Candidate
 from .emulate import Images, Runner

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..progress import progress
+from ..core.progress import progress
 from ..quantize.recipe import Candidate
 from .emulate import Images, Runner, sqnr_db
 from .search import Scorer, expand

@@ -14,21 +14,21 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends.base import Artifact, Backend, artifact_size
-from .bench import time_runner
-from .bench_run import row_columns
-from .bench_worker import block_spec
-from .calibrate.table import CalibrationTable
-from .data import Preprocess
-from .data.sources import ImageSet
-from .errors import EdgeResNetError, fatal, require
-from .evaluate import Accuracy, evaluate
-from .latency import PLAN, Plan, merge, run_rounds
-from .outdir import atomic_write
-from .progress import stderr
-from .quantize.profile import Profile
-from .quantize.recipe import Candidate, quantized_model
-from .report import ResultRow
+from ..backends.base import Artifact, Backend, artifact_size
+from ..bench.timing import time_runner
+from ..bench.run import row_columns
+from ..bench.worker import block_spec
+from ..calibrate.table import CalibrationTable
+from ..data import Preprocess
+from ..data.sources import ImageSet
+from ..errors import EdgeResNetError, fatal, require
+from ..bench.accuracy import Accuracy, evaluate
+from ..bench.latency import PLAN, Plan, merge, run_rounds
+from ..core.outdir import atomic_write
+from ..core.progress import stderr
+from ..quantize.profile import Profile
+from ..quantize.recipe import Candidate, quantized_model
+from ..report import ResultRow
 
 Measure = Callable[[ResultRow, Callable], "Accuracy | None"]
 

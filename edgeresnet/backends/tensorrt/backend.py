@@ -26,15 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import BackendUnavailable, EdgeResNetError, InputError, UsageError
-from ..quantize.plan import plan
-from ..quantize.profile import Profile
-from .base import DEFAULT_BATCH_RANGE, Artifact, EngineOptions, Runner, Skip
-from .registry import register
-from .tensorrt_bundle import BUNDLE, FP16_SOURCES, implicit_float_layers, layer_warnings, write_bundle, write_fp16_sources
-from .tensorrt_jetpack import APT_TENSORRT
-from .tensorrt_recipes import check_dla, recipe_for
-from .tensorrt_recipes import plan as recipe_plan
+from ...errors import BackendUnavailable, EdgeResNetError, InputError, UsageError
+from ...quantize.plan import plan
+from ...quantize.profile import Profile
+from ..base import DEFAULT_BATCH_RANGE, Artifact, EngineOptions, Runner, Skip
+from ..registry import register
+from .bundle import BUNDLE, FP16_SOURCES, implicit_float_layers, layer_warnings, write_bundle, write_fp16_sources
+from .jetpack import APT_TENSORRT
+from .recipes import check_dla, recipe_for
+from .recipes import plan as recipe_plan
 
 # The classifier Gemm stays in float (FP16 in the engine), as NVIDIA's ModelOpt leaves it: a
 # classifier GEMM is a GEMV at batch 1 and has N or K under 16 on small heads, where ModelOpt
@@ -73,7 +73,7 @@ class TrtOptions:
 
 def device():
     """``edgeresnet/bundle/trt_device.py``: the device side, shared with the bundle's copy."""
-    from ..bundle import trt_device
+    from ...bundle import trt_device
 
     return trt_device
 
@@ -265,7 +265,7 @@ def write_device_files(bundle: Path, ctx) -> None:
     """trt/trt_device.py (the device side, so a device without this package can build, evaluate
     and benchmark) and trt/eval.npz (the export's evaluation images, uint8 NHWC as preprocessing
     leaves them before normalisation, with labels, mean and std): the manifest hashes both."""
-    shutil.copyfile(Path(__file__).resolve().parent.parent / "bundle" / "trt_device.py", bundle / "trt_device.py")
+    shutil.copyfile(Path(__file__).resolve().parents[2] / "bundle" / "trt_device.py", bundle / "trt_device.py")
     measure = ctx.measure
     eval_set, pre, idx = (getattr(measure, k, None) for k in ("eval_set", "pre", "eval_idx"))
     if eval_set is None or pre is None or idx is None or not len(idx):

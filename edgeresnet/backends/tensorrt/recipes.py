@@ -38,7 +38,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from ..errors import UsageError
+from ...errors import UsageError
 
 PRECISIONS = ("int8", "fp16", "fp32")
 DLA_ENGINES = ("int8-dla", "fp16-dla")
@@ -340,6 +340,6 @@ def all_plans(*, input_name: str, chw: tuple[int, int, int], batch_range: tuple[
 def datatype(entry: dict, recipe: Recipe | None = None) -> str:
     """A layer input's data type from the engine inspector's JSON, whichever line wrote it:
     "int8", "fp16", "fp32", ... or "unknown" (never guessed as float)."""
-    from ..bundle.trt_device import tensor_dtype
+    from ...bundle.trt_device import tensor_dtype
 
     return tensor_dtype(entry)

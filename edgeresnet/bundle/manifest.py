@@ -13,11 +13,11 @@ import json
 import posixpath
 from pathlib import Path
 
-from ._version import __version__
-from .backends.base import artifact_files
-from .backends.registry import bundle_dirs
-from .errors import InputError
-from .outdir import atomic_write, read_json
+from .._version import __version__
+from ..backends.base import artifact_files
+from ..backends.registry import bundle_dirs
+from ..errors import InputError
+from ..core.outdir import atomic_write, read_json
 
 NAME = "edgeresnet.json"
 FORMAT = "edgeresnet-bundle/1"
@@ -78,8 +78,8 @@ def read_manifest(root: Path) -> dict:
 def _check_shape(manifest: dict, path: Path) -> None:
     """Every field a command reads has its type, and the sizes are bounded, before any use:
     a hand-edited manifest is one InputError, never a KeyError or a 100,000-pixel input."""
-    from .data.preprocess import Preprocess, Source
-    from .limits import MAX_CLASSES
+    from ..data.preprocess import Preprocess, Source
+    from ..core.limits import MAX_CLASSES
 
     def bad(what: str) -> InputError:
         return InputError(f"{path}: {what}", hint="re-export; a bundle's manifest must not be edited by hand")
@@ -146,7 +146,7 @@ def verify_files(root: Path, files: dict[str, str]) -> None:
 def verify_entry(root: Path, entry: dict) -> None:
     """One artifact entry, as every command checks it before use: the file it loads must be
     covered by its hashes, every file must match, and ONNX files must pass onnx.checker."""
-    from .onnxfile import check_onnx_file
+    from ..onnxfile import check_onnx_file
 
     if entry.get("path") not in entry.get("files", {}):
         raise InputError(f"{root}'s manifest loads {entry.get('path')}, a file its hashes do not cover",

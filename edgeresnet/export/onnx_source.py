@@ -12,15 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import IMAGENET_PREPROCESS, ModelMeta
-from .data import Preprocess
-from .data.preprocess import Overrides
-from .errors import InputError, require
-from .export import INPUT, OUTPUT, set_metadata
-from .limits import MAX_CLASSES, check_count
-from .onnxfile import STANDARD, check_onnx_file, read_metadata
-from .onnxfile.metadata import PREFIX
-from .onnxrun import user_run, user_session
+from ..models.checkpoint import IMAGENET_PREPROCESS, ModelMeta
+from ..data import Preprocess
+from ..data.preprocess import Overrides
+from ..errors import InputError, require
+from .torch_onnx import INPUT, OUTPUT, set_metadata
+from ..core.limits import MAX_CLASSES, check_count
+from ..onnxfile import STANDARD, check_onnx_file, read_metadata
+from ..onnxfile.metadata import PREFIX
+from ..onnxfile.reference import user_run, user_session
 
 
 @dataclass

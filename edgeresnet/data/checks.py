@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .progress import stderr
+from ..core.progress import stderr
 
 CALIB_BATCH = 64
 

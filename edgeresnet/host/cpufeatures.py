@@ -5,6 +5,6 @@ edgeresnet reads its CPU the same way; this module keeps the package's old impor
 
 from __future__ import annotations
 
-from .bundle.device import _x86_cpuid, runtime_isa
+from ..bundle.device import _x86_cpuid, runtime_isa
 
 __all__ = ["runtime_isa", "_x86_cpuid"]

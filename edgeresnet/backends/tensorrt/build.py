@@ -12,27 +12,20 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends.tensorrt import (
-    DEVICE_HINT,
-    PROFILE,
-    TensorRTBackend,
-    TrtOptions,
-    plan_for,
-    unavailable_reason,
-)
-from .backends.tensorrt_bundle import BUNDLE, FP16_SOURCES, BuildSpec, calibration_cache, parse_calibration_cache
-from .backends.tensorrt_recipes import plan as recipe_plan
-from .backends.tensorrt_recipes import dla_refusal, recipe_for
-from .bundle import Bundle, export_root
-from .bundle.report import read_report
-from .data import Preprocess, load_split
-from .engines import EngineContext, Measurer, engine_rows, time_rows
-from .errors import BackendUnavailable, InputError
-from .machine import libraries
-from .manifest import write_manifest
-from .report import Report
-from .report.publish import publish, read_bench
-from .report.table import ran_on
+from .backend import DEVICE_HINT, PROFILE, TensorRTBackend, TrtOptions, plan_for, unavailable_reason
+from .bundle import BUNDLE, FP16_SOURCES, BuildSpec, calibration_cache, parse_calibration_cache
+from .recipes import plan as recipe_plan
+from .recipes import dla_refusal, recipe_for
+from ...bundle import Bundle, export_root
+from ...bundle.report import read_report
+from ...data import Preprocess, load_split
+from ...export.engines import EngineContext, Measurer, engine_rows, time_rows
+from ...errors import BackendUnavailable, InputError
+from ...host.machine import libraries
+from ...bundle.manifest import write_manifest
+from ...report import Report
+from ...report.publish import publish, read_bench
+from ...report.table import ran_on
 
 
 HINT = "pass an export directory made with --target trt"

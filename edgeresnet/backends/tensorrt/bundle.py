@@ -11,11 +11,11 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError, UsageError
+from ...errors import InputError, UsageError
 
-from ..bundle.trt_device import audit
-from .tensorrt_recipes import DEFAULT_LINE, LINES, RECIPES, Recipe, all_plans, cache_header, implicit_int8_command
-from .tensorrt_recipes import lines_table, plan, recipe_for, trtexec_command, version_code
+from ...bundle.trt_device import audit
+from .recipes import DEFAULT_LINE, LINES, RECIPES, Recipe, all_plans, cache_header, implicit_int8_command
+from .recipes import lines_table, plan, recipe_for, trtexec_command, version_code
 
 BUNDLE = "trt"
 DEFAULT_TRT_VERSION = RECIPES[DEFAULT_LINE].default_version  # JetPack 6.1/6.2
@@ -165,7 +165,7 @@ class BuildSpec:
 
     @classmethod
     def from_json(cls, data, where: str) -> "BuildSpec":
-        from ..limits import MAX_SIDE
+        from ...core.limits import MAX_SIDE
 
         if not isinstance(data, dict):
             raise InputError(f"{where} is not a JSON object", hint=SPEC_HINT)
@@ -237,7 +237,7 @@ def write_fp16_sources(bundle: Path) -> None:
     """TensorRT 11: FP16-typed copies of the FP32 ONNX and of the QDQ ONNX (tensorrt_fp16)."""
     import onnx
 
-    from .tensorrt_fp16 import to_fp16
+    from .fp16 import to_fp16
 
     for source, copy in FP16_SOURCES.items():
         onnx.save(to_fp16(onnx.load(str(bundle / source))), str(bundle / copy))

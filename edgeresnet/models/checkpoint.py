@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._version import __version__
-from .data.preprocess import Preprocess, Source
-from .data.sources import user_path
-from .errors import InputError, require
-from .limits import MAX_CLASSES, check_count
-from .models.registry import build_model, get_arch
-from .outdir import atomic_write
+from .._version import __version__
+from ..data.preprocess import Preprocess, Source
+from ..data.sources import user_path
+from ..errors import InputError, require
+from ..core.limits import MAX_CLASSES, check_count
+from .registry import build_model, get_arch
+from ..core.outdir import atomic_write
 
 FORMAT = "edgeresnet-checkpoint/1"
 IMAGENET_PREPROCESS = Preprocess(channels=3, size=224, resize=256, mean=(0.485, 0.456, 0.406),
@@ -135,7 +135,7 @@ def _read_raw(path: Path) -> tuple[dict, dict | None]:
 def _unreadable(path: Path, why: str) -> InputError:
     """Why a .pt file did not load, from its bytes (read, never unpickled): a pickle that calls
     something (named), or what the file is instead of a checkpoint."""
-    from .models.pickle_scan import describe, pickle_calls
+    from .pickle_scan import describe, pickle_calls
 
     unsafe = [c for c in pickle_calls(path) if not c.startswith(SAFE_GLOBALS)]
     if unsafe or "Unsupported global" in why or "GLOBAL" in why:  # torch's own word, when the scan missed it
@@ -234,7 +234,7 @@ def _compare_keys(expected: dict, got: dict) -> tuple[list[str], list[str]]:
 
 
 def default_model_path() -> Path:
-    path = Path(__file__).resolve().parent / "assets" / "default.pt"
+    path = Path(__file__).resolve().parent.parent / "assets" / "default.pt"
     if not path.exists():
         raise InputError("the shipped default model is missing from this install", hint="reinstall edgeresnet")
     return path

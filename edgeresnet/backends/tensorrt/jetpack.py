@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .tensorrt_recipes import recipe_for
+from .recipes import recipe_for
 
 # jtop/core/jetson_variables.py NVIDIA_JETPACK (rbonghi/jetson_stats f41d5cad), the releases with a
 # TensorRT line here; jetson-containers l4t_version.py agrees on every row it has.

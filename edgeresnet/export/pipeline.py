@@ -14,38 +14,38 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._version import __version__
-from .backends import Backend, EngineOptions, expand_targets, get_backend, install_hint
-from .backends import backends as registered
-from .backends.base import DEFAULT_BATCH_RANGE
-from .calibrate.collect import DEFAULT_MEMORY_MB, calibrate, pick_calibration_images, pick_validation_images
-from .calibrate.observers import METHODS
-from .calibrate.table import CalibrationTable, weights_sha256
-from .checkpoint import IMAGENET_PREPROCESS, ModelMeta, load_checkpoint
-from .data import FASHION_MNIST_CLASSES, Preprocess, load_split
-from .data.preprocess import Overrides
-from .data.sources import ImageSet, user_path
+from .._version import __version__
+from ..backends import Backend, EngineOptions, expand_targets, get_backend, install_hint
+from ..backends import backends as registered
+from ..backends.base import DEFAULT_BATCH_RANGE
+from ..calibrate.collect import DEFAULT_MEMORY_MB, calibrate, pick_calibration_images, pick_validation_images
+from ..calibrate.observers import METHODS
+from ..calibrate.table import CalibrationTable, weights_sha256
+from ..models.checkpoint import IMAGENET_PREPROCESS, ModelMeta, load_checkpoint
+from ..data import FASHION_MNIST_CLASSES, Preprocess, load_split
+from ..data.preprocess import Overrides
+from ..data.sources import ImageSet, user_path
 from .engines import EngineContext, Measurer, engine_rows, time_rows
-from .errors import BackendUnavailable, InputError, UsageError, fatal, require
-from .latency import PLAN
-from .limits import MAX_SIDE, check_flag
-from .evaluate import torch_predictor
-from .export import INPUT, OPSET, compare_with_torch, export_onnx
-from .fold import fold_bn, verify_fold
-from .machine import cpu, libraries
-from .manifest import write_manifest
-from .models.registry import default_small_input, list_models
-from .outdir import atomic_write, staged_dir
-from .progress import stderr
-from .quantize.plan import layer_units, plan
-from .quantize.recipe import Candidate, match_layers, module_path
-from .tune.options import TuneOptions
-from .report import Report, ResultRow
-from .report.publish import publish
-from .validate import check_calibration_set, warn_skipped
+from ..errors import BackendUnavailable, InputError, UsageError, fatal, require
+from ..bench.latency import PLAN
+from ..core.limits import MAX_SIDE, check_flag
+from ..bench.accuracy import torch_predictor
+from .torch_onnx import INPUT, OPSET, compare_with_torch, export_onnx
+from ..models.fold import fold_bn, verify_fold
+from ..host.machine import cpu, libraries
+from ..bundle.manifest import write_manifest
+from ..models.registry import default_small_input, list_models
+from ..core.outdir import atomic_write, staged_dir
+from ..core.progress import stderr
+from ..quantize.plan import layer_units, plan
+from ..quantize.recipe import Candidate, match_layers, module_path
+from ..tune.options import TuneOptions
+from ..report import Report, ResultRow
+from ..report.publish import publish
+from ..data.checks import check_calibration_set, warn_skipped
 
 if TYPE_CHECKING:  # the tuner is imported only when --max-drop or --sensitivity asks for it
-    from .tune.run import TuneResult
+    from ..tune.run import TuneResult
 
 FP32_ONNX = "model.fp32.onnx"
 TABLE = "calibration.json"
@@ -105,7 +105,7 @@ def load_model(cfg: ExportConfig) -> Loaded:
     if cfg.model != "default" and not path.exists() and cfg.model in list_models():
         if not cfg.input_size:
             raise UsageError(f"a zoo name ({cfg.model}) needs --input-size", hint="e.g. --input-size 224")
-        from .models.registry import build_model
+        from ..models.registry import build_model
 
         small = default_small_input(cfg.model, cfg.input_size)
         model = build_model(cfg.model, num_classes=1000, in_channels=3, small_input=small).eval()
@@ -145,8 +145,8 @@ def tune_int8(cfg: ExportConfig, loaded: Loaded, fp32_proto, table: CalibrationT
           calib_idx: np.ndarray) -> TuneResult:
     """Accuracy-aware INT8. Carve the validation slice out of the calibration split (never the evaluation split,
     never a calibration image) and run the accuracy-aware stages on it."""
-    from .tune.emulate import Images
-    from .tune.run import tune
+    from ..tune.emulate import Images
+    from ..tune.run import tune
 
     pre = loaded.meta.preprocess
     used = np.asarray(table.image_indices if cfg.calib_table and table.source == calib_set.source else calib_idx)
@@ -179,7 +179,7 @@ def tune_int8(cfg: ExportConfig, loaded: Loaded, fp32_proto, table: CalibrationT
 
 def _price(backend, ctx: EngineContext, tuned: TuneResult, rows: list[ResultRow], probe: np.ndarray) -> None:
     """Latency price of each float layer on this engine, into its INT8 row."""
-    from .tune.price import price_fallbacks
+    from ..tune.price import price_fallbacks
 
     row = next((r for r in rows if r.precision == "int8" and r.status == "ok"), None)
     if row is None:
@@ -342,7 +342,7 @@ def load_and_fold(cfg: ExportConfig, inputs: Inputs, work: Path) -> Folded:
 
 def _onnx_folded(loaded: Loaded, work: Path, calib_idx: np.ndarray, probe: np.ndarray) -> Folded:
     """An ONNX source: ONNX Runtime folded its BNs; check the folded graph against the file on real images."""
-    from .fold import FoldReport
+    from ..models.fold import FoldReport
     from .onnx_source import compare_graphs
 
     onnx = require("onnx", "torch")
@@ -487,7 +487,7 @@ def golden_set(cfg: ExportConfig, inputs: Inputs, folded: Folded, eval_idx: np.n
     """golden.npz (a small class-balanced sample of the evaluation images with the FP32 logits)
     and what every built artifact scored on it, for `verify` on any device; None without an
     evaluation set."""
-    from .bundle.golden import write_golden
+    from ..bundle.golden import write_golden
 
     if inputs.eval_set is None or eval_idx is None or not len(eval_idx) or evaluation is None:
         return None
@@ -499,7 +499,7 @@ def golden_set(cfg: ExportConfig, inputs: Inputs, folded: Folded, eval_idx: np.n
 def publish_export(work: Path, report: Report) -> None:
     """report.json, report.md, report.html, the device file, then the manifest that hashes
     every artifact."""
-    from .bundle.verify import install_device_file
+    from ..bundle.verify import install_device_file
 
     publish(work, report)
     install_device_file(work)

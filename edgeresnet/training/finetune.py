@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checkpoint import FORMAT, _read_raw
-from .errors import InputError, require
-from .manifest import sha256
+from ..models.checkpoint import FORMAT, _read_raw
+from ..errors import InputError, require
+from ..bundle.manifest import sha256
 
 
 @dataclass

@@ -12,17 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import ModelMeta, load_checkpoint, save_checkpoint
-from .data import Preprocess, default_preprocess, load_split, loader
-from .data.preprocess import Overrides
-from .data.sources import ImageSet
+from ..models.checkpoint import ModelMeta, load_checkpoint, save_checkpoint
+from ..data import Preprocess, default_preprocess, load_split, loader
+from ..data.preprocess import Overrides
+from ..data.sources import ImageSet
 from . import distributed
-from .errors import BackendUnavailable, InputError, UsageError, require
+from ..errors import BackendUnavailable, InputError, UsageError, require
 from .finetune import freeze_backbone, init_state, load_init
-from .limits import MAX_SIDE, check_flag
-from .outdir import check_writable
-from .models.registry import build_model, default_small_input, get_arch
-from .progress import RunClock, eta_text, progress, stderr
+from ..core.limits import MAX_SIDE, check_flag
+from ..core.outdir import check_writable
+from ..models.registry import build_model, default_small_input, get_arch
+from ..core.progress import RunClock, eta_text, progress, stderr
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import require
+from ..errors import require
 
 
 @dataclass

@@ -7,14 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .backends import expand_targets, get_backend
-from .backends.base import Artifact, artifact_size
-from .backends.registry import for_suffix, suffixes_help
-from .bench_worker import block_spec
-from .errors import InputError, UsageError
+from ..backends import expand_targets, get_backend
+from ..backends.base import Artifact, artifact_size
+from ..backends.registry import for_suffix, suffixes_help
+from .worker import block_spec
+from ..errors import InputError, UsageError
 from .latency import PLAN, Plan, merge, run_rounds
-from .limits import check_flag
-from .report import Report, ResultRow
+from ..core.limits import check_flag
+from ..report import Report, ResultRow
 
 @dataclass(frozen=True)
 class BenchConfig:
@@ -50,8 +50,8 @@ def _file_precision(path: Path) -> str:
 def discover(source: Path) -> tuple[list[Item], dict | None]:
     """The artifacts to time: an export dir's report rows, or one model file."""
     if source.is_dir():
-        from .bundle import Bundle
-        from .bundle.report import read_report
+        from ..bundle import Bundle
+        from ..bundle.report import read_report
 
         bundle = Bundle(source)
         report = read_report(bundle)
@@ -79,7 +79,7 @@ def discover(source: Path) -> tuple[list[Item], dict | None]:
     if target is None:
         raise InputError(f"cannot benchmark {source.name}", hint=f"supported: {suffixes_help()}")
     if source.suffix.lower() == ".onnx":
-        from .onnxfile import check_onnx_file
+        from ..onnxfile import check_onnx_file
 
         check_onnx_file(source)
     return [Item(Artifact(target, _file_precision(source), source), {})], None
@@ -144,7 +144,7 @@ def against_export(rows: list[ResultRow], export: list[ResultRow]) -> None:
     artifact, into ``details["vs_export"]`` with one line for the terminal: they agree when their
     intervals overlap; when they do not, one of them is noise and the line says which, rather than
     leaving two contradicting figures side by side."""
-    from .report.table import ran_on, speedup_of
+    from ..report.table import ran_on, speedup_of
 
     export = [r for r in export if not ran_on(r)]
     for row in rows:
@@ -193,8 +193,8 @@ def _warn_other_cpu(report: dict | None) -> None:
     """The accuracy columns come from the export: say so when it ran on another CPU class."""
     import warnings
 
-    from .errors import PortabilityWarning
-    from .machine import cpu_class
+    from ..errors import PortabilityWarning
+    from ..host.machine import cpu_class
 
     measured = ((report or {}).get("machine") or {}).get("cpu") or {}
     if measured.get("class") and measured["class"] != cpu_class():

@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 
 EXPORT_MARKERS = ("edgeresnet.json", "report.json")  # what makes a folder an edgeresnet export

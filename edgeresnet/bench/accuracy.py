@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import Preprocess
-from .data.sources import ImageSet
-from .errors import InputError
-from .progress import progress
+from ..data import Preprocess
+from ..data.sources import ImageSet
+from ..errors import InputError
+from ..core.progress import progress
 
 Predict = Callable[[np.ndarray], np.ndarray]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._version import __version__
-from .checkpoint import ModelMeta
-from .errors import EdgeResNetError, native_call, require
+from .._version import __version__
+from ..models.checkpoint import ModelMeta
+from ..errors import EdgeResNetError, native_call, require
 
 INPUT, OUTPUT = "input", "logits"
 OPSET = 17
@@ -57,7 +57,7 @@ def export_onnx(model, meta: ModelMeta, path: Path, opset: int = OPSET) -> None:
     """Write ``model`` (a folded ResNet, eval mode) as an FP32 ONNX file, checked with onnx.checker."""
     torch = require("torch", "torch")
     onnx = require("onnx", "torch")
-    from .outdir import atomic_write
+    from ..core.outdir import atomic_write
 
     model = model.eval()
     dummy = torch.zeros(1, *meta.preprocess.input_shape)

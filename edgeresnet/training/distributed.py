@@ -56,7 +56,7 @@ class Dist:
 def peer_lost(ddp: Dist, exc: RuntimeError, out) -> "EdgeResNetError | None":
     """A collective that failed because another process of the run died (killed, out of memory):
     one line for this rank, saying the run stopped and what is left; None for any other error."""
-    from .errors import PeerLost
+    from ..errors import PeerLost
 
     text = str(exc)
     if ddp.world == 1 or not any(s in text for s in _PEER_GONE):

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backends.base import Runner
-from .host.memory import peak_rss_mb  # noqa: F401 - re-exported: bench_worker and tests read it here
+from ..backends.base import Runner
+from ..host.memory import peak_rss_mb  # noqa: F401 - re-exported: bench_worker and tests read it here
 
 
 @dataclass

@@ -18,8 +18,8 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
-from .progress import progress
-from .report.speedup import paired, spread_pct
+from ..core.progress import progress
+from ..report.speedup import paired, spread_pct
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def _more(plan: Plan, done: int, started: float, specs: list[dict], timed: list[
 def run_rounds(specs: list[dict], plan: Plan = PLAN, timeout: float = 600) -> list[Timed]:
     """Time every spec (bench_worker.block_spec) in interleaved rounds, with a progress bar; a
     block that fails ends that artifact's rounds (its error kept) and the others go on."""
-    from .bench_worker import spawn  # numpy and the engine registry: not for `--help`
+    from .worker import spawn  # numpy and the engine registry: not for `--help`
 
     timed = [Timed() for _ in specs]
     started, done = time.perf_counter(), 0

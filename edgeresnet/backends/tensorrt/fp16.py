@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
+from ...errors import InputError
 
 MIN_OPSET = 19
 FP16_MAX = 65504.0

@@ -2,7 +2,7 @@
 
 A process per block keeps the engines' thread pools from fighting (measured here: OpenVINO
 f32 went from 10.6 ms alone to 39 ms interleaved with ONNX Runtime) and makes peak memory
-per engine meaningful. Usage: python -m edgeresnet.bench_worker '<json spec>'; the parent
+per engine meaningful. Usage: python -m edgeresnet.bench.worker '<json spec>'; the parent
 side is :func:`spawn`, used by `bench` and by `export`'s quick timing alike.
 """
 
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import get_backend
-from .backends.base import Artifact
-from .bench import peak_rss_mb, time_runner, time_throughput
+from ..backends import get_backend
+from ..backends.base import Artifact
+from .timing import peak_rss_mb, time_runner, time_throughput
 
 
 def run_block(spec: dict) -> dict:
@@ -68,7 +68,7 @@ def block_spec(art: Artifact, *, batch: int = 1, chw=None, threads: int | None =
 
 def spawn(spec: dict, timeout: float = 600) -> dict:
     """Run one block in a fresh interpreter and return its result; one line on failure."""
-    res = subprocess.run([sys.executable, "-m", "edgeresnet.bench_worker", json.dumps(spec)],
+    res = subprocess.run([sys.executable, "-m", "edgeresnet.bench.worker", json.dumps(spec)],
                          capture_output=True, text=True, timeout=timeout)
     if res.returncode != 0:
         lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]

@@ -22,7 +22,7 @@ MAX_THREADS = 4 * (os.cpu_count() or 1)  # more only oversubscribes the cores (3
 
 @functools.lru_cache(maxsize=1)
 def _cpu() -> dict:
-    from .bundle.device import cpu_facts
+    from ..bundle.device import cpu_facts
 
     return cpu_facts()
 
@@ -40,7 +40,7 @@ def cpu_class(info: dict | None = None) -> str:
     int8 dot-product the runtimes' kernels use; this CPU's by default."""
     if info is None:
         return cpu()["class"]
-    from .bundle.device import cpu_class as classify
+    from ..bundle.device import cpu_class as classify
 
     return classify(info)
 
@@ -56,7 +56,7 @@ def library_version(name: str) -> str | None:
 
 
 def libraries() -> dict[str, str | None]:
-    from .backends.registry import library_extras
+    from ..backends.registry import library_extras
 
     names = [*CORE_LIBRARIES[:2], *library_extras(), *CORE_LIBRARIES[2:]]
     return {name: library_version(name) for name in names}
@@ -86,7 +86,7 @@ def jetson(root: str = "/") -> dict:
     comes from the devfreq folder the bench's telemetry finds (a scan of /sys/class/devfreq, as
     jetson_stats does), so Xavier, Nano, Orin on JetPack 5 or 6 and Thor all report it. `root`
     reads a fixture tree instead of "/" (nvpmodel is run only for the real machine)."""
-    from .bundle.trt_device import gpu_devfreq
+    from ..bundle.trt_device import gpu_devfreq
 
     base = Path(root)
     info: dict = {}
@@ -115,7 +115,7 @@ def jetson(root: str = "/") -> dict:
 def runtime_details() -> dict:
     """What each installed engine sees (ONNX Runtime's execution providers, OpenVINO's
     devices): every registered backend's ``runtime_facts()``, where it has one."""
-    from .backends.registry import backends
+    from ..backends.registry import backends
 
     details: dict = {}
     for cls in backends():

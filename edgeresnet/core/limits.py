@@ -14,7 +14,7 @@ _FILE_HINT = "the value comes from the file or data named above: fix it there, o
 def check_count(what: str, value, most: int, least: int = 1, hint: str | None = None) -> int:
     """An integer in [least, most], or an InputError naming ``what``, the limit and ``hint``
     (by default: fix the file the value came from)."""
-    from .errors import InputError
+    from ..errors import InputError
 
     if isinstance(value, bool) or not isinstance(value, int):
         try:
@@ -32,7 +32,7 @@ def check_flag(flag: str, value, *, least=None, most=None, above=None, below=Non
     """A numeric flag within its bounds (NaN and inf never are), or a UsageError naming it."""
     import math
 
-    from .errors import UsageError
+    from ..errors import UsageError
 
     if value is None:
         return

@@ -1,0 +1,1 @@
+"""The export: its stages (pipeline), torch -> FP32 ONNX, an ONNX source, and the engine stage."""
