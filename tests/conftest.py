@@ -39,6 +39,18 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> sub
                           cwd=cwd, env=env, timeout=600)
 
 
+# Session fixtures that run a full `edgeresnet export`: a test that uses one (directly or through
+# another fixture) is `slow` whatever its own marks say, so the fast tier (-m "not slow") builds
+# no full export. Fast tests use tiny real graphs and bundles (make_bundle, tests/test_verify.py).
+FULL_EXPORTS = {"ort_ov_bundle", "trt_bundle"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if FULL_EXPORTS & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def export_default(out: Path, *extra: str) -> subprocess.CompletedProcess:
     """`edgeresnet export default` on the shipped images, as a user runs it."""
     res = run_cli("export", "default", "--calib", "default", "--eval", "default", "--out", str(out), *extra)

@@ -1,7 +1,9 @@
 """`edgeresnet bench` and the reports, run the way a user runs them."""
 
 import json
+import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +16,9 @@ from .conftest import run_cli
 
 
 @pytest.fixture(scope="module")
-def export_dir(ort_ov_bundle):
-    return ort_ov_bundle
+def export_dir(ort_ov_bundle, tmp_path_factory):
+    """A private copy: `bench` rewrites the reports in it, never in the shared session bundle."""
+    return Path(shutil.copytree(ort_ov_bundle, tmp_path_factory.mktemp("bench") / "exp"))
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +104,6 @@ def test_speedup_compares_same_engine_batch_and_mode():
 def test_bench_refuses_a_tampered_bundle_and_rewrites_nothing(ort_ov_bundle, tmp_path):
     """bench checks every file against edgeresnet.json (and ONNX files by onnx.checker) before
     timing, like predict and eval: one flipped byte is refused, and no report is rewritten."""
-    import shutil
 
     bad = tmp_path / "bad"
     shutil.copytree(ort_ov_bundle, bad)
@@ -109,7 +111,7 @@ def test_bench_refuses_a_tampered_bundle_and_rewrites_nothing(ort_ov_bundle, tmp
     data = bytearray(target.read_bytes())
     data[len(data) // 2] ^= 0xFF
     target.write_bytes(bytes(data))
-    def outputs():  # what bench writes: report.md/html/json and bench.json (earlier tests may have made one)
+    def outputs():  # what bench writes: report.md/html/json and bench.json
         return {p.name: p.read_bytes() for p in bad.iterdir() if p.name.startswith(("report", "bench"))}
 
     before = outputs()
