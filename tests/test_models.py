@@ -61,7 +61,9 @@ def test_cifar_family_shapes(name, size, channels):
         assert model(torch.randn(2, channels, size, size)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("name", IMAGENET)
+# The deep ones take seconds each on 2 cores: slow; the fast tier keeps the 18/34 of each family.
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.endswith(("50", "101", "152")) else n
+                                  for n in IMAGENET])
 @pytest.mark.parametrize("size,small", [(64, False), (32, True)])
 def test_imagenet_family_shapes(name, size, small):
     model = build_model(name, num_classes=7, in_channels=1, small_input=small).eval()
