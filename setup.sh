@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 # Debian packages: Fashion-MNIST (the full train split), qemu-user (tests/test_cpu_emulation.py
-# runs the bundle as an AVX2-only x86 and as an ARM64 CPU) and openssh-server (tests/test_remote.py
+# runs the bundle as an AVX2-only x86 and as an ARM64 CPU) and openssh-server (tests/host/test_remote.py
 # drives --host through an sshd of its own on 127.0.0.1 with throwaway keys). All optional:
 # without them the shipped calibration/ images still work and the emulation and SSH tests skip,
 # saying why.

@@ -41,7 +41,7 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> sub
 
 # Session fixtures that run a full `edgeresnet export`: a test that uses one (directly or through
 # another fixture) is `slow` whatever its own marks say, so the fast tier (-m "not slow") builds
-# no full export. Fast tests use tiny real graphs and bundles (make_bundle, tests/test_verify.py).
+# no full export. Fast tests use tiny real graphs and bundles (make_bundle, tests/bundle/test_verify.py).
 FULL_EXPORTS = {"ort_ov_bundle", "trt_bundle"}
 
 

@@ -1,6 +1,6 @@
 """Where a QDQ ONNX puts its Q/DQ pairs, read the same way from ours and from NVIDIA's ModelOpt:
 for every compute node, which inputs arrive through DequantizeLinear, from which float tensor,
-with which scale. Used by tests/test_modelopt_reference.py and by the script that made its
+with which scale. Used by tests/quantize/test_modelopt_reference.py and by the script that made its
 fixture (tests/data/modelopt/make_fixture.py)."""
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ from .recipes import plan as recipe_plan
 # The classifier Gemm stays in float (FP16 in the engine), as NVIDIA's ModelOpt leaves it: a
 # classifier GEMM is a GEMV at batch 1 and has N or K under 16 on small heads, where ModelOpt
 # cites INT8 TensorRT kernels as slower than FP16 ones; it is under 0.1% of a ResNet's work, so
-# INT8 there saves nothing and costs a requantization (tests/test_modelopt_reference.py).
+# INT8 there saves nothing and costs a requantization (tests/quantize/test_modelopt_reference.py).
 PROFILE = Profile("trt", "int8", 0, "int8", 0, quantize_bias=False, placement="inputs", float_ops=("Gemm",))
 
 # Per line (tensorrt_recipes.LINES[*].where): JetPack 5/6 take TensorRT from apt, never pip; PyPI's

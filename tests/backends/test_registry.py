@@ -1,0 +1,114 @@
+"""The engine registry: a backend is one module that registers itself, and export, bench,
+predict, doctor and the report pick it up with no other file changed."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+
+from edgeresnet.backends import backend_class, expand_targets, get_backend, names, resolve
+from edgeresnet.backends.registry import register, unregister
+from edgeresnet.errors import UsageError
+
+from ..conftest import ROOT, run_cli
+
+TOY = "tests.plugins.toy_backend"
+
+
+@pytest.fixture
+def toy():
+    """The toy engine registered in this process, removed afterwards."""
+    import importlib
+    import sys
+
+    sys.modules.pop(TOY, None)
+    module = importlib.import_module(TOY)
+    yield module.SignedOrtBackend
+    unregister("ort-s8")
+
+
+def toy_env() -> dict:
+    """The toy engine for CLI subprocesses: a plug-in module named in EDGERESNET_BACKENDS."""
+    return {**os.environ, "EDGERESNET_BACKENDS": TOY,
+            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+
+
+def test_every_spelling_resolves_once_to_one_name():
+    assert names()[:3] == ("ort", "openvino", "trt")
+    for spelling, name in (("TRT", "trt"), ("tensorrt", "trt"), (" TensorRT ", "trt"), ("ov", "openvino"),
+                           ("onnxruntime", "ort")):
+        assert resolve(spelling) == name
+        assert type(get_backend(spelling)) is backend_class(name)
+    with pytest.raises(UsageError, match="did you mean trt"):
+        resolve("trtt")
+
+
+def test_a_registered_engine_is_everywhere_names_are(toy):
+    assert "ort-s8" in names() and resolve("TOY") == "ort-s8"
+    assert expand_targets(("all",))[-1] == "ort-s8"  # preference 90 puts it last
+    assert get_backend("toy").qdq_profile.name == "ort-s8"
+
+
+def test_a_taken_name_or_alias_is_refused(toy):
+    class Clash:
+        name, aliases = "clash", ("ov",)
+
+    with pytest.raises(ValueError, match="'ov' is already registered"):
+        register(Clash)
+    assert "clash" not in names()
+
+
+def test_the_orchestrator_names_no_engine():
+    """pipeline, engines and bench read the registry; engine names live in backends/ only."""
+    files = [ROOT / "edgeresnet" / "export" / f for f in ("pipeline.py", "engines.py")]
+    files += sorted((ROOT / "edgeresnet" / "bench").glob("*.py"))
+    found = [f"{f.name}: {m.group(0)}" for f in files for m in re.finditer(r'"(trt|openvino|ort)"', f.read_text())]
+    assert len(files) >= 5 and found == []
+
+
+def test_a_plugin_that_cannot_be_imported_is_one_warning_line():
+    res = run_cli("doctor", "--json", env={**os.environ, "EDGERESNET_BACKENDS": "no_such_engine_module"})
+    assert res.returncode == 0 and "Traceback" not in res.stderr
+    assert [ln for ln in res.stderr.splitlines() if "no_such_engine_module" in ln] == res.stderr.strip().splitlines()
+    assert set(json.loads(res.stdout)["int8_kernels"]) == {"ort", "openvino", "trt"}
+
+
+@pytest.mark.slow
+def test_a_toy_engine_goes_through_export_bench_predict_doctor_and_report(tmp_path, test_set):
+    env = toy_env()
+    out = tmp_path / "toy"
+    res = run_cli("export", "default", "--calib", "default", "--eval", "default", "--out", str(out), "--target",
+                  "ort,toy", "--calib-size", "64", "--eval-limit", "300", env=env)
+    assert res.returncode == 0, res.stderr
+    report = json.loads((out / "report.json").read_text())
+    rows = {(r["target"], r["precision"]): r for r in report["results"]}
+    toy_int8 = rows[("ort-s8", "int8")]
+    assert toy_int8["status"] == "ok" and toy_int8["details"]["qdq_profile"]["name"] == "ort-s8"
+    assert (out / toy_int8["artifact"]).exists() and toy_int8["artifact"] != rows[("ort", "int8")]["artifact"]
+    assert abs(toy_int8["top1_drop_pp"]) < 2.0  # the same scales on another grid: still a working INT8 model
+    assert "ort-s8" in (out / "report.md").read_text() and "ort-s8" in (out / "report.html").read_text()
+    manifest = json.loads((out / "edgeresnet.json").read_text())
+    assert ("ort-s8", "int8") in {(a["target"], a["precision"]) for a in manifest["artifacts"]}
+
+    res = run_cli("bench", str(out), "--target", "TOY", "--min-runs", "5", "--min-seconds", "0.1", env=env)
+    assert res.returncode == 0, res.stderr
+    bench = json.loads((out / "bench.json").read_text())["results"]
+    assert {(r["target"], r["precision"], r["status"]) for r in bench} == {("ort-s8", p, "ok") for p in ("fp32", "int8")}
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    from PIL import Image
+
+    for i in range(8):
+        Image.fromarray(test_set.images[i, :, :, 0]).save(images / f"img_{i}.png")
+    res = run_cli("predict", str(out), str(images), "--target", "toy", "--json", env=env)
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["target"] == "ort-s8" and len(data["predictions"]) == 8
+    assert sum(p["class_index"] == int(test_set.labels[i]) for i, p in enumerate(data["predictions"])) >= 6
+
+    res = run_cli("doctor", "--json", env=env)
+    assert json.loads(res.stdout)["int8_kernels"]["ort-s8"]["kernel"] == "s8s8"
