@@ -51,6 +51,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
+def run_inprocess(*args: str) -> subprocess.CompletedProcess:
+    """The CLI in this process (typer's runner), returned as run_cli returns it: the exit code
+    and stderr a user sees, without a new interpreter that imports torch again (about 2 CPU
+    seconds a call): for tables of error paths in the fast tier. run_cli stays the real thing."""
+    from typer.testing import CliRunner
+
+    from edgeresnet.cli import app
+
+    res = CliRunner().invoke(app, list(args))
+    return subprocess.CompletedProcess(args, res.exit_code, res.stdout, res.stderr)
+
+
 def export_default(out: Path, *extra: str) -> subprocess.CompletedProcess:
     """`edgeresnet export default` on the shipped images, as a user runs it."""
     res = run_cli("export", "default", "--calib", "default", "--eval", "default", "--out", str(out), *extra)

@@ -20,7 +20,7 @@ from edgeresnet.backends.tensorrt.recipes import RECIPES, all_plans, lines_table
 from edgeresnet.backends.tensorrt.recipes import version_in_line
 from edgeresnet.errors import BackendUnavailable, UsageError
 
-from ..conftest import export_default, make_bundle, run_cli
+from ..conftest import export_default, make_bundle, run_cli, run_inprocess
 
 LINES = {"8.5.2": ("8.5", "TRT-8502-EntropyCalibration2"), "10.3": ("10.3", "TRT-100300-EntropyCalibration2"),
          "11.4": ("11.4", None)}
@@ -259,13 +259,13 @@ def test_a_dla_export_writes_nvidias_dla_line_and_dry_run_shows_it(tmp_path, ver
 
 
 def test_dry_run_and_version_flags_refuse_bad_combinations(tmp_path):
-    res = run_cli("export", "default", "--target", "ort", "--trt-version", "10.3", "--out", str(tmp_path / "x"))
+    res = run_inprocess("export", "default", "--target", "ort", "--trt-version", "10.3", "--out", str(tmp_path / "x"))
     assert res.returncode == 2 and "--target trt" in res.stderr and "Traceback" not in res.stderr
     for version in ("11.2", "10.13"):  # no DLA: 11.0-11.4.0, and 10.8+ (10.7 was the last 10.x with DLA)
-        res = run_cli("export", "default", "--target", "trt", "--prepare-only", "--trt-version", version,
+        res = run_inprocess("export", "default", "--target", "trt", "--prepare-only", "--trt-version", version,
                       "--dla-core", "0", "--out", str(tmp_path / "y"))
         assert res.returncode == 2 and "DLA" in res.stderr and not (tmp_path / "y").exists()
-    res = run_cli("build", str(tmp_path), "--trt-version", "11")
+    res = run_inprocess("build", str(tmp_path), "--trt-version", "11")
     assert res.returncode == 2 and "--dry-run" in res.stderr
 
 

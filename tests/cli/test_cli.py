@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ..conftest import DEBIAN, run_cli
+from ..conftest import DEBIAN, run_cli, run_inprocess
 
 COMMANDS = ["train", "eval", "export", "bench", "build", "report", "doctor", "predict", "demo", "models"]
 
@@ -51,7 +51,7 @@ def test_default_model_is_small_and_carries_its_recipe():
     (["eval", "default", "--data", "default", "--split", "holdout"], 3, "splits"),
 ])
 def test_bad_input_is_one_line_and_an_exit_code(args, code, words):
-    res = run_cli(*args)
+    res = run_inprocess(*args)  # in-process: the real-process path is test_malicious_checkpoint_via_cli_runs_no_code
     assert res.returncode == code
     assert words in res.stderr and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) <= 3
@@ -94,6 +94,6 @@ def _evil_pickle(marker: Path) -> bytes:
     (["export", "/no/such.pt"], 3, "does not exist"),
 ])
 def test_export_bad_input(args, code, words, tmp_path):
-    res = run_cli(*args, "--out", str(tmp_path / "o"))
+    res = run_inprocess(*args, "--out", str(tmp_path / "o"))
     assert res.returncode == code and words in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "o").exists() and not list(tmp_path.iterdir())

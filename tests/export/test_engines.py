@@ -19,7 +19,7 @@ from edgeresnet.calibrate.table import CalibrationTable
 from edgeresnet.export.engines import EngineContext, engine_rows
 from edgeresnet.errors import UsageError
 
-from ..conftest import FailingEngine, export_default, run_cli
+from ..conftest import FailingEngine, export_default, run_cli, run_inprocess
 
 TRT_REASON = trt_unavailable()
 
@@ -144,10 +144,10 @@ def test_layer_checks_name_float_convs_unfused_adds_and_reformats():
 @pytest.mark.skipif(TRT_REASON is None, reason="TensorRT is installed here")
 @pytest.mark.parametrize("spelling", ["trt", "tensorrt", "TRT"])
 def test_target_trt_without_tensorrt_refuses_in_one_line(tmp_path, spelling):
-    res = run_cli("export", "default", "--target", spelling, "--out", str(tmp_path / "x"))
+    res = run_inprocess("export", "default", "--target", spelling, "--out", str(tmp_path / "x"))
     assert res.returncode == 4 and "TensorRT" in res.stderr and "--prepare-only" in res.stderr
     assert "Traceback" not in res.stderr and not (tmp_path / "x").exists()
-    res = run_cli("build", str(tmp_path))
+    res = run_inprocess("build", str(tmp_path))
     assert res.returncode != 0 and "Traceback" not in res.stderr
 
 

@@ -23,8 +23,8 @@ CASES = [  # name, options, folded, kept
     ("resnet20", {"shortcut": "A"}, 19, 0),
     ("preact_resnet20", {}, 9, 10),
     ("resnet18", {"small_input": True}, 20, 0),
-    ("resnet50", {"small_input": True}, 53, 0),
-    ("preact_resnet50", {"small_input": True}, 32, 17),
+    pytest.param("resnet50", {"small_input": True}, 53, 0, marks=pytest.mark.slow),  # seconds each on 2 cores
+    pytest.param("preact_resnet50", {"small_input": True}, 32, 17, marks=pytest.mark.slow),
 ]
 
 

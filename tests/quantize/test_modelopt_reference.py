@@ -62,6 +62,7 @@ def _named_differences_occur(ours: dict, reference: dict) -> set[tuple[str, str]
     return {(op, i) for op, _, i in ref_only}
 
 
+@pytest.mark.slow  # a real export of ResNet-20 (about 7 s on 2 cores)
 def test_resnet20_placement_and_scales_match_modelopt(tmp_path):
     fixture = json.loads((FIXTURES / "resnet20.json").read_text())
     reference, ours = fixture["placement"], _export(tmp_path, fixture)

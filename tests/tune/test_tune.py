@@ -20,7 +20,7 @@ from edgeresnet.quantize.plan import layer_units, plan
 from edgeresnet.quantize.recipe import Candidate, quantized_model
 from edgeresnet.tune.emulate import TUNE_PROFILE
 
-from ..conftest import DEBIAN, export_default, run_cli
+from ..conftest import DEBIAN, export_default, run_cli, run_inprocess
 
 OUTLIER_LAYER = "/layer3/layer3.0/conv2/Conv"
 
@@ -183,7 +183,7 @@ def test_issue_acceptance_minmax_32_images_within_a_tenth_of_a_point(tmp_path):
                  marks=pytest.mark.slow),  # calibrates before it can tell
 ])
 def test_bad_budget_input_is_one_line(tmp_path, args, needle):
-    res = run_cli("export", "default", "--calib", "default", "--no-eval", "--out", str(tmp_path / "x"), *args)
+    res = run_inprocess("export", "default", "--calib", "default", "--no-eval", "--out", str(tmp_path / "x"), *args)
     assert res.returncode in (2, 3), res.stderr
     assert needle in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "x").exists()
