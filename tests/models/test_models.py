@@ -53,7 +53,8 @@ CIFAR = [n for n in list_models() if get_arch(n).family == "cifar"]
 IMAGENET = [n for n in list_models() if get_arch(n).family == "imagenet"]
 
 
-@pytest.mark.parametrize("name", CIFAR)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.endswith(("56", "110", "1202")) else n
+                                  for n in CIFAR])  # the deep ones take seconds each: slow
 @pytest.mark.parametrize("size,channels", [(28, 1), (32, 3)])
 def test_cifar_family_shapes(name, size, channels):
     model = build_model(name, num_classes=10, in_channels=channels).eval()
