@@ -60,7 +60,7 @@ class BundleModel:
         if self.cpu_note:
             warnings.warn(self.cpu_note, PortabilityWarning, stacklevel=3)
         # Engines that are not thread-safe (TensorRT: one CUDA context, one stream) run one call at a time.
-        self._lock = None if getattr(backend_class(self.target), "thread_safe", True) else threading.Lock()
+        self._lock = None if backend.capabilities.thread_safe else threading.Lock()
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         if self._lock is None:
