@@ -196,8 +196,7 @@ class Backend(ABC):
     bundle: ClassVar[str | None] = None
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
-        given = options or {}
-        self.options: dict[str, Any] = {s.key: s.value(given.get(s.key)) for s in self.option_specs}
+        self.options: dict[str, Any] = option_values(self.option_specs, options or {})
 
     @abstractmethod
     def unavailable_reason(self) -> str | None:
@@ -262,6 +261,10 @@ class Backend(ABC):
                      options: Mapping[str, Any]):
         """`edgeresnet build` on the device (``capabilities.device_build``): build the bundle the
         export wrote, evaluate and time it, merge its rows into the report; returns the Report."""
+        raise TypeError(f"{self.name} is not built on the device (capabilities.device_build is False)")
+
+    def device_plan(self, export_dir: Path, options: Mapping[str, Any]) -> dict:
+        """`edgeresnet build --dry-run`: what ``device_build`` would do, as JSON (``capabilities.device_build``)."""
         raise TypeError(f"{self.name} is not built on the device (capabilities.device_build is False)")
 
 

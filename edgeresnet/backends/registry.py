@@ -20,7 +20,9 @@ from collections.abc import Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
-from ..errors import UsageError
+from pathlib import Path
+
+from ..errors import InputError, UsageError
 from ..quantize.profile import Profile
 from .base import Backend, Capabilities, Input, OptionSpec
 
@@ -214,4 +216,17 @@ def bundle_dirs() -> list[str]:
 def device_built() -> list[str]:
     """Engines `edgeresnet build` builds on the device (``capabilities.device_build``)."""
     return [c.name for c in backends() if c.capabilities.device_build]
+
+
+def device_engine(folder: Path) -> Backend:
+    """The device-built engine whose bundle ``folder`` holds (an export directory, or the bundle
+    folder itself); with one such engine registered, that one (its build says what is missing)."""
+    built = [c for c in backends() if c.capabilities.device_build]
+    for cls in built:
+        if folder.name == cls.bundle or (folder / cls.bundle).is_dir():
+            return cls()
+    if len(built) == 1:
+        return built[0]()
+    raise InputError(f"{folder} holds no device bundle ({', '.join(str(c.bundle) for c in built) or 'no engine builds on the device'})",
+                     hint=f"export with --target {','.join(c.name for c in built)} first")
 

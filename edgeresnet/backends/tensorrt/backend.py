@@ -300,6 +300,12 @@ class TensorRTBackend(Backend):
 
         return build_on_device(export_dir, eval_spec, eval_limit, options.get("batch_range"), options.get("dla_core"))
 
+    def device_plan(self, export_dir: Path, options) -> dict:
+        """`build --dry-run`: the plan for ``options["trt_version"]`` (else the installed TensorRT)."""
+        from .build import dry_run
+
+        return dry_run(export_dir, options.get("trt_version"), options.get("batch_range"), options.get("dla_core"))
+
     def input_chw(self, path: Path) -> tuple[int, int, int]:
         td = device()
         try:
