@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 
 from edgeresnet.backends import backend_class, expand_targets, get_backend, names, resolve
-from edgeresnet.backends.base import Backend, Capabilities, Input
+from edgeresnet.backends.base import Artifact, Backend, Capabilities, Input
 from edgeresnet.backends.registry import register, unregister
 from edgeresnet.errors import UsageError
 
@@ -185,3 +185,42 @@ def test_a_toy_engine_goes_through_export_bench_predict_doctor_and_report(tmp_pa
 
     res = run_cli("doctor", "--json", env=env)
     assert json.loads(res.stdout)["int8_kernels"]["ort-s8"]["kernel"] == "s8s8"
+
+
+class _TorchEngine(ToyEngine):
+    """A fourth kind of engine: built from the torch model and the calibration table, no ONNX."""
+
+    name = "torch-toy"
+    takes = frozenset({Input.TORCH_MODEL, Input.TABLE})
+    seen: list = []
+
+    def build(self, inputs, precision, out_dir):
+        self.seen.append((precision, inputs.torch_model, inputs.recipe and dict(inputs.recipe.scales),
+                          inputs.chw, None if inputs.calibration_batch is None else inputs.calibration_batch.shape))
+        path = out_dir / f"model.{precision}.toy"
+        path.write_bytes(b"toy")
+        return Artifact(self.name, precision, path)
+
+
+def test_an_engine_built_from_the_torch_model_and_table_gets_them(tmp_path):
+    """BuildInputs carries the torch model, the table's recipe, the shape and calibration images,
+    so such an engine needs no change to base.py, export/engines.py or export/pipeline.py."""
+    import numpy as np
+
+    from edgeresnet.calibrate.table import CalibrationTable
+    from edgeresnet.export.engines import EngineContext, engine_rows, missing_input
+
+    table = CalibrationTable(method="minmax", images=1, source="t", weights_sha256="", preprocess={}, amax={"x": 2.54})
+    model = object()
+    ctx = EngineContext(work=tmp_path, fp32_path=tmp_path / "m.onnx", fp32_proto=None, table=table, threads=1,
+                        measure=lambda row, run, art=None: None, chw=(1, 4, 4), torch_model=model,
+                        calibration_batch=np.zeros((8, 1, 4, 4), np.float32))
+    engine = _TorchEngine()
+    _TorchEngine.seen = []
+    rows = engine_rows(engine, ctx, int8=True)
+    assert [(r.precision, r.status) for r in rows] == [("fp32", "ok"), ("int8", "ok")]
+    assert [s[0] for s in engine.seen] == ["fp32", "int8"] and all(s[1] is model for s in engine.seen)
+    assert engine.seen[1][2] == {"x": 2.54 / 127} and engine.seen[1][3:] == ((1, 4, 4), (8, 1, 4, 4))
+    assert "qdq_profile" not in rows[1].details  # it took no QDQ encoding
+    ctx.torch_model = None  # an ONNX source: a skipped row, said why, instead of a failed build
+    assert "ONNX source" in missing_input(engine, ctx)

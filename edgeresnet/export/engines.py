@@ -85,6 +85,14 @@ class EngineContext:
     torch_model: object = None  # the folded torch model, for engines that take it (None: an ONNX source)
     calibration_batch: np.ndarray | None = None  # a few preprocessed calibration images
 
+    def evaluation_images(self) -> tuple[ImageSet, Preprocess, np.ndarray] | None:
+        """(images, preprocessing, indices) this export evaluates on, for engines whose device
+        bundle evaluates there too; None without an evaluation set."""
+        m = self.measure
+        if isinstance(m, Measurer) and m.eval_set is not None and m.eval_idx is not None and len(m.eval_idx):
+            return m.eval_set, m.pre, m.eval_idx
+        return None
+
     def build_inputs(self) -> BuildInputs:
         """What every engine's ``build`` may read (backends.base.BuildInputs)."""
         chw = self.chw or (tuple(self.calibration_batch.shape[1:]) if self.calibration_batch is not None else None)

@@ -323,10 +323,10 @@ def write_device_files(bundle: Path, ctx) -> None:
     and benchmark) and trt/eval.npz (the export's evaluation images, uint8 NHWC as preprocessing
     leaves them before normalisation, with labels, mean and std): the manifest hashes both."""
     shutil.copyfile(Path(__file__).resolve().parents[2] / "bundle" / "trt_device.py", bundle / "trt_device.py")
-    measure = ctx.measure
-    eval_set, pre, idx = (getattr(measure, k, None) for k in ("eval_set", "pre", "eval_idx"))
-    if eval_set is None or pre is None or idx is None or not len(idx):
+    evaluation = ctx.evaluation_images()
+    if evaluation is None:
         return
+    eval_set, pre, idx = evaluation
     import numpy as np
 
     per_image = pre.channels * pre.size * pre.size
