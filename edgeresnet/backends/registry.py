@@ -172,14 +172,15 @@ def option_owners(key: str) -> list[str]:
 
 def engine_options(flat: Mapping[str, Any], known_only: bool = False) -> dict[str, dict[str, Any]]:
     """Flag values (``{"trt_version": "8.6", "device": "GPU"}``) -> each engine's own mapping,
-    defaults filled in and parsed; a key no engine declares is a TypeError (a caller's bug)
-    unless ``known_only`` drops it (a generic flag such as bench's --device)."""
+    defaults filled in and parsed; a key no engine declares is refused (UsageError) unless
+    ``known_only`` drops it (a generic flag such as bench's --device)."""
     known = {s.key for s in option_specs()}
     unknown = set(flat) - known
     if unknown and known_only:
         flat = {k: v for k, v in flat.items() if k in known}
     elif unknown:
-        raise TypeError(f"no engine declares the option(s) {', '.join(sorted(unknown))}")
+        raise UsageError(f"no engine takes the option(s) {', '.join(sorted(unknown))}",
+                         hint=f"engine options: {', '.join(sorted(known)) or 'none'}")
     return {c.name: {s.key: s.value(flat.get(s.key)) for s in c.option_specs} for c in backends()}
 
 
