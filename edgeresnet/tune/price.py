@@ -20,7 +20,7 @@ from dataclasses import replace
 from ..backends.base import Backend, BuildInputs
 from ..bench.timing import time_runner
 from ..errors import require
-from ..quantize.recipe import Candidate, quantized_model
+from ..quantize.recipe import quantized_model
 from .search import expand
 
 
