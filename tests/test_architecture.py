@@ -40,10 +40,8 @@ EXEMPT = {
 # it is to be empty at merge.
 KNOWN = {
     "edgeresnet.bundle.device_rows",  # backends.tensorrt.bundle.BUNDLE: the device-build file list (CONTRACT)
-    "edgeresnet.cli.build",  # backends.tensorrt.build: `build` is to be generic over device-built engines (CONTRACT)
     "edgeresnet.cli.doctor",  # backends.tensorrt.backend/jetpack: runtime facts to come from the engines (CONTRACT)
     "edgeresnet.onnxfile.check",  # its own ORT session: to go through onnxfile/reference.py (SPLIT)
-    "edgeresnet.tune.emulate",  # backends.onnxruntime.PROFILE (CONTRACT)
 }
 
 

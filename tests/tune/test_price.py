@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from edgeresnet.backends.base import Artifact
+from edgeresnet.backends.base import Artifact, BuildInputs
 from edgeresnet.quantize.recipe import Candidate
 from edgeresnet.tune import price
 
@@ -20,11 +20,11 @@ UNITS = {"A": frozenset({"A"}), "B": frozenset({"B", "addB"}), "C": frozenset({"
 class Standin:
     """Builds nothing: the 'artifact' is the variant's file, whose doc_string lists its float nodes."""
 
-    name, qdq_profile = "standin", object()
+    name, qdq_profile = "standin", SimpleNamespace(name="standin")
 
-    def build(self, source, precision, out_dir):
+    def build(self, inputs, precision, out_dir):
         assert precision == "int8" and out_dir.is_dir()
-        return Artifact(self.name, precision, source)
+        return Artifact(self.name, precision, inputs.qdq(self.qdq_profile))
 
     def load(self, artifact, threads=None):
         import onnx
@@ -46,7 +46,9 @@ def priced(monkeypatch, tmp_path):
     monkeypatch.setattr(price, "quantized_model", variant_model)
     monkeypatch.setattr(price, "time_runner", lambda run, probe, **plan: SimpleNamespace(p50=run.ms))
     shipped = Candidate(scales={}, keep_float=frozenset({"A", "B", "addB"}))
-    result = price.price_fallbacks(Standin(), None, shipped, ["A", "B"], UNITS, tmp_path, probe=None, threads=1)
+    inputs = BuildInputs(tmp_path / "unused.onnx", (1, 4, 4), tmp_path, write_qdq=None, candidate=shipped,
+                         fp32_proto=object())
+    result = price.price_fallbacks(Standin(), inputs, ["A", "B"], UNITS, probe=None, threads=1)
     return result, built, tmp_path
 
 
@@ -59,4 +61,4 @@ def test_each_fallback_layer_is_priced_alone_against_all_int8(priced):
 def test_the_variants_are_all_int8_shipped_and_one_unit_each(priced):
     _, built, work = priced
     assert built == [frozenset(), frozenset({"A", "B", "addB"}), frozenset({"A"}), frozenset({"B", "addB"})]
-    assert not list(work.iterdir())  # the variants' files are gone
+    assert not list(work.iterdir())  # the variants' folders are gone
