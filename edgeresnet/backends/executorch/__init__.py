@@ -100,13 +100,13 @@ class ExecuTorchBackend:
     def build(self, source: Path, precision: str, out_dir: Path) -> Artifact:
         """Today's call (an ONNX path): the inputs are rebuilt by ``prototype``."""
         onnx = require("onnx", "torch")
-        from .prototype import fp32_beside, recipe_from_qdq, torch_model
+        from .prototype import fp32_beside, recipe_from_qdq, table_scales_beside, torch_model
 
         fp32_path = source if precision == "fp32" else fp32_beside(source)
         fp32 = onnx.load(str(fp32_path))
         dims = fp32.graph.input[0].type.tensor_type.shape.dim[1:]
         chw = tuple(int(d.dim_value) for d in dims)
-        recipe = recipe_from_qdq(onnx.load(str(source)), fp32) if precision == "int8" else None
+        recipe = recipe_from_qdq(onnx.load(str(source)), fp32, table_scales_beside(source)) if precision == "int8" else None
         return build_artifact(torch_model(fp32), fp32, recipe, chw, precision, out_dir)
 
     def load(self, artifact: Artifact, threads: int | None = None, mode: str = "latency") -> Runner:

@@ -42,6 +42,7 @@ class Lowered:
     assigned: dict[str, tuple[float, int]] = field(default_factory=dict)  # ONNX tensor -> (scale, zero point)
     float_output: list[str] = field(default_factory=list)
     kept_float: list[str] = field(default_factory=list)
+    left_float: list[str] = field(default_factory=list)
 
     @property
     def kernel(self) -> str:
@@ -53,7 +54,7 @@ class Lowered:
                 "delegated_subgraphs": self.subgraphs, "outside_delegate": dict(self.outside),
                 "lower_seconds": round(self.seconds, 2), "batch": 1,
                 **({"fixed_qparams": len(self.assigned), "float_output_layer": self.float_output,
-                    "kept_float": self.kept_float} if self.precision == "int8" else {})}
+                    "kept_float": self.kept_float, "float_ops": self.left_float} if self.precision == "int8" else {})}
 
 
 def export_graph(model, chw: tuple[int, int, int]):
@@ -127,4 +128,4 @@ def lower_int8(model, fp32_onnx, scales: Mapping[str, float], chw: tuple[int, in
         raise TableMismatch(f"{len(wrong)} tensors were not quantized with the table's scale (first: {next(iter(wrong))})")
     exported = export_graph(converted, chw)
     return _write(exported, "int8", out, started, assigned=assigned, float_output=quantizer.float_output,
-                  kept_float=quantizer.kept_float)
+                  kept_float=quantizer.kept_float, left_float=quantizer.left_float)

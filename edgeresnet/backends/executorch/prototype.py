@@ -6,8 +6,9 @@
   The contract passes ``BuildInputs.torch_model`` instead; an ONNX source, which has no torch
   model, then gets a skipped row instead of this function's error.
 * :func:`recipe_from_qdq` reads the INT8 recipe (scales, corrected biases, layers in float)
-  back out of the QDQ ONNX the engine stage writes from it for :data:`qparams.PROFILE`. The
-  contract passes ``BuildInputs.candidate or Candidate(BuildInputs.table.scales)``.
+  back out of the QDQ ONNX the engine stage writes from it for the ``executorch`` profile, and
+  the calibration table beside it. The contract passes ``BuildInputs.candidate or
+  Candidate(BuildInputs.table.scales)``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ...quantize.plan import layer_units
 from ...quantize.recipe import Candidate
 
 FP32_NAME = "model.fp32.onnx"  # what the export stage names the folded FP32 ONNX, beside the QDQ files
+TABLE_NAME = "calibration.json"  # and the calibration table
 
 
 def _initializers(proto) -> dict[str, np.ndarray]:
@@ -60,11 +62,14 @@ def torch_model(fp32_proto):
     return folded.eval()
 
 
-def recipe_from_qdq(qdq_proto, fp32_proto) -> Candidate:
-    """The recipe a QDQ ONNX (profile ``executorch``: float biases) was emitted from."""
+def recipe_from_qdq(qdq_proto, fp32_proto, table_scales: dict[str, float]) -> Candidate:
+    """The recipe a QDQ ONNX (profile ``executorch``: float biases) was emitted from. Its Q
+    nodes hold the recipe's scales for the tensors that profile quantizes; the table fills in
+    the rest (a tuned ``Candidate.scales`` covers every tensor of the table)."""
     inits = _initializers(qdq_proto)
-    scales = {n.input[0]: float(inits[n.input[1]]) for n in qdq_proto.graph.node
-              if n.op_type == "QuantizeLinear" and n.input[1] in inits}
+    scales = dict(table_scales)
+    scales.update({n.input[0]: float(inits[n.input[1]]) for n in qdq_proto.graph.node
+                   if n.op_type == "QuantizeLinear" and n.input[1] in inits})
     dequantized = {n.output[0] for n in qdq_proto.graph.node if n.op_type == "DequantizeLinear"}
     units = layer_units(fp32_proto)
     by_name = {n.name: n for n in qdq_proto.graph.node}
@@ -79,3 +84,9 @@ def recipe_from_qdq(qdq_proto, fp32_proto) -> Candidate:
 
 def fp32_beside(qdq_path: Path) -> Path:
     return Path(qdq_path).parent / FP32_NAME
+
+
+def table_scales_beside(qdq_path: Path) -> dict[str, float]:
+    from ...calibrate.table import CalibrationTable
+
+    return CalibrationTable.load(Path(qdq_path).parent / TABLE_NAME).scales

@@ -103,13 +103,17 @@ def table_quantizer(fp32_onnx, scales: Mapping[str, float], keep_float: frozense
     nonnegative = plan(fp32_onnx).nonnegative
     floated = node_outputs(fp32_onnx, keep_float)
 
+    def shared(spec) -> bool:
+        return isinstance(spec, SharedQuantizationSpec)
+
     class TableQuantizer(XNNPACKQuantizer):
         def __init__(self) -> None:
             super().__init__()
             self.set_global(get_symmetric_quantization_config(is_per_channel=True))
             self.assigned: dict[str, tuple[float, int]] = {}
-            self.float_output: list[str] = []
-            self.kept_float: list[str] = []
+            self.float_output: list[str] = []  # conv/linear run in f32 on int8-grid weights
+            self.kept_float: list[str] = []  # the recipe's float layers
+            self.left_float: list[str] = []  # ops XNNPACK could quantize but no engine's table does
 
         def annotate(self, model):
             model = super().annotate(model)
@@ -118,20 +122,69 @@ def table_quantizer(fp32_onnx, scales: Mapping[str, float], keep_float: frozense
                 ann = node.meta.get(ANNOTATION)
                 if ann is None:
                     continue
+                layer = _kind(node) in ("conv", "linear")
                 if floated.intersection(self.names.get(node, ())):
-                    del node.meta[ANNOTATION]  # a layer of the recipe's float set
-                    self.kept_float.append(node.name)
-                    continue
-                if ann.output_qspec is not None and self._scale_name(node) is None and self._is_output_layer(node):
-                    self._float_output(model, node, ann)
-                for inp, spec in list(ann.input_qspec_map.items()):
-                    if spec is None or isinstance(spec, SharedQuantizationSpec):
-                        continue
-                    ann.input_qspec_map[inp] = weight_spec() if inp.op == "get_attr" else self._fixed(inp)
-                out = ann.output_qspec
-                if out is not None and not (isinstance(out, SharedQuantizationSpec) and _kind(node) in SCALE_PRESERVING):
-                    ann.output_qspec = self._fixed(node)
+                    self._keep_float(node)
+                elif not layer and not all(self._scale_name(t) for t in self._activations(node, ann)):
+                    self._leave_float(node)
+                else:
+                    self._use_table(model, node, ann, layer)
+            self._drop_orphans(model)
             return model
+
+        def _drop_orphans(self, model) -> None:
+            """A spec shared with an op left in float has nothing to share (a flatten after a
+            pool that stays float): that op stays float too."""
+            gone = set(self.kept_float + self.left_float)
+            for node in model.graph.nodes:
+                ann = node.meta.get(ANNOTATION)
+                specs = [] if ann is None else [*ann.input_qspec_map.values(), ann.output_qspec]
+                for spec in (s for s in specs if shared(s)):
+                    ref = spec.edge_or_node
+                    if {n.name for n in (ref if isinstance(ref, tuple) else (ref,))} & gone:
+                        self._leave_float(node)
+                        gone.add(node.name)
+                        break
+
+        @staticmethod
+        def _activations(node, ann) -> list:
+            """The tensors a pattern would give observers of their own (shared ones follow theirs)."""
+            found = [i for i, spec in ann.input_qspec_map.items() if spec is not None and not shared(spec)]
+            out = ann.output_qspec
+            return found + ([node] if out is not None and not (shared(out) and _kind(node) in SCALE_PRESERVING) else [])
+
+        def _use_table(self, model, node, ann, layer: bool) -> None:
+            """Fixed specs from the table for the activations, the scheme's for the weights. A conv
+            or linear whose output has no scale (the logits: every engine leaves the graph output in
+            float) runs in f32 on int8-grid weights and its quantized input, as the QDQ graphs do:
+            XNNPACK has no int8-in/float-out layer."""
+            if layer and ann.output_qspec is not None and self._scale_name(node) is None:
+                ann.output_qspec = None
+                spec = ann.input_qspec_map.pop(node.args[1], None)
+                if spec is not None:
+                    fake_quantize_(_attr(model, str(node.args[1].target)))
+                self.float_output.append(node.name)
+            for inp, spec in list(ann.input_qspec_map.items()):
+                if spec is not None and not shared(spec):
+                    ann.input_qspec_map[inp] = weight_spec() if layer and inp is node.args[1] else self._fixed(inp)
+            if node in self._activations(node, ann):
+                ann.output_qspec = self._fixed(node)
+
+        def _keep_float(self, node) -> None:
+            """A layer of the recipe's float set, with the ReLU fused into its pattern (conv+relu,
+            add+relu: XNNPACK's quantizer puts the pattern's output spec on the ReLU). A quantized
+            consumer still quantizes that output through its own input spec."""
+            self._leave_float(node, self.kept_float)
+            for user in node.users:
+                fused = user.meta.get(ANNOTATION)
+                if _kind(user) == "relu" and fused is not None and not fused.input_qspec_map:
+                    del user.meta[ANNOTATION]
+
+        def _leave_float(self, node, record: list | None = None) -> None:
+            """Runs in float: the table (every engine's placement) quantizes none of its tensors,
+            e.g. the per-channel scale and shift of a BN that had no conv to fold into."""
+            del node.meta[ANNOTATION]
+            (self.left_float if record is None else record).append(node.name)
 
         def _scale_name(self, node) -> str | None:
             return next((n for n in self.names.get(node, ()) if n in scales), None)
@@ -146,21 +199,6 @@ def table_quantizer(fp32_onnx, scales: Mapping[str, float], keep_float: frozense
             scale = float(np.float32(scales[name]))  # what the observer stores and the program holds
             self.assigned[name] = (scale, zero_point)
             return FixedQParamsQuantizationSpec(torch.int8, scale, zero_point, -128, 127, torch.per_tensor_affine)
-
-        @staticmethod
-        def _is_output_layer(node) -> bool:
-            return _kind(node) in ("linear", "conv") and all(u.op == "output" for u in node.users)
-
-        def _float_output(self, model, node, ann) -> None:
-            """The logits have no table scale (every engine leaves the graph output in float) and
-            XNNPACK has no int8-in/float-out layer: run it in f32 on int8-grid weights and its
-            quantized input, which are the numbers the QDQ graphs compute."""
-            ann.output_qspec = None
-            for inp in [i for i in ann.input_qspec_map if i.op == "get_attr"]:
-                spec = ann.input_qspec_map.pop(inp)
-                if spec is not None:
-                    fake_quantize_(_attr(model, str(inp.target)))
-            self.float_output.append(node.name)
 
     return TableQuantizer()
 
