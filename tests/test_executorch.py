@@ -24,10 +24,10 @@ from edgeresnet.backends.executorch.lower import export_graph, lower_fp32, lower
 from edgeresnet.backends.executorch.qparams import (  # noqa: E402
     RELU_ZERO_POINT,
     SIGNED_ZERO_POINT,
-    TableMismatch,
+    SchemeWeightObserver,
     check_fixed,
-    scheme_weight_observer,
 )
+from edgeresnet.backends.executorch.tensors import TableMismatch  # noqa: E402
 from edgeresnet.backends.executorch.tensors import onnx_names  # noqa: E402
 from edgeresnet.checkpoint import ModelMeta  # noqa: E402
 from edgeresnet.data import Preprocess  # noqa: E402
@@ -160,7 +160,7 @@ def test_weight_scales_are_the_schemes():
     """Per channel max|w|/127 as the QDQ graphs have them: an all-zero channel 1.0, a tiny one
     its own scale (PyTorch's observer with XNNPACK's eps 2**-12 would coarsen it to 2**-12)."""
     w = np.stack([np.full((2, 3, 3), v, np.float32) for v in (0.5, 0.0, -1e-3)])
-    obs = scheme_weight_observer()(ch_axis=0, dtype=torch.int8, qscheme=torch.per_channel_symmetric,
+    obs = SchemeWeightObserver(ch_axis=0, dtype=torch.int8, qscheme=torch.per_channel_symmetric,
                                    quant_min=-127, quant_max=127)
     obs(torch.from_numpy(w))
     scales, zero_points = obs.calculate_qparams()

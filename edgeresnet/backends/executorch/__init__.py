@@ -27,6 +27,8 @@ if TYPE_CHECKING:  # the registry imports this package at CLI start: numpy and t
 # The QDQ encoding of the grid XNNPACK runs (qparams.py). Biases stay float in it (XNNPACK
 # quantizes them to int32 itself), so a tuned recipe's corrected biases read back exactly.
 PROFILE = Profile("executorch", "int8", 0, "int8", -128, quantize_bias=False, placement="units")
+# Constant methods every program carries, so a .pte says what it is without its file name.
+PRECISION_METHOD, FORMAT_METHOD, FORMAT = "edgeresnet_int8", "edgeresnet_format", 1
 
 # CPU class (machine.cpu_class) -> the XNNPACK QS8 GEMM family its runtime dispatch picks, and
 # what it means. XNNPACK's x86 kernels without VNNI sign-extend int8 to int16 and sum with

@@ -22,10 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from ...outdir import atomic_write
-from .qparams import TableMismatch, check_fixed, quantized_tensors, table_quantizer
-
-FORMAT = 1
-PRECISION_METHOD, FORMAT_METHOD = "edgeresnet_int8", "edgeresnet_format"
+from . import FORMAT, FORMAT_METHOD, PRECISION_METHOD
+from .qparams import TableQuantizer, check_fixed, quantized_tensors
+from .tensors import TableMismatch
 
 
 @dataclass
@@ -116,7 +115,7 @@ def lower_int8(model, fp32_onnx, scales: Mapping[str, float], chw: tuple[int, in
 
     started = time.perf_counter()
     graph = export_graph(_with_biases(model, biases), chw).module()
-    quantizer = table_quantizer(fp32_onnx, scales, keep_float)
+    quantizer = TableQuantizer(fp32_onnx, scales, keep_float)
     prepared = prepare_pt2e(graph, quantizer)
     check_fixed(prepared)
     with torch.no_grad():

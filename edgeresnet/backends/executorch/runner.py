@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import BackendUnavailable, require
-from .lower import FORMAT_METHOD, PRECISION_METHOD
+from . import FORMAT_METHOD, PRECISION_METHOD
 
 _POOL = {"sized": False}
 _LOCK = threading.Lock()

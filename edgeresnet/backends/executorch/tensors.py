@@ -16,6 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ...errors import InputError
+
+class TableMismatch(InputError):
+    """The calibration table (or a recipe) and the torch model do not describe the same tensors."""
+
+
 # ONNX op type -> the kind both graphs agree on.
 ONNX_KINDS = {"Conv": "conv", "Gemm": "linear", "Relu": "relu", "Add": "add", "Mul": "mul", "Sub": "sub",
               "GlobalAveragePool": "mean", "ReduceMean": "mean", "AveragePool": "avgpool", "MaxPool": "maxpool",
