@@ -254,3 +254,25 @@ def test_default_model_int8_keeps_its_accuracy(tmp_path):
     backend = get_backend("executorch")
     assert backend.precision_of(out / int8["artifact"]) == "int8"
     assert backend.precision_of(out / fp32["artifact"]) == "fp32"
+
+
+def test_the_prototype_reads_a_recipe_back_from_its_qdq_graph(tiny):
+    """Until the typed contract passes the recipe, build() reads it from the QDQ ONNX the
+    engine stage writes for the ``executorch`` profile: scales, float layers, corrected biases."""
+    from edgeresnet.backends.executorch import PROFILE
+    from edgeresnet.backends.executorch.prototype import recipe_from_qdq
+    from edgeresnet.quantize.plan import layer_units
+    from edgeresnet.quantize.recipe import quantized_model
+
+    layer = tiny.sites.layers[1]
+    units = layer_units(tiny.proto)
+    site = next(w for w in tiny.sites.weights if w.bias and w.op == "Conv" and w.node not in units[layer])
+    bias, params = site.bias, dict(tiny.model.named_parameters())
+    corrected = params[bias].detach().numpy() + 0.25
+    recipe = Candidate(tiny.scales, units[layer], {bias: corrected})
+    got = recipe_from_qdq(quantized_model(tiny.proto, recipe, PROFILE), tiny.proto, {})
+    assert got.keep_float == units[layer] and set(got.biases) == {bias}
+    step = tiny.scales[tiny.sites.layer_inputs[site.node]] * weight_scales(params[site.weight].detach().numpy())
+    np.testing.assert_allclose(got.biases[bias], corrected, atol=float(step.max()) / 2 + 1e-7)
+    quantized = {t for t in tiny.scales if t in got.scales}
+    assert quantized and all(got.scales[t] == pytest.approx(tiny.scales[t], rel=1e-6) for t in quantized)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import InputError, require
-from ...quantize.plan import layer_units
+from ...quantize.plan import layer_units, plan
 from ...quantize.recipe import Candidate
 
 FP32_NAME = "model.fp32.onnx"  # what the export stage names the folded FP32 ONNX, beside the QDQ files
@@ -63,7 +63,7 @@ def torch_model(fp32_proto):
 
 
 def recipe_from_qdq(qdq_proto, fp32_proto, table_scales: dict[str, float]) -> Candidate:
-    """The recipe a QDQ ONNX (profile ``executorch``: float biases) was emitted from. Its Q
+    """The recipe a QDQ ONNX (profile ``executorch``) was emitted from. Its Q
     nodes hold the recipe's scales for the tensors that profile quantizes; the table fills in
     the rest (a tuned ``Candidate.scales`` covers every tensor of the table)."""
     inits = _initializers(qdq_proto)
@@ -76,10 +76,24 @@ def recipe_from_qdq(qdq_proto, fp32_proto, table_scales: dict[str, float]) -> Ca
     floated = [layer for layer in units if layer in by_name and by_name[layer].input[1] not in dequantized]
     keep = frozenset().union(*(units[layer] for layer in floated)) if floated else frozenset()
     original = _initializers(fp32_proto)
-    biases = {name: value for name, value in inits.items()
-              if name in original and value.dtype == np.float32 and value.ndim == 1
-              and value.shape == original[name].shape and not np.array_equal(value, original[name])}
-    return Candidate(scales, keep, biases)
+    biases = {site.bias: original[site.bias] for site in plan(fp32_proto).weights if site.bias}
+    return Candidate(scales, keep, _corrected_biases(inits, biases))
+
+
+def _corrected_biases(inits: dict[str, np.ndarray], original: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Biases the recipe changed: an int32 bias (``{b}_quantized`` on ``{b}_scale``) more than
+    half a step away from the original's value, dequantized (XNNPACK re-quantizes it to the
+    same integers); a float bias that differs."""
+    found = {}
+    for name, value in original.items():
+        q, scale = inits.get(f"{name}_quantized"), inits.get(f"{name}_scale")
+        if q is not None and scale is not None:
+            steps = value.astype(np.float64) / scale.astype(np.float64)
+            if np.abs(q - steps).max() > 0.5 + 1e-3:
+                found[name] = (q * scale).astype(np.float32)
+        elif name in inits and inits[name].shape == value.shape and not np.array_equal(inits[name], value):
+            found[name] = inits[name]
+    return found
 
 
 def fp32_beside(qdq_path: Path) -> Path:
