@@ -29,12 +29,12 @@ from edgeresnet.backends.executorch.qparams import (  # noqa: E402
 )
 from edgeresnet.backends.executorch.tensors import TableMismatch  # noqa: E402
 from edgeresnet.backends.executorch.tensors import onnx_names  # noqa: E402
-from edgeresnet.checkpoint import ModelMeta  # noqa: E402
+from edgeresnet.models.checkpoint import ModelMeta  # noqa: E402
 from edgeresnet.data import Preprocess  # noqa: E402
-from edgeresnet.export import export_onnx  # noqa: E402
-from edgeresnet.fold import fold_bn  # noqa: E402
+from edgeresnet.export.torch_onnx import export_onnx  # noqa: E402
+from edgeresnet.models.fold import fold_bn  # noqa: E402
 from edgeresnet.models.resnet import BasicBlock, Bottleneck, PreActBasicBlock, ResNet  # noqa: E402
-from edgeresnet.onnxrun import session_with_outputs  # noqa: E402
+from edgeresnet.onnxfile.reference import session_with_outputs  # noqa: E402
 from edgeresnet.quantize.plan import plan  # noqa: E402
 from edgeresnet.quantize.recipe import Candidate  # noqa: E402
 from edgeresnet.quantize.scheme import QMAX, weight_scales  # noqa: E402

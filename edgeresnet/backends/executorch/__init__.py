@@ -47,7 +47,7 @@ KERNELS = {
 
 
 def int8_kernel(cls: str | None = None) -> tuple[str, str]:
-    from ...machine import cpu_class
+    from ...host.machine import cpu_class
 
     return KERNELS.get(cls or cpu_class(), ("xnnpack-qs8-scalar", "no tuned XNNPACK INT8 kernels known for this CPU"))
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...outdir import atomic_write
+from ...core.outdir import atomic_write
 from . import FORMAT, FORMAT_METHOD, PRECISION_METHOD
 from .qparams import TableQuantizer, check_fixed, quantized_tensors
 from .tensors import TableMismatch

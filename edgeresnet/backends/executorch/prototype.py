@@ -36,7 +36,7 @@ def torch_model(fp32_proto):
     """The folded torch model an edgeresnet FP32 ONNX was exported from: its architecture
     rebuilt from the metadata, BN folded as the export folds it, every weight from the ONNX."""
     torch = require("torch", "torch")
-    from ...fold import fold_bn
+    from ...models.fold import fold_bn
     from ...models.registry import build_model
 
     props = {p.key: p.value for p in fp32_proto.metadata_props}
