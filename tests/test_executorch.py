@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("executorch", reason="ExecuTorch is an optional extra: pip install 'edgeresnet[executorch]'")
+pytestmark = pytest.mark.slow  # the extra weighs 1.6 GB and lowering takes seconds a graph: never the fast tier
 
 import onnx  # noqa: E402
 import torch  # noqa: E402
@@ -256,23 +257,21 @@ def test_default_model_int8_keeps_its_accuracy(tmp_path):
     assert backend.precision_of(out / fp32["artifact"]) == "fp32"
 
 
-def test_the_prototype_reads_a_recipe_back_from_its_qdq_graph(tiny):
-    """Until the typed contract passes the recipe, build() reads it from the QDQ ONNX the
-    engine stage writes for the ``executorch`` profile: scales, float layers, corrected biases."""
-    from edgeresnet.backends.executorch import PROFILE
-    from edgeresnet.backends.executorch.prototype import recipe_from_qdq
-    from edgeresnet.quantize.plan import layer_units
-    from edgeresnet.quantize.recipe import quantized_model
+def test_build_takes_the_torch_model_and_the_recipe_from_build_inputs(tiny, tmp_path):
+    """The engine stage hands the folded torch model, the FP32 ONNX and the recipe over in
+    BuildInputs (the typed contract): INT8 is built on the table's scales, FP32 without them."""
+    from edgeresnet.backends.base import BuildInputs
 
-    layer = tiny.sites.layers[1]
-    units = layer_units(tiny.proto)
-    site = next(w for w in tiny.sites.weights if w.bias and w.op == "Conv" and w.node not in units[layer])
-    bias, params = site.bias, dict(tiny.model.named_parameters())
-    corrected = params[bias].detach().numpy() + 0.25
-    recipe = Candidate(tiny.scales, units[layer], {bias: corrected})
-    got = recipe_from_qdq(quantized_model(tiny.proto, recipe, PROFILE), tiny.proto, {})
-    assert got.keep_float == units[layer] and set(got.biases) == {bias}
-    step = tiny.scales[tiny.sites.layer_inputs[site.node]] * weight_scales(params[site.weight].detach().numpy())
-    np.testing.assert_allclose(got.biases[bias], corrected, atol=float(step.max()) / 2 + 1e-7)
-    quantized = {t for t in tiny.scales if t in got.scales}
-    assert quantized and all(got.scales[t] == pytest.approx(tiny.scales[t], rel=1e-6) for t in quantized)
+    def no_qdq(profile):
+        raise AssertionError("ExecuTorch takes no QDQ ONNX")
+
+    table = type("Table", (), {"scales": tiny.scales})()
+    inputs = BuildInputs(fp32_onnx=tmp_path / "unused.onnx", chw=tiny.chw, work=tmp_path, write_qdq=no_qdq,
+                         table=table, torch_model=tiny.model, fp32_proto=tiny.proto)
+    backend = get_backend("executorch")
+    int8 = backend.build(inputs, "int8", tmp_path)
+    fp32 = backend.build(inputs, "fp32", tmp_path)
+    assert (int8.path.name, fp32.path.name) == ("model.int8.executorch.pte", "model.fp32.executorch.pte")
+    assert backend.precision_of(int8.path) == "int8" and backend.precision_of(fp32.path) == "fp32"
+    np.testing.assert_allclose(run_pte(int8.path, tiny.x), run_pte(lower_int8(
+        tiny.model, tiny.proto, tiny.scales, tiny.chw, tmp_path / "ref.pte").path, tiny.x), atol=1e-6)

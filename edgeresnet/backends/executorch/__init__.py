@@ -6,9 +6,11 @@ grid as ONNX Runtime's and OpenVINO's QDQ graphs, no second calibration. FP32 an
 ``.pte`` programs lowered whole to XNNPACK (``lower``); they run through
 ``executorch.runtime`` (``runner``), batch 1, image by image for larger batches.
 
-Helpers: ``tensors`` (ONNX tensor names <-> torch.export nodes), ``qparams`` (the fixed-scale
-quantizer), ``lower`` (torch -> .pte), ``runner`` (.pte -> logits, the thread pool),
-``prototype`` (stand-ins for the typed contract's build inputs, until it lands).
+It declares what it takes (the torch model, the FP32 ONNX whose tensor names key the table, the
+table) and the engine stage hands them over in ``BuildInputs``; an ONNX source, which has no
+torch model, gets a skipped row. Helpers: ``tensors`` (ONNX tensor names <-> torch.export
+nodes), ``qparams`` (the fixed-scale quantizer), ``lower`` (torch -> .pte), ``runner`` (.pte ->
+logits, the thread pool).
 """
 
 from __future__ import annotations
@@ -16,18 +18,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ...errors import BackendUnavailable, require
-from ...quantize.profile import Profile
-from ..base import Artifact, EngineOptions, Runner
+from ...errors import BackendUnavailable
+from ..base import Artifact, Backend, BuildInputs, Capabilities, Input, Runner
 from ..registry import register
 
 if TYPE_CHECKING:  # the registry imports this package at CLI start: numpy and torch stay unloaded
     from ...quantize.recipe import Candidate
 
-# The QDQ encoding of what XNNPACK runs (qparams.py): int8, zero point -128 after a ReLU, int32
-# biases. Run unfused by ONNX Runtime it agrees with the .pte on 99.99% of the default model's
-# test images (float biases: 99.74%).
-PROFILE = Profile("executorch", "int8", 0, "int8", -128, quantize_bias=True, placement="units")
 # Constant methods every program carries, so a .pte says what it is without its file name.
 PRECISION_METHOD, FORMAT_METHOD, FORMAT = "edgeresnet_int8", "edgeresnet_format", 1
 
@@ -72,19 +69,18 @@ def build_artifact(model, fp32_proto, recipe: Candidate | None, chw: tuple[int, 
 
 
 @register
-class ExecuTorchBackend:
+class ExecuTorchBackend(Backend):
     name = "executorch"
     aliases = ("et", "xnnpack")
     preference = 3
     suffixes = (".pte",)
     extra = "executorch"
     libraries = ("executorch",)
-    thread_safe = False  # one program's methods share memory arenas: the runtime locks around a runner
-    qdq_profile = PROFILE  # only for today's engine stage, which hands INT8 builds a QDQ ONNX (prototype.py)
-    qdq_variants: dict = {}
-
-    def __init__(self, options: EngineOptions | None = None) -> None:
-        self.options = options or EngineOptions()
+    takes = frozenset({Input.TORCH_MODEL, Input.FP32_ONNX, Input.TABLE})
+    option_specs = ()
+    # One program's methods share memory arenas: the runtime locks around a runner.
+    capabilities = Capabilities(thread_safe=False)
+    qdq_profile = None  # built from the torch model with the table's scales, not from a QDQ ONNX
 
     def unavailable_reason(self) -> str | None:
         try:
@@ -100,17 +96,9 @@ class ExecuTorchBackend:
     def precisions(self, int8: bool) -> list[str]:
         return ["fp32", "int8"] if int8 else ["fp32"]
 
-    def build(self, source: Path, precision: str, out_dir: Path) -> Artifact:
-        """Today's call (an ONNX path): the inputs are rebuilt by ``prototype``."""
-        onnx = require("onnx", "torch")
-        from .prototype import fp32_beside, recipe_from_qdq, table_scales_beside, torch_model
-
-        fp32_path = source if precision == "fp32" else fp32_beside(source)
-        fp32 = onnx.load(str(fp32_path))
-        dims = fp32.graph.input[0].type.tensor_type.shape.dim[1:]
-        chw = tuple(int(d.dim_value) for d in dims)
-        recipe = recipe_from_qdq(onnx.load(str(source)), fp32, table_scales_beside(source)) if precision == "int8" else None
-        return build_artifact(torch_model(fp32), fp32, recipe, chw, precision, out_dir)
+    def build(self, inputs: BuildInputs, precision: str, out_dir: Path) -> Artifact:
+        recipe = inputs.recipe if precision == "int8" else None
+        return build_artifact(inputs.torch_model, inputs.proto(), recipe, inputs.chw, precision, out_dir)
 
     def load(self, artifact: Artifact, threads: int | None = None, mode: str = "latency") -> Runner:
         from .runner import batch_runner, pool_threads, size_pool
@@ -127,8 +115,8 @@ class ExecuTorchBackend:
     def int8_kernel(self) -> tuple[str, str]:
         return int8_kernel()
 
-    @staticmethod
-    def runtime_facts() -> dict:
+    @classmethod
+    def runtime_facts(cls) -> dict:
         """For `doctor`: the delegates this ExecuTorch has and its thread pool."""
         from .runner import pool_threads, runtime
 
