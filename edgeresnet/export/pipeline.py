@@ -32,8 +32,7 @@ from ..core.limits import MAX_SIDE, check_flag
 from ..bench.accuracy import torch_predictor
 from .torch_onnx import INPUT, OPSET, compare_with_torch, export_onnx
 from ..models.fold import fold_bn, verify_fold
-from ..host.machine import cpu, libraries
-from ..bundle.manifest import write_manifest
+from ..host.machine import cpu
 from ..models.registry import default_small_input, list_models
 from ..core.outdir import atomic_write, staged_dir
 from ..core.progress import stderr
@@ -41,7 +40,7 @@ from ..quantize.plan import layer_units, plan
 from ..quantize.recipe import Candidate, match_layers, module_path
 from ..tune.options import TuneOptions
 from ..report import Report, ResultRow
-from ..report.publish import publish
+from ..report.publish import publish_bundle
 from ..data.checks import check_calibration_set, warn_skipped
 
 if TYPE_CHECKING:  # the tuner is imported only when --max-drop or --sensitivity asks for it
@@ -501,9 +500,8 @@ def publish_export(work: Path, report: Report) -> None:
     every artifact."""
     from ..bundle.verify import install_device_file
 
-    publish(work, report)
     install_device_file(work)
-    write_manifest(work, report.to_dict(), libraries())
+    publish_bundle(work, report)
 
 
 def run_export(cfg: ExportConfig) -> Report:
