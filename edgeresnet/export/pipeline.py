@@ -26,7 +26,7 @@ from ..data import FASHION_MNIST_CLASSES, Preprocess, load_split
 from ..data.preprocess import Overrides
 from ..data.sources import ImageSet, user_path
 from .engines import EngineContext, Measurer, engine_rows, time_rows
-from ..errors import BackendUnavailable, InputError, UsageError, fatal, require
+from ..errors import BackendUnavailable, InputError, UsageError, reraise_fatal, require
 from ..bench.latency import PLAN
 from ..core.limits import MAX_SIDE, check_flag
 from ..bench.accuracy import torch_predictor
@@ -188,9 +188,7 @@ def _price(backend, ctx: EngineContext, tuned: TuneResult, rows: list[ResultRow]
         prices = price_fallbacks(backend, ctx.fp32_proto, ctx.candidate, tuned.fallback_layers, tuned.units,
                                  ctx.work, probe, ctx.threads)
     except Exception as exc:  # a price is a nice-to-have; the engine row stands
-        stop = fatal(exc)
-        if stop is not None:
-            raise stop from None
+        reraise_fatal(exc)
         row.details["fallback_price"] = {"error": f"{type(exc).__name__}: {exc}"}
         return
     row.details["fallback_price"] = prices
