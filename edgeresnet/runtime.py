@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from .backends import backend_class, backends, get_backend, install_hint, resolve
+from .backends import EngineOptions, backends, engine_options, get_backend, install_hint, resolve
 from .backends.base import Artifact
 from .bundle import Bundle
 from .data import Preprocess
@@ -46,13 +47,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class BundleModel:
     """One artifact of a bundle, loaded and ready. ``predict`` is safe from several threads."""
 
-    def __init__(self, root: Path, manifest: dict, entry: dict, threads: int | None) -> None:
+    def __init__(self, root: Path, manifest: dict, entry: dict, threads: int | None,
+                 options: EngineOptions | None = None) -> None:
         self.root, self.manifest, self.entry = root, manifest, entry
         self.target, self.precision = entry["target"], entry["precision"]
         self.chosen_by = "asked"  # load() sets how it was chosen: "verified", "asked" or "unverified"
         self.preprocess = Preprocess.from_dict(manifest["preprocess"])
         self.classes: list[str] = list(manifest["classes"])
-        backend = get_backend(self.target)
+        backend = get_backend(self.target, options)
         artifact = Artifact(self.target, self.precision, root / entry["path"], {"variants": entry.get("variants") or {}})
         self._run = backend.load(artifact, threads)
         self.kernel: str | None = artifact.details.get("kernel")  # the INT8 kernel path taken here
@@ -60,7 +62,7 @@ class BundleModel:
         if self.cpu_note:
             warnings.warn(self.cpu_note, PortabilityWarning, stacklevel=3)
         # Engines that are not thread-safe (TensorRT: one CUDA context, one stream) run one call at a time.
-        self._lock = None if getattr(backend_class(self.target), "thread_safe", True) else threading.Lock()
+        self._lock = None if backend.capabilities.thread_safe else threading.Lock()
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         if self._lock is None:
@@ -154,7 +156,7 @@ def _array_image(a: np.ndarray) -> Image.Image:
 
 
 def load(path: str | Path, target: str | None = None, precision: str | None = None,
-         threads: int | None = None, verified: bool = True) -> BundleModel:
+         threads: int | None = None, verified: bool = True, options: Mapping[str, Any] | None = None) -> BundleModel:
     """Load one artifact of an export bundle, checking every file against ``edgeresnet.json``.
 
     With neither ``target`` (any alias) nor ``precision``: the fastest artifact that passed
@@ -162,7 +164,9 @@ def load(path: str | Path, target: str | None = None, precision: str | None = No
     artifact matching it. Before any verification here: int8 on the first engine, in the
     registry's preference order (ort, openvino, trt), that the bundle has and this machine runs,
     with a note saying the bundle is unverified here. An artifact that failed verification runs
-    only when both are given. ``verified=False`` (what `eval` measures): ignore verify.json."""
+    only when both are given. ``verified=False`` (what `eval` measures): ignore verify.json.
+    ``options``: the engines' own options by their keyword (e.g. ``{"device": "GPU"}`` for
+    OpenVINO), as each engine declares them (its OptionSpecs); the rest take their defaults."""
     from .bundle.choice import DEFAULT_PRECISION, Choice, choose, say_once
 
     if threads is not None and not (isinstance(threads, int) and 1 <= threads <= MAX_THREADS):
@@ -170,10 +174,12 @@ def load(path: str | Path, target: str | None = None, precision: str | None = No
     root = Path(path)
     target = resolve(target) if target else None
     bundle = Bundle(root)
+    per_engine = engine_options(options or {})
     choice = choose(root, target, precision) if verified else Choice(((target, precision or DEFAULT_PRECISION),), "asked")
     missing: dict[str, str] = {}  # engine -> why its runtime is not here
     for want_target, want_precision in choice.order:
-        model = _first_runnable(bundle, want_target, want_precision, threads, missing, strict=choice.why != "verified")
+        model = _first_runnable(bundle, want_target, want_precision, threads, missing, strict=choice.why != "verified",
+                                options=per_engine)
         if model is not None:
             say_once(choice, root)
             model.chosen_by = choice.why
@@ -190,7 +196,7 @@ def _engine_names() -> list[str]:
 
 
 def _first_runnable(bundle: Bundle, target: str | None, precision: str, threads: int | None,
-                    missing: dict[str, str], strict: bool) -> BundleModel | None:
+                    missing: dict[str, str], strict: bool, options: EngineOptions | None = None) -> BundleModel | None:
     """The first artifact of ``precision`` (on ``target``, or on any engine in preference order)
     whose runtime is here; ``strict``: refuse when the bundle has none of that kind."""
     manifest, root = bundle.manifest, bundle.root
@@ -203,12 +209,12 @@ def _first_runnable(bundle: Bundle, target: str | None, precision: str, threads:
     entries.sort(key=lambda a: order.index(a["target"]) if a["target"] in order else len(order))
     for entry in entries:
         known = entry["target"] in order
-        reason = get_backend(entry["target"]).unavailable_reason() if known else "an engine this edgeresnet does not know"
+        reason = get_backend(entry["target"], options).unavailable_reason() if known else "an engine this edgeresnet does not know"
         if reason:
             missing[entry["target"]] = reason
             continue
         bundle.artifact(entry)
-        return BundleModel(root, manifest, entry, threads)
+        return BundleModel(root, manifest, entry, threads, options)
     return None
 
 

@@ -77,30 +77,60 @@ def trt_bundle(tmp_path_factory) -> Path:
     return out
 
 
-class FailingEngine:
+from edgeresnet.backends.base import Artifact, Backend, Capabilities, Input  # noqa: E402
+
+
+class ToyEngine(Backend):
+    """Every declaration of the engine contract, filled with the least a test engine needs:
+    subclass it and override what the test is about (not registered unless a test does so)."""
+
+    name = "toy-engine"
+    suffixes = ()
+    extra = "ort"
+    libraries = ()
+    takes = frozenset({Input.FP32_ONNX})
+    option_specs = ()
+    capabilities = Capabilities(thread_safe=True)
+    qdq_profile = None
+
+    def unavailable_reason(self):
+        return None
+
+    def precisions(self, int8):
+        return ["fp32", "int8"] if int8 else ["fp32"]
+
+    def build(self, inputs, precision, out_dir):
+        return Artifact(self.name, precision, inputs.fp32_onnx)
+
+    def load(self, artifact, threads=None, mode="latency"):
+        return lambda x: np.zeros((len(x), 10), np.float32)
+
+    def int8_kernel(self):
+        return "", "a test engine"
+
+    def input_chw(self, path):
+        return (1, 4, 4)
+
+    def precision_of(self, path):
+        return None
+
+    @classmethod
+    def runtime_facts(cls):
+        return {}
+
+
+class FailingEngine(ToyEngine):
     """An engine whose int8 build raises ``error`` while fp32 works: what a per-engine failure
     turns into (a status row), and what it must not swallow (an interrupt, a full disk)."""
 
     name = "failing"
 
     def __init__(self, error: BaseException):
-        from edgeresnet.backends.tensorrt.backend import PROFILE
+        super().__init__()
+        self.error = error
 
-        self.error, self.qdq_profile, self.qdq_variants = error, PROFILE, {}
-
-    def unavailable_reason(self):
-        return None
-
-    def precisions(self, int8):
-        return ["fp32", "int8"]
-
-    def build(self, source, precision, out_dir):
-        from edgeresnet.backends.base import Artifact
-
+    def build(self, inputs, precision, out_dir):
         if precision == "int8":
             raise self.error
-        return Artifact(self.name, precision, source)
-
-    def load(self, artifact, threads=None):
-        return lambda x: np.zeros((len(x), 10), np.float32)
+        return Artifact(self.name, precision, inputs.fp32_onnx)
 

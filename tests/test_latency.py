@@ -20,7 +20,7 @@ from edgeresnet.report.html import render_html
 from edgeresnet.report.speedup import Speedup, median_interval, paired, spread_pct
 from edgeresnet.report.table import SLOWER, speedup_of
 
-from .conftest import run_cli
+from .conftest import ToyEngine, run_cli
 
 
 def _rounds_row(target, precision, p50s, **kw) -> ResultRow:
@@ -138,22 +138,16 @@ def test_a_failing_block_ends_its_artifact_only(monkeypatch):
     assert len(fp32.rounds) == 3 and int8.error == "worker died" and worker.calls.count("ort int8") == 1
 
 
-class _ThreadsEngine:
+class _ThreadsEngine(ToyEngine):
     """An engine that records the thread count every load is given."""
 
     name = "threads-toy"
-    qdq_profile, qdq_variants = None, {}
 
     def __init__(self):
+        super().__init__()
         self.loads = []
 
-    def unavailable_reason(self):
-        return None
-
-    def precisions(self, int8):
-        return ["fp32"]
-
-    def build(self, source, precision, out_dir):
+    def build(self, inputs, precision, out_dir):
         path = out_dir / "toy.onnx"
         path.write_bytes(b"toy")
         return Artifact(self.name, precision, path)
@@ -181,7 +175,8 @@ def test_one_thread_count_for_accuracy_timing_and_the_row(threads, tmp_path, mon
     inputs = SimpleNamespace(backends=[engine], loaded=SimpleNamespace(meta=SimpleNamespace(preprocess=pre)),
                              calib_set=SimpleNamespace(batch=lambda idx, p: np.zeros((len(idx), 1, 4, 4), np.float32)),
                              eval_set=None, eval_spec=None)
-    folded = SimpleNamespace(model=None, calib_idx=np.arange(4), fp32_path=tmp_path / "m.onnx", fp32_proto=None)
+    folded = SimpleNamespace(model=None, calib_idx=np.arange(4), fp32_path=tmp_path / "m.onnx", fp32_proto=None,
+                             probe=np.zeros((4, 1, 4, 4), np.float32))
     cfg = ExportConfig(model="x", out=tmp_path / "out", int8=False, threads=threads)
     [row] = build_engines(cfg, inputs, folded, None, None, tmp_path, None)
     assert engine.loads == [threads] and set(seen) == {threads} and len(seen) == latency.PLAN.min_rounds

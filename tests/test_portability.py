@@ -76,7 +76,7 @@ def test_only_x86_without_vnni_takes_the_7bit_file():
         assert int8_kernel(cls)[0] == "u8s8-7bit"
     assert {int8_kernel(c)[0] for c in ("x86-vnni", "x86-amx", "arm-dot", "arm-i8mm", "arm")} == \
         {"u8s8-vnni", "u8s8-amx", "arm-dot", "arm-i8mm", "arm-neon"}
-    assert {k: p.name for k, p in OnnxRuntimeBackend.qdq_variants.items()} == {"u8s8-7bit": "ort-w7"}
+    assert {k: p.name for k, p in OnnxRuntimeBackend.capabilities.qdq_variants.items()} == {"u8s8-7bit": "ort-w7"}
 
 
 def _weights(model) -> dict[str, np.ndarray]:

@@ -14,7 +14,7 @@ from edgeresnet.quantize.plan import plan
 from edgeresnet.backends import backends
 from edgeresnet.quantize.qdq import emit_qdq
 
-PROFILES = {p.name: p for c in backends() for p in (c.qdq_profile, *c.qdq_variants.values())}
+PROFILES = {p.name: p for c in backends() for p in (c.qdq_profile, *c.capabilities.qdq_variants.values()) if p}
 
 
 @pytest.fixture(scope="module")

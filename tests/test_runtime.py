@@ -133,3 +133,14 @@ def test_demo_end_to_end(tmp_path):
     assert rows[("ort", "int8")]["top1_drop_pp"] <= 0.5 and rows[("openvino", "int8")]["top1_drop_pp"] <= 0.5
     assert (out / "report.html").exists() and (out / "bench.json").exists()
     assert run_cli("demo", "--out", str(out)).returncode == 0  # rerunnable: replaces its own earlier demo
+
+
+def test_engine_options_reach_the_engine_by_their_declared_keyword(bundle):
+    """The runtime takes the engines' own options as they declare them (OpenVINO's device), and
+    refuses a keyword no engine declares."""
+    from edgeresnet.errors import UsageError
+
+    model = load(bundle, target="openvino", precision="fp32", options={"device": "CPU"}, verified=False)
+    assert model.target == "openvino" and model.logits(np.zeros((1, 1, 28, 28), np.float32)).shape == (1, 10)
+    with pytest.raises(UsageError, match="no engine takes the option"):
+        load(bundle, target="ort", options={"no_such_option": 1})

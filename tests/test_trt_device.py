@@ -527,7 +527,7 @@ def test_the_bundles_eval_images_normalise_on_the_device_as_in_the_package(tmp_p
     idx = np.arange(0, 3000, 7)
     bundle = tmp_path / "trt"
     bundle.mkdir()
-    write_device_files(bundle, SimpleNamespace(measure=SimpleNamespace(eval_set=test_set, pre=pre, eval_idx=idx)))
+    write_device_files(bundle, SimpleNamespace(evaluation_images=lambda: (test_set, pre, idx)))
     assert (bundle / "trt_device.py").read_bytes() == DEVICE_FILE.read_bytes()
     data = td.load_eval(td.DeviceBundle(str(bundle), verify=False))
     assert len(data["labels"]) == len(idx) and data["labelled"] and data["classes"] == list(test_set.classes)

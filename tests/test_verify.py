@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeresnet.backends import EngineOptions
 from edgeresnet.bundle import device
 from edgeresnet.bundle.golden import write_golden
 from edgeresnet.bundle.verify import (chosen_for, install_device_file, local_device_key, merge_entry, read_verify,
@@ -87,7 +86,7 @@ def make_verify_bundle(root: Path, openvino: bool = True, golden: bool = True) -
     data = ArraySet(images, labels.astype(np.int64), CLASSES, "tiny [test]")
     meta = None
     if golden:
-        meta = write_golden(root, data, np.arange(300), PRE, None, root / "model.fp32.onnx", rows, EngineOptions(),
+        meta = write_golden(root, data, np.arange(300), PRE, None, root / "model.fp32.onnx", rows, {},
                             {"source": data.source, "split": "test"})
     install_device_file(root)
     report = {"model": {"arch": "tiny", "input_shape": [1, 1, 4, 4], "classes": CLASSES, "preprocess": PRE.to_dict()},

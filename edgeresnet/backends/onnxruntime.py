@@ -17,11 +17,11 @@ from pathlib import Path
 
 from ..errors import BackendUnavailable, native_call, require
 from ..host.machine import cpu_class
-from ..quantize.profile import Profile
-from .base import Artifact, EngineOptions, Runner, variant_paths
+from ..quantize.profile import REFERENCE, Profile
+from .base import Artifact, Backend, BuildInputs, Capabilities, Input, Runner, file_precision_from_name, variant_paths
 from .registry import register
 
-PROFILE = Profile("ort", "uint8", 128, "uint8", 0, quantize_bias=True, placement="units")
+PROFILE = REFERENCE  # the emulator's encoding too (tune/emulate), so tuning scores what ships here
 PROFILE_W7 = Profile("ort-w7", "uint8", 128, "uint8", 0, quantize_bias=True, placement="units", weight_bits=7)
 
 # CPU class (machine.cpu_class) -> the kernel path ONNX Runtime's MLAS takes for U8S8 QLinearConv,
@@ -47,20 +47,18 @@ def int8_kernel(cls: str | None = None) -> tuple[str, str]:
 
 
 @register
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(Backend):
     name = "ort"
     aliases = ("onnxruntime",)
     preference = 0
     suffixes = (".onnx",)
     extra = "ort"
     libraries = ("onnxruntime",)
-    thread_safe = True
-    splits_threads_per_request = True  # bench throughput: each request in flight gets threads / requests
+    takes = frozenset({Input.FP32_ONNX, Input.QDQ_ONNX})
+    option_specs = ()
+    # bench throughput: each request in flight gets threads / requests; x86 without VNNI gets the 7-bit twin
+    capabilities = Capabilities(thread_safe=True, splits_threads_per_request=True, qdq_variants={"u8s8-7bit": PROFILE_W7})
     qdq_profile = PROFILE
-    qdq_variants = {"u8s8-7bit": PROFILE_W7}
-
-    def __init__(self, options: EngineOptions | None = None) -> None:
-        self.options = options or EngineOptions()
 
     def unavailable_reason(self) -> str | None:
         try:
@@ -72,10 +70,20 @@ class OnnxRuntimeBackend:
     def precisions(self, int8: bool) -> list[str]:
         return ["fp32", "int8"] if int8 else ["fp32"]
 
-    def build(self, source: Path, precision: str, out_dir: Path) -> Artifact:
-        ort = require("onnxruntime", "ort")
+    def build(self, inputs: BuildInputs, precision: str, out_dir: Path) -> Artifact:
+        """FP32: the ONNX as it is. INT8: the QDQ ONNX optimized, plus a file per CPU-specific
+        variant (listed in ``details["variants"]``; ``load`` picks one per CPU)."""
         if precision == "fp32":
-            return Artifact(self.name, precision, source, {"execution_provider": "CPUExecutionProvider"})
+            return Artifact(self.name, precision, inputs.fp32_onnx, {"execution_provider": "CPUExecutionProvider"})
+        art = self._optimized(inputs.qdq(self.qdq_profile), precision, out_dir)
+        for kernel, profile in self.capabilities.qdq_variants.items():
+            variant = self._optimized(inputs.qdq(profile), precision, out_dir)
+            art.details.setdefault("variants", {})[kernel] = variant.path.name
+            art.details.setdefault("variant_profiles", {})[kernel] = profile.to_dict()
+        return art
+
+    def _optimized(self, source: Path, precision: str, out_dir: Path) -> Artifact:
+        ort = require("onnxruntime", "ort")
         # model.int8.ort.qdq.onnx -> model.int8.ort.onnx; model.int8.ort-w7.qdq.onnx -> model.int8.ort-w7.onnx
         name = source.name[:-len(".qdq.onnx")] + ".onnx" if source.name.endswith(".qdq.onnx") else f"model.{precision}.ort.onnx"
         target = out_dir / name
@@ -90,10 +98,23 @@ class OnnxRuntimeBackend:
     def int8_kernel(self) -> tuple[str, str]:
         return int8_kernel()
 
-    @staticmethod
-    def runtime_facts() -> dict:
+    @classmethod
+    def runtime_facts(cls) -> dict:
         """For `doctor`: the execution providers this ONNX Runtime has."""
         return {"onnxruntime_providers": require("onnxruntime", "ort").get_available_providers()}
+
+    @classmethod
+    def runtime_labels(cls) -> dict[str, str]:
+        return {"onnxruntime_providers": "ort providers"}
+
+    def precision_of(self, path: Path) -> str | None:
+        """The file name's precision, else int8 when the graph names Q/DQ or QLinear ops (read
+        from the bytes: an ORT-only install has no onnx package to parse it with)."""
+        named = file_precision_from_name(path)
+        if named is not None:
+            return named
+        head = path.read_bytes()[:4_000_000]
+        return "int8" if any(op in head for op in (b"QuantizeLinear", b"QLinearConv")) else "fp32"
 
     def choose(self, artifact: Artifact) -> tuple[Path, str | None]:
         """The file this CPU should run, and its kernel path (None for float artifacts)."""

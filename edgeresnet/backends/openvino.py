@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import BackendUnavailable, native_call, require
 from ..quantize.profile import Profile
-from .base import Artifact, EngineOptions, Runner
+from .base import Artifact, Backend, BuildInputs, Capabilities, Input, OptionSpec, Runner, file_precision_from_name
 from .registry import register
 
 HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
@@ -21,20 +21,22 @@ PROFILE = Profile("openvino", "int8", 0, "uint8", 0, quantize_bias=False, placem
 
 
 @register
-class OpenVinoBackend:
+class OpenVinoBackend(Backend):
     name = "openvino"
     aliases = ("ov",)
     preference = 1
     suffixes = (".xml",)
     extra = "openvino"
     libraries = ("openvino",)
-    thread_safe = True  # one infer request per calling thread
+    takes = frozenset({Input.FP32_ONNX, Input.QDQ_ONNX})
+    option_specs = (OptionSpec("--device", str, "CPU", "OpenVINO device: CPU, GPU, NPU (as OpenVINO names them)."),)
+    # one infer request per calling thread; the THROUGHPUT hint splits the cores itself
+    capabilities = Capabilities(thread_safe=True, optimal_requests=True)
     qdq_profile = PROFILE
-    qdq_variants: dict[str, Profile] = {}
 
-    def __init__(self, options: EngineOptions | None = None) -> None:
-        self.options = options or EngineOptions()
-        self.device = self.options.device
+    def __init__(self, options=None) -> None:
+        super().__init__(options)
+        self.device = self.options["device"]
 
     def _core(self):
         ov = require("openvino", "openvino")
@@ -55,8 +57,9 @@ class OpenVinoBackend:
         extra = [p for p, cap in (("bf16", "BF16"), ("fp16", "FP16")) if cap in caps]
         return ["fp32", *extra] + (["int8"] if int8 else [])
 
-    def build(self, source: Path, precision: str, out_dir: Path) -> Artifact:
+    def build(self, inputs: BuildInputs, precision: str, out_dir: Path) -> Artifact:
         ov = require("openvino", "openvino")
+        source = inputs.qdq(PROFILE) if precision == "int8" else inputs.fp32_onnx
         stem = "int8" if precision == "int8" else "fp32"
         xml = out_dir / f"model.{stem}.openvino.xml"
         if not xml.exists():
@@ -94,10 +97,22 @@ class OpenVinoBackend:
     def int8_kernel(self) -> tuple[str, str]:
         return int8_kernel()
 
-    @staticmethod
-    def runtime_facts() -> dict:
+    @classmethod
+    def runtime_facts(cls) -> dict:
         """For `doctor`: the devices OpenVINO sees."""
         return {"openvino_devices": require("openvino", "openvino").Core().available_devices}
+
+    @classmethod
+    def runtime_labels(cls) -> dict[str, str]:
+        return {"openvino_devices": "openvino devices"}
+
+    def precision_of(self, path: Path) -> str | None:
+        """The file name's precision, else int8 when the IR holds FakeQuantize or i8 constants."""
+        named = file_precision_from_name(path)
+        if named is not None:
+            return named
+        head = path.read_bytes()[:4_000_000]
+        return "int8" if any(m in head for m in (b"FakeQuantize", b'element_type="i8"')) else "fp32"
 
     def input_chw(self, path: Path) -> tuple[int, int, int]:
         model = self._core().read_model(str(path))

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..backends import expand_targets, get_backend
+from ..backends import engine_options, expand_targets, get_backend
 from ..backends.base import Artifact, artifact_size
 from ..backends.registry import for_suffix, suffixes_help
 from .worker import block_spec
@@ -38,13 +38,9 @@ class Item:
     accuracy: dict  # the export's accuracy fields for this artifact, if any
 
 
-def _file_precision(path: Path) -> str:
-    name = path.name.lower()
-    for p in ("int8", "fp16", "bf16", "fp32"):
-        if p in name:
-            return p
-    head = path.read_bytes()[:4_000_000]
-    return "int8" if any(m in head for m in (b"QuantizeLinear", b"QLinearConv", b"FakeQuantize", b'element_type="i8"')) else "fp32"
+def file_precision(target: str, path: Path) -> str:
+    """The precision of a model file, as its engine tells it (fp32 when it cannot)."""
+    return get_backend(target).precision_of(path) or "fp32"
 
 
 def discover(source: Path) -> tuple[list[Item], dict | None]:
@@ -82,7 +78,7 @@ def discover(source: Path) -> tuple[list[Item], dict | None]:
         from ..onnxfile import check_onnx_file
 
         check_onnx_file(source)
-    return [Item(Artifact(target, _file_precision(source), source), {})], None
+    return [Item(Artifact(target, file_precision(target, source), source), {})], None
 
 
 def bench(cfg: BenchConfig) -> tuple[list[ResultRow], dict | None]:
@@ -108,11 +104,14 @@ def bench(cfg: BenchConfig) -> tuple[list[ResultRow], dict | None]:
         raise InputError(f"nothing to benchmark in {cfg.source} with these filters", hint="check --target / --precision")
     chw = tuple(report["model"]["input_shape"][1:]) if report else None
     blocks = [(item, b, m) for item in items for b in cfg.batches for m in cfg.modes]
-    reasons = {t: get_backend(t, device=cfg.device).unavailable_reason() for t in {i.artifact.target for i in items}}
+    # bench's --device is the engines' option of that name (OpenVINO's today), as export passes it
+    options = engine_options({"device": cfg.device}, known_only=True)
+    reasons = {t: get_backend(t, options).unavailable_reason() for t in {i.artifact.target for i in items}}
     skipped = {i: reasons[item.artifact.target] for i, (item, _, _) in enumerate(blocks) if reasons[item.artifact.target]}
     runnable = [i for i in range(len(blocks)) if i not in skipped]
     specs = [block_spec(blocks[i][0].artifact, batch=blocks[i][1], chw=chw, threads=cfg.threads, mode=blocks[i][2],
-                        requests=cfg.requests, device=cfg.device, **plan.block(blocks[i][2])) for i in runnable]
+                        requests=cfg.requests, options=options.get(blocks[i][0].artifact.target),
+                        **plan.block(blocks[i][2])) for i in runnable]
     timed = dict(zip(runnable, run_rounds(specs, plan)))
     failures = {i: t.error for i, t in timed.items() if t.error is not None}
     collected = {i: t.rounds for i, t in timed.items()}

@@ -16,29 +16,29 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backends import get_backend
+from ..backends import backend_class, get_backend
 from ..backends.base import Artifact
 from .timing import peak_rss_mb, time_runner, time_throughput
 
 
 def run_block(spec: dict) -> dict:
-    backend = get_backend(spec["target"], device=spec.get("device", "CPU"))
+    backend = get_backend(spec["target"], {backend_class(spec["target"]).name: spec.get("options") or {}})
     art = Artifact(spec["target"], spec["precision"], Path(spec["path"]), dict(spec.get("details", {})))
     mode, threads = spec.get("mode", "latency"), spec.get("threads")
     requests = int(spec.get("requests") or (2 if mode == "throughput" else 1))
-    own = getattr(backend, "bench_block", None)  # an engine that loads and times itself (CUDA events, a context per thread)
-    if own is not None:
-        out = own(art, spec)
+    caps = backend.capabilities
+    if caps.self_timed:  # an engine that loads and times itself (CUDA events, a context per thread)
+        out = backend.bench_block(art, spec)
         out["details"] = {**art.details, **out.get("details", {})}
         out["peak_rss_mb"] = peak_rss_mb()
         return out
     t0 = time.perf_counter()
     # ONNX Runtime: several requests share the cores; OpenVINO's THROUGHPUT hint splits them itself.
-    split = mode == "throughput" and threads and getattr(backend, "splits_threads_per_request", False)
+    split = mode == "throughput" and threads and caps.splits_threads_per_request
     load_threads = max(1, threads // requests) if split else threads
     run = backend.load(art, load_threads, mode)
     load_s = time.perf_counter() - t0
-    if mode == "throughput" and not spec.get("requests") and "optimal_requests" in art.details:
+    if mode == "throughput" and not spec.get("requests") and caps.optimal_requests and "optimal_requests" in art.details:
         requests = art.details["optimal_requests"]
     chw = spec.get("chw") or backend.input_chw(art.path)
     x = np.random.default_rng(0).standard_normal((spec["batch"], *chw)).astype(np.float32)
@@ -58,11 +58,12 @@ def run_block(spec: dict) -> dict:
 
 def block_spec(art: Artifact, *, batch: int = 1, chw=None, threads: int | None = None, mode: str = "latency",
                warmup: int = 10, min_runs: int = 100, min_seconds: float = 2.0, requests: int | None = None,
-               device: str = "CPU") -> dict:
-    """What :func:`run_block` needs to time one artifact (JSON-ready)."""
+               options: dict | None = None) -> dict:
+    """What :func:`run_block` needs to time one artifact (JSON-ready); ``options``: the engine's
+    option values (its OptionSpecs') it is loaded with."""
     return {"target": art.target, "precision": art.precision, "path": str(art.path), "batch": batch,
             "chw": list(chw) if chw else None, "threads": threads, "mode": mode, "warmup": warmup,
-            "min_runs": min_runs, "min_seconds": min_seconds, "requests": requests, "device": device,
+            "min_runs": min_runs, "min_seconds": min_seconds, "requests": requests, "options": dict(options or {}),
             "details": art.details}
 
 

@@ -35,7 +35,7 @@ def build(
     From the workstation, on the Jetson over SSH (its rows come back into exp's report):
     edgeresnet build exp --host jetson
     """
-    from ..backends.tensorrt.build import build_on_device
+    from ..backends.registry import device_engine
     from ..bundle import export_root
     from ..report import terminal_table
     from .common import local_only, remote_host
@@ -54,7 +54,9 @@ def build(
             raise UsageError("--trt-version and --json go with --dry-run", hint="add --dry-run")
         print_plan(export_dir, trt_version, br, dla_core, json_out)
         return
-    report = build_on_device(export_dir, eval_spec, eval_limit, br, dla_core)
+    # the engine whose device bundle the export holds (registry: capabilities.device_build)
+    report = device_engine(export_dir).device_build(export_dir, eval_spec, eval_limit,
+                                                    {"batch_range": br, "dla_core": dla_core})
     out.print(terminal_table(report))
     for row in report.results:
         for warning in row.details.get("warnings", []):
@@ -78,10 +80,11 @@ def build_on_host(export_dir: Path, host) -> None:
 def print_plan(export_dir: Path, trt_version: str | None, br, dla_core: int | None, as_json: bool) -> None:
     from rich.table import Table
 
-    from ..backends.tensorrt.build import dry_run
+    from ..backends.registry import device_engine
     from .common import json_text
 
-    plan = dry_run(export_dir, trt_version, br, dla_core)
+    plan = device_engine(export_dir).device_plan(export_dir, {"trt_version": trt_version, "batch_range": br,
+                                                              "dla_core": dla_core})
     if as_json:
         out.print(json_text(plan), markup=False, highlight=False, soft_wrap=True)
         return

@@ -298,7 +298,7 @@ def engines_help(lead: str) -> str:
     """A --target help text naming every registered engine and its aliases."""
     from ..backends import backends
 
-    names = ", ".join(c.name + (f" ({'/'.join(c.aliases)})" if getattr(c, "aliases", ()) else "") for c in backends())
+    names = ", ".join(c.name + (f" ({'/'.join(c.aliases)})" if c.aliases else "") for c in backends())
     return f"{lead}: {names}."
 
 

@@ -60,15 +60,26 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the facts
                   "instructions, INT8 gains are smaller (about 2x, not 3-4x)")
     for name, k in kernels.items():
         table.add_row(f"{name} int8", escape(f"{k['kernel']}: {k['meaning']}" if k["kernel"] else k["meaning"]))
-    if "onnxruntime_providers" in facts:
-        table.add_row("ort providers", ", ".join(facts["onnxruntime_providers"]) if isinstance(facts["onnxruntime_providers"], list) else facts["onnxruntime_providers"])
-    if "openvino_devices" in facts:
-        table.add_row("openvino devices", ", ".join(facts["openvino_devices"]) if isinstance(facts["openvino_devices"], list) else facts["openvino_devices"])
+    for label, value in runtime_rows(facts):
+        table.add_row(label, escape(value))
     if jetson is not None:
         add_jetson_rows(table, jetson)
     gpus = facts["gpus"]
     table.add_row("gpus", "; ".join(g["name"] for g in gpus) if gpus else "none found (TensorRT builds need an NVIDIA GPU)")
     out.print(table)
+
+
+MACHINE_FACTS = ("python", "os", "cpu", "libraries", "gpus", "jetson", "int8_kernels")  # the rest: engines' runtime facts
+
+
+def runtime_rows(facts: dict) -> list[tuple[str, str]]:
+    """(label, text) of every engine's runtime facts in ``facts`` (Backend.runtime_facts, labelled
+    by runtime_labels or the key itself): a list joined with commas, a string (why its import failed) as it is."""
+    from ..backends import backends
+
+    labels = {k: v for cls in backends() for k, v in cls.runtime_labels().items()}
+    return [(labels.get(key, key.replace("_", " ")), ", ".join(map(str, value)) if isinstance(value, list) else str(value))
+            for key, value in facts.items() if key not in MACHINE_FACTS]
 
 
 def add_jetson_rows(table: Table, j: dict) -> None:

@@ -9,9 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from .common import batch_range as parse_batch_range
 from .common import (
-    DEFAULT_BATCH_RANGE,
     InterpOpt,
     MeanOpt,
     PreFileOpt,
@@ -25,9 +23,11 @@ from .common import (
     preprocess_overrides,
     threads_option,
 )
+from .engine_flags import engine_flags
 
 
 @command
+@engine_flags
 def export(
     model: Annotated[str, typer.Argument(help="Checkpoint (.pt/.pth/.safetensors), an FP32 .onnx classifier, `default`, or a zoo name such as resnet18 (random weights; needs --input-size).")],
     out_dir: Annotated[Path | None, typer.Option("--out", help="Export directory (default: exports/<model name>). A non-empty one is refused without --force.")] = None,
@@ -46,11 +46,6 @@ def export(
     input_size: Annotated[int | None, typer.Option(help="Input side for zoo names (e.g. 224).")] = None,
     arch: Annotated[str | None, typer.Option(help="Architecture of a plain state_dict.")] = None,
     threads: Annotated[int | None, threads_option("CPU threads for every engine, in accuracy and timing alike (default: each runtime's own choice).")] = None,
-    device: Annotated[str, typer.Option(help="OpenVINO device: CPU, GPU, NPU (as OpenVINO names them).")] = "CPU",
-    batch_range: Annotated[str, typer.Option(help="Optimization profile of engines that have one (TensorRT): min,opt,max batch.")] = DEFAULT_BATCH_RANGE,
-    dla_core: Annotated[int | None, typer.Option(help="TensorRT: build the INT8 and FP16 engines for this Jetson DLA core (static batch at the opt size, GPU fallback on; fp32 stays on the GPU).")] = None,
-    trt_version: Annotated[str | None, typer.Option(help="TensorRT: the version on the device, which picks the bundle's recipe (cache header, trtexec flags, FP16 files): 8.5 (JetPack 5), 8.6, 10.x (10.3: JetPack 6), 11.x (x86 GPUs). Default: 10.3.", show_default=False)] = None,
-    prepare_only: Annotated[bool, typer.Option(help="Engines built on the device (TensorRT): write their bundle (QDQ ONNX, calibration cache, trtexec lines) for `edgeresnet build` there; build nothing here.")] = False,
     force: Annotated[bool, typer.Option(help="Replace a non-empty --out (only once the new export is complete).")] = False,
     strict: Annotated[bool, typer.Option(help="Stop at the first unreadable image instead of skipping it with a count.")] = False,
     bench: Annotated[bool, typer.Option("--bench", help="Run `edgeresnet bench` on the export right after (batch 1, latency).")] = False,
@@ -69,6 +64,7 @@ def export(
     interpolation: InterpOpt = None,
     preprocess_file: PreFileOpt = None,
     price: Annotated[bool, typer.Option("--price/--no-price", help="Time each INT8 engine all-INT8, as shipped, and with each float layer alone in float: the latency price of every fallback layer on that engine.", rich_help_panel="Accuracy budget")] = True,
+    engine_options: dict | None = None,  # the engines' own flags (--device, --trt-version, ...): engine_flags
 ) -> None:
     """Fold BN, export FP32 ONNX, calibrate INT8 once on real images, build each engine, and
     report the FP32-vs-INT8 accuracy drop and latency.
@@ -101,15 +97,13 @@ def _config(a: SimpleNamespace):
     tuning = TuneOptions(max_drop=a.max_drop, val_size=a.val_size, bias_correction=a.bias_correction,
                          layer_methods=a.layer_methods, sensitivity=a.sensitivity)
     targets = tuple(t.strip() for t in a.target.split(",") if t.strip())
-    lo, opt, hi = parse_batch_range(a.batch_range)
     name = Path(a.model).stem if a.model != "default" else "default"
     return ExportConfig(model=a.model, out=a.out_dir or Path("exports") / name, targets=targets, int8=a.int8, calib=a.calib,
                         calib_size=a.calib_size, calib_method=a.calib_method, percentile=a.percentile,
                         calib_table=a.calib_table, calib_seed=a.calib_seed, calib_memory=a.calib_memory, eval=a.eval_spec,
                         no_eval=a.no_eval, eval_limit=a.eval_limit, input_size=a.input_size, arch=a.arch, threads=a.threads,
-                        force=a.force, allow_eval_calib=a.allow_eval_calib, device=a.device, batch_range=(lo, opt, hi),
-                        dla_core=a.dla_core, prepare_only=a.prepare_only, trt_version=a.trt_version, strict=a.strict,
-                        tuning=tuning, price=a.price,
+                        force=a.force, allow_eval_calib=a.allow_eval_calib, engine_options=a.engine_options or {},
+                        strict=a.strict, tuning=tuning, price=a.price,
                         float_layers=tuple(v.strip() for v in (a.float_layers_opt or "").split(",") if v.strip()),
                         preprocess=preprocess_overrides(a.mean, a.std, a.size, a.resize, a.interpolation, a.preprocess_file),
                         rounds=a.rounds, command=command_line())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backends.base import Artifact, Backend, artifact_size
+from ..backends.base import Artifact, Backend, BuildInputs, Input, artifact_size
 from ..bench.timing import time_runner
 from ..bench.run import row_columns
 from ..bench.worker import block_spec
@@ -82,6 +82,23 @@ class EngineContext:
     chw: tuple[int, int, int] | None = None
     eval_spec: str | None = None
     out: Path | None = None
+    torch_model: object = None  # the folded torch model, for engines that take it (None: an ONNX source)
+    calibration_batch: np.ndarray | None = None  # a few preprocessed calibration images
+
+    def evaluation_images(self) -> tuple[ImageSet, Preprocess, np.ndarray] | None:
+        """(images, preprocessing, indices) this export evaluates on, for engines whose device
+        bundle evaluates there too; None without an evaluation set."""
+        m = self.measure
+        if isinstance(m, Measurer) and m.eval_set is not None and m.eval_idx is not None and len(m.eval_idx):
+            return m.eval_set, m.pre, m.eval_idx
+        return None
+
+    def build_inputs(self) -> BuildInputs:
+        """What every engine's ``build`` may read (backends.base.BuildInputs)."""
+        chw = self.chw or (tuple(self.calibration_batch.shape[1:]) if self.calibration_batch is not None else None)
+        return BuildInputs(self.fp32_path, chw, self.work, self.qdq, table=self.table, candidate=self.candidate,
+                           torch_model=self.torch_model, calibration_batch=self.calibration_batch,
+                           fp32_proto=self.fp32_proto)
 
     @property
     def quant(self) -> Candidate:
@@ -105,16 +122,18 @@ def _failed(target: str, precision: str, exc: BaseException) -> ResultRow:
                      details={"traceback": traceback.format_exc(limit=3)})
 
 
-def _build_int8(backend: Backend, ctx: EngineContext) -> Artifact:
-    """The INT8 artifact from the backend's QDQ profile, plus a file per CPU-specific variant
-    (listed in ``details["variants"]``; the backend's ``load`` picks one per CPU)."""
-    out = ctx.artifacts_dir or ctx.work
-    art: Artifact = backend.build(ctx.qdq(backend.qdq_profile), "int8", out)
-    art.details["qdq_profile"] = backend.qdq_profile.to_dict()
-    for kernel, profile in getattr(backend, "qdq_variants", {}).items():
-        variant = backend.build(ctx.qdq(profile), "int8", out)
-        art.details.setdefault("variants", {})[kernel] = variant.path.name
-        art.details.setdefault("variant_profiles", {})[kernel] = profile.to_dict()
+def missing_input(backend: Backend, ctx: EngineContext) -> str | None:
+    """Why ``backend`` cannot be built from what this export has (what its ``takes`` names), or None."""
+    if Input.TORCH_MODEL in backend.takes and ctx.torch_model is None:
+        return f"{backend.name} is built from the torch model; an ONNX source has none (export from a checkpoint)"
+    return None
+
+
+def _build(backend: Backend, ctx: EngineContext, precision: str) -> Artifact:
+    """One artifact; an INT8 one records the QDQ encoding it came from (engines that take one)."""
+    art = backend.build(ctx.build_inputs(), precision, ctx.artifacts_dir or ctx.work)
+    if precision == "int8" and Input.QDQ_ONNX in backend.takes:
+        art.details["qdq_profile"] = backend.qdq_profile.to_dict()
     return art
 
 
@@ -129,10 +148,7 @@ def engine_rows(backend: Backend, ctx: EngineContext, int8: bool) -> list[Result
         return [_failed(backend.name, "fp32", exc)]
     for precision in precisions:
         try:
-            if precision == "int8":
-                art = _build_int8(backend, ctx)
-            else:
-                art = backend.build(ctx.fp32_path, precision, ctx.artifacts_dir or ctx.work)
+            art = _build(backend, ctx, precision)
             run = backend.load(art, ctx.threads)
             row = ResultRow(art.target, art.precision, artifact=str(art.path.relative_to(ctx.work)),
                             size_bytes=artifact_size(art.path), details=dict(art.details), threads=ctx.threads,
@@ -157,19 +173,20 @@ def engine_rows(backend: Backend, ctx: EngineContext, int8: bool) -> list[Result
     return rows
 
 
-def time_rows(rows: list[ResultRow], ctx: EngineContext, chw: tuple[int, ...], device: str = "CPU",
+def time_rows(rows: list[ResultRow], ctx: EngineContext, chw: tuple[int, ...], options=None,
               plan: Plan = PLAN) -> None:
     """Every built artifact's latency, by bench's method (latency.py: interleaved rounds, each
     block in its own process), once all engines are built so no build runs beside a timing.
     Timed with ``ctx.threads``, the value the engines were loaded with for accuracy, and
-    recorded as given (None: each runtime's default). A block that fails leaves its row's
+    recorded as given (None: each runtime's default). ``options``: the engines' option values
+    (registry.EngineOptions), as they were built with. A block that fails leaves its row's
     accuracy standing and says why in its warnings."""
     work, threads = ctx.work, ctx.threads
     todo = [r for r in rows if r.status == "ok" and r.artifact]
     if not todo:
         return
     specs = [block_spec(Artifact(r.target, r.precision, work / r.artifact, dict(r.details)), chw=chw,
-                        threads=threads, device=device, **plan.block()) for r in todo]
+                        threads=threads, options=(options or {}).get(r.target), **plan.block()) for r in todo]
     stderr.print(f"timing {len(todo)} artifacts: {plan.rounds_text()}, interleaved, each block in its own process")
     for row, timed in zip(todo, run_rounds(specs, plan)):
         row.threads = threads

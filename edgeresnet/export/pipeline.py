@@ -8,16 +8,17 @@ engines come from backends.registry."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._version import __version__
-from ..backends import Backend, EngineOptions, expand_targets, get_backend, install_hint
+from ..backends import Backend, engine_options, expand_targets, get_backend, install_hint
 from ..backends import backends as registered
-from ..backends.base import DEFAULT_BATCH_RANGE
+from ..backends.registry import option_owners, option_specs
 from ..calibrate.collect import DEFAULT_MEMORY_MB, calibrate, pick_calibration_images, pick_validation_images
 from ..calibrate.observers import METHODS
 from ..calibrate.table import CalibrationTable, weights_sha256
@@ -25,7 +26,7 @@ from ..models.checkpoint import IMAGENET_PREPROCESS, ModelMeta, load_checkpoint
 from ..data import FASHION_MNIST_CLASSES, Preprocess, load_split
 from ..data.preprocess import Overrides
 from ..data.sources import ImageSet, user_path
-from .engines import EngineContext, Measurer, engine_rows, time_rows
+from .engines import EngineContext, Measurer, engine_rows, missing_input, time_rows
 from ..errors import BackendUnavailable, InputError, UsageError, reraise_fatal, require
 from ..bench.latency import PLAN
 from ..core.limits import MAX_SIDE, check_flag
@@ -46,6 +47,7 @@ from ..data.checks import check_calibration_set, warn_skipped
 if TYPE_CHECKING:  # the tuner is imported only when --max-drop or --sensitivity asks for it
     from ..tune.run import TuneResult
 
+CALIBRATION_BATCH = 8  # calibration images handed to engines that build from images (BuildInputs)
 FP32_ONNX = "model.fp32.onnx"
 TABLE = "calibration.json"
 
@@ -71,11 +73,9 @@ class ExportConfig:
     threads: int | None = None
     force: bool = False
     allow_eval_calib: bool = False
-    device: str = "CPU"  # OpenVINO device
-    batch_range: tuple[int, int, int] = DEFAULT_BATCH_RANGE  # engines with optimization profiles: min, opt, max
-    dla_core: int | None = None
-    prepare_only: bool = False
-    trt_version: str | None = None  # TensorRT line the bundle is written for (8.6, 10.x, 11.x); None: 10.3 (JetPack 6)
+    # The engines' own options, keyed as their OptionSpecs (``{"trt_version": "8.6", "device": "GPU"}``);
+    # what is not given takes the engine's default. No engine field here: the engines declare them.
+    engine_options: Mapping[str, Any] = field(default_factory=dict)
     strict: bool = False  # unreadable images are fatal instead of skipped with a count
     tuning: TuneOptions = TuneOptions()  # --max-drop, sensitivity and the fixes
     price: bool = True  # measure the latency price of each layer kept in float
@@ -185,8 +185,7 @@ def _price(backend, ctx: EngineContext, tuned: TuneResult, rows: list[ResultRow]
         return
     stderr.print(f"pricing {len(tuned.fallback_layers)} float layers on {backend.name}")
     try:
-        prices = price_fallbacks(backend, ctx.fp32_proto, ctx.candidate, tuned.fallback_layers, tuned.units,
-                                 ctx.work, probe, ctx.threads)
+        prices = price_fallbacks(backend, ctx.build_inputs(), tuned.fallback_layers, tuned.units, probe, ctx.threads)
     except Exception as exc:  # a price is a nice-to-have; the engine row stands
         reraise_fatal(exc)
         row.details["fallback_price"] = {"error": f"{type(exc).__name__}: {exc}"}
@@ -245,19 +244,17 @@ def _engines(cfg: ExportConfig) -> list[Backend]:
     """The requested engines, aliases resolved first so every spelling gets the same checks.
     One named explicitly that cannot run here is refused (with --prepare-only, engines with a
     device bundle write it instead); ``all`` lists the missing ones as skipped rows."""
-    options = EngineOptions(cfg.device, cfg.batch_range, cfg.dla_core, cfg.prepare_only, cfg.trt_version)
+    options = engine_options(cfg.engine_options)
     backends = [get_backend(name, options) for name in expand_targets(cfg.targets or (registered()[0].name,))]
-    on_device = [b.name for b in backends if hasattr(b, "prepare")]
-    if cfg.trt_version and not any(getattr(b, "takes_trt_version", False) for b in backends):
-        takers = [c.name for c in registered() if getattr(c, "takes_trt_version", False)]
-        raise UsageError("--trt-version applies to the TensorRT bundle", hint=f"add --target {','.join(takers)}")
-    if cfg.prepare_only and not on_device:
-        device_built = [c.name for c in registered() if hasattr(c, "prepare")]
-        raise UsageError("--prepare-only applies to engines built on the device",
-                         hint=f"add --target {','.join(device_built)}")
+    chosen = {b.name for b in backends}
+    for spec in option_specs():  # a flag of an engine not asked for is a mistake, said before any work
+        value = cfg.engine_options.get(spec.key)
+        owners = option_owners(spec.key)
+        if value is not None and spec.value(value) != spec.value(None) and not chosen.intersection(owners):
+            raise UsageError(f"{spec.flag} applies to {', '.join(owners)}", hint=f"add --target {','.join(owners)}")
     explicit = set() if any(t.strip().lower() == "all" for t in cfg.targets) else {b.name for b in backends}
     for backend in backends:
-        if backend.name not in explicit or (cfg.prepare_only and backend.name in on_device):
+        if backend.name not in explicit or backend.prepares_only():
             continue
         reason = backend.unavailable_reason()
         if reason:
@@ -438,10 +435,11 @@ def build_engines(cfg: ExportConfig, inputs: Inputs, folded: Folded, table: Cali
     candidate, kept_float = recipe(table, tuned, list(forced), folded.fp32_proto)
     ctx = EngineContext(work, folded.fp32_path, folded.fp32_proto, table, cfg.threads, measure, torch_acc,
                         candidate=candidate, fallback_layers=kept_float,
-                        input_name=INPUT, chw=pre.input_shape, eval_spec=inputs.eval_spec, out=cfg.out)
+                        input_name=INPUT, chw=pre.input_shape, eval_spec=inputs.eval_spec, out=cfg.out,
+                        torch_model=folded.model, calibration_batch=folded.probe[:CALIBRATION_BATCH])
     for backend in inputs.backends:
-        skip = backend.prepare(ctx) if cfg.int8 and hasattr(backend, "prepare") else None
-        reason = None if skip else backend.unavailable_reason()
+        skip = backend.prepare(ctx) if cfg.int8 else None
+        reason = None if skip else missing_input(backend, ctx) or backend.unavailable_reason()
         if skip or reason:
             rows.append(ResultRow(backend.name, "int8" if cfg.int8 else "fp32", status="skipped",
                                   reason=skip.reason if skip else reason, details=skip.details if skip else {}))
@@ -450,7 +448,7 @@ def build_engines(cfg: ExportConfig, inputs: Inputs, folded: Folded, table: Cali
         rows.extend(engine)
         if tuned and tuned.fallback_layers and cfg.price:
             _price(backend, ctx, tuned, engine, measure.probe)
-    time_rows(rows, ctx, measure.probe.shape[1:], cfg.device, replace(PLAN, rounds=cfg.rounds))
+    time_rows(rows, ctx, measure.probe.shape[1:], engine_options(cfg.engine_options), replace(PLAN, rounds=cfg.rounds))
     return rows
 
 
@@ -488,7 +486,7 @@ def golden_set(cfg: ExportConfig, inputs: Inputs, folded: Folded, eval_idx: np.n
 
     if inputs.eval_set is None or eval_idx is None or not len(eval_idx) or evaluation is None:
         return None
-    options = EngineOptions(cfg.device, cfg.batch_range, cfg.dla_core, cfg.prepare_only, cfg.trt_version)
+    options = engine_options(cfg.engine_options)
     return write_golden(work, inputs.eval_set, eval_idx, inputs.loaded.meta.preprocess, folded.model,
                         folded.fp32_path, rows, options, evaluation)
 

@@ -114,16 +114,15 @@ def jetson(root: str = "/") -> dict:
 
 def runtime_details() -> dict:
     """What each installed engine sees (ONNX Runtime's execution providers, OpenVINO's
-    devices): every registered backend's ``runtime_facts()``, where it has one."""
+    devices): every registered engine's ``runtime_facts()``, where its libraries are installed."""
     from ..backends.registry import backends
 
     details: dict = {}
     for cls in backends():
-        facts = getattr(cls, "runtime_facts", None)
-        if facts is None or not all(library_version(lib) for lib in cls.libraries):
+        if not all(library_version(lib) for lib in cls.libraries):
             continue
         try:
-            details.update(facts())
+            details.update(cls.runtime_facts())
         except Exception as exc:  # a broken install is itself a finding
             details[f"{cls.name}_facts"] = f"import failed: {exc}"
     return details

@@ -31,3 +31,9 @@ class Profile:
                 f"{self.relu_dtype} zero point {self.relu_zero_point} (after ReLU)", "placement": self.placement,
                 "weights": f"int8 per-channel symmetric, {self.weight_bits}-bit", "bias": "int32" if self.quantize_bias else "float",
                 **({"float_ops": list(self.float_ops)} if self.float_ops else {})}
+
+
+# The encoding whose quantization points (inputs and outputs of every node unit, uint8 with zero
+# point 128) cover every engine's on the same int8 grid: tune/emulate scores candidates in it, and
+# ONNX Runtime ships it (its name is in file names and reports, so it stays "ort").
+REFERENCE = Profile("ort", "uint8", 128, "uint8", 0, quantize_bias=True, placement="units")

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backends.onnxruntime import PROFILE as ORT_PROFILE
 from ..data import Preprocess
 from ..data.sources import ImageSet
 from ..onnxfile.reference import session_with_outputs
+from ..quantize.profile import REFERENCE
 from ..quantize.recipe import Candidate, quantized_model
 
-TUNE_PROFILE = ORT_PROFILE  # covers TensorRT's and OpenVINO's quantization points on the same grid
+TUNE_PROFILE = REFERENCE  # covers TensorRT's and OpenVINO's quantization points on the same grid
 
 
 @dataclass

@@ -15,16 +15,21 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backends.base import Backend
+from dataclasses import replace
+
+from ..backends.base import Backend, BuildInputs
 from ..bench.timing import time_runner
 from ..errors import require
-from ..quantize.recipe import Candidate, quantized_model
+from ..quantize.recipe import quantized_model
 from .search import expand
 
 
-def price_fallbacks(backend: Backend, fp32, cand: Candidate, fallback: list[str], units: dict[str, frozenset[str]],
-                    work: Path, probe: np.ndarray, threads: int | None, rounds: int = 3) -> dict:
+def price_fallbacks(backend: Backend, inputs: BuildInputs, fallback: list[str], units: dict[str, frozenset[str]],
+                    probe: np.ndarray, threads: int | None, rounds: int = 3) -> dict:
+    """Each variant of the shipped recipe built by the engine itself (any engine: it reads the
+    recipe through ``inputs``, whichever of the QDQ ONNX, the table or the torch model it takes)."""
     onnx = require("onnx", "torch")
+    fp32, cand, work = inputs.proto(), inputs.recipe, inputs.work
     base = cand.but(keep_float=cand.keep_float - expand(fallback, units))
     variants = {"all_int8": base, "shipped": cand}
     variants.update({layer: base.but(keep_float=base.keep_float | units[layer]) for layer in fallback})
@@ -32,11 +37,17 @@ def price_fallbacks(backend: Backend, fp32, cand: Candidate, fallback: list[str]
     try:
         runners = {}
         for i, (name, variant) in enumerate(variants.items()):
-            src = tmp / f"v{i}.qdq.onnx"
-            onnx.save(quantized_model(fp32, variant, backend.qdq_profile), str(src))
             out = tmp / f"v{i}"
             out.mkdir()
-            runners[name] = backend.load(backend.build(src, "int8", out), threads)
+
+            def write_qdq(profile, variant=variant, out=out):
+                src = out / f"model.int8.{profile.name}.qdq.onnx"
+                if not src.exists():
+                    onnx.save(quantized_model(fp32, variant, profile), str(src))
+                return src
+
+            built = backend.build(replace(inputs, candidate=variant, write_qdq=write_qdq), "int8", out)
+            runners[name] = backend.load(built, threads)
         p50: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(rounds):
             for name, run in runners.items():

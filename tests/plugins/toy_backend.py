@@ -3,6 +3,9 @@ point 0, Q/DQ around whole units). The whole of what adding an engine takes: thi
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from edgeresnet.backends.base import OptionSpec
 from edgeresnet.backends.onnxruntime import OnnxRuntimeBackend
 from edgeresnet.backends.registry import register
 from edgeresnet.quantize.profile import Profile
@@ -17,7 +20,16 @@ class SignedOrtBackend(OnnxRuntimeBackend):
     preference = 90
     suffixes = ()  # .onnx files stay ONNX Runtime's
     qdq_profile = PROFILE
-    qdq_variants: dict[str, Profile] = {}
+    capabilities = replace(OnnxRuntimeBackend.capabilities, qdq_variants={})
+    # An option of its own: export grows --toy-note with no CLI file changed; the value is recorded
+    # in its artifacts' details so a test can see it arrived.
+    option_specs = (OptionSpec("--toy-note", str, "plain", "Toy engine: a note recorded in its rows.",
+                               choices=("plain", "loud")),)
+
+    def build(self, inputs, precision, out_dir):
+        art = super().build(inputs, precision, out_dir)
+        art.details["toy_note"] = self.options["toy_note"]
+        return art
 
     def int8_kernel(self) -> tuple[str, str]:
         return "s8s8", "signed int8 activations (a toy second profile)"

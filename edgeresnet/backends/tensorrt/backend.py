@@ -29,7 +29,8 @@ from typing import Any
 from ...errors import BackendUnavailable, EdgeResNetError, InputError, UsageError
 from ...quantize.plan import plan
 from ...quantize.profile import Profile
-from ..base import DEFAULT_BATCH_RANGE, Artifact, EngineOptions, Runner, Skip
+from ..base import (DEFAULT_BATCH_RANGE, Artifact, Backend, BuildInputs, Capabilities, Input, OptionSpec, Runner,
+                    Skip, file_precision_from_name)
 from ..registry import register
 from .bundle import BUNDLE, FP16_SOURCES, implicit_float_layers, layer_warnings, write_bundle, write_fp16_sources
 from .jetpack import APT_TENSORRT
@@ -57,6 +58,32 @@ def import_error_reason(exc: ImportError, module: str = "tensorrt", label: str =
     if missing and (missing == module or module.startswith(missing + ".") or missing.startswith(module)):
         return f"{label} is not installed (no module named {missing!r})"
     return f"{label} did not load: `import {module}` failed with {exc}"
+
+
+def parse_batch_range(value) -> tuple[int, int, int]:
+    """An optimization profile, 'min,opt,max' (or the three numbers), with min <= opt <= max."""
+    text = value if isinstance(value, str) else ",".join(map(str, value))
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not 1 <= values[0] <= values[1] <= values[2]:
+        default = ",".join(map(str, DEFAULT_BATCH_RANGE))
+        raise UsageError(f"--batch-range {text!r} is not min,opt,max with min <= opt <= max", hint=f"e.g. {default}")
+    return values
+
+
+OPTIONS = (
+    OptionSpec("--batch-range", str, ",".join(map(str, DEFAULT_BATCH_RANGE)),
+               "Optimization profile of engines that have one (TensorRT): min,opt,max batch.", parse=parse_batch_range),
+    OptionSpec("--dla-core", int | None, None, "TensorRT: build the INT8 and FP16 engines for this Jetson DLA core "
+               "(static batch at the opt size, GPU fallback on; fp32 stays on the GPU)."),
+    OptionSpec("--trt-version", str | None, None, "TensorRT: the version on the device, which picks the bundle's recipe "
+               "(cache header, trtexec flags, FP16 files): 8.5 (JetPack 5), 8.6, 10.x (10.3: JetPack 6), 11.x (x86 GPUs). "
+               "Default: 10.3."),
+    OptionSpec("--prepare-only", bool, False, "Engines built on the device (TensorRT): write their bundle (QDQ ONNX, "
+               "calibration cache, trtexec lines) for `edgeresnet build` there; build nothing here."),
+)
 
 
 @dataclass(frozen=True)
@@ -130,7 +157,7 @@ def plan_for(build: dict, version: str, batch_range: tuple[int, int, int] | None
 
 
 @register
-class TensorRTBackend:
+class TensorRTBackend(Backend):
     name = "trt"
     aliases = ("tensorrt",)
     preference = 2
@@ -138,24 +165,26 @@ class TensorRTBackend:
     extra = "trt"
     libraries = ("tensorrt",)
     install_hint = INSTALL_HINT
-    thread_safe = False  # one execution context and stream per loaded engine
     bundle = BUNDLE  # what prepare() writes: everything `edgeresnet build` needs on the device
+    # the calibration cache of the bundle comes from the table's (or the tuned) scales
+    takes = frozenset({Input.FP32_ONNX, Input.QDQ_ONNX, Input.TABLE})
+    option_specs = OPTIONS  # --trt-version picks the bundle's recipe (recipes.py)
+    # one execution context and stream per loaded engine; timed as trtexec times; built on the device
+    capabilities = Capabilities(thread_safe=False, self_timed=True, device_build=True)
     qdq_profile = PROFILE
-    qdq_variants: dict[str, Profile] = {}
-    takes_trt_version = True  # --trt-version picks this bundle's recipe (tensorrt_recipes)
 
     def int8_kernel(self) -> tuple[str, str]:
         return "", "GPU tensor cores, chosen per layer when the engine is built on the device"
 
-    def __init__(self, options: EngineOptions | None = None, trt_options: TrtOptions | None = None) -> None:
-        self.engine_options = options or EngineOptions()
-        self.options = trt_options or TrtOptions(self.engine_options.batch_range, self.engine_options.dla_core)
+    def __init__(self, options=None, trt_options: TrtOptions | None = None) -> None:
+        super().__init__(options)
+        self.trt = trt_options or TrtOptions(self.options["batch_range"], self.options["dla_core"])
         # The recipe the bundle is written for; a build reads the installed TensorRT's plan instead.
-        self.recipe, self.version = recipe_for(self.engine_options.trt_version)
-        check_dla(self.recipe, self.options.dla_core)
-        self._bundle_dir = self.options.bundle_dir
+        self.recipe, self.version = recipe_for(self.options["trt_version"])
+        check_dla(self.recipe, self.trt.dla_core)
+        self._bundle_dir = self.trt.bundle_dir
         self._build_json: dict | None = None  # export: the build.json prepare() wrote
-        self._plan: tuple[str, dict] | None = self.options.plan
+        self._plan: tuple[str, dict] | None = self.trt.plan
 
     def unavailable_reason(self) -> str | None:
         return unavailable_reason()
@@ -167,8 +196,8 @@ class TensorRTBackend:
         scales = cache_scales(ctx.fp32_proto, ctx.quant)
         keep = PROFILE.float_nodes(ctx.fp32_proto.graph, ctx.quant.keep_float)
         bundle = write_bundle(
-            ctx.work, input_name=ctx.input_name, chw=ctx.chw, batch_range=self.options.batch_range,
-            dla_core=self.options.dla_core, scales=scales, eval_spec=ctx.eval_spec, qdq_name=ctx.qdq(PROFILE).name,
+            ctx.work, input_name=ctx.input_name, chw=ctx.chw, batch_range=self.trt.batch_range,
+            dla_core=self.trt.dla_core, scales=scales, eval_spec=ctx.eval_spec, qdq_name=ctx.qdq(PROFILE).name,
             fallback_layers=tuple(ctx.fallback_layers), float_nodes=tuple(sorted(keep)),  # --max-drop's and the classifier
             trt_version=self.version,
             dla_float_layers=tuple(implicit_float_layers(ctx.fp32_proto.graph, scales, keep)))
@@ -176,10 +205,13 @@ class TensorRTBackend:
         ctx.qdq_paths[PROFILE.name] = bundle / "model.int8.trt.qdq.onnx"
         self._bundle_dir, self._build_json = bundle, json.loads((bundle / "build.json").read_text())
         reason = self.unavailable_reason()
-        if reason or self.engine_options.prepare_only:
-            return Skip("--prepare-only" if self.engine_options.prepare_only and not reason else reason,
+        if reason or self.prepares_only():
+            return Skip("--prepare-only" if self.prepares_only() and not reason else reason,
                         {"bundle": BUNDLE, "next": f"edgeresnet build {ctx.out}"})
         return None
+
+    def prepares_only(self) -> bool:
+        return bool(self.options["prepare_only"])
 
     def plan(self, version: str) -> tuple[str, dict]:
         """(line, PLAN) for the installed TensorRT, from the bundle's build.json."""
@@ -200,9 +232,9 @@ class TensorRTBackend:
         names = sorted(names, key=lambda n: (n != "fp32", n != "fp16", names.index(n)))
         return [n for n in names if int8 or not n.startswith("int8")]
 
-    def build(self, source: Path, precision: str, out_dir: Path) -> Artifact:
-        """One engine of the plan, built by trt_device; ``source`` is what the engine stage
-        offers (the FP32 or QDQ ONNX), but the plan names each engine's own ONNX."""
+    def build(self, inputs: BuildInputs, precision: str, out_dir: Path) -> Artifact:
+        """One engine of the plan, built by trt_device; the plan names each engine's own ONNX in
+        the bundle ``prepare`` wrote (``inputs`` wrote them there)."""
         trt = _trt()
         td = device()
         line, chosen = self.plan(str(trt.__version__))
@@ -212,12 +244,12 @@ class TensorRTBackend:
             write_fp16_sources(folder)  # TensorRT 11's FP16-typed copies, for a bundle written for 8.x/10.x
         try:
             details = td.build_engine(trt, td.DeviceBundle(str(folder), verify=False), precision, engine, line=line,
-                                      workspace_mb=self.options.workspace_mb, out_dir=str(out_dir))
+                                      workspace_mb=self.trt.workspace_mb, out_dir=str(out_dir))
         except td.DeviceError as exc:
             raise package_error(exc) from None
         layers = json.loads((out_dir / td.layers_file(precision)).read_text())
         base = precision.split("-")[0]
-        details["warnings"] = layer_warnings(layers, base, self.options.float_layers, recipe_for(trt.__version__)[0],
+        details["warnings"] = layer_warnings(layers, base, self.trt.float_layers, recipe_for(trt.__version__)[0],
                                              dla=engine.get("dla_core") is not None)
         return Artifact(self.name, precision, out_dir / td.engine_file(precision), details)
 
@@ -249,6 +281,31 @@ class TensorRTBackend:
             raise package_error(exc) from None
         return {**block, "load_seconds": loaded}
 
+    def precision_of(self, path: Path) -> str | None:
+        """The engine's name in the plan, as `build` names its files: model.<int8|int8-dla|fp16|...>.engine."""
+        parts = path.name.split(".")
+        if len(parts) == 3 and parts[0] == "model" and parts[2] == "engine":
+            return parts[1]
+        return file_precision_from_name(path)
+
+    @classmethod
+    def runtime_facts(cls) -> dict:
+        """Nothing beyond the machine's: `doctor` lists TensorRT's version with the libraries, the GPUs
+        with the machine, and a Jetson's line apart."""
+        return {}
+
+    def device_build(self, export_dir: Path, eval_spec: str | None, eval_limit: int | None, options) -> object:
+        """`edgeresnet build`: the bundle's engines for the installed TensorRT (build.py)."""
+        from .build import build_on_device
+
+        return build_on_device(export_dir, eval_spec, eval_limit, options.get("batch_range"), options.get("dla_core"))
+
+    def device_plan(self, export_dir: Path, options) -> dict:
+        """`build --dry-run`: the plan for ``options["trt_version"]`` (else the installed TensorRT)."""
+        from .build import dry_run
+
+        return dry_run(export_dir, options.get("trt_version"), options.get("batch_range"), options.get("dla_core"))
+
     def input_chw(self, path: Path) -> tuple[int, int, int]:
         td = device()
         try:
@@ -266,10 +323,10 @@ def write_device_files(bundle: Path, ctx) -> None:
     and benchmark) and trt/eval.npz (the export's evaluation images, uint8 NHWC as preprocessing
     leaves them before normalisation, with labels, mean and std): the manifest hashes both."""
     shutil.copyfile(Path(__file__).resolve().parents[2] / "bundle" / "trt_device.py", bundle / "trt_device.py")
-    measure = ctx.measure
-    eval_set, pre, idx = (getattr(measure, k, None) for k in ("eval_set", "pre", "eval_idx"))
-    if eval_set is None or pre is None or idx is None or not len(idx):
+    evaluation = ctx.evaluation_images()
+    if evaluation is None:
         return
+    eval_set, pre, idx = evaluation
     import numpy as np
 
     per_image = pre.channels * pre.size * pre.size

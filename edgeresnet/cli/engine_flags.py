@@ -1,0 +1,45 @@
+"""The engines' own flags (``--trt-version``, ``--device``, ...) on a command, built from every
+registered engine's OptionSpecs: a new engine's options appear here with no CLI file changed."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Annotated
+
+import typer
+
+PANEL = "Engine options"
+
+
+def _parameter(spec, owners: list[str]) -> inspect.Parameter:
+    show_default = spec.default is not None and spec.type is not bool
+    option = typer.Option(spec.flag if spec.type is not bool else f"{spec.flag}/--no-{spec.flag[2:]}",
+                          help=spec.help, rich_help_panel=f"{PANEL} ({', '.join(owners)})",
+                          show_default=show_default)
+    return inspect.Parameter(spec.key, inspect.Parameter.KEYWORD_ONLY, default=spec.default,
+                             annotation=Annotated[spec.type, option])
+
+
+def engine_flags(fn: Callable) -> Callable:
+    """Add one typer option per engine option to ``fn``'s signature; the values reach ``fn`` as
+    ``engine_options``: a mapping OptionSpec.key -> value, for ExportConfig.engine_options."""
+    from ..backends.registry import option_owners, option_specs
+
+    specs = option_specs()
+    signature = inspect.signature(fn, eval_str=True)
+    taken = set(signature.parameters)
+    clash = [s.flag for s in specs if s.key in taken]
+    if clash:
+        raise TypeError(f"engine option(s) {', '.join(clash)} clash with {fn.__name__}'s own parameters")
+    own = [p for p in signature.parameters.values() if p.name != "engine_options"]
+    extra = [_parameter(s, option_owners(s.key)) for s in specs]
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        values = {s.key: kwargs.pop(s.key, s.default) for s in specs}
+        return fn(*args, engine_options=values, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=own + extra)
+    return wrapper
