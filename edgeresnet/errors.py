@@ -157,5 +157,13 @@ def fatal(exc: BaseException) -> BaseException | None:
     return None
 
 
+
+def reraise_fatal(exc: BaseException) -> None:
+    """The first line of every per-engine ``except Exception``: raise what ``fatal`` finds (an
+    interrupt, a full disk) in place of ``exc``, and return for an ordinary failure."""
+    stop = fatal(exc)
+    if stop is not None:
+        raise stop from None
+
 class PortabilityWarning(UserWarning):
     """A bundle runs on a CPU class (or INT8 kernel path) other than the one its report measured."""

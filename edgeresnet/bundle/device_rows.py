@@ -359,13 +359,9 @@ def publish_merged(merged: Merged, manifest: bool = True) -> list[Path]:
     manifest hashes every file in it. ``manifest`` False (rows a device answered over SSH: no
     file came back into trt/) leaves edgeresnet.json as it is, so its SHA-256, which names the
     bundle's copy on the device and its verify.json entries, does not change."""
-    from ..host.machine import libraries
-    from .manifest import NAME, write_manifest
-    from ..report.publish import publish
+    from ..report.publish import publish, publish_bundle
 
     if not manifest:
         return publish(merged.root, merged.report, merged.bench, merged.machine)
     Bundle(merged.root).folder(BUNDLE)
-    written = publish(merged.root, merged.report, merged.bench, merged.machine)
-    write_manifest(merged.root, merged.report.to_dict(), libraries())
-    return written + [merged.root / NAME]
+    return publish_bundle(merged.root, merged.report, merged.bench, merged.machine)

@@ -19,7 +19,7 @@ from ..backends import EngineOptions, get_backend
 from ..backends.base import Artifact
 from ..data import Preprocess
 from ..data.sources import ImageSet
-from ..errors import fatal
+from ..errors import reraise_fatal
 from ..core.outdir import atomic_write
 from ..core.progress import stderr
 from . import device
@@ -118,9 +118,7 @@ def expected(golden: Golden, root: Path, rows, options: EngineOptions) -> dict[s
             run = get_backend(row.target, options).load(artifact)
             m = device.golden_metrics(_logits(run, golden), golden.logits, golden.labels)
         except Exception as exc:  # an engine that ran at export but not here again: no figure, say so
-            stop = fatal(exc)
-            if stop is not None:
-                raise stop from None
+            reraise_fatal(exc)
             stderr.print(f"note: golden set: {row.target} {row.precision} did not run ({type(exc).__name__}: {exc}); "
                          "verify will judge it by the default rate", style="yellow")
             continue

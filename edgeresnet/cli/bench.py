@@ -69,20 +69,25 @@ def bench(
                  "--time-seconds": min_seconds}
         return bench_on_host(source, remote, batch, {k: str(v) for k, v in given.items() if v is not None})
     from ..bench.run import BenchConfig
-    from ..errors import InputError
-    from ..bench.run import bench as run
-    from ..host.machine import describe
-    from ..core.outdir import atomic_write
-    from ..report import Report, bench_table
-    from ..report.publish import publish
 
     cfg = BenchConfig(source=source, targets=_names(target), precisions=_names(precision), batches=int_list(batch, "--batch"),
                       modes=_names(mode) or ("latency",), threads=threads, warmup=warmup, min_runs=min_runs,
                       min_seconds=min_seconds, rounds=rounds, requests=requests, device=device)
+    _bench_here(cfg, json_out)
+
+
+def _bench_here(cfg, json_out: Path | None) -> None:
+    """Time here, show the table and notes, write --json, update the bundle's reports."""
+    from ..bench.run import bench as run
+    from ..core.outdir import atomic_write
+    from ..errors import InputError
+    from ..host.machine import describe
+    from ..report import bench_table
+
     rows, report = run(cfg)
     machine = describe()
     payload = {"machine": machine, "results": [r.to_dict() for r in rows]}
-    out.print(bench_table(rows, f"bench: {source}"))
+    out.print(bench_table(rows, f"bench: {cfg.source}"))
     for r in rows:
         if r.status != "ok":
             out.print(f"{r.target} {r.precision} batch {r.batch} {r.status}: {r.reason}", style="yellow", markup=False)
@@ -94,18 +99,27 @@ def bench(
         atomic_write(json_out, lambda p: p.write_text(json.dumps(payload, indent=1)))
         out.print(f"wrote {json_out}", markup=False)
     if report is not None:
-        try:
-            written = publish(source, Report.from_dict(report), rows + device_rows(source), machine,
-                              rewrite_report=False)
-            out.print(f"wrote {', '.join(str(p) for p in written)}", markup=False)
-        except OSError as exc:  # a bundle on a read-only mount can still be timed
-            err.print(f"warning: could not update the reports in {source} ({exc.strerror or exc}); the results are "
-                      "above" + (f" and in {json_out}" if json_out else ": pass --json FILE to keep them"),
-                      style="yellow", markup=False, soft_wrap=True)
+        _update_reports(cfg.source, report, rows, machine, json_out)
     if not any(r.status == "ok" for r in rows):
         first = next((r for r in rows if r.status == "failed"), rows[0])
         raise InputError(f"nothing could be benchmarked: {first.target} {first.precision}: {first.reason}",
                          hint="see the reasons above")
+
+
+def _update_reports(source: Path, report: dict, rows: list, machine: dict, json_out: Path | None) -> None:
+    """bench.json, report.md and report.html with these rows (report.json stays as the export
+    wrote it); a read-only bundle is a warning, the results are already shown."""
+    from ..report import Report
+    from ..report.publish import publish
+
+    try:
+        written = publish(source, Report.from_dict(report), rows + device_rows(source), machine,
+                          rewrite_report=False)
+        out.print(f"wrote {', '.join(str(p) for p in written)}", markup=False)
+    except OSError as exc:  # a bundle on a read-only mount can still be timed
+        err.print(f"warning: could not update the reports in {source} ({exc.strerror or exc}); the results are "
+                  "above" + (f" and in {json_out}" if json_out else ": pass --json FILE to keep them"),
+                  style="yellow", markup=False, soft_wrap=True)
 
 
 def bench_on_host(source: Path, host, batch: str, options: dict[str, str]) -> None:

@@ -69,90 +69,51 @@ def eval_cmd(
                                  ("resize", resize), ("interpolation", interpolation), ("preprocess", preprocess_file))}})
         return eval_on_host(model, remote, target, precision, threads, as_json)
     precision = precision or "int8"
-    import os
-    from pathlib import Path
-
-    import numpy as np
-
-    from ..data import load_split
-    from ..bench.accuracy import evaluate
-    from ..data.checks import warn_skipped
-
-    from ..core.limits import check_flag
-
-    check_flag("--limit", limit, least=1, integer=True)
-    check_flag("--batch-size", batch_size, least=1, most=65_536, integer=True)
-    overrides = preprocess_overrides(mean, std, size, resize, interpolation, preprocess_file)
-    dataset = load_split(data, split, strict)
-    dataset.require_labels("eval")
-    warn_skipped(dataset, "evaluation")
-    if Path(model).is_dir():  # an export bundle: numpy + Pillow + one runtime, no torch
-        from ..runtime import load
-
-        if overrides:
-            raise InputError(f"{model} is an export bundle: its preprocessing is fixed at export",
-                             hint="pass the preprocessing flags to `export`, or evaluate the checkpoint")
-        bundle = load(model, target=target, precision=precision, threads=threads, verified=False)
-        run, pre, classes = bundle.logits, bundle.preprocess, bundle.classes
-        name, arch = f"{model} ({bundle.target} {bundle.precision})", bundle.manifest.get("arch")
-    else:
-        from ..models.checkpoint import load_checkpoint
-        from ..errors import require
-        from ..bench.accuracy import torch_predictor
-
-        torch = require("torch", "torch")
-        torch.set_num_threads(threads or os.cpu_count() or 1)
-        ckpt = load_checkpoint(model, arch=arch)
-        pre = ckpt.meta.preprocess.with_overrides(overrides, channels=ckpt.meta.in_channels)
-        run, classes = torch_predictor(ckpt.model), ckpt.meta.classes
-        name, arch = str(ckpt.path), ckpt.meta.arch
-    if len(dataset.classes) != len(classes):
-        raise InputError(f"{model} has {len(classes)} classes but {data} has {len(dataset.classes)}",
-                         hint="evaluate on the data the model was trained for")
-    indices = np.arange(len(dataset) if limit is None else min(limit, len(dataset)))
-    acc = evaluate(run, dataset, pre, indices, batch_size)
-    result = {"model": name, "arch": arch, "data": dataset.source, "split": split, **acc.to_dict()}
-    reference = None
-    if Path(model).is_dir():
-        from ..host.machine import cpu
-
-        reference = _report_fp32(Path(model), bundle.target)
-        result.update(kernel=bundle.kernel, cpu=cpu())
-        if reference is not None and bundle.precision != "fp32":
-            same = reference["source"] == dataset.source and reference["images"] == acc.images
-            result.update(reference_fp32=reference, same_images_as_report=same,
-                          drop_vs_report_fp32_pp=round((reference["top1"] - acc.top1) * 100, 4))
+    result = _score_locally(model, data, split, arch, limit, batch_size, threads, target, precision, strict,
+                            (mean, std, size, resize, interpolation, preprocess_file))
     if as_json:
         print(json_text(result))
         return
-    table = Table(title=escape(f"{arch} on {dataset.source}"))
+    _show(result)
+
+
+def _score_locally(model: str, data: str, split: str, arch: str | None, limit: int | None, batch_size: int,
+                   threads: int | None, target: str | None, precision: str, strict: bool, pre_flags: tuple) -> dict:
+    """Parse-side checks, then the library scores the bundle or the checkpoint (bench/scoring.py)."""
+    from pathlib import Path
+
+    from ..bench.scoring import bundle_scorer, checkpoint_scorer, score_model
+    from ..core.limits import check_flag
+    from ..data import load_split
+    from ..data.checks import warn_skipped
+
+    check_flag("--limit", limit, least=1, integer=True)
+    check_flag("--batch-size", batch_size, least=1, most=65_536, integer=True)
+    overrides = preprocess_overrides(*pre_flags)
+    dataset = load_split(data, split, strict)
+    dataset.require_labels("eval")
+    warn_skipped(dataset, "evaluation")
+    scorer = bundle_scorer(model, target, precision, threads, overrides) if Path(model).is_dir() \
+        else checkpoint_scorer(model, arch, threads, overrides)
+    return score_model(model, scorer, dataset, data, split, limit, batch_size)
+
+
+def _show(result: dict) -> None:
+    """The per-class table, the top-1/top-5 line and, for a bundle, its drop against the export."""
+    table = Table(title=escape(f"{result['arch']} on {result['data']}"))
     table.add_column("class")
     table.add_column("top-1", justify="right")
-    for name, value in acc.per_class.items():
+    for name, value in result["per_class"].items():
         table.add_row(escape(printable(name)), f"{value:.2%}")
     out.print(table)
-    out.print(f"top-1 [bold]{acc.top1:.2%}[/]  top-5 {acc.top5:.2%}  on {acc.images} images")
+    out.print(f"top-1 [bold]{result['top1']:.2%}[/]  top-5 {result['top5']:.2%}  on {result['images']} images")
     if "drop_vs_report_fp32_pp" in result:
         ref = result["reference_fp32"]
         caveat = "" if result["same_images_as_report"] else \
             f" [yellow](the export scored {ref['images']} images of {escape(ref['source'])}: pass the same data and --limit for an exact drop)[/]"
-        out.print(f"drop vs the export's {bundle.target} fp32 row ({ref['top1']:.2%}): "
+        out.print(f"drop vs the export's {ref['target']} fp32 row ({ref['top1']:.2%}): "
                   f"[bold]{result['drop_vs_report_fp32_pp']:+.2f} pp[/] on this CPU "
                   f"({result['cpu']['class']}, kernel {result.get('kernel')}){caveat}")
-
-
-def _report_fp32(bundle: "Path", target: str) -> dict | None:
-    """The export's FP32 row for ``target`` (its top-1 and the images it was scored on)."""
-    from ..bundle import Bundle
-    from ..bundle.report import read_report
-
-    try:
-        report = read_report(Bundle(bundle))  # typed, and never a FIFO read that blocks for good
-        row = next(r for r in report["results"] if r["target"] == target and r["precision"] == "fp32" and r.get("top1") is not None)
-        ev = report["evaluation"]
-        return {"target": target, "top1": float(row["top1"]), "images": int(ev["images"]), "source": str(ev["source"])}
-    except (InputError, OSError, ValueError, KeyError, TypeError, StopIteration):
-        return None
 
 
 def eval_on_host(model: str, host, target: str | None, precision: str | None, threads: int | None, as_json: bool) -> None:

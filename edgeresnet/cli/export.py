@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated
 
 import typer
@@ -72,38 +73,55 @@ def export(
 
     With an accuracy budget: edgeresnet export default --calib-method minmax --calib-size 32 --max-drop 0.1
     """
-    from ..export.pipeline import ExportConfig, run_export
-    from ..report import kernel_line, terminal_table, tuning_summary
+    _run(SimpleNamespace(**locals()))
+
+
+def _run(a: SimpleNamespace) -> None:
+    """The command behind the options above (typer's parser; ``a`` holds them by name):
+    build the config, run the pipeline, render, then `bench` when asked."""
+    from ..export.pipeline import run_export
+
+    cfg = _config(a)
+    _show(run_export(cfg), cfg)
+    if a.bench:
+        from .bench import bench as bench_cmd
+
+        bench_cmd(cfg.out, threads=a.threads, rounds=a.rounds)
+
+
+def _config(a: SimpleNamespace):
+    """ExportConfig from the parsed options."""
+    from ..export.pipeline import ExportConfig
     from ..tune.options import TuneOptions
 
-    tuning = TuneOptions(max_drop=max_drop, val_size=val_size, bias_correction=bias_correction,
-                         layer_methods=layer_methods, sensitivity=sensitivity)
-    targets = tuple(t.strip() for t in target.split(",") if t.strip())
-    name = Path(model).stem if model != "default" else "default"
-    cfg = ExportConfig(model=model, out=out_dir or Path("exports") / name, targets=targets, int8=int8, calib=calib,
-                       calib_size=calib_size, calib_method=calib_method, percentile=percentile,
-                       calib_table=calib_table, calib_seed=calib_seed, calib_memory=calib_memory, eval=eval_spec, no_eval=no_eval,
-                       eval_limit=eval_limit, input_size=input_size, arch=arch, threads=threads, force=force,
-                       allow_eval_calib=allow_eval_calib, engine_options=engine_options or {},
-                       strict=strict, tuning=tuning, price=price,
-                       float_layers=tuple(v.strip() for v in (float_layers_opt or "").split(",") if v.strip()),
-                       preprocess=preprocess_overrides(mean, std, size, resize, interpolation, preprocess_file),
-                       rounds=rounds, command=command_line())
-    report = run_export(cfg)
+    tuning = TuneOptions(max_drop=a.max_drop, val_size=a.val_size, bias_correction=a.bias_correction,
+                         layer_methods=a.layer_methods, sensitivity=a.sensitivity)
+    targets = tuple(t.strip() for t in a.target.split(",") if t.strip())
+    name = Path(a.model).stem if a.model != "default" else "default"
+    return ExportConfig(model=a.model, out=a.out_dir or Path("exports") / name, targets=targets, int8=a.int8, calib=a.calib,
+                        calib_size=a.calib_size, calib_method=a.calib_method, percentile=a.percentile,
+                        calib_table=a.calib_table, calib_seed=a.calib_seed, calib_memory=a.calib_memory, eval=a.eval_spec,
+                        no_eval=a.no_eval, eval_limit=a.eval_limit, input_size=a.input_size, arch=a.arch, threads=a.threads,
+                        force=a.force, allow_eval_calib=a.allow_eval_calib, engine_options=a.engine_options or {},
+                        strict=a.strict, tuning=tuning, price=a.price,
+                        float_layers=tuple(v.strip() for v in (a.float_layers_opt or "").split(",") if v.strip()),
+                        preprocess=preprocess_overrides(a.mean, a.std, a.size, a.resize, a.interpolation, a.preprocess_file),
+                        rounds=a.rounds, command=command_line())
+
+
+def _show(report, cfg) -> None:
+    """The table, rows that did not run, the facts, the accuracy budget, warnings, device bundles."""
+    from ..report import terminal_table, tuning_summary
+    from ..report.render import TERMINAL_FACTS, facts
+
     out.print(terminal_table(report))
     for row in report.results:
         if row.status != "ok":
             out.print(escape(f"{row.target} {row.precision} {row.status}: {row.reason}"), style="yellow")
-    if report.calibration:
-        c = report.calibration
-        speed = f", {c['images_per_s']:.0f} images/s, peak {c['peak_mb']:.0f} MB" if c.get("peak_mb") else ""
-        out.print(escape(f"calibration: {c['method']}, {c['images']} images from {c['source']} ({c['seconds']:.1f} s{speed})"))
-    if report.evaluation:
-        out.print(escape(f"evaluation: {report.evaluation['images']} images from {report.evaluation['source']}"))
-    if kernel_line(report):
-        out.print(escape(kernel_line(report)), style="dim")
-    if report.float_layers:
-        out.print(escape(f"kept in float (--float-layers): {', '.join(report.float_layers['modules'])}"))
+    lines = facts(report)
+    for key in TERMINAL_FACTS:
+        if key in lines:
+            out.print(escape(lines[key]), style="dim" if key == "kernel" else None)
     if report.tuning:
         out.print(tuning_summary(report))
     for row in report.results:
@@ -114,7 +132,3 @@ def export(
             out.print(escape(f"{row.target} bundle: {cfg.out}/{row.details['bundle']}/ (copy the export to the device, "
                              f"then `{row.details['next']}`)"))
     out.print(f"wrote {cfg.out}/ (report.json, report.md, report.html)")
-    if bench:
-        from .bench import bench as bench_cmd
-
-        bench_cmd(cfg.out, threads=threads, rounds=rounds)

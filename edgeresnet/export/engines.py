@@ -21,7 +21,7 @@ from ..bench.worker import block_spec
 from ..calibrate.table import CalibrationTable
 from ..data import Preprocess
 from ..data.sources import ImageSet
-from ..errors import EdgeResNetError, fatal, require
+from ..errors import EdgeResNetError, reraise_fatal, require
 from ..bench.accuracy import Accuracy, evaluate
 from ..bench.latency import PLAN, Plan, merge, run_rounds
 from ..core.outdir import atomic_write
@@ -144,9 +144,7 @@ def engine_rows(backend: Backend, ctx: EngineContext, int8: bool) -> list[Result
     try:
         precisions = backend.precisions(int8)
     except Exception as exc:  # a broken runtime install must not sink the other engines
-        stop = fatal(exc)
-        if stop is not None:
-            raise stop from None
+        reraise_fatal(exc)
         return [_failed(backend.name, "fp32", exc)]
     for precision in precisions:
         try:
@@ -158,9 +156,7 @@ def engine_rows(backend: Backend, ctx: EngineContext, int8: bool) -> list[Result
                             kernel=art.details.get("kernel"))
             acc = ctx.measure(row, run, art)
         except Exception as exc:
-            stop = fatal(exc)  # Ctrl-C inside a runtime, or a full disk: end the run, publish nothing
-            if stop is not None:
-                raise stop from None
+            reraise_fatal(exc)  # Ctrl-C inside a runtime, or a full disk: end the run, publish nothing
             rows.append(_failed(backend.name, precision, exc))
             continue
         if precision == "fp32":

@@ -20,7 +20,7 @@ from .torch_onnx import INPUT, OUTPUT, set_metadata
 from ..core.limits import MAX_CLASSES, check_count
 from ..onnxfile import STANDARD, check_onnx_file, read_metadata
 from ..onnxfile.metadata import PREFIX
-from ..onnxfile.reference import user_run, user_session
+from ..onnxfile.reference import file_session, user_run, user_session
 
 
 @dataclass
@@ -34,11 +34,8 @@ class OnnxSource:
 
 def compare_graphs(original: Path, folded: Path, batch: np.ndarray) -> float:
     """Max |folded - original| / max |original| on real images, through ONNX Runtime."""
-    ort = require("onnxruntime", "ort")
-    exact = ort.SessionOptions()
-    exact.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the file as written, BN unfused
-    ref_sess = user_session(original, exact)
-    new_sess = ort.InferenceSession(str(folded), providers=["CPUExecutionProvider"])
+    ref_sess = user_session(original, level="none")  # the file as written, BN unfused
+    new_sess = file_session(folded)
     ref_name = ref_sess.get_inputs()[0].name
     fixed = ref_sess.get_inputs()[0].shape[0]
     if isinstance(fixed, int) and fixed > 0:  # a file with a fixed batch: feed it that many
@@ -103,13 +100,9 @@ def _class_names(names: list[str] | None, classes: int, path: Path) -> list[str]
 def _fold(path: Path):
     """The file with its BatchNorms folded: ONNX Runtime's basic level folds Conv+BN exactly."""
     onnx = require("onnx", "torch")
-    ort = require("onnxruntime", "ort")
     with tempfile.TemporaryDirectory() as tmp:
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        opts.optimized_model_filepath = str(Path(tmp) / "folded.onnx")
-        user_session(path, opts)
-        return onnx.load(opts.optimized_model_filepath)
+        user_session(path, level="basic", optimized_path=Path(tmp) / "folded.onnx")
+        return onnx.load(str(Path(tmp) / "folded.onnx"))
 
 
 def load_onnx_source(path: Path, overrides: Overrides | None = None) -> OnnxSource:

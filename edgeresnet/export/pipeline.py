@@ -27,14 +27,13 @@ from ..data import FASHION_MNIST_CLASSES, Preprocess, load_split
 from ..data.preprocess import Overrides
 from ..data.sources import ImageSet, user_path
 from .engines import EngineContext, Measurer, engine_rows, missing_input, time_rows
-from ..errors import BackendUnavailable, InputError, UsageError, fatal, require
+from ..errors import BackendUnavailable, InputError, UsageError, reraise_fatal, require
 from ..bench.latency import PLAN
 from ..core.limits import MAX_SIDE, check_flag
 from ..bench.accuracy import torch_predictor
 from .torch_onnx import INPUT, OPSET, compare_with_torch, export_onnx
 from ..models.fold import fold_bn, verify_fold
-from ..host.machine import cpu, libraries
-from ..bundle.manifest import write_manifest
+from ..host.machine import cpu
 from ..models.registry import default_small_input, list_models
 from ..core.outdir import atomic_write, staged_dir
 from ..core.progress import stderr
@@ -42,7 +41,7 @@ from ..quantize.plan import layer_units, plan
 from ..quantize.recipe import Candidate, match_layers, module_path
 from ..tune.options import TuneOptions
 from ..report import Report, ResultRow
-from ..report.publish import publish
+from ..report.publish import publish_bundle
 from ..data.checks import check_calibration_set, warn_skipped
 
 if TYPE_CHECKING:  # the tuner is imported only when --max-drop or --sensitivity asks for it
@@ -188,9 +187,7 @@ def _price(backend, ctx: EngineContext, tuned: TuneResult, rows: list[ResultRow]
     try:
         prices = price_fallbacks(backend, ctx.build_inputs(), tuned.fallback_layers, tuned.units, probe, ctx.threads)
     except Exception as exc:  # a price is a nice-to-have; the engine row stands
-        stop = fatal(exc)
-        if stop is not None:
-            raise stop from None
+        reraise_fatal(exc)
         row.details["fallback_price"] = {"error": f"{type(exc).__name__}: {exc}"}
         return
     row.details["fallback_price"] = prices
@@ -499,9 +496,8 @@ def publish_export(work: Path, report: Report) -> None:
     every artifact."""
     from ..bundle.verify import install_device_file
 
-    publish(work, report)
     install_device_file(work)
-    write_manifest(work, report.to_dict(), libraries())
+    publish_bundle(work, report)
 
 
 def run_export(cfg: ExportConfig) -> Report:

@@ -85,8 +85,9 @@ def export_onnx(model, meta: ModelMeta, path: Path, opset: int = OPSET) -> None:
 def compare_with_torch(model, onnx_path: Path, batch: np.ndarray) -> float:
     """Max |ONNX - torch| / max |torch| on real images, through ONNX Runtime on CPU."""
     torch = require("torch", "torch")
-    ort = require("onnxruntime", "ort")
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    from ..onnxfile.reference import file_session
+
+    sess = file_session(onnx_path)
     with torch.inference_mode():
         ref = model.eval()(torch.from_numpy(batch)).numpy()
     got = sess.run(None, {INPUT: batch})[0]

@@ -43,13 +43,10 @@ def check_onnx_file(path: Path, domains: frozenset[str] = OURS):
 
 
 def _check_with_runtime(path: Path) -> None:
-    from .reference import user_session
+    from .reference import runtime_present, user_session
 
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return
-    user_session(path)
+    if runtime_present():
+        user_session(path)
 
 
 def _graphs(graph) -> Iterator:

@@ -38,13 +38,44 @@ def session_with_outputs(model, tensors: list[str], threads: int | None = None, 
     return sessions[0] if count == 1 else sessions
 
 
-def user_session(path: Path, opts=None):
-    """A CPU session on the user's ONNX file (checked first by ``onnxfile.check_onnx_file``).
+def runtime_present() -> bool:
+    """Whether ONNX Runtime is installed (the checks that need it are skipped without it)."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _options(ort, level: str | None, optimized_path: Path | None = None):
+    """SessionOptions at ``level`` (None: ONNX Runtime's defaults), optionally saving the
+    optimized graph to ``optimized_path``."""
+    if level is None and optimized_path is None:
+        return None
+    opts = ort.SessionOptions()
+    if level is not None:
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[level])
+    if optimized_path is not None:
+        opts.optimized_model_filepath = str(optimized_path)
+    return opts
+
+
+def file_session(path: Path, level: str | None = None):
+    """A CPU session on an ONNX file this package wrote (its failure is ours, not the user's)."""
+    ort = require("onnxruntime", "ort")
+    return ort.InferenceSession(str(path), _options(ort, level), providers=["CPUExecutionProvider"])
+
+
+def user_session(path: Path, level: str | None = None, optimized_path: Path | None = None):
+    """A CPU session on the user's ONNX file (checked first by ``onnxfile.check_onnx_file``);
+    ``level`` as in ``session_with_outputs`` (None: the runtime's default), ``optimized_path``:
+    where ONNX Runtime saves the graph it optimized.
 
     What the checks cannot name (an op this ONNX Runtime lacks at the file's opset, a graph it
     cannot type) fails here; that is the file's defect, so it becomes one InputError naming the
     file. An interrupt or a full disk is re-raised as such."""
     ort = require("onnxruntime", "ort")
+    opts = _options(ort, level, optimized_path)
     try:
         with native_call():
             return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

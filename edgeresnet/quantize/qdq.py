@@ -31,9 +31,11 @@ DequantizeLinear: 8 bits unless the profile says otherwise.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
-from ..errors import require
+from ..errors import InputError, require
 from .plan import QuantPlan, plan
 from .profile import Profile
 from .scheme import quantize_bias, quantize_symmetric, weight_scales
@@ -56,9 +58,11 @@ def _shared_scales(graph, activation_scales: dict[str, float]) -> dict[str, floa
 
 def emit_qdq(model, activation_scales: dict[str, float], profile: Profile,
              keep_float: frozenset[str] = frozenset()):
-    """A new ModelProto with Q/DQ pairs; ``model`` is not modified."""
+    """A new ModelProto with Q/DQ pairs; ``model`` is not modified.
+
+    Four phases: activation Q/DQ pairs, weight (and bias) DequantizeLinear nodes, consumers
+    rewired to the dequantized tensors, then the graph reassembled in topological order."""
     onnx = require("onnx", "torch")
-    from onnx import TensorProto, helper, numpy_helper
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -68,53 +72,85 @@ def emit_qdq(model, activation_scales: dict[str, float], profile: Profile,
     tensors = sites.activations + (sites.outputs if profile.placement == "units" else [])
     missing = [t for t in tensors if t not in activation_scales]
     if missing:
-        from ..errors import InputError
         raise InputError(f"the calibration table has no scale for {len(missing)} tensors (first: {missing[0]})",
                          hint="recalibrate: the table was made for another model")
     activation_scales = _shared_scales(graph, activation_scales)
-    inits = {i.name: i for i in graph.initializer}
-    types = {"uint8": TensorProto.UINT8, "int8": TensorProto.INT8}
-    new_inits: list = []
-    new_nodes: dict[str, list] = {}  # tensor -> nodes to insert right after its producer
-    dq_name: dict[str, str] = {}
+    act = _activation_qdq(tensors, activation_scales, sites, profile)
+    weights = _weight_dq(graph, sites, activation_scales, profile)
+    _rewire(graph, sites, profile, keep_float, act.dq_name)
+    _assemble(graph, act, weights)
+    onnx.checker.check_model(out)
+    return out
 
+
+@dataclass
+class _Inserted:
+    """What a phase adds: initializers, nodes, and (for activations) the dequantized names."""
+    inits: list = field(default_factory=list)
+    nodes: list = field(default_factory=list)  # weight DQs, in order
+    after: dict[str, list] = field(default_factory=dict)  # tensor -> nodes right after its producer
+    dq_name: dict[str, str] = field(default_factory=dict)
+    removed: set[str] = field(default_factory=set)  # float initializers replaced by quantized ones
+
+
+def _activation_qdq(tensors: list[str], activation_scales: dict[str, float], sites: QuantPlan,
+                    profile: Profile) -> _Inserted:
+    """A QuantizeLinear/DequantizeLinear pair per activation tensor, encoded per the profile."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    types = {"uint8": TensorProto.UINT8, "int8": TensorProto.INT8}
+    ins = _Inserted()
     for tensor in tensors:
         scale = float(activation_scales[tensor])
         s, z = f"{tensor}_scale", f"{tensor}_zero_point"
-        new_inits.append(numpy_helper.from_array(np.array(scale, dtype=np.float32), s))
+        ins.inits.append(numpy_helper.from_array(np.array(scale, dtype=np.float32), s))
         dtype, zero_point = profile.encoding(tensor in sites.nonnegative)
-        new_inits.append(helper.make_tensor(z, types[dtype], [], [zero_point]))
+        ins.inits.append(helper.make_tensor(z, types[dtype], [], [zero_point]))
         q, dq = f"{tensor}_quantized", f"{tensor}_dequantized"
-        new_nodes[tensor] = [helper.make_node("QuantizeLinear", [tensor, s, z], [q], name=f"{tensor}_QuantizeLinear"),
+        ins.after[tensor] = [helper.make_node("QuantizeLinear", [tensor, s, z], [q], name=f"{tensor}_QuantizeLinear"),
                              helper.make_node("DequantizeLinear", [q, s, z], [dq], name=f"{tensor}_DequantizeLinear")]
-        dq_name[tensor] = dq
+        ins.dq_name[tensor] = dq
+    return ins
 
-    weight_nodes = []
-    removed = set()
+
+def _dq_initializers(helper, numpy_helper, base: str, values, scales, zero_dtype, axis: int):
+    """The three initializers and the DequantizeLinear node of one quantized constant."""
+    inits = [numpy_helper.from_array(values, f"{base}_quantized"),
+             numpy_helper.from_array(scales, f"{base}_scale"),
+             numpy_helper.from_array(np.zeros(len(scales), zero_dtype), f"{base}_zero_point")]
+    node = helper.make_node("DequantizeLinear", [f"{base}_quantized", f"{base}_scale", f"{base}_zero_point"],
+                            [f"{base}_dequantized"], name=f"{base}_DequantizeLinear", axis=axis)
+    return inits, node
+
+
+def _weight_dq(graph, sites: QuantPlan, activation_scales: dict[str, float], profile: Profile) -> _Inserted:
+    """Weights per output channel behind a DequantizeLinear (biases too, when the profile says)."""
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in graph.initializer}
+    ins = _Inserted()
     for site in sites.weights:
         w = numpy_helper.to_array(inits[site.weight]).astype(np.float32)
         scales = weight_scales(w, axis=site.axis, num_bits=profile.weight_bits)
         shape = [1] * w.ndim
         shape[site.axis] = -1
         qw = quantize_symmetric(w, scales.reshape(shape), num_bits=profile.weight_bits)
-        base = site.weight
-        new_inits += [numpy_helper.from_array(qw, f"{base}_quantized"),
-                      numpy_helper.from_array(scales.astype(np.float32), f"{base}_scale"),
-                      numpy_helper.from_array(np.zeros(len(scales), np.int8), f"{base}_zero_point")]
-        weight_nodes.append(helper.make_node("DequantizeLinear", [f"{base}_quantized", f"{base}_scale", f"{base}_zero_point"],
-                                             [f"{base}_dequantized"], name=f"{base}_DequantizeLinear", axis=site.axis))
-        removed.add(site.weight)
+        new, node = _dq_initializers(helper, numpy_helper, site.weight, qw, scales.astype(np.float32), np.int8, site.axis)
+        ins.inits += new
+        ins.nodes.append(node)
+        ins.removed.add(site.weight)
         if profile.quantize_bias and site.bias is not None:
             qb, b_scales = quantize_bias(numpy_helper.to_array(inits[site.bias]),
                                          activation_scales[sites.layer_inputs[site.node]], scales)
-            bb = site.bias
-            new_inits += [numpy_helper.from_array(qb, f"{bb}_quantized"),
-                          numpy_helper.from_array(b_scales, f"{bb}_scale"),
-                          numpy_helper.from_array(np.zeros(len(qb), np.int32), f"{bb}_zero_point")]
-            weight_nodes.append(helper.make_node("DequantizeLinear", [f"{bb}_quantized", f"{bb}_scale", f"{bb}_zero_point"],
-                                                 [f"{bb}_dequantized"], name=f"{bb}_DequantizeLinear", axis=0))
-            removed.add(site.bias)
+            new, node = _dq_initializers(helper, numpy_helper, site.bias, qb, b_scales, np.int32, 0)
+            ins.inits += new
+            ins.nodes.append(node)
+            ins.removed.add(site.bias)
+    return ins
 
+
+def _rewire(graph, sites: QuantPlan, profile: Profile, keep_float: frozenset[str], dq_name: dict[str, str]) -> None:
+    """Point each quantized node's inputs at the dequantized tensors."""
     quantized_nodes = {w.node for w in sites.weights}
     bias_q = {w.bias for w in sites.weights if profile.quantize_bias and w.bias}
     for node in graph.node:
@@ -133,18 +169,19 @@ def emit_qdq(model, activation_scales: dict[str, float], profile: Profile,
                 if name in dq_name and node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
                     node.input[i] = dq_name[name]
 
-    kept = [i for i in graph.initializer if i.name not in removed]
+
+def _assemble(graph, act: _Inserted, weights: _Inserted) -> None:
+    """New initializers in; nodes re-ordered: weight DQs first, each activation's Q/DQ right
+    after its producer (topological)."""
+    kept = [i for i in graph.initializer if i.name not in weights.removed]
     del graph.initializer[:]
-    graph.initializer.extend(kept + new_inits)
-    # Re-order: weight DQs first, each activation's Q/DQ right after its producer (topological).
-    ordered = list(weight_nodes)
+    graph.initializer.extend(kept + act.inits + weights.inits)
+    ordered = list(weights.nodes)
     for tensor in (i.name for i in graph.input):
-        ordered += new_nodes.get(tensor, [])
+        ordered += act.after.get(tensor, [])
     for node in list(graph.node):
         ordered.append(node)
         for o in node.output:
-            ordered += new_nodes.get(o, [])
+            ordered += act.after.get(o, [])
     del graph.node[:]
     graph.node.extend(ordered)
-    onnx.checker.check_model(out)
-    return out

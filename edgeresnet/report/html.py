@@ -12,8 +12,7 @@ from .render import (
     DEVICE_LEGEND,
     device_notes,
     device_tables,
-    kernel_line,
-    latency_note,
+    facts,
     row_label,
     split_bench,
     timing_notes,
@@ -53,62 +52,84 @@ def plots(report: Report, bench: list[ResultRow]) -> list[tuple[str, str]]:
     lat1 = [r for r in timed if r.batch == min(x.batch for x in timed)] if timed else []
     acc = [r for r in lat1 if r.top1 is not None]
     if acc:
-        fig, ax = plt.subplots(figsize=(6.5, 4))
-        for r in acc:
-            ax.scatter(r.latency_ms["p50"], r.top1 * 100, s=60, marker="o" if r.precision == "fp32" else "s")
-            ax.annotate(_label(r), (r.latency_ms["p50"], r.top1 * 100), textcoords="offset points", xytext=(5, 4), fontsize=8)
-        ax.set_xlabel(f"p50 latency, batch {acc[0].batch} (ms)")
-        ax.set_ylabel("top-1 (%)")
-        ax.set_title("Accuracy against latency")
-        ax.grid(alpha=0.3)
-        out.append(("Accuracy against latency", _png(fig)))
-        plt.close(fig)
+        out.append(("Accuracy against latency", _accuracy_png(plt, acc)))
     with_samples = [r for r in lat1 if r.samples_ms]
     if with_samples:
-        fig, ax = plt.subplots(figsize=(6.5, 0.5 + 0.45 * len(with_samples)))
-        ax.boxplot([r.samples_ms for r in with_samples], vert=False, showfliers=True,
-                   tick_labels=[_label(r) for r in with_samples], flierprops={"markersize": 2})
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap
-        ax.set_xlabel("latency (ms, log scale)")
-        ax.set_title(f"Latency distribution, batch {with_samples[0].batch}")
-        out.append(("Latency distribution", _png(fig)))
-        plt.close(fig)
+        out.append(("Latency distribution", _latency_png(plt, matplotlib.ticker, with_samples)))
     series: dict[str, list[ResultRow]] = {}
     for r in bench:
         if r.status == "ok" and r.throughput_ips:
             series.setdefault(f"{_label(r)} ({r.mode})", []).append(r)
     if any(len({r.batch for r in rs}) > 1 for rs in series.values()):
-        fig, ax = plt.subplots(figsize=(6.5, 4))
-        for name, rs in series.items():
-            rs = sorted(rs, key=lambda r: r.batch)
-            ax.plot([r.batch for r in rs], [r.throughput_ips for r in rs], marker="o", label=name)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("batch size")
-        ax.set_ylabel("images / s")
-        ax.set_title("Throughput against batch size")
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
-        out.append(("Throughput against batch size", _png(fig)))
-        plt.close(fig)
+        out.append(("Throughput against batch size", _throughput_png(plt, series)))
     drops = [r for r in report.results if r.per_class_drop_pp and r.precision != "fp32"]
     if drops:
-        classes = list(drops[0].per_class_drop_pp)
-        fig, ax = plt.subplots(figsize=(7, 4))
-        width = 0.8 / len(drops)
-        for k, r in enumerate(drops):
-            ax.bar([i + k * width for i in range(len(classes))], [r.per_class_drop_pp.get(c, 0) for c in classes],
-                   width=width, label=_label(r))
-        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(classes))], classes, rotation=45, ha="right", fontsize=8)
-        ax.axhline(0, color="#444", linewidth=0.8)
-        ax.set_ylabel("top-1 drop vs fp32 (pp)")
-        ax.set_title("Per-class accuracy drop")
-        ax.legend(fontsize=7)
-        out.append(("Per-class accuracy drop", _png(fig)))
-        plt.close(fig)
+        out.append(("Per-class accuracy drop", _drop_png(plt, drops)))
     if report.sensitivity:
         out.append(("Per-layer sensitivity", _sensitivity_png(plt, report.sensitivity)))
     return out
+
+
+def _close(plt, fig) -> str:
+    uri = _png(fig)
+    plt.close(fig)
+    return uri
+
+
+def _accuracy_png(plt, acc: list[ResultRow]) -> str:
+    """Top-1 against p50 latency at the smallest batch, one point per engine and precision."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for r in acc:
+        ax.scatter(r.latency_ms["p50"], r.top1 * 100, s=60, marker="o" if r.precision == "fp32" else "s")
+        ax.annotate(_label(r), (r.latency_ms["p50"], r.top1 * 100), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlabel(f"p50 latency, batch {acc[0].batch} (ms)")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title("Accuracy against latency")
+    ax.grid(alpha=0.3)
+    return _close(plt, fig)
+
+
+def _latency_png(plt, ticker, rows: list[ResultRow]) -> str:
+    """Each row's latency samples as a box plot, log scale."""
+    fig, ax = plt.subplots(figsize=(6.5, 0.5 + 0.45 * len(rows)))
+    ax.boxplot([r.samples_ms for r in rows], vert=False, showfliers=True,
+               tick_labels=[_label(r) for r in rows], flierprops={"markersize": 2})
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())  # minor labels overlap
+    ax.set_xlabel("latency (ms, log scale)")
+    ax.set_title(f"Latency distribution, batch {rows[0].batch}")
+    return _close(plt, fig)
+
+
+def _throughput_png(plt, series: dict[str, list[ResultRow]]) -> str:
+    """Images per second against batch size, one line per engine, precision and mode."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, rs in series.items():
+        rs = sorted(rs, key=lambda r: r.batch)
+        ax.plot([r.batch for r in rs], [r.throughput_ips for r in rs], marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("images / s")
+    ax.set_title("Throughput against batch size")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _close(plt, fig)
+
+
+def _drop_png(plt, drops: list[ResultRow]) -> str:
+    """Per-class top-1 drop against FP32, grouped bars per class."""
+    classes = list(drops[0].per_class_drop_pp)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / len(drops)
+    for k, r in enumerate(drops):
+        ax.bar([i + k * width for i in range(len(classes))], [r.per_class_drop_pp.get(c, 0) for c in classes],
+               width=width, label=_label(r))
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(classes))], classes, rotation=45, ha="right", fontsize=8)
+    ax.axhline(0, color="#444", linewidth=0.8)
+    ax.set_ylabel("top-1 drop vs fp32 (pp)")
+    ax.set_title("Per-class accuracy drop")
+    ax.legend(fontsize=7)
+    return _close(plt, fig)
 
 
 def _sensitivity_png(plt, sensitivity: list[dict]) -> str:
@@ -155,19 +176,7 @@ def render_html(report: Report, bench: list[ResultRow] | None = None, machine: d
     m = report.model
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>edgeresnet: {html.escape(str(m.get('arch')))}</title>",
              f"<style>{CSS}</style></head><body><h1>edgeresnet report: {html.escape(str(m.get('arch')))}</h1>"]
-    cal, ev = report.calibration, report.evaluation
-    facts = [f"model {m.get('source')} ({m.get('params'):,} parameters, input {m.get('input_shape')})"]
-    if cal:
-        facts.append(f"calibration: {cal['method']} on {cal['images']} images from {cal['source']}")
-    facts.append(f"evaluation: {ev['images']} images from {ev['source']}" if ev else "evaluation: skipped")
-    cpu = (machine or report.machine or {}).get("cpu") or {}
-    if cpu:
-        facts.append(f"machine: {cpu.get('model')} ({cpu.get('cores')} cores; {', '.join(cpu.get('isa', []))})")
-    if kernel_line(report):
-        facts.append(kernel_line(report))
-    if any(r.latency_ms for r in report.results):
-        facts.append(f"latency: {latency_note(report, bench)}")
-    parts.append("<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in facts) + "</ul>")
+    parts.append("<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in facts(report, bench, machine).values()) + "</ul>")
     parts.append("<h2>Export: FP32 vs INT8</h2>" + html_table(report.results, export_columns(
         bool(bench), any(map(ran_on, report.results)))))
     if not bench:

@@ -53,3 +53,16 @@ def publish(export_dir: Path, report: Report, bench: list[ResultRow] | None = No
     for name, text in texts.items():
         atomic_write(export_dir / name, lambda p, text=text: p.write_text(text))
     return [export_dir / n for n in texts]
+
+
+def publish_bundle(export_dir: Path, report: Report, bench: list[ResultRow] | None = None,
+                   machine: dict | None = None) -> list[Path]:
+    """The publish step of `export`, `build` and `report`: the reports, then the manifest
+    (edgeresnet.json) that hashes every file the bundle ships, so the two never disagree.
+    Returns the files written, the manifest last."""
+    from ..bundle.manifest import NAME, write_manifest
+    from ..host.machine import libraries
+
+    written = publish(export_dir, report, bench, machine)
+    write_manifest(Path(export_dir), report.to_dict(), libraries())
+    return written + [Path(export_dir) / NAME]

@@ -181,28 +181,47 @@ def kernel_line(report: Report) -> str | None:
     return f"measured on {where}" + (f"; INT8 kernels: {', '.join(kernels)}" if kernels else "")
 
 
+TERMINAL_FACTS = ("calibration", "evaluation", "kernel", "float_layers")  # the rest is in the table or the files
+
+
+def facts(report: Report, bench: list[ResultRow] | None = None, machine: dict | None = None) -> dict[str, str]:
+    """The export's facts, one plain line each, by name: the one wording the terminal, report.md
+    and report.html format (as text, list items); each picks which it shows. ``bench``: this
+    machine's bench rows (the latency line then points to their table)."""
+    m, cal, ev = report.model, report.calibration, report.evaluation
+    lines = {"model": f"model: {m.get('source')} ({m.get('params'):,} parameters, input {m.get('input_shape')})"}
+    if report.fold:
+        f = report.fold
+        lines["fold"] = (f"BN folding: {f['folded']} folded into convs, {f['kept_as_scale_shift']} kept as scale+shift; "
+                         f"max relative error vs the original {f['max_rel_error']:.2e} on {f['images']} real images")
+    if report.onnx:
+        lines["onnx"] = (f"FP32 ONNX: opset {report.onnx['opset']}, max relative error vs PyTorch "
+                         f"{report.onnx['max_rel_error_vs_torch']:.2e}")
+    if cal:
+        speed = f", {cal['images_per_s']:.0f} images/s, peak {cal['peak_mb']:.0f} MB" if cal.get("peak_mb") else ""
+        table = f"; table {cal['table']}" if cal.get("table") else ""
+        lines["calibration"] = f"calibration: {cal['method']} on {cal['images']} images from {cal['source']} " \
+                               f"({cal['seconds']:.1f} s{speed}){table}"
+    lines["evaluation"] = f"evaluation: {ev['images']} images from {ev['source']}" if ev else "evaluation: skipped"
+    cpu = (machine or report.machine or {}).get("cpu") or {}
+    if cpu:
+        lines["machine"] = f"machine: {cpu.get('model')} ({cpu.get('cores')} cores; {', '.join(cpu.get('isa', []))})"
+    if kernel_line(report):
+        lines["kernel"] = kernel_line(report)
+    if report.float_layers:
+        lines["float_layers"] = (f"kept in float (--float-layers {','.join(report.float_layers['requested'])}): "
+                                 + ", ".join(report.float_layers["modules"]))
+    if report.results and any(r.latency_ms for r in report.results):
+        lines["latency"] = f"latency: {latency_note(report, bench)}"
+    return lines
+
+
 def markdown(report: Report, bench: list[ResultRow] | None = None) -> str:
     """report.md: the export's facts and table, then the bench table when there is one
     (and then speed appears only there), then what ran on devices (`edgeresnet report`)."""
     bench, on_device = split_bench(bench)
-    m, cal, ev = report.model, report.calibration, report.evaluation
-    lines = [f"# edgeresnet export: {m.get('arch')}", "",
-             f"- model: `{m.get('source')}` ({m.get('params'):,} parameters, input {m.get('input_shape')})"]
-    if report.fold:
-        f = report.fold
-        lines.append(f"- BN folding: {f['folded']} folded into convs, {f['kept_as_scale_shift']} kept as scale+shift; "
-                     f"max relative error vs the original {f['max_rel_error']:.2e} on {f['images']} real images")
-    if report.onnx:
-        lines.append(f"- FP32 ONNX: opset {report.onnx['opset']}, max relative error vs PyTorch "
-                     f"{report.onnx['max_rel_error_vs_torch']:.2e}")
-    if cal:
-        lines.append(f"- calibration: {cal['method']} on {cal['images']} images from `{cal['source']}` "
-                     f"({cal['seconds']:.1f} s); table `{cal.get('table')}`")
-    lines.append(f"- evaluation: {ev['images']} images from `{ev['source']}`" if ev else "- evaluation: skipped")
-    if kernel_line(report):
-        lines.append(f"- {kernel_line(report)}")
-    if report.results and any(r.latency_ms for r in report.results):
-        lines.append(f"- latency: {latency_note(report, bench)}")
+    lines = [f"# edgeresnet export: {report.model.get('arch')}", ""]
+    lines += [f"- {line}" for line in facts(report, bench).values()]
     lines += ["", markdown_table(report.results, export_columns(bool(bench), any(map(ran_on, report.results))))]
     notes = [] if bench else timing_notes(report.results)
     lines += [""] + [f"- {n}" for n in notes] if notes else []
@@ -213,9 +232,6 @@ def markdown(report: Report, bench: list[ResultRow] | None = None) -> str:
                   "| class | " + " | ".join(row_label(r) for r in drops) + " |",
                   "|---|" + "---|" * len(drops)]
         lines += [f"| {c} | " + " | ".join(f"{r.per_class_drop_pp.get(c, 0.0):+.2f}" for r in drops) + " |" for c in classes]
-    if report.float_layers:
-        lines.append(f"\nLayers kept in float by `--float-layers {','.join(report.float_layers['requested'])}`: "
-                     + ", ".join(f"`{m}`" for m in report.float_layers["modules"]))
     if report.tuning:
         lines += ["", "## Accuracy budget", ""] + [f"- {ln.strip()}" for ln in tuning_lines(report)]
     if report.sensitivity:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -194,11 +194,58 @@ def train(cfg: TrainConfig) -> tuple[ModelMeta, list[EpochStats]]:
         ddp.close()
 
 
+@dataclass
+class _Data:
+    """The training split, the validation split (None when the data has no test split) and the
+    image indices each run uses."""
+    train: ImageSet
+    val: ImageSet | None
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+
+
+@dataclass
+class _Start:
+    """Where the run starts: the model and its metadata, the epoch, the history so far and the
+    optimizer/scheduler state (None for a new run)."""
+    model: object
+    meta: ModelMeta
+    epoch: int = 0
+    history: list = field(default_factory=list)
+    state: dict | None = None
+    init: object = None  # finetune.InitReport when --init loaded weights
+
+
+@dataclass
+class _Step:
+    """What one optimisation step needs, built once per run."""
+    net: object
+    opt: object
+    sched: object
+    scaler: object
+    criterion: object
+    fill: object
+    pre: Preprocess
+    workers: int
+    steps: int
+    use_amp: bool
+
+
 def _train(torch, cfg: TrainConfig, ddp: distributed.Dist) -> tuple[ModelMeta, list[EpochStats]]:
     torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // ddp.world))
     device = ddp.device or _device(torch, cfg.device)
-    use_amp = cfg.amp and device.type == "cuda"
+    data = _load_data(cfg, ddp)
+    torch.manual_seed(cfg.seed)  # before the model is built: --seed decides its init too
+    start = _resume(cfg) if cfg.resume else _fresh(cfg, data.train, ddp)
+    start.meta.train = _train_metadata(cfg, data, device, start.init)
+    if data.val is not None and len(data.val.classes) != len(data.train.classes):
+        raise InputError(f"{cfg.data}: train has {len(data.train.classes)} classes, test has {len(data.val.classes)}")
+    start.model = start.model.to(device).to(memory_format=torch.channels_last)
+    step = _optimizer(torch, cfg, ddp, start, data, device)
+    return _epochs(torch, cfg, ddp, start, data, step, device)
 
+
+def _load_data(cfg: TrainConfig, ddp: distributed.Dist) -> _Data:
     train_set = load_split(cfg.data, "train")
     train_set.require_labels("training")
     try:
@@ -210,118 +257,154 @@ def _train(torch, cfg: TrainConfig, ddp: distributed.Dist) -> tuple[ModelMeta, l
         raise UsageError(f"{len(train_idx)} training images cannot be shared by {ddp.world} processes",
                          hint=f"train on at least {ddp.world} images (--limit), or start fewer processes")
     val_idx = _subset(val_set, cfg.val_limit) if val_set is not None else np.arange(0)
+    return _Data(train_set, val_set, train_idx, val_idx)
 
-    start_epoch, history, state = 0, [], None
-    torch.manual_seed(cfg.seed)  # before the model is built: --seed decides its init too
-    if cfg.resume:
-        if not cfg.out.exists():
-            raise InputError(f"--resume: {cfg.out} does not exist", hint="drop --resume to start a new run")
-        ckpt = load_checkpoint(cfg.out)
-        if not ckpt.train_state:
-            raise InputError(f"--resume: {cfg.out} finished its run already", hint="train into a new --out")
-        if ckpt.meta.arch != cfg.arch:
-            raise InputError(f"--resume: {cfg.out} is a {ckpt.meta.arch} run, not {cfg.arch}",
-                             hint=f"pass --arch {ckpt.meta.arch} to resume it")
-        model, meta, state = ckpt.model, ckpt.meta, ckpt.train_state
-        pre = meta.preprocess
-        start_epoch = int(state["epoch"])
-        history = [EpochStats(**h) for h in meta.metrics.get("history", [])]
-    else:
-        init_state_dict, init = (None, None)
-        if cfg.init is not None:
-            init_state_dict, init = init_state(cfg.init)
-        pre = default_preprocess(train_set, cfg.in_channels, cfg.input_size).with_overrides(cfg.preprocess, channels=cfg.in_channels)
-        if cfg.input_size is None and ddp.main:
-            native = train_set.native_shape()
-            stderr.print(f"training at {pre.size} px: " + (f"the data's own size ({native[1]}x{native[1]})" if native else
-                         "the images differ in size, so resize 256 and crop 224") + "; --input-size to change")
-        small = cfg.small_input if cfg.small_input is not None else (
-            init.small_stem if init is not None and init.small_stem is not None else default_small_input(cfg.arch, pre.size))
-        model = build_model(cfg.arch, num_classes=len(train_set.classes), in_channels=pre.channels,
-                            small_input=small, zero_init_residual=cfg.zero_init_residual)
-        if init is not None:
-            load_init(model, init_state_dict, init)
-            log = stderr.print if ddp.main else (lambda *a, **k: None)
-            log(f"init from {cfg.init}: {init.loaded} tensors loaded" +
-                         (f"; fresh (shape differs): {', '.join(init.replaced)}" if init.replaced else ""))
-        meta = ModelMeta(arch=cfg.arch, num_classes=len(train_set.classes), in_channels=pre.channels,
-                         preprocess=pre, classes=list(train_set.classes), small_input=small)
-    meta.train = {"command": cfg.command, "seed": cfg.seed, "data": train_set.source,
-                  **({"init": init.to_dict()} if not cfg.resume and cfg.init is not None else {}),
-                  "images": int(len(train_idx)), "device": device.type,
-                  "recipe": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
-                                if k not in ("out", "command", "resume")},
-                             "preprocess": cfg.preprocess.to_dict() if cfg.preprocess else None}}
-    if val_set is not None and len(val_set.classes) != len(train_set.classes):
-        raise InputError(f"{cfg.data}: train has {len(train_set.classes)} classes, test has {len(val_set.classes)}")
 
-    model = model.to(device).to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(_param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
-    steps = math.ceil(len(train_idx) / cfg.batch_size)
+def _resume(cfg: TrainConfig) -> _Start:
+    """The run ``cfg.out`` left off: its model, metadata, epoch, history and optimizer state."""
+    if not cfg.out.exists():
+        raise InputError(f"--resume: {cfg.out} does not exist", hint="drop --resume to start a new run")
+    ckpt = load_checkpoint(cfg.out)
+    if not ckpt.train_state:
+        raise InputError(f"--resume: {cfg.out} finished its run already", hint="train into a new --out")
+    if ckpt.meta.arch != cfg.arch:
+        raise InputError(f"--resume: {cfg.out} is a {ckpt.meta.arch} run, not {cfg.arch}",
+                         hint=f"pass --arch {ckpt.meta.arch} to resume it")
+    state = ckpt.train_state
+    history = [EpochStats(**h) for h in ckpt.meta.metrics.get("history", [])]
+    return _Start(ckpt.model, ckpt.meta, int(state["epoch"]), history, state)
+
+
+def _fresh(cfg: TrainConfig, train_set: ImageSet, ddp: distributed.Dist) -> _Start:
+    """A new model: the preprocessing, the stem, and the --init weights when given."""
+    init_state_dict, init = (None, None)
+    if cfg.init is not None:
+        init_state_dict, init = init_state(cfg.init)
+    pre = default_preprocess(train_set, cfg.in_channels, cfg.input_size).with_overrides(cfg.preprocess, channels=cfg.in_channels)
+    if cfg.input_size is None and ddp.main:
+        native = train_set.native_shape()
+        stderr.print(f"training at {pre.size} px: " + (f"the data's own size ({native[1]}x{native[1]})" if native else
+                     "the images differ in size, so resize 256 and crop 224") + "; --input-size to change")
+    small = cfg.small_input if cfg.small_input is not None else (
+        init.small_stem if init is not None and init.small_stem is not None else default_small_input(cfg.arch, pre.size))
+    model = build_model(cfg.arch, num_classes=len(train_set.classes), in_channels=pre.channels,
+                        small_input=small, zero_init_residual=cfg.zero_init_residual)
+    if init is not None:
+        load_init(model, init_state_dict, init)
+        log = stderr.print if ddp.main else (lambda *a, **k: None)
+        log(f"init from {cfg.init}: {init.loaded} tensors loaded" +
+            (f"; fresh (shape differs): {', '.join(init.replaced)}" if init.replaced else ""))
+    meta = ModelMeta(arch=cfg.arch, num_classes=len(train_set.classes), in_channels=pre.channels,
+                     preprocess=pre, classes=list(train_set.classes), small_input=small)
+    return _Start(model, meta, init=init)
+
+
+def _train_metadata(cfg: TrainConfig, data: _Data, device, init) -> dict:
+    """The checkpoint's ``train`` block: command, seed, data, init, images, device, recipe."""
+    return {"command": cfg.command, "seed": cfg.seed, "data": data.train.source,
+            **({"init": init.to_dict()} if not cfg.resume and cfg.init is not None else {}),
+            "images": int(len(data.train_idx)), "device": device.type,
+            "recipe": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
+                          if k not in ("out", "command", "resume")},
+                       "preprocess": cfg.preprocess.to_dict() if cfg.preprocess else None}}
+
+
+def _optimizer(torch, cfg: TrainConfig, ddp: distributed.Dist, start: _Start, data: _Data, device) -> _Step:
+    """SGD + Nesterov, the schedule (restored on --resume), AMP scaler, loss, workers, DDP wrap."""
+    use_amp = cfg.amp and device.type == "cuda"
+    opt = torch.optim.SGD(_param_groups(start.model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    steps = math.ceil(len(data.train_idx) / cfg.batch_size)
     sched = _scheduler(torch, cfg, opt, steps)
-    if state is not None:
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+    if start.state is not None:
+        opt.load_state_dict(start.state["optimizer"])
+        sched.load_state_dict(start.state["scheduler"])
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    pre = start.meta.preprocess
     fill = torch.from_numpy(pre.pad_value())
-    workers = loader.auto_workers(train_set, pre, ddp.world) if cfg.workers is None else cfg.workers
+    workers = loader.auto_workers(data.train, pre, ddp.world) if cfg.workers is None else cfg.workers
+    return _Step(ddp.wrap(start.model), opt, sched, scaler, criterion, fill, pre, workers, steps, use_amp)
 
-    net = ddp.wrap(model)
-    run_clock = RunClock((cfg.epochs - start_epoch) * steps, enabled=None if ddp.main else False)
+
+def _epochs(torch, cfg: TrainConfig, ddp: distributed.Dist, start: _Start, data: _Data, step: _Step,
+            device) -> tuple[ModelMeta, list[EpochStats]]:
+    """Every remaining epoch: train, validate, log, checkpoint (rank 0 validates and writes)."""
+    model, meta, history = start.model, start.meta, start.history
+    run_clock = RunClock((cfg.epochs - start.epoch) * step.steps, enabled=None if ddp.main else False)
     with progress("loss", "acc", "speed", "eta", enabled=None if ddp.main else False) as bar:
-        for epoch in range(start_epoch, cfg.epochs):
+        for epoch in range(start.epoch, cfg.epochs):
             model.train()
             if cfg.freeze_backbone:
                 freeze_backbone(model, epoch < cfg.freeze_backbone)
-            rng = np.random.default_rng(cfg.seed + epoch)
-            gen = torch.Generator().manual_seed(cfg.seed + epoch)
-            order = rng.permutation(train_idx)
-            task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(order), loss="", acc="", speed="", eta="")
-            t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
-            chunks = (order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size))
-            # A last global batch too small to give every rank an image is left out.
-            index_batches = [ddp.shard(c) for c in chunks if len(c) >= ddp.world]
-            for b, (x, y) in enumerate(loader.batches(train_set, pre, index_batches, workers,
-                                                      pin=device.type == "cuda")):
-                x = _augment(torch, x, cfg.pad, cfg.hflip, fill, gen)
-                x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-                y = y.to(device, non_blocking=True)
-                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    logits = net(x)
-                    loss = criterion(logits, y)
-                if not torch.isfinite(loss):
-                    raise InputError(f"training diverged (loss {loss.item()}) at epoch {epoch + 1}",
-                                     hint="lower --lr or check the data")
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                sched.step()
-                seen += len(y)
-                loss_sum += loss.item() * len(y)
-                correct += int((logits.argmax(1) == y).sum())
-                rate = seen / (time.perf_counter() - t0)
-                status = f"loss {loss_sum / seen:.3f}", f"acc {correct / seen:.3f}", f"{rate:.0f} img/s"
-                run_clock.step(1, f"epoch {epoch + 1}/{cfg.epochs} batch {b + 1}/{steps}: " + "  ".join(status))
-                run_eta = run_clock.eta_s()
-                bar.update(task, advance=len(y), loss=status[0], acc=status[1], speed=status[2],
-                           eta="" if run_eta is None else f"run ETA {eta_text(run_eta)}")
-            seconds = time.perf_counter() - t0
+            seen, loss_sum, correct, seconds = _one_epoch(torch, cfg, ddp, data, step, device, epoch, bar, run_clock)
             seen, loss_sum, correct = ddp.sum(seen, loss_sum, correct)
-            val = evaluate_top1(model, val_set, pre, val_idx, device) if len(val_idx) and ddp.main else None
+            val = evaluate_top1(model, data.val, meta.preprocess, data.val_idx, device) \
+                if len(data.val_idx) and ddp.main else None
             stats = EpochStats(epoch + 1, loss_sum / seen, correct / seen, val, seen / seconds, seconds)
             history.append(stats)
             if not ddp.main:
                 ddp.barrier()  # rank 0 validates and writes the checkpoint
                 continue
-            stderr.print(f"epoch {epoch + 1}/{cfg.epochs}: loss {stats.loss:.4f}  train {stats.train_top1:.4f}  "
-                         f"val {'-' if val is None else f'{val:.4f}'}  {stats.images_per_s:.0f} img/s  {seconds:.0f}s")
-            meta.metrics = {"history": [asdict(h) for h in history], "val_top1": val,
-                            "val_images": int(len(val_idx)), "val_source": val_set.source if val_set else None}
-            done = epoch + 1 == cfg.epochs
-            train_state = None if done else {"epoch": epoch + 1, "optimizer": opt.state_dict(),
-                                              "scheduler": sched.state_dict()}
-            save_checkpoint(cfg.out, model, meta, train_state)
+            _checkpoint(cfg, model, meta, history, stats, data, step, epoch)
             ddp.barrier()
     return meta, history
+
+
+def _one_epoch(torch, cfg: TrainConfig, ddp: distributed.Dist, data: _Data, step: _Step, device, epoch: int,
+               bar, run_clock) -> tuple[int, float, int, float]:
+    """One pass over this rank's shard: images seen, loss sum, correct count, seconds."""
+    rng = np.random.default_rng(cfg.seed + epoch)
+    gen = torch.Generator().manual_seed(cfg.seed + epoch)
+    order = rng.permutation(data.train_idx)
+    task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(order), loss="", acc="", speed="", eta="")
+    t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+    chunks = (order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size))
+    # A last global batch too small to give every rank an image is left out.
+    index_batches = [ddp.shard(c) for c in chunks if len(c) >= ddp.world]
+    for b, (x, y) in enumerate(loader.batches(data.train, step.pre, index_batches, step.workers,
+                                              pin=device.type == "cuda")):
+        logits, loss, y = _step(torch, cfg, step, x, y, device, epoch, gen)
+        seen += len(y)
+        loss_sum += loss.item() * len(y)
+        correct += int((logits.argmax(1) == y).sum())
+        rate = seen / (time.perf_counter() - t0)
+        status = f"loss {loss_sum / seen:.3f}", f"acc {correct / seen:.3f}", f"{rate:.0f} img/s"
+        run_clock.step(1, f"epoch {epoch + 1}/{cfg.epochs} batch {b + 1}/{step.steps}: " + "  ".join(status))
+        run_eta = run_clock.eta_s()
+        bar.update(task, advance=len(y), loss=status[0], acc=status[1], speed=status[2],
+                   eta="" if run_eta is None else f"run ETA {eta_text(run_eta)}")
+    return seen, loss_sum, correct, time.perf_counter() - t0
+
+
+def _step(torch, cfg: TrainConfig, step: _Step, x, y, device, epoch: int, gen):
+    """Augment, forward (autocast under AMP), stop on a non-finite loss, backward, step."""
+    x = _augment(torch, x, cfg.pad, cfg.hflip, step.fill, gen)
+    x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    y = y.to(device, non_blocking=True)
+    with torch.autocast(device.type, dtype=torch.float16, enabled=step.use_amp):
+        logits = step.net(x)
+        loss = step.criterion(logits, y)
+    if not torch.isfinite(loss):
+        raise InputError(f"training diverged (loss {loss.item()}) at epoch {epoch + 1}",
+                         hint="lower --lr or check the data")
+    step.opt.zero_grad(set_to_none=True)
+    step.scaler.scale(loss).backward()
+    step.scaler.step(step.opt)
+    step.scaler.update()
+    step.sched.step()
+    return logits, loss, y
+
+
+def _checkpoint(cfg: TrainConfig, model, meta: ModelMeta, history: list[EpochStats], stats: EpochStats,
+                data: _Data, step: _Step, epoch: int) -> None:
+    """The epoch's line on stderr, then ``cfg.out`` with the metrics (and, before the last epoch,
+    the optimizer state that --resume continues from)."""
+    val = stats.val_top1
+    stderr.print(f"epoch {epoch + 1}/{cfg.epochs}: loss {stats.loss:.4f}  train {stats.train_top1:.4f}  "
+                 f"val {'-' if val is None else f'{val:.4f}'}  {stats.images_per_s:.0f} img/s  {stats.seconds:.0f}s")
+    meta.metrics = {"history": [asdict(h) for h in history], "val_top1": val,
+                    "val_images": int(len(data.val_idx)), "val_source": data.val.source if data.val else None}
+    done = epoch + 1 == cfg.epochs
+    train_state = None if done else {"epoch": epoch + 1, "optimizer": step.opt.state_dict(),
+                                      "scheduler": step.sched.state_dict()}
+    save_checkpoint(cfg.out, model, meta, train_state)

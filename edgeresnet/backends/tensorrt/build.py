@@ -21,10 +21,8 @@ from ...bundle.report import read_report
 from ...data import Preprocess, load_split
 from ...export.engines import EngineContext, Measurer, engine_rows, time_rows
 from ...errors import BackendUnavailable, InputError
-from ...host.machine import libraries
-from ...bundle.manifest import write_manifest
 from ...report import Report
-from ...report.publish import publish, read_bench
+from ...report.publish import publish_bundle, read_bench
 from ...report.table import ran_on
 
 
@@ -88,8 +86,7 @@ def build_on_device(export_dir: Path, eval_spec: str | None = None, eval_limit: 
     report.results = [r for r in report.results if r.target != backend.name or ran_on(r)] + rows
     if eval_set is not None:
         report.evaluation = {**(report.evaluation or {}), "trt_source": eval_set.source, "trt_images": int(len(eval_idx))}
-    publish(root, report)
-    write_manifest(root, report.to_dict(), libraries())
+    publish_bundle(root, report)
     return report
 
 
