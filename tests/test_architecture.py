@@ -41,7 +41,6 @@ EXEMPT = {
 KNOWN = {
     "edgeresnet.bundle.device_rows",  # backends.tensorrt.bundle.BUNDLE: the device-build file list (CONTRACT)
     "edgeresnet.cli.doctor",  # backends.tensorrt.backend/jetpack: runtime facts to come from the engines (CONTRACT)
-    "edgeresnet.onnxfile.check",  # its own ORT session: to go through onnxfile/reference.py (SPLIT)
 }
 
 

@@ -28,15 +28,16 @@ class Scorer:
     bundle: Any = None  # runtime.Bundle when scoring an export directory
 
 
-def bundle_scorer(model: str, target: str | None, precision: str, threads: int | None,
-                  overrides: Overrides | None) -> Scorer:
-    """An export bundle: numpy + Pillow + one runtime, no torch; its preprocessing is fixed."""
-    from ..runtime import load
-
+def refuse_overrides(model: str, overrides: Overrides | None) -> None:
+    """An export bundle's preprocessing is fixed at export: preprocessing flags are refused."""
     if overrides:
         raise InputError(f"{model} is an export bundle: its preprocessing is fixed at export",
                          hint="pass the preprocessing flags to `export`, or evaluate the checkpoint")
-    bundle = load(model, target=target, precision=precision, threads=threads, verified=False)
+
+
+def bundle_scorer(model: str, bundle: Any) -> Scorer:
+    """An export bundle loaded by ``runtime.load`` (numpy + Pillow + one runtime, no torch). The
+    caller loads it: bench sits below the runtime API in the package's layers."""
     return Scorer(bundle.logits, bundle.preprocess, bundle.classes,
                   f"{model} ({bundle.target} {bundle.precision})", bundle.manifest.get("arch"), bundle)
 

@@ -82,7 +82,7 @@ def _score_locally(model: str, data: str, split: str, arch: str | None, limit: i
     """Parse-side checks, then the library scores the bundle or the checkpoint (bench/scoring.py)."""
     from pathlib import Path
 
-    from ..bench.scoring import bundle_scorer, checkpoint_scorer, score_model
+    from ..bench.scoring import bundle_scorer, checkpoint_scorer, refuse_overrides, score_model
     from ..core.limits import check_flag
     from ..data import load_split
     from ..data.checks import warn_skipped
@@ -93,8 +93,13 @@ def _score_locally(model: str, data: str, split: str, arch: str | None, limit: i
     dataset = load_split(data, split, strict)
     dataset.require_labels("eval")
     warn_skipped(dataset, "evaluation")
-    scorer = bundle_scorer(model, target, precision, threads, overrides) if Path(model).is_dir() \
-        else checkpoint_scorer(model, arch, threads, overrides)
+    if Path(model).is_dir():
+        from ..runtime import load
+
+        refuse_overrides(model, overrides)
+        scorer = bundle_scorer(model, load(model, target=target, precision=precision, threads=threads, verified=False))
+    else:
+        scorer = checkpoint_scorer(model, arch, threads, overrides)
     return score_model(model, scorer, dataset, data, split, limit, batch_size)
 
 

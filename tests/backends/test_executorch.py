@@ -40,7 +40,7 @@ from edgeresnet.quantize.plan import plan  # noqa: E402
 from edgeresnet.quantize.recipe import Candidate  # noqa: E402
 from edgeresnet.quantize.scheme import QMAX, weight_scales  # noqa: E402
 
-from .conftest import export_default  # noqa: E402
+from ..conftest import export_default  # noqa: E402
 
 SHAPES = {  # name -> (block, layers, widths, stem, input side)
     "basic-small": (BasicBlock, (1, 1), (4, 8), "small", 12),
