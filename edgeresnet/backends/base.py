@@ -239,6 +239,13 @@ class Backend(ABC):
         when its ``libraries`` are installed."""
 
     @classmethod
+    def board_facts(cls, root: str = "/") -> dict[str, Any] | None:
+        """For `doctor`: facts of the board this engine's runtime ships with (a Jetson's L4T,
+        JetPack, the runtime line it carries and how it installs), read under ``root``; None when
+        this machine is not such a board. Most engines have none."""
+        return None
+
+    @classmethod
     def runtime_labels(cls) -> dict[str, str]:
         """`doctor`'s row label of each ``runtime_facts`` key (default: the key with spaces)."""
         return {}

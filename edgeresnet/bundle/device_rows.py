@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .trt_device import audit, summary
-from ..backends.tensorrt.bundle import BUNDLE
+from ..backends.registry import bundle_dirs
 from ..errors import InputError, UsageError
 from ..core.outdir import read_json
 from ..report.schema import Report, ResultRow, row_problem
@@ -40,16 +40,22 @@ NONE_HINT = ("run `python3 trt/trt_device.py build`, `eval` and `bench` on the d
              "(rsync -a jetson:~/exports/NAME/trt/ DIR/trt/), or pass the rows files")
 # Facts about the device a rows file's header may carry beside format/command/tensorrt/python/numpy/created
 # (the device file writes none of these yet; each is copied into the tag when present).
+def _folder() -> str:
+    """The device bundle's folder in an export (TensorRT's ``trt/``): the engine built on the
+    device declares it (``Backend.bundle``); its rows files and engines live there."""
+    return bundle_dirs()[0]
+
+
 HEADER_FACTS = ("host", "board", "l4t", "jetpack", "cuda", "gpu")
 EVAL_FIELDS = ("top1", "top5", "top1_drop_pp", "agreement", "per_class_drop_pp")
 
 
 def default_inputs(bundle: Bundle) -> list[Path]:
     """``trt/device.<command>.json`` of an export, those present, in build, eval, bench order."""
-    found = [bundle.scratch(f"device.{c}.json", BUNDLE) for c in COMMANDS]  # inside trt/, never a link
+    found = [bundle.scratch(f"device.{c}.json", _folder()) for c in COMMANDS]  # inside trt/, never a link
     found = [p for p in found if p.exists()]
     if not found:
-        raise InputError(f"no device rows in {bundle.root / BUNDLE} (device.build.json, device.eval.json, "
+        raise InputError(f"no device rows in {bundle.root / _folder()} (device.build.json, device.eval.json, "
                          "device.bench.json)", hint=NONE_HINT)
     return found
 
@@ -272,13 +278,13 @@ def audit_rows(bundle: Bundle, rows: list[ResultRow], files: list[RowsFile]) -> 
     for row in rows:
         if _engine(row) not in built or row.status != "ok":
             continue
-        engine = bundle.scratch(f"model.{row.precision}.engine", BUNDLE)
-        layers = bundle.scratch(f"model.{row.precision}.layers.json", BUNDLE)
-        why = None if layers.is_file() else f"{BUNDLE}/{layers.name} was not copied back from the device"
+        engine = bundle.scratch(f"model.{row.precision}.engine", _folder())
+        layers = bundle.scratch(f"model.{row.precision}.layers.json", _folder())
+        why = None if layers.is_file() else f"{_folder()}/{layers.name} was not copied back from the device"
         if why is None and (not engine.is_file() or engine.stat().st_size != row.size_bytes):
-            why = f"{BUNDLE}/{engine.name} here is not the engine this row describes (another build or device)"
+            why = f"{_folder()}/{engine.name} here is not the engine this row describes (another build or device)"
         if why is None and layers.stat().st_size > MAX_BYTES:
-            why = f"{BUNDLE}/{layers.name} is over {MAX_BYTES:,} bytes"
+            why = f"{_folder()}/{layers.name} is over {MAX_BYTES:,} bytes"
         if why:
             row.details.update(audit=NA, audit_na_reason=why)
             continue
@@ -290,7 +296,7 @@ def audit_rows(bundle: Bundle, rows: list[ResultRow], files: list[RowsFile]) -> 
 
 
 def _build_json(bundle: Bundle) -> dict:
-    where = f"{BUNDLE}/build.json"
+    where = f"{_folder()}/build.json"
     if not bundle.lists(where):
         raise InputError(f"{bundle.root} has no TensorRT bundle ({where})",
                          hint="pass an export made with --target trt")
@@ -363,5 +369,5 @@ def publish_merged(merged: Merged, manifest: bool = True) -> list[Path]:
 
     if not manifest:
         return publish(merged.root, merged.report, merged.bench, merged.machine)
-    Bundle(merged.root).folder(BUNDLE)
+    Bundle(merged.root).folder(_folder())
     return publish_bundle(merged.root, merged.report, merged.bench, merged.machine)

@@ -23,13 +23,12 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the facts
     L4T and JetPack, the TensorRT line they ship and how that TensorRT installs (apt or pip)."""
     from ..host.machine import describe
 
-    from ..backends import get_backend, names
+    from ..backends import backends, get_backend, names
     from ..backends.registry import library_extras
-    from ..backends.tensorrt.backend import installed_version
-    from ..backends.tensorrt.jetpack import jetson_facts
 
     facts = describe()
-    jetson = jetson_facts(root, installed_version())
+    board = next(((cls.libraries, f) for cls in backends() for f in [cls.board_facts(root)] if f), ((), None))
+    board_libraries, jetson = board
     if jetson is not None:
         facts["jetson"] = jetson
     kernels = {}
@@ -48,7 +47,7 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the facts
     for name, version in facts["libraries"].items():
         extra = {**CORE_EXTRAS, **library_extras()}.get(name)
         install = f"pip install 'edgeresnet[{extra}]'" if extra else None
-        if name == "tensorrt" and jetson is not None:  # JetPack 5/6: apt, never pip
+        if name in board_libraries:  # a Jetson's TensorRT comes with JetPack (5/6: apt, never pip)
             install = jetson["install"]
         hint = "  [dim]" + escape(f"({install})") + "[/]" if install and not version else ""
         table.add_row(name, f"[green]{version}[/]" if version else f"[yellow]absent[/]{hint}")

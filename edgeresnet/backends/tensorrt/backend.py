@@ -294,6 +294,13 @@ class TensorRTBackend(Backend):
         with the machine, and a Jetson's line apart."""
         return {}
 
+    @classmethod
+    def board_facts(cls, root: str = "/") -> dict | None:
+        """A Jetson's L4T -> JetPack -> TensorRT line and install path (jetpack.py); None elsewhere."""
+        from .jetpack import jetson_facts
+
+        return jetson_facts(root, installed_version())
+
     def device_build(self, export_dir: Path, eval_spec: str | None, eval_limit: int | None, options) -> object:
         """`edgeresnet build`: the bundle's engines for the installed TensorRT (build.py)."""
         from .build import build_on_device
