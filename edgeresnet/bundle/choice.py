@@ -69,10 +69,9 @@ def _verified(root: Path, entry: dict, target: str | None, precision: str | None
 
 def choose(root: Path, target: str | None, precision: str | None) -> Choice:
     """The artifacts ``load`` tries, in order, for this device."""
-    from .verify import local_device_key, read_verify
+    from .verify import device_entry, local_device_key
 
-    data = read_verify(root)
-    entry = (data or {}).get("devices", {}).get(local_device_key())
+    entry = device_entry(root, local_device_key())
     if target is not None and precision is not None:
         failed = _failed(entry) if entry else {}
         if (target, precision) in failed:

@@ -91,11 +91,15 @@ def read_verify(root: Path) -> dict | None:
     return doc
 
 
+def device_entry(root: Path, device_key: str) -> dict | None:
+    """This bundle's verify entry for one device; None when that device has not verified it."""
+    return ((read_verify(root) or {}).get("devices") or {}).get(device_key)
+
+
 def chosen_for(root: Path, device_key: str) -> tuple[str, str] | None:
     """(target, precision) that `verify` chose for this device: the fastest engine that passed
     there; None when this device has not verified this bundle (or nothing passed)."""
-    doc = read_verify(root)
-    entry = (doc or {}).get("devices", {}).get(device_key)
+    entry = device_entry(root, device_key)
     if not entry or not entry.get("chosen"):
         return None
     return entry["chosen"]["target"], entry["chosen"]["precision"]
