@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgeresnet.host.machine import describe
+from edgeresnet.backends.installed import describe
 
 MODELS = {
     "default": {"budgets": [None, 0.1, 0.0], "args": ["default", "--calib-method", "minmax", "--calib-size", "32"]},

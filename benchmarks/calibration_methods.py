@@ -31,7 +31,7 @@ from edgeresnet.data import load_split
 from edgeresnet.bench.accuracy import evaluate
 from edgeresnet.export.torch_onnx import export_onnx
 from edgeresnet.models.fold import fold_bn
-from edgeresnet.host.machine import describe
+from edgeresnet.backends.installed import describe
 from edgeresnet.quantize.plan import plan
 from edgeresnet.backends.onnxruntime import PROFILE, PROFILE_W7
 from edgeresnet.quantize.qdq import emit_qdq

@@ -42,7 +42,7 @@ import numpy as np
 
 from edgeresnet.data import load_split
 from edgeresnet.data.sources import FASHION_MNIST_CLASSES
-from edgeresnet.host.machine import describe
+from edgeresnet.backends.installed import describe
 
 SOURCE, TARGET = list(range(0, 6)), list(range(6, 10))
 

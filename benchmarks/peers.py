@@ -192,7 +192,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "RESULTS.md")
     args = ap.parse_args()
     from edgeresnet.data import Preprocess, load_split
-    from edgeresnet.host.machine import cpu_class, describe
+    from edgeresnet.backends.installed import describe
+    from edgeresnet.host.machine import cpu_class
     from portability import peer_kernel  # benchmarks/ is on sys.path when run as a script
 
     work = Path(tempfile.mkdtemp(prefix="edgeresnet-peers-"))

@@ -101,7 +101,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS-portability.md")
     args = ap.parse_args()
     from edgeresnet.data import Preprocess, load_split
-    from edgeresnet.host.machine import cpu, cpu_class, libraries
+    from edgeresnet.backends.installed import libraries
+    from edgeresnet.host.machine import cpu, cpu_class
 
     work = Path(tempfile.mkdtemp(prefix="edgeresnet-portability-"))
     bundle = work / "bundle"

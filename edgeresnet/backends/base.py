@@ -90,6 +90,19 @@ class Skip:
 
 
 @dataclass(frozen=True)
+class DeviceJob:
+    """What an engine's ``device_job`` hands `edgeresnet build`: the backend configured for this
+    device, the bundle's files it builds from, and where its engines go."""
+
+    backend: Backend
+    fp32_onnx: Path
+    artifacts_dir: Path
+    qdq_paths: dict[str, Path] = field(default_factory=dict)  # profile name -> the bundle's QDQ ONNX
+    fallback_layers: tuple[str, ...] = ()  # layers the INT8 engines keep in float
+    eval_spec: str | None = None  # the evaluation data the export named (a --eval given to build wins)
+
+
+@dataclass(frozen=True)
 class BuildInputs:
     """Everything an engine's ``build`` may read; each engine takes what its ``takes`` says.
 
@@ -264,14 +277,15 @@ class Backend(ABC):
         """One bench block timed by the engine itself (``capabilities.self_timed``)."""
         raise TypeError(f"{self.name} does not time itself (capabilities.self_timed is False)")
 
-    def device_build(self, export_dir: Path, eval_spec: str | None, eval_limit: int | None,
-                     options: Mapping[str, Any]):
-        """`edgeresnet build` on the device (``capabilities.device_build``): build the bundle the
-        export wrote, evaluate and time it, merge its rows into the report; returns the Report."""
+    def device_job(self, bundle, options: Mapping[str, Any]) -> DeviceJob:
+        """`edgeresnet build` on the device (``capabilities.device_build``): check what the engine's
+        part of ``bundle`` (a ``bundle.Bundle``, opened and hash-checked by the caller) names, and
+        say what to build; ``export.device_build`` builds, evaluates, times and publishes it the
+        same way for every such engine."""
         raise TypeError(f"{self.name} is not built on the device (capabilities.device_build is False)")
 
-    def device_plan(self, export_dir: Path, options: Mapping[str, Any]) -> dict:
-        """`edgeresnet build --dry-run`: what ``device_build`` would do, as JSON (``capabilities.device_build``)."""
+    def device_plan(self, bundle, options: Mapping[str, Any]) -> dict:
+        """`edgeresnet build --dry-run`: what ``device_job`` would build, as JSON (``capabilities.device_build``)."""
         raise TypeError(f"{self.name} is not built on the device (capabilities.device_build is False)")
 
 

@@ -50,7 +50,7 @@ def check_contract(cls: type) -> None:
         wrong.append("option_specs must be a tuple of OptionSpec")
     if isinstance(cls.takes, frozenset) and Input.QDQ_ONNX in cls.takes and not isinstance(cls.qdq_profile, Profile):
         wrong.append("an engine that takes QDQ_ONNX needs a qdq_profile")
-    for flag, method in (("self_timed", "bench_block"), ("device_build", "device_build")):
+    for flag, method in (("self_timed", "bench_block"), ("device_build", "device_job"), ("device_build", "device_plan")):
         if isinstance(cls.capabilities, Capabilities) and getattr(cls.capabilities, flag) \
                 and getattr(cls, method) is getattr(Backend, method):
             wrong.append(f"capabilities.{flag} needs {method}()")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -89,3 +90,15 @@ def torch_predictor(model) -> Predict:
             return model(torch.from_numpy(x)).numpy()
 
     return predict
+
+
+def fp32_reference(model, fp32_path: Path) -> tuple[object, str]:
+    """The FP32 reference: the BN-folded torch model, else (an ONNX source) the FP32 ONNX file
+    under ONNX Runtime."""
+    if model is not None:
+        return torch_predictor(model), "torch fp32"
+    from ..onnxfile.reference import user_run, user_session
+
+    sess = user_session(fp32_path)
+    name = sess.get_inputs()[0].name
+    return (lambda x: user_run(sess, fp32_path, {name: x})[0]), "onnx fp32"

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .trt_device import audit, summary
+from ..ondevice.trt_device import audit, summary
 from ..backends.registry import bundle_dirs
 from ..errors import InputError, UsageError
 from ..core.outdir import read_json
@@ -347,7 +347,7 @@ def merge_device_rows(export_dir: Path, paths: list[Path] | None = None, device:
 def merge_files(export_dir: Path, files: list[RowsFile]) -> Merged:
     """Rows files already read and checked (from trt/, or answered by a device over SSH) merged
     into the export's report and bench rows; nothing is written here."""
-    from ..report.publish import read_bench
+    from .publish import read_bench
     from .report import read_report
 
     root = export_root(export_dir)
@@ -365,7 +365,7 @@ def publish_merged(merged: Merged, manifest: bool = True) -> list[Path]:
     manifest hashes every file in it. ``manifest`` False (rows a device answered over SSH: no
     file came back into trt/) leaves edgeresnet.json as it is, so its SHA-256, which names the
     bundle's copy on the device and its verify.json entries, does not change."""
-    from ..report.publish import publish, publish_bundle
+    from .publish import publish, publish_bundle
 
     if not manifest:
         return publish(merged.root, merged.report, merged.bench, merged.machine)

@@ -6,7 +6,7 @@ images; at most ``MAX_IMAGES`` and ``MAX_BYTES`` of pixels, at least one per cla
 budget allows), stores it as the engines' uint8 input before normalisation, and runs every
 built artifact on it through its backend, recording what each scored (the manifest's
 ``golden.expected``): the figures a device's ``verify`` is judged against
-(``bundle/device.py``)."""
+(``ondevice/device.py``)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from ..data.sources import ImageSet
 from ..errors import reraise_fatal
 from ..core.outdir import atomic_write
 from ..core.progress import stderr
-from . import device
+from ..ondevice import device
 
 MAX_IMAGES = 500
 MAX_BYTES = 4 << 20  # uint8 pixels: 500 Fashion-MNIST images (0.4 MB), 26 ImageNet ones at 224
@@ -77,20 +77,6 @@ def make_golden(eval_set: ImageSet, eval_idx: np.ndarray, pre: Preprocess, refer
     return golden
 
 
-def reference(model, fp32_path: Path) -> tuple[object, str]:
-    """The FP32 reference: the BN-folded torch model, else (an ONNX source) the FP32 ONNX file
-    under ONNX Runtime."""
-    if model is not None:
-        from ..bench.accuracy import torch_predictor
-
-        return torch_predictor(model), "torch fp32"
-    from ..onnxfile.reference import user_run, user_session
-
-    sess = user_session(fp32_path)
-    name = sess.get_inputs()[0].name
-    return (lambda x: user_run(sess, fp32_path, {name: x})[0]), "onnx fp32"
-
-
 def save(golden: Golden, root: Path) -> Path:
     path = Path(root) / FILE
     arrays = {"x": golden.x, "logits": golden.logits, "index": golden.index}
@@ -128,10 +114,11 @@ def expected(golden: Golden, root: Path, rows, options: EngineOptions) -> dict[s
     return out
 
 
-def write_golden(root: Path, eval_set: ImageSet, eval_idx: np.ndarray, pre: Preprocess, model, fp32_path: Path,
+def write_golden(root: Path, eval_set: ImageSet, eval_idx: np.ndarray, pre: Preprocess, reference: tuple,
                  rows, options: EngineOptions, evaluation: dict) -> dict:
-    """golden.npz in ``root`` and the manifest's ``golden`` object (with every artifact's figures)."""
-    run, name = reference(model, fp32_path)
+    """golden.npz in ``root`` and the manifest's ``golden`` object (with every artifact's figures);
+    ``reference``: (float32 NCHW -> FP32 logits, its name), as ``bench.accuracy.fp32_reference`` gives."""
+    run, name = reference
     golden = make_golden(eval_set, eval_idx, pre, run)
     save(golden, root)
     figures = expected(golden, root, rows, options)

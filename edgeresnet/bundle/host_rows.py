@@ -73,7 +73,7 @@ def answer_rows(data: dict, command: str, alias: str, targets: tuple[str, ...]) 
 def _answer_problem(data, targets: tuple[str, ...]) -> str | None:
     """What is wrong with an answer, or None; eval's verify-style rows are made report rows
     (:func:`report_row`) in place once they pass device.py's own check of them."""
-    from .device import row_problem as verify_row_problem
+    from ..ondevice.device import row_problem as verify_row_problem
 
     if not isinstance(data, dict):
         return "not a JSON object"

@@ -43,7 +43,7 @@ def write_manifest(root: Path, report: dict, libraries: dict) -> dict:
                           "files": {f: sha256(root / f) for f in files},
                           "inference_precision": details.get("inference_precision"),
                           "kernel": row.get("kernel"), "variants": details.get("variants")})
-    # the device file (bundle/device.py) and the golden set (bundle/golden.py) when the export wrote them
+    # the device file (ondevice/device.py) and the golden set (bundle/golden.py) when the export wrote them
     extra = [p for p in ("model.fp32.onnx", "calibration.json", "device.py", "golden.npz") if (root / p).exists()]
     for folder in bundle_dirs():  # what engines built on the device need there (prepare hooks)
         if (root / folder).is_dir():

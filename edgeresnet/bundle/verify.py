@@ -1,6 +1,6 @@
 """`verify`: every engine of a bundle on its golden set, here, and the record of it (verify.json).
 
-The work is done by the bundle's device file (``bundle/device.py``), which this module imports:
+The work is done by the bundle's device file (``ondevice/device.py``), which this module imports:
 the same code runs where edgeresnet is not installed, so a device and the workstation reach the
 same verdicts. verify.json sits beside the bundle's files, is not in the manifest (no hashed
 file is ever modified) and holds one entry per device for the bundle whose edgeresnet.json has
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import BackendUnavailable, EdgeResNetError, InputError, OutOfSpace, UsageError
 from .manifest import NAME, sha256
-from . import device
+from ..ondevice import device
 from .files import Bundle
 
 DEVICE_FILE = "device.py"

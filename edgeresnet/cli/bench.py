@@ -16,7 +16,7 @@ def device_rows(export_dir: Path) -> list:
     """The bench rows `edgeresnet report` merged from devices into bench.json: a bench here
     replaces this machine's rows only (a malformed bench.json is replaced whole, as before)."""
     from ..errors import InputError
-    from ..report.publish import read_bench
+    from ..bundle.publish import read_bench
     from ..report.table import ran_on
 
     try:
@@ -81,7 +81,7 @@ def _bench_here(cfg, json_out: Path | None) -> None:
     from ..bench.run import bench as run
     from ..core.outdir import atomic_write
     from ..errors import InputError
-    from ..host.machine import describe
+    from ..backends.installed import describe
     from ..report import bench_table
 
     rows, report = run(cfg)
@@ -110,7 +110,7 @@ def _update_reports(source: Path, report: dict, rows: list, machine: dict, json_
     """bench.json, report.md and report.html with these rows (report.json stays as the export
     wrote it); a read-only bundle is a warning, the results are already shown."""
     from ..report import Report
-    from ..report.publish import publish
+    from ..bundle.publish import publish
 
     try:
         written = publish(source, Report.from_dict(report), rows + device_rows(source), machine,
@@ -125,7 +125,7 @@ def _update_reports(source: Path, report: dict, rows: list, machine: dict, json_
 def bench_on_host(source: Path, host, batch: str, options: dict[str, str]) -> None:
     """`bench DIR --host ALIAS`: device.py bench there (each engine in its own process, rounds
     interleaved; --min-seconds is its --time-seconds per round), its rows merged into bench.json."""
-    from ..host.commands import rows_action
+    from ..remote.commands import rows_action
     from .common import say
     from .report import show_devices
 

@@ -35,8 +35,8 @@ def build(
     From the workstation, on the Jetson over SSH (its rows come back into exp's report):
     edgeresnet build exp --host jetson
     """
-    from ..backends.registry import device_engine
     from ..bundle import export_root
+    from ..export.device_build import build_on_device
     from ..report import terminal_table
     from .common import local_only, remote_host
 
@@ -55,8 +55,7 @@ def build(
         print_plan(export_dir, trt_version, br, dla_core, json_out)
         return
     # the engine whose device bundle the export holds (registry: capabilities.device_build)
-    report = device_engine(export_dir).device_build(export_dir, eval_spec, eval_limit,
-                                                    {"batch_range": br, "dla_core": dla_core})
+    report = build_on_device(export_dir, eval_spec, eval_limit, {"batch_range": br, "dla_core": dla_core})
     out.print(terminal_table(report))
     for row in report.results:
         for warning in row.details.get("warnings", []):
@@ -67,7 +66,7 @@ def build(
 def build_on_host(export_dir: Path, host) -> None:
     """`build DIR --host ALIAS`: the bundle's trt/trt_device.py build on the device (its TensorRT,
     the plan the export wrote for that line), the build rows merged into report.json here."""
-    from ..host.commands import build_on_host as run
+    from ..remote.commands import build_on_host as run
     from .common import say
     from .report import show_devices
 
@@ -80,11 +79,10 @@ def build_on_host(export_dir: Path, host) -> None:
 def print_plan(export_dir: Path, trt_version: str | None, br, dla_core: int | None, as_json: bool) -> None:
     from rich.table import Table
 
-    from ..backends.registry import device_engine
+    from ..export.device_build import plan_on_device
     from .common import json_text
 
-    plan = device_engine(export_dir).device_plan(export_dir, {"trt_version": trt_version, "batch_range": br,
-                                                              "dla_core": dla_core})
+    plan = plan_on_device(export_dir, {"trt_version": trt_version, "batch_range": br, "dla_core": dla_core})
     if as_json:
         out.print(json_text(plan), markup=False, highlight=False, soft_wrap=True)
         return

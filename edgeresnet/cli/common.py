@@ -191,14 +191,14 @@ RemotePythonOpt = Annotated[str, typer.Option("--remote-python", help="The devic
 
 
 def remote_host(host: str | None, ssh_config: Path | None, remote_python: str):
-    """``--host`` and its companions as a :class:`host.ssh.Host`, or None without --host."""
+    """``--host`` and its companions as a :class:`remote.ssh.Host`, or None without --host."""
     from ..errors import UsageError
 
     if host is None:
         if ssh_config is not None or remote_python != "python3":
             raise UsageError("--ssh-config and --remote-python go with --host", hint="add --host ALIAS")
         return None
-    from ..host.ssh import Host
+    from ..remote.ssh import Host
 
     return Host(host, ssh_config, remote_python)
 

@@ -21,7 +21,7 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the facts
     """What this machine can run: Python, torch / ONNX Runtime / OpenVINO / TensorRT, the CPU's
     INT8-relevant ISA (AVX2, AVX-512 VNNI, AMX, ARM dot-product) and the GPUs; on a Jetson, its
     L4T and JetPack, the TensorRT line they ship and how that TensorRT installs (apt or pip)."""
-    from ..host.machine import describe
+    from ..backends.installed import describe
 
     from ..backends import backends, get_backend, names
     from ..backends.registry import library_extras

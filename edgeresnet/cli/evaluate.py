@@ -126,7 +126,7 @@ def eval_on_host(model: str, host, target: str | None, precision: str | None, th
     set, its verdict against the export's figures), the rows merged into report.json here."""
     from pathlib import Path
 
-    from ..host.commands import rows_action
+    from ..remote.commands import rows_action
     from ..report.table import ran_on
     from .common import say
     from .report import show_devices

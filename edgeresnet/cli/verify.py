@@ -50,7 +50,7 @@ def verify(
         entry = verify_bundle(root, targets=_names(target), precisions=_names(precision), time_seconds=time_seconds,
                               threads=threads)
     else:
-        from ..host.commands import verify_on_host
+        from ..remote.commands import verify_on_host
 
         given = {"--target": target, "--precision": precision, "--time-seconds": time_seconds, "--threads": threads}
         entry = verify_on_host(root, remote, [w for k, v in given.items() if v is not None for w in (k, str(v))], say)

@@ -41,7 +41,7 @@ from ..quantize.plan import layer_units, plan
 from ..quantize.recipe import Candidate, match_layers, module_path
 from ..tune.options import TuneOptions
 from ..report import Report, ResultRow
-from ..report.publish import publish_bundle
+from ..bundle.publish import publish_bundle
 from ..data.checks import check_calibration_set, warn_skipped
 
 if TYPE_CHECKING:  # the tuner is imported only when --max-drop or --sensitivity asks for it
@@ -482,13 +482,14 @@ def golden_set(cfg: ExportConfig, inputs: Inputs, folded: Folded, eval_idx: np.n
     """golden.npz (a small class-balanced sample of the evaluation images with the FP32 logits)
     and what every built artifact scored on it, for `verify` on any device; None without an
     evaluation set."""
+    from ..bench.accuracy import fp32_reference
     from ..bundle.golden import write_golden
 
     if inputs.eval_set is None or eval_idx is None or not len(eval_idx) or evaluation is None:
         return None
     options = engine_options(cfg.engine_options)
-    return write_golden(work, inputs.eval_set, eval_idx, inputs.loaded.meta.preprocess, folded.model,
-                        folded.fp32_path, rows, options, evaluation)
+    return write_golden(work, inputs.eval_set, eval_idx, inputs.loaded.meta.preprocess,
+                        fp32_reference(folded.model, folded.fp32_path), rows, options, evaluation)
 
 
 def publish_export(work: Path, report: Report) -> None:

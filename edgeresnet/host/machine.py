@@ -9,12 +9,11 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import os
-import platform
 import shutil
 import subprocess
 from pathlib import Path
 
-CORE_LIBRARIES = ("torch", "onnx", "numpy", "pillow")  # plus each registered engine's own
+CORE_LIBRARIES = ("torch", "onnx", "numpy", "pillow")  # plus each registered engine's own (backends.installed)
 
 
 MAX_THREADS = 4 * (os.cpu_count() or 1)  # more only oversubscribes the cores (3000 once hung a machine)
@@ -22,7 +21,7 @@ MAX_THREADS = 4 * (os.cpu_count() or 1)  # more only oversubscribes the cores (3
 
 @functools.lru_cache(maxsize=1)
 def _cpu() -> dict:
-    from ..bundle.device import cpu_facts
+    from ..ondevice.device import cpu_facts
 
     return cpu_facts()
 
@@ -30,7 +29,7 @@ def _cpu() -> dict:
 def cpu() -> dict:
     """Model and cores from /proc/cpuinfo; the ISA as the runtimes read it (CPUID / HWCAP), else
     from /proc/cpuinfo's flags (``isa_source`` says which); the ``class`` (:func:`cpu_class`).
-    Read once per process, by the bundle's device file (``bundle/device.py``), which is the one
+    Read once per process, by the bundle's device file (``ondevice/device.py``), which is the one
     implementation: a device without edgeresnet classifies its CPU with the same code."""
     return dict(_cpu())
 
@@ -40,7 +39,7 @@ def cpu_class(info: dict | None = None) -> str:
     int8 dot-product the runtimes' kernels use; this CPU's by default."""
     if info is None:
         return cpu()["class"]
-    from ..bundle.device import cpu_class as classify
+    from ..ondevice.device import cpu_class as classify
 
     return classify(info)
 
@@ -53,13 +52,6 @@ def library_version(name: str) -> str | None:
         except importlib.metadata.PackageNotFoundError:
             continue
     return None
-
-
-def libraries() -> dict[str, str | None]:
-    from ..backends.registry import library_extras
-
-    names = [*CORE_LIBRARIES[:2], *library_extras(), *CORE_LIBRARIES[2:]]
-    return {name: library_version(name) for name in names}
 
 
 def gpus() -> list[dict]:
@@ -86,7 +78,7 @@ def jetson(root: str = "/") -> dict:
     comes from the devfreq folder the bench's telemetry finds (a scan of /sys/class/devfreq, as
     jetson_stats does), so Xavier, Nano, Orin on JetPack 5 or 6 and Thor all report it. `root`
     reads a fixture tree instead of "/" (nvpmodel is run only for the real machine)."""
-    from ..bundle.trt_device import gpu_devfreq
+    from ..ondevice.trt_device import gpu_devfreq
 
     base = Path(root)
     info: dict = {}
@@ -110,24 +102,3 @@ def jetson(root: str = "/") -> dict:
         except (OSError, ValueError):
             pass
     return info
-
-
-def runtime_details() -> dict:
-    """What each installed engine sees (ONNX Runtime's execution providers, OpenVINO's
-    devices): every registered engine's ``runtime_facts()``, where its libraries are installed."""
-    from ..backends.registry import backends
-
-    details: dict = {}
-    for cls in backends():
-        if not all(library_version(lib) for lib in cls.libraries):
-            continue
-        try:
-            details.update(cls.runtime_facts())
-        except Exception as exc:  # a broken install is itself a finding
-            details[f"{cls.name}_facts"] = f"import failed: {exc}"
-    return details
-
-
-def describe() -> dict:
-    return {"python": platform.python_version(), "os": f"{platform.system()} {platform.release()}",
-            "cpu": cpu(), "libraries": libraries(), "gpus": gpus(), **runtime_details()}

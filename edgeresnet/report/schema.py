@@ -30,7 +30,7 @@ class ResultRow:
     samples_ms: list[float] | None = None  # latency samples (bench; downsampled to <= 2000)
     fallback_layers: list[str] | None = None  # INT8 rows: layers kept in float to meet --max-drop
     kernel: str | None = None  # INT8 rows: the kernel path that ran (u8s8-vnni, u8s8-7bit, jit_avx2_I8, ...)
-    # Engines that time themselves as trtexec does (TensorRT, bundle/trt_device.py): the same
+    # Engines that time themselves as trtexec does (TensorRT, ondevice/trt_device.py): the same
     # statistics as latency_ms for each part of a call, from CUDA events (host clock for enqueue).
     gpu_compute_ms: dict[str, float] | None = None
     h2d_ms: dict[str, float] | None = None
@@ -39,7 +39,7 @@ class ResultRow:
     engine_batch: int | None = None  # the batch the engine ran (a static DLA engine pads a smaller request)
     per_image_ms: float | None = None  # p50 latency / engine_batch
     cv_pct: float | None = None  # GPU compute time's coefficient of variation (trtexec warns above 1%)
-    # Power and clocks during the run (bundle/trt_device.py Telemetry.row_columns): "n/a" with the reason where unread
+    # Power and clocks during the run (ondevice/trt_device.py Telemetry.row_columns): "n/a" with the reason where unread
     power_mode: Any = None
     clocks_locked: Any = None
     clocks: Any = None

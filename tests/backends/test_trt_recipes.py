@@ -1,6 +1,6 @@
 """TensorRT per line (8.5/8.6, 10.x, 11.x) without TensorRT: the recipes, the bundle files each
 line gets, `build --dry-run` and the FP16-typed ONNX for 11. The device side (build, run, bench)
-is tests/bundle/test_trt_device.py."""
+is tests/ondevice/test_trt_device.py."""
 
 from __future__ import annotations
 

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from edgeresnet.bundle import trt_device as td
+from edgeresnet.ondevice import trt_device as td
 from edgeresnet.bundle.manifest import write_manifest
 
 from ..test_reliability import run_inprocess
-from .test_trt_device import FAST, STANDIN, make_tiny_bundle, run_device, standin  # noqa: F401 - fixture
+from ..ondevice.test_trt_device import FAST, STANDIN, make_tiny_bundle, run_device, standin  # noqa: F401 - fixture
 
 ORIN = Path(__file__).resolve().parents[1] / "data" / "jetson" / "orin"
 ENGINES = ["fp32", "fp16", "int8", "int8-dla"]

@@ -1,11 +1,12 @@
-"""The golden set (bundle/golden.py) and the verdict rule it is judged by (bundle/device.py)."""
+"""The golden set (bundle/golden.py) and the verdict rule it is judged by (ondevice/device.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from edgeresnet.bundle import device, golden
+from edgeresnet.ondevice import device
+from edgeresnet.bundle import golden
 from edgeresnet.data import Preprocess
 
 

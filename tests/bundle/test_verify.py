@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeresnet.bundle import device
+from edgeresnet.ondevice import device
+from edgeresnet.bench.accuracy import fp32_reference
 from edgeresnet.bundle.golden import write_golden
 from edgeresnet.bundle.verify import (chosen_for, install_device_file, local_device_key, merge_entry, read_verify,
                                       verify_bundle)
@@ -86,8 +87,8 @@ def make_verify_bundle(root: Path, openvino: bool = True, golden: bool = True) -
     data = ArraySet(images, labels.astype(np.int64), CLASSES, "tiny [test]")
     meta = None
     if golden:
-        meta = write_golden(root, data, np.arange(300), PRE, None, root / "model.fp32.onnx", rows, {},
-                            {"source": data.source, "split": "test"})
+        meta = write_golden(root, data, np.arange(300), PRE, fp32_reference(None, root / "model.fp32.onnx"), rows,
+                            {}, {"source": data.source, "split": "test"})
     install_device_file(root)
     report = {"model": {"arch": "tiny", "input_shape": [1, 1, 4, 4], "classes": CLASSES, "preprocess": PRE.to_dict()},
               "results": [r.to_dict() for r in rows], "golden": meta}
@@ -416,7 +417,7 @@ def test_tensorrt_engines_built_on_the_device_are_verified_through_trt_device(tm
     figure, so each is judged by its precision's default rate, and says so."""
     import os
 
-    from .test_trt_device import STANDIN, make_tiny_bundle, tiny_logits
+    from ..ondevice.test_trt_device import STANDIN, make_tiny_bundle, tiny_logits
 
     root = tmp_path / "exp"
     make_tiny_bundle(root)

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from edgeresnet.report import Report, ResultRow, bench_table, markdown, terminal_table
 from edgeresnet.report.html import render_html
-from edgeresnet.report.publish import publish, read_bench
+from edgeresnet.bundle.publish import publish, read_bench
 from edgeresnet.report.table import BENCH, EXPORT, cells, speedup
 
 

@@ -1,7 +1,7 @@
 """TensorRT, written against NVIDIA's documented Python API of each supported line (the per-line
 rules live in ``tensorrt_recipes``; build.json's per-line plans say what to build).
 
-Every GPU-side step goes through ``edgeresnet/bundle/trt_device.py``, the one file that is also
+Every GPU-side step goes through ``edgeresnet/ondevice/trt_device.py``, the one file that is also
 copied into each bundle for devices without this package (JetPack 5's Python 3.8): building an
 engine from a plan (flags by name, TF32, profile, DLA, a cache-only calibrator for implicit INT8,
 layer precisions, timing cache, the engine inspector's JSON), running it (CUDA through ctypes on
@@ -99,8 +99,8 @@ class TrtOptions:
 
 
 def device():
-    """``edgeresnet/bundle/trt_device.py``: the device side, shared with the bundle's copy."""
-    from ...bundle import trt_device
+    """``edgeresnet/ondevice/trt_device.py``: the device side, shared with the bundle's copy."""
+    from ...ondevice import trt_device
 
     return trt_device
 
@@ -301,17 +301,17 @@ class TensorRTBackend(Backend):
 
         return jetson_facts(root, installed_version())
 
-    def device_build(self, export_dir: Path, eval_spec: str | None, eval_limit: int | None, options) -> object:
+    def device_job(self, bundle, options):
         """`edgeresnet build`: the bundle's engines for the installed TensorRT (build.py)."""
-        from .build import build_on_device
+        from .build import device_job
 
-        return build_on_device(export_dir, eval_spec, eval_limit, options.get("batch_range"), options.get("dla_core"))
+        return device_job(bundle, options.get("batch_range"), options.get("dla_core"))
 
-    def device_plan(self, export_dir: Path, options) -> dict:
+    def device_plan(self, bundle, options) -> dict:
         """`build --dry-run`: the plan for ``options["trt_version"]`` (else the installed TensorRT)."""
         from .build import dry_run
 
-        return dry_run(export_dir, options.get("trt_version"), options.get("batch_range"), options.get("dla_core"))
+        return dry_run(bundle, options.get("trt_version"), options.get("batch_range"), options.get("dla_core"))
 
     def input_chw(self, path: Path) -> tuple[int, int, int]:
         td = device()
@@ -329,7 +329,7 @@ def write_device_files(bundle: Path, ctx) -> None:
     """trt/trt_device.py (the device side, so a device without this package can build, evaluate
     and benchmark) and trt/eval.npz (the export's evaluation images, uint8 NHWC as preprocessing
     leaves them before normalisation, with labels, mean and std): the manifest hashes both."""
-    shutil.copyfile(Path(__file__).resolve().parents[2] / "bundle" / "trt_device.py", bundle / "trt_device.py")
+    shutil.copyfile(Path(__file__).resolve().parents[2] / "ondevice" / "trt_device.py", bundle / "trt_device.py")
     evaluation = ctx.evaluation_images()
     if evaluation is None:
         return

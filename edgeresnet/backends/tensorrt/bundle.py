@@ -83,7 +83,7 @@ def layer_warnings(info: dict, precision: str, float_layers: tuple[str, ...] = (
     (``trt_device.audit``, the device file's own): convs or residual Adds left in float in an INT8 engine, reformats other than
     the input quantize, DLA layers that fell back to the GPU. Layers named in ``float_layers`` (ONNX
     node names kept in float) are expected. Every line's JSON keys are read (``recipe`` is not needed)."""
-    from ...bundle.trt_device import audit  # the device file imports numpy: not at CLI start
+    from ...ondevice.trt_device import audit  # the device file imports numpy: not at CLI start
 
     return audit(info, precision, float_layers, dla=dla)["warnings"]
 

@@ -340,6 +340,6 @@ def all_plans(*, input_name: str, chw: tuple[int, int, int], batch_range: tuple[
 def datatype(entry: dict, recipe: Recipe | None = None) -> str:
     """A layer input's data type from the engine inspector's JSON, whichever line wrote it:
     "int8", "fp16", "fp32", ... or "unknown" (never guessed as float)."""
-    from ...bundle.trt_device import tensor_dtype
+    from ...ondevice.trt_device import tensor_dtype
 
     return tensor_dtype(entry)

@@ -1,5 +1,5 @@
 """Extract the Python names TensorRT's bindings define on one release branch, for the API fixture
-(``tests/data/trt_api/<branch>.txt``) that ``tests/bundle/test_trt_device.py`` checks trt_device against.
+(``tests/data/trt_api/<branch>.txt``) that ``tests/ondevice/test_trt_device.py`` checks trt_device against.
 
 Reads NVIDIA/TensorRT's pybind11 sources from a git checkout (no TensorRT needed):
 ``python/src/**.cpp`` (``py::class_`` / ``py::enum_`` chains: ``.def``, ``.def_property*``,

@@ -20,7 +20,7 @@ from ..bundle import export_root
 from ..bundle.device_rows import Merged, merge_files, publish_merged, read_rows_file
 from ..bundle.host_rows import answer_rows, host_tag, info_problem
 from ..errors import InputError, RemoteError
-from . import remote
+from . import copies as remote
 from .ssh import NOTHING, Host
 
 Say = Callable[[str], None]
@@ -78,7 +78,8 @@ def verify_on_host(export_dir: Path, host: Host, args: list[str], say: Say) -> d
     choice there), type-checked, merged into verify.json here under the device's key with
     ``"via": "ssh ALIAS"``, and returned. An engine that failed verification is an answer (the
     device exits 1), not a failed run: its entry is merged like any other."""
-    from ..bundle import Bundle, device, verify
+    from ..bundle import Bundle, verify
+    from ..ondevice import device
 
     root = export_root(export_dir)
     bundle = Bundle(root)

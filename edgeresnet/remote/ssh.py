@@ -24,7 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from ..errors import AuthRefused, HostUnreachable, RemoteError, RemoteMissing, RemoteOutOfSpace, RemoteStopped, UsageError
+from ..errors import (AuthRefused,
+    HostUnreachable,
+    RemoteError,
+    RemoteMissing,
+    RemoteOutOfSpace,
+    RemoteStopped,
+    UsageError)
 
 OPTIONS = ("BatchMode=yes", "ConnectTimeout=10", "ServerAliveInterval=15", "ServerAliveCountMax=4")
 MAX_STDOUT = 64 << 20  # a bench of every engine, batch and mode is well under 2 MB

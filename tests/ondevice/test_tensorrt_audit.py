@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from edgeresnet.bundle.trt_device import audit, summary, tensor_dtype
+from edgeresnet.ondevice.trt_device import audit, summary, tensor_dtype
 
 from .test_trt_device import py38_numpy117  # noqa: F401 - the Python 3.8 + numpy 1.17 venv fixture
 from edgeresnet.backends.tensorrt.bundle import layer_warnings
 
 DATA = Path(__file__).parents[1] / "data" / "trex"
-AUDIT = Path(__file__).parents[2] / "edgeresnet" / "bundle" / "trt_device.py"  # the audit lives in the device file
+AUDIT = Path(__file__).parents[2] / "edgeresnet" / "ondevice" / "trt_device.py"  # the audit lives in the device file
 
 
 def load(name: str) -> dict:

@@ -1,4 +1,4 @@
-"""The bundle's device file (edgeresnet/bundle/device.py) run as a device runs it: a separate
+"""The bundle's device file (edgeresnet/ondevice/device.py) run as a device runs it: a separate
 process, no edgeresnet on the path (python -I from the bundle's own folder), Python 3.8 too."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeresnet.bundle import device
+from edgeresnet.ondevice import device
 from edgeresnet.bundle.verify import install_device_file
 from edgeresnet.host.machine import cpu_class
 

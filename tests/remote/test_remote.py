@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from edgeresnet.bundle.verify import install_device_file
-from edgeresnet.host import remote, ssh
-from edgeresnet.host.ssh import Host
+from edgeresnet.remote import copies as remote, ssh
+from edgeresnet.remote.ssh import Host
 
 from .. import sshd
 from ..conftest import make_bundle, run_cli
@@ -134,7 +134,7 @@ def test_ssh_failures_read_from_stderr():
 
 
 def test_device_file_kinds_become_typed_errors():
-    """device.py's one-line kinds (bundle/device.py KINDS) as the host's errors, with its hint kept."""
+    """device.py's one-line kinds (ondevice/device.py KINDS) as the host's errors, with its hint kept."""
     from edgeresnet.errors import RemoteError, RemoteMissing, RemoteOutOfSpace
 
     host = Host("jetson")
@@ -289,9 +289,9 @@ def test_eval_on_host_merges_golden_set_rows_into_the_report(server, bundle):
 def trt_python(tmp_path_factory) -> str:
     """The device's Python with the TensorRT and libcudart stand-ins of tests/trt_standin (what
     test_device_rows runs the device file on): no GPU, no TensorRT here."""
-    from edgeresnet.bundle import trt_device as td
+    from edgeresnet.ondevice import trt_device as td
 
-    from ..bundle.test_trt_device import STANDIN
+    from ..ondevice.test_trt_device import STANDIN
 
     path = tmp_path_factory.mktemp("trtpy") / "python3"
     path.write_text(f"#!/bin/sh\nexport PYTHONPATH={STANDIN} TRT_STANDIN_VERSION=10.3.0.30 "

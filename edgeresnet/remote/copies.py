@@ -37,7 +37,7 @@ CACHE = ".cache/edgeresnet/bundles"  # on the device, under its $HOME
 KEY_HEX = 16  # the copy's folder: this many hex digits of edgeresnet.json's SHA-256
 DEVICE_FILE = "device.py"
 MAX_FILE = 64 << 20  # a rows file fetched back (trt/device.build.json is a few KB)
-# Kinds of the device file's one-line errors (bundle/device.py KINDS) that mean "install something".
+# Kinds of the device file's one-line errors (ondevice/device.py KINDS) that mean "install something".
 MISSING = {"no-numpy", "no-runtime", "old-python"}
 STALE = {"bad-manifest", "missing-file", "hash-mismatch", "bad-file"}  # the copy there is not the bundle: replace it
 # The device's shell: $d is the bundle's copy; every script starts with these.

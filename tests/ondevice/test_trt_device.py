@@ -1,4 +1,4 @@
-"""The TensorRT device side (edgeresnet/bundle/trt_device.py) end to end on the TEST DOUBLES in
+"""The TensorRT device side (edgeresnet/ondevice/trt_device.py) end to end on the TEST DOUBLES in
 tests/trt_standin (a numpy-backed tensorrt whose names are NVIDIA's bindings for the line its
 __version__ names, and a host-memory libcudart): build -> eval -> bench for every line, DLA's
 padded static batch, one execution context per thread, the bundle checks, Python 3.8 and the
@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeresnet.bundle import trt_device as td
+from edgeresnet.ondevice import trt_device as td
 
 ROOT = Path(__file__).resolve().parents[2]
 STANDIN = ROOT / "tests" / "trt_standin"
 API = ROOT / "tests" / "data" / "trt_api"
-DEVICE_FILE = ROOT / "edgeresnet" / "bundle" / "trt_device.py"
+DEVICE_FILE = ROOT / "edgeresnet" / "ondevice" / "trt_device.py"
 LINES = {"8.5.2.2": ("8.5", "release-8.5"), "10.3.0.30": ("10.3", "release-10.3"), "11.1.0.5": ("11", "release-11.1")}
 FAST = ["--duration", "0.05", "--warmup-ms", "5", "--iterations", "3"]
 

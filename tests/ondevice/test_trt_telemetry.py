@@ -1,4 +1,4 @@
-"""Jetson/x86 power, clock and thermal telemetry (edgeresnet/bundle/trt_device.py).
+"""Jetson/x86 power, clock and thermal telemetry (edgeresnet/ondevice/trt_device.py).
 
 The Jetsons are fixture sysfs trees (tests/data/jetson/<board>, README there), copied to a tmp
 folder; while the sampler runs, a second thread writes new power, clock, load and temperature
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeresnet.bundle import trt_device as T
+from edgeresnet.ondevice import trt_device as T
 
 from .test_trt_device import py38_numpy117  # noqa: F401 - the Python 3.8 + numpy 1.17 venv fixture
 
@@ -377,7 +377,7 @@ def test_this_machine_gives_a_real_number_or_says_why_not():
 def test_the_telemetry_runs_on_python_3_8_with_numpy_1_17(py38_numpy117):
     """What the device does: the device file alone (no edgeresnet; numpy 1.17, as Ubuntu 20.04's
     python3-numpy) on Python 3.8, sampling the Orin fixture. Its imports and its 3.8 syntax are
-    checked for the whole file in tests/bundle/test_trt_device.py."""
+    checked for the whole file in tests/ondevice/test_trt_device.py."""
     python = str(py38_numpy117)
     script = (
         "import importlib.util, json, sys, time\n"

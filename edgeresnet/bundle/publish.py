@@ -8,11 +8,11 @@ import json
 from pathlib import Path
 
 from ..errors import InputError
-from ..bundle.manifest import inside
+from .manifest import inside
 from ..core.outdir import atomic_write, read_json
-from .html import render_html
-from .render import markdown
-from .schema import Report, ResultRow, row_problem
+from ..report.html import render_html
+from ..report.render import markdown
+from ..report.schema import Report, ResultRow, row_problem
 
 BENCH_JSON = "bench.json"
 
@@ -60,8 +60,8 @@ def publish_bundle(export_dir: Path, report: Report, bench: list[ResultRow] | No
     """The publish step of `export`, `build` and `report`: the reports, then the manifest
     (edgeresnet.json) that hashes every file the bundle ships, so the two never disagree.
     Returns the files written, the manifest last."""
-    from ..bundle.manifest import NAME, write_manifest
-    from ..host.machine import libraries
+    from .manifest import NAME, write_manifest
+    from ..backends.installed import libraries
 
     written = publish(export_dir, report, bench, machine)
     write_manifest(Path(export_dir), report.to_dict(), libraries())
