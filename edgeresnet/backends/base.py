@@ -53,6 +53,11 @@ class OptionSpec:
     help: str
     choices: tuple = ()
     parse: Callable[[Any], Any] | None = None  # flag value -> engine value, raising UsageError
+    # `edgeresnet build` (engines with capabilities.device_build): the flag's help there, where it
+    # overrides the bundle's value (its default there is always None: the bundle's); None: not a
+    # build flag. ``plan_only``: on build, only with --dry-run (what to plan for, not what to build).
+    device_help: str | None = None
+    plan_only: bool = False
 
     @property
     def key(self) -> str:
@@ -65,6 +70,11 @@ class OptionSpec:
         if self.choices and raw not in self.choices and raw is not None:
             raise UsageError(f"{self.flag} {raw!r} is not one of {', '.join(map(str, self.choices))}")
         return self.parse(raw) if self.parse is not None and raw is not None else raw
+
+    def device_value(self, raw: Any) -> Any:
+        """The engine's value of this flag on `edgeresnet build`: None (not given) stays None, the
+        bundle's value."""
+        return None if raw is None else self.value(raw)
 
 
 @dataclass(frozen=True)

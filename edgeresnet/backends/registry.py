@@ -165,6 +165,12 @@ def option_specs() -> list[OptionSpec]:
     return list(seen.values())
 
 
+def device_option_specs() -> list[OptionSpec]:
+    """The options `edgeresnet build` takes: those the engines built on the device declare for it."""
+    return [s for s in option_specs() if s.device_help is not None
+            and any(c.capabilities.device_build for c in backends() if s in c.option_specs)]
+
+
 def option_owners(key: str) -> list[str]:
     """The engines that declare the option ``key``."""
     return [c.name for c in backends() if any(s.key == key for s in c.option_specs)]

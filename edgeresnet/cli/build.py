@@ -8,23 +8,22 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from .common import batch_range as parse_batch_range
 from .common import HostOpt, RemotePythonOpt, SshConfigOpt, command, out
+from .engine_flags import device_flags
 
 
 @command
+@device_flags
 def build(
     export_dir: Annotated[Path, typer.Argument(help="An export directory made with --target trt (it holds trt/), or its trt/ folder.")],
     eval_spec: Annotated[str | None, typer.Option("--eval", help="Evaluation data spec (default: the one the export used).")] = None,
     eval_limit: Annotated[int | None, typer.Option(help="Evaluate on the first N test images only.")] = None,
-    batch_range: Annotated[str | None, typer.Option(help="Override the bundle's min,opt,max batch.")] = None,
-    dla_core: Annotated[int | None, typer.Option(help="Also build INT8 and FP16 engines for this DLA core (Jetson), beside the GPU ones: static batch at the opt size, GPU fallback on; DLA INT8 is implicit (FP32 ONNX + calibration cache) on 8.x/10.x.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (engines, precisions, flags, profile, DLA, expected float layers, trtexec lines) and build nothing; needs no TensorRT.")] = False,
-    trt_version: Annotated[str | None, typer.Option(help="With --dry-run: plan for this TensorRT (8.4, 8.5.2, 8.6, 10.3, 10.13, 11.4, ...) instead of the installed one.", show_default=False)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="With --dry-run: the plan as JSON.")] = False,
     host: HostOpt = None,
     ssh_config: SshConfigOpt = None,
     remote_python: RemotePythonOpt = "python3",
+    engine_options: dict | None = None,
 ) -> None:
     """On the Jetson or GPU host: build TensorRT engines (int8, fp16, fp32) from an export's
     bundle, warn about layers left in float or reformats, and add trt rows to its report.
@@ -38,29 +37,43 @@ def build(
     from ..bundle import export_root
     from ..export.device_build import build_on_device
     from ..report import terminal_table
-    from .common import local_only, remote_host
+    from .common import remote_host
 
     remote = remote_host(host, ssh_config, remote_python)
+    options = device_options(engine_options or {}, remote, dry_run, json_out, eval_spec=eval_spec, eval_limit=eval_limit)
     if remote is not None:
-        local_only(remote, **{"--eval": (eval_spec, None), "--eval-limit": (eval_limit, None),
-                              "--batch-range": (batch_range, None), "--dla-core": (dla_core, None),
-                              "--dry-run": (dry_run, False), "--trt-version": (trt_version, None), "--json": (json_out, False)})
         return build_on_host(export_dir, remote)
-    br = parse_batch_range(batch_range) if batch_range else None
-    if dry_run or trt_version or json_out:
-        if not dry_run:
-            from ..errors import UsageError
-
-            raise UsageError("--trt-version and --json go with --dry-run", hint="add --dry-run")
-        print_plan(export_dir, trt_version, br, dla_core, json_out)
+    if dry_run:
+        print_plan(export_dir, options, json_out)
         return
     # the engine whose device bundle the export holds (registry: capabilities.device_build)
-    report = build_on_device(export_dir, eval_spec, eval_limit, {"batch_range": br, "dla_core": dla_core})
+    report = build_on_device(export_dir, eval_spec, eval_limit, options)
     out.print(terminal_table(report))
     for row in report.results:
         for warning in row.details.get("warnings", []):
             out.print(escape(f"warning: {row.target} {row.precision}: {warning}"), style="yellow")
     out.print(f"updated {export_root(export_dir)}/report.json", markup=False)
+
+
+def device_options(given: dict, remote, dry_run: bool, json_out: bool, **local) -> dict:
+    """The engine flags' values for the device build (parsed; None: the bundle's), after the
+    checks every engine shares: none applies with --host (the device plans with its own
+    TensorRT), and those that say what to plan for (``plan_only``) need --dry-run."""
+    from ..backends.registry import device_option_specs
+    from ..errors import UsageError
+    from .common import local_only
+
+    specs = device_option_specs()
+    if remote is not None:
+        local_only(remote, **{"--eval": (local["eval_spec"], None), "--eval-limit": (local["eval_limit"], None),
+                              "--dry-run": (dry_run, False), "--json": (json_out, False),
+                              **{s.flag: (given.get(s.key), None) for s in specs}})
+        return {}
+    plan_only = [s.flag for s in specs if s.plan_only and given.get(s.key) is not None] + (["--json"] if json_out else [])
+    if plan_only and not dry_run:
+        raise UsageError(f"{' and '.join(plan_only)} {'goes' if len(plan_only) == 1 else 'go'} with --dry-run",
+                         hint="add --dry-run")
+    return {s.key: s.device_value(given.get(s.key)) for s in specs}
 
 
 def build_on_host(export_dir: Path, host) -> None:
@@ -76,13 +89,13 @@ def build_on_host(export_dir: Path, host) -> None:
               "(the engines stay on the device)", markup=False)
 
 
-def print_plan(export_dir: Path, trt_version: str | None, br, dla_core: int | None, as_json: bool) -> None:
+def print_plan(export_dir: Path, options: dict, as_json: bool) -> None:
     from rich.table import Table
 
     from ..export.device_build import plan_on_device
     from .common import json_text
 
-    plan = plan_on_device(export_dir, {"trt_version": trt_version, "batch_range": br, "dla_core": dla_core})
+    plan = plan_on_device(export_dir, options)
     if as_json:
         out.print(json_text(plan), markup=False, highlight=False, soft_wrap=True)
         return

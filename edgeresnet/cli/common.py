@@ -16,7 +16,6 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import EdgeResNetError, PortabilityWarning
-from ..backends import base
 from ..host.machine import MAX_THREADS
 
 if TYPE_CHECKING:
@@ -277,20 +276,6 @@ def int_list(text: str, flag: str) -> tuple[int, ...]:
         raise UsageError(f"{flag} {text!r} is not a comma-separated list of integers", hint=f"e.g. {flag} 1,8,32") from None
     if not values or min(values) < 1:
         raise UsageError(f"{flag} needs integers >= 1, got {text!r}")
-    return values
-
-
-DEFAULT_BATCH_RANGE = ",".join(map(str, base.DEFAULT_BATCH_RANGE))
-
-
-def batch_range(text: str) -> tuple[int, int, int]:
-    """An optimization profile (TensorRT's), 'min,opt,max'."""
-    from ..errors import UsageError
-
-    values = int_list(text, "--batch-range")
-    if len(values) != 3 or not values[0] <= values[1] <= values[2]:
-        raise UsageError(f"--batch-range {text!r} is not min,opt,max with min <= opt <= max",
-                         hint=f"e.g. {DEFAULT_BATCH_RANGE}")
     return values
 
 

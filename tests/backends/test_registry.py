@@ -12,6 +12,7 @@ import pytest
 from pathlib import Path
 
 import typer
+from typer.testing import CliRunner
 
 from edgeresnet.backends import backend_class, expand_targets, get_backend, names, resolve
 from edgeresnet.backends.base import Artifact, Backend, Capabilities, Input
@@ -25,9 +26,13 @@ TOY = "tests.plugins.toy_backend"
 
 @pytest.fixture
 def toy():
-    """The toy engine registered in this process, removed afterwards."""
+    """The toy engine registered in this process, removed afterwards. The CLI is imported first:
+    its commands take their engine flags from the engines registered when it is imported, and a
+    later test in this process must not see the toy's."""
     import importlib
     import sys
+
+    import edgeresnet.cli  # noqa: F401
 
     sys.modules.pop(TOY, None)
     module = importlib.import_module(TOY)
@@ -109,6 +114,53 @@ def test_a_plugin_engines_options_are_cli_flags_and_reach_it(toy):
         _engines(ExportConfig(model="x", out=Path("x"), targets=("ort",), engine_options={"toy_note": "loud"}))
     with pytest.raises(UsageError, match="not one of plain, loud"):
         get_backend("toy", {"ort-s8": {"toy_note": "quiet"}})
+
+
+def test_build_flags_are_the_device_built_engines_declarations():
+    """`edgeresnet build`'s engine flags come from OptionSpec.device_help: default None (the bundle's
+    value), parsed by the spec, ``plan_only`` ones refused without --dry-run; an engine that does not
+    build on the device adds none."""
+    from edgeresnet.backends.base import OptionSpec
+    from edgeresnet.cli.build import device_options
+    from edgeresnet.cli.engine_flags import device_flags
+
+    class Board(ToyEngine):
+        name = "board"
+        capabilities = Capabilities(False, device_build=True)
+        option_specs = (OptionSpec("--board-clock", int, 5, "export help", device_help="build help"),
+                        OptionSpec("--board-line", str | None, None, "export", device_help="plan for", plan_only=True),
+                        OptionSpec("--board-export-only", bool, False, "export only"))
+
+        def device_job(self, bundle, options):
+            raise AssertionError("not built here")
+
+        def device_plan(self, bundle, options):
+            raise AssertionError("not planned here")
+
+    seen = {}
+
+    register(Board)
+    try:
+        @device_flags
+        def cmd(engine_options: dict | None = None) -> None:
+            seen.update(engine_options)
+            seen["options"] = device_options(engine_options, None, dry_run=False, json_out=False)
+
+        app = typer.Typer()
+        app.command()(cmd)
+        help_text = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"}).output
+        assert "--board-clock" in help_text and "build help" in help_text and "--board-export-only" not in help_text
+        assert "--toy-note" not in help_text  # the toy engine is not built on the device
+        res = CliRunner().invoke(app, [])
+        assert res.exit_code == 0, res.output
+        assert seen["board_clock"] is None and seen["options"]["board_clock"] is None  # the bundle's value
+        CliRunner().invoke(app, ["--board-clock", "7"])
+        assert seen["options"]["board_clock"] == 7
+        with pytest.raises(UsageError, match="--board-line goes with --dry-run"):
+            device_options({"board_line": "2"}, None, dry_run=False, json_out=False)
+        assert device_options({"board_line": "2"}, None, dry_run=True, json_out=False)["board_line"] == "2"
+    finally:
+        unregister("board")
 
 
 def test_export_help_lists_a_plugin_engines_flag():

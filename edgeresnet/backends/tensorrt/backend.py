@@ -75,12 +75,17 @@ def parse_batch_range(value) -> tuple[int, int, int]:
 
 OPTIONS = (
     OptionSpec("--batch-range", str, ",".join(map(str, DEFAULT_BATCH_RANGE)),
-               "Optimization profile of engines that have one (TensorRT): min,opt,max batch.", parse=parse_batch_range),
+               "Optimization profile of engines that have one (TensorRT): min,opt,max batch.", parse=parse_batch_range,
+               device_help="Override the bundle's min,opt,max batch."),
     OptionSpec("--dla-core", int | None, None, "TensorRT: build the INT8 and FP16 engines for this Jetson DLA core "
-               "(static batch at the opt size, GPU fallback on; fp32 stays on the GPU)."),
+               "(static batch at the opt size, GPU fallback on; fp32 stays on the GPU).",
+               device_help="Also build INT8 and FP16 engines for this DLA core (Jetson), beside the GPU ones: static "
+               "batch at the opt size, GPU fallback on; DLA INT8 is implicit (FP32 ONNX + calibration cache) on 8.x/10.x."),
     OptionSpec("--trt-version", str | None, None, "TensorRT: the version on the device, which picks the bundle's recipe "
                "(cache header, trtexec flags, FP16 files): 8.5 (JetPack 5), 8.6, 10.x (10.3: JetPack 6), 11.x (x86 GPUs). "
-               "Default: 10.3."),
+               "Default: 10.3.",
+               device_help="With --dry-run: plan for this TensorRT (8.4, 8.5.2, 8.6, 10.3, 10.13, 11.4, ...) instead of "
+               "the installed one.", plan_only=True),
     OptionSpec("--prepare-only", bool, False, "Engines built on the device (TensorRT): write their bundle (QDQ ONNX, "
                "calibration cache, trtexec lines) for `edgeresnet build` there; build nothing here."),
 )
