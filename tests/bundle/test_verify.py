@@ -293,11 +293,14 @@ def test_int8_slower_than_its_float_beyond_the_spread_is_flagged_and_not_chosen(
 
 
 def test_ort_picks_the_file_the_backend_picks_for_each_cpu_class():
+    from edgeresnet.backends import executorch as et_backend
     from edgeresnet.backends import onnxruntime as ort_backend
     from edgeresnet.backends import openvino as ov_backend
 
     assert device.ORT_INT8_KERNELS == {cls: k for cls, (k, _) in ort_backend.KERNELS.items()}
     assert device.OV_INT8_KERNELS == {cls: k for cls, (k, _) in ov_backend.KERNELS.items()}
+    assert device.ET_INT8_KERNELS == {cls: k for cls, (k, _) in et_backend.KERNELS.items()}
+    assert device.ET_GENERIC == et_backend.int8_kernel("no-such-class")[0]
     entry = {"precision": "int8", "path": "model.int8.ort.onnx", "variants": {"u8s8-7bit": "model.int8.ort-w7.onnx"}}
     assert device.ort_choice(entry, "x86-avx2") == ("model.int8.ort-w7.onnx", "u8s8-7bit")
     assert device.ort_choice(entry, "x86-vnni") == ("model.int8.ort.onnx", "u8s8-vnni")
