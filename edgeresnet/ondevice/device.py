@@ -1119,7 +1119,8 @@ def _runnable(bundle: Bundle, targets: Optional[Sequence[str]], precisions: Opti
     if not any(not e.get("skip") for e in entries):
         why = "; ".join(sorted({e["skip"] for e in entries})) or "no engine matches --target/--precision"
         raise DeviceError("no-runtime", f"no engine of {bundle.root} can run here: {why}",
-                          "install a runtime its engines need: `python3 -m pip install onnxruntime` or `openvino`")
+                          "install a runtime its engines need: `python3 -m pip install onnxruntime`, `openvino` or "
+                          "`executorch`")
     return entries
 
 
@@ -1272,7 +1273,7 @@ def parser() -> argparse.ArgumentParser:
 def _table(rows: List[Dict[str, Any]], chosen: Optional[Dict[str, Any]] = None) -> None:
     for r in rows:
         mark = "*" if chosen and (chosen["target"], chosen["precision"]) == (r["target"], r["precision"]) else " "
-        parts = [f"{mark} {r['target']:<9} {r['precision']:<6} {r['status']:<7}"]
+        parts = [f"{mark} {r['target']:<10} {r['precision']:<6} {r['status']:<7}"]
         if r.get("agreement") is not None:
             top1 = "-" if r["top1"] is None else f"{r['top1'] * 100:.2f}%"
             parts.append(f"top-1 {top1:>7}  agreement {r['agreement'] * 100:6.2f}%  max|dlogit| "
