@@ -9,8 +9,8 @@ verify every engine on the bundle's golden images, time them.
     python3 device.py eval      # golden-set accuracy of every runnable engine
 
 Needs Python >= 3.8 and the standard library for ``check`` and ``info``; numpy and at least one
-runtime (onnxruntime, openvino, or TensorRT through the bundle's ``trt/trt_device.py``) for the
-rest. It imports nothing from edgeresnet: the package imports this file (the CPU class, the
+runtime (onnxruntime, openvino, executorch, or TensorRT through the bundle's ``trt/trt_device.py``)
+for the rest. It imports nothing from edgeresnet: the package imports this file (the CPU class, the
 verdict rule), so there is one implementation.
 
 Errors are one line on stderr, ``edgeresnet-device: <kind>: <message> (<hint>)``, with an exit
@@ -299,7 +299,8 @@ def cpu_facts() -> Dict[str, Any]:
 
 
 RUNTIMES = {"onnxruntime": ("onnxruntime",), "openvino": ("openvino",), "tensorrt": ("tensorrt", "tensorrt-cu12",
-                                                                                      "tensorrt-cu13")}
+                                                                                      "tensorrt-cu13"),
+            "executorch": ("executorch",)}
 
 
 def runtime_version(module: str) -> Optional[str]:
@@ -473,6 +474,12 @@ OV_INT8_KERNELS = {"x86-amx": "brgconv_avx512_amx", "x86-vnni": "avx512_core_vnn
                    "x86-avx2": "jit_avx2_I8", "arm-i8mm": "acl/kleidiai int8", "arm-dot": "acl int8"}
 OV_GENERIC = "reference"
 OV_HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}  # fp32 in real f32, never bf16 behind it
+# CPU class -> the XNNPACK QS8 GEMM family ExecuTorch's delegate dispatches to (the package's
+# backends/executorch KERNELS, whose names a test holds equal to these).
+ET_INT8_KERNELS = {"x86-amx": "xnnpack-qs8-avx512vnni", "x86-vnni": "xnnpack-qs8-avx512vnni",
+                   "x86-avx512": "xnnpack-qs8-avx512skx", "x86-avx2": "xnnpack-qs8-avx2", "x86": "xnnpack-qs8-sse",
+                   "arm-i8mm": "xnnpack-qs8-neoni8mm", "arm-dot": "xnnpack-qs8-neondot", "arm": "xnnpack-qs8-neon"}
+ET_GENERIC = "xnnpack-qs8-scalar"
 TRT_FILE = "trt/trt_device.py"
 TRT_ENGINE = "trt/model.{}.engine"  # what trt_device.py build writes for each engine of its plan
 
@@ -588,8 +595,64 @@ def open_trt(bundle: Bundle, entry: Dict[str, Any], cls: str, threads: Optional[
     return Engine(runner, None, f"TensorRT {version} {where}", entry["path"], runner.close)
 
 
+# ExecuTorch's XNNPACK delegate runs on one process-wide thread pool, sized only through a private
+# call and only before the first program of the process loads: resetting it after a load, then
+# running, aborted the process (glibc assertion). This record is the process's one account of
+# it; the package's backends/executorch/runner.py goes through et_pool too.
+ET_POOL = {"sized": False}
+
+
+def et_pool(threads: Optional[int]) -> Optional[str]:
+    """Size ExecuTorch's XNNPACK thread pool to ``threads`` if no program has loaded in this
+    process yet, and record that one is about to (``threads`` None: leave the pool as it is).
+    A note when it is too late: the pool then keeps its size."""
+    from executorch.extension.pybindings import portable_lib
+
+    first, ET_POOL["sized"] = not ET_POOL["sized"], True
+    have = int(portable_lib._threadpool_get_thread_count())
+    if not threads or threads == have:
+        return None
+    if first:
+        portable_lib._unsafe_reset_threadpool(int(threads))
+        return None
+    return (f"threads {threads} not applied: ExecuTorch sizes its thread pool once per process, before the first "
+            f"program loads; this one has {have}")
+
+
+def open_executorch(bundle: Bundle, entry: Dict[str, Any], cls: str, threads: Optional[int]) -> Engine:
+    """A .pte through ``executorch.runtime`` (torch tensors in and out, so torch is imported here
+    only), batch 1: a batch runs image by image."""
+    import torch
+    from executorch.runtime import Runtime
+
+    np = _numpy()
+    runtime = Runtime.get()
+    if not runtime.backend_registry.is_available("XnnpackBackend"):
+        raise RuntimeError("this ExecuTorch build has no XNNPACK delegate (reinstall executorch from PyPI)")
+    # The note is not kept: scores do not depend on the pool's size, and each timing process
+    # opens one engine, whose first load sizes the pool.
+    et_pool(threads)
+    # Loaded from the bytes hashed as read (no window between the check and the load). The Method
+    # reads those bytes without holding them: measured, once the Program was collected its
+    # outputs were garbage, so run() keeps the Program alive with the Method.
+    program = runtime.load_program(bundle.read_bytes(entry["path"]))
+    loaded = (program, program.load_method("forward"))
+    chw = tuple(int(d) for d in program.metadata("forward").input_tensor_meta(0).sizes())[1:]
+
+    def run(x: Any) -> Any:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if tuple(x.shape[1:]) != chw:
+            raise ValueError(f"input shape {tuple(x.shape[1:])} != the program's {chw}")
+        forward = loaded[1]
+        return np.concatenate([forward.execute([torch.from_numpy(x[i:i + 1])])[0].numpy() for i in range(len(x))])
+
+    kernel = ET_INT8_KERNELS.get(cls, ET_GENERIC) if entry["precision"] == "int8" else None
+    return Engine(run, kernel, f"{cls} {kernel or 'xnnpack-' + entry['precision']}", entry["path"])
+
+
 # target (the package's engine name) -> (the module it needs, how to open an artifact of it)
-RUNNERS = {"ort": ("onnxruntime", open_ort), "openvino": ("openvino", open_openvino), "trt": ("tensorrt", open_trt)}
+RUNNERS = {"ort": ("onnxruntime", open_ort), "openvino": ("openvino", open_openvino), "trt": ("tensorrt", open_trt),
+           "executorch": ("executorch.runtime", open_executorch)}
 
 
 def importable(module: str) -> Optional[str]:
@@ -1056,7 +1119,8 @@ def _runnable(bundle: Bundle, targets: Optional[Sequence[str]], precisions: Opti
     if not any(not e.get("skip") for e in entries):
         why = "; ".join(sorted({e["skip"] for e in entries})) or "no engine matches --target/--precision"
         raise DeviceError("no-runtime", f"no engine of {bundle.root} can run here: {why}",
-                          "install a runtime its engines need: `python3 -m pip install onnxruntime` or `openvino`")
+                          "install a runtime its engines need: `python3 -m pip install onnxruntime`, `openvino` or "
+                          "`executorch`")
     return entries
 
 
@@ -1185,7 +1249,8 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print JSON on stdout (check and info always do)")
         if name in ("check", "info"):
             continue
-        p.add_argument("--target", type=_names, default=None, help="only these engines, comma-separated (ort, openvino, trt)")
+        p.add_argument("--target", type=_names, default=None,
+                       help="only these engines, comma-separated (ort, openvino, trt, executorch)")
         p.add_argument("--precision", type=_names, default=None, help="only these precisions, comma-separated")
         p.add_argument("--threads", type=_bounded(int, 1, 1024), default=None, help="CPU threads per engine")
         if name == "verify":
@@ -1208,7 +1273,7 @@ def parser() -> argparse.ArgumentParser:
 def _table(rows: List[Dict[str, Any]], chosen: Optional[Dict[str, Any]] = None) -> None:
     for r in rows:
         mark = "*" if chosen and (chosen["target"], chosen["precision"]) == (r["target"], r["precision"]) else " "
-        parts = [f"{mark} {r['target']:<9} {r['precision']:<6} {r['status']:<7}"]
+        parts = [f"{mark} {r['target']:<10} {r['precision']:<6} {r['status']:<7}"]
         if r.get("agreement") is not None:
             top1 = "-" if r["top1"] is None else f"{r['top1'] * 100:.2f}%"
             parts.append(f"top-1 {top1:>7}  agreement {r['agreement'] * 100:6.2f}%  max|dlogit| "

@@ -40,7 +40,7 @@ from edgeresnet.quantize.plan import plan  # noqa: E402
 from edgeresnet.quantize.recipe import Candidate  # noqa: E402
 from edgeresnet.quantize.scheme import QMAX, weight_scales  # noqa: E402
 
-from ..conftest import export_default  # noqa: E402
+from ..conftest import export_default, run_cli  # noqa: E402
 
 SHAPES = {  # name -> (block, layers, widths, stem, input side)
     "basic-small": (BasicBlock, (1, 1), (4, 8), "small", 12),
@@ -275,3 +275,126 @@ def test_build_takes_the_torch_model_and_the_recipe_from_build_inputs(tiny, tmp_
     assert backend.precision_of(int8.path) == "int8" and backend.precision_of(fp32.path) == "fp32"
     np.testing.assert_allclose(run_pte(int8.path, tiny.x), run_pte(lower_int8(
         tiny.model, tiny.proto, tiny.scales, tiny.chw, tmp_path / "ref.pte").path, tiny.x), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- verify: the bundle's device.py
+
+@pytest.fixture(scope="module")
+def et_bundle(tmp_path_factory):
+    """`export default --target ort,executorch`, small: the golden set, both .pte files, device.py."""
+    out = tmp_path_factory.mktemp("et_verify") / "exp"
+    export_default(out, "--target", "ort,executorch", "--calib-size", "64", "--eval-limit", "300", "--rounds", "2")
+    return out
+
+
+def et_entry(root, precision: str) -> dict:
+    manifest = json.loads((root / "edgeresnet.json").read_text())
+    return next(a for a in manifest["artifacts"] if (a["target"], a["precision"]) == ("executorch", precision))
+
+
+def test_the_device_runner_gives_the_package_runners_logits(et_bundle):
+    """device.open_executorch (the bundle's side) and the backend's load (predict's side) run the
+    same program on the golden images and give the same logits, kernel and file."""
+    from edgeresnet.backends.base import Artifact
+    from edgeresnet.ondevice import device
+
+    bundle = device.Bundle(str(et_bundle))
+    golden = device.load_golden(bundle)
+    x = device.normalize(golden["x"][:40], bundle.manifest["preprocess"])
+    cls = device.cpu_facts()["class"]
+    for precision in ("fp32", "int8"):
+        entry = et_entry(et_bundle, precision)
+        engine = device.open_executorch(bundle, entry, cls, None)
+        artifact = Artifact("executorch", precision, et_bundle / entry["path"], {})
+        want = get_backend("executorch").load(artifact)(x)
+        np.testing.assert_allclose(engine.run(x), want, rtol=1e-6, atol=1e-6)
+        assert engine.kernel == artifact.details.get("kernel") == entry["kernel"]
+        assert engine.file == entry["path"] and engine.path.startswith(f"{cls} xnnpack-")
+
+
+def test_the_bundles_device_file_verifies_executorch_as_the_package_does(et_bundle, tmp_path):
+    """The bundle's own device.py (python -I, edgeresnet not importable) and `edgeresnet verify`:
+    both ExecuTorch rows pass near 100% agreement with the export's kernel, are timed in their own
+    processes, and the two reach the same verdicts."""
+    import shutil
+
+    from ..bundle.test_verify import run_device, verdicts
+
+    alone = shutil.copytree(et_bundle, tmp_path / "copy")
+    res = run_device(alone, "verify", "--json", "--time-seconds", "0.1", "--rounds", "1")
+    assert res.returncode == 0, res.stderr[-2000:]
+    entry = json.loads(res.stdout)
+    rows = {(r["target"], r["precision"]): r for r in entry["engines"]}
+    assert set(rows) == {("ort", "fp32"), ("ort", "int8"), ("executorch", "fp32"), ("executorch", "int8")}
+    for precision in ("fp32", "int8"):
+        r = rows[("executorch", precision)]
+        assert r["status"] == "passed" and r["agreement"] >= 0.99 and r["latency_ms"]["p50"] > 0, r
+        assert r["kernel"] == r["expected"]["kernel"] == et_entry(et_bundle, precision)["kernel"]
+    assert not any("could not be timed" in f for f in entry["flags"]), entry["flags"]
+    package = run_cli("verify", str(et_bundle), "--json", "--time-seconds", "0")
+    assert package.returncode == 0, package.stderr[-2000:]
+    assert verdicts(json.loads(package.stdout)) == verdicts(entry)
+
+
+def test_predict_runs_executorch_when_verify_chose_it(et_bundle, tmp_path):
+    """`verify --target executorch` times only the .pte files, so one of them is this device's
+    choice; `predict` with neither --target nor --precision then runs it."""
+    import shutil
+
+    from PIL import Image
+
+    from edgeresnet.ondevice import device
+
+    root = shutil.copytree(et_bundle, tmp_path / "B")
+    res = run_cli("verify", str(root), "--json", "--target", "executorch", "--time-seconds", "0.1")
+    assert res.returncode == 0, res.stderr[-2000:]
+    chosen = json.loads(res.stdout)["chosen"]
+    assert chosen["target"] == "executorch"
+    bundle = device.Bundle(str(root))
+    golden = device.load_golden(bundle)
+    for i in range(3):
+        Image.fromarray(golden["x"][i][..., 0]).save(tmp_path / f"{i}.png")
+    res = run_cli("predict", str(root), *(str(tmp_path / f"{i}.png") for i in range(3)), "--json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout)
+    assert (out["target"], out["precision"], out["chosen_by"]) == ("executorch", chosen["precision"], "verified")
+    engine = device.open_executorch(bundle, et_entry(root, chosen["precision"]), device.cpu_facts()["class"], None)
+    want = engine.run(device.normalize(golden["x"][:3], bundle.manifest["preprocess"])).argmax(1).tolist()
+    assert [p["class_index"] for p in out["predictions"]] == want
+
+
+POOL_SCRIPT = """
+import sys
+from pathlib import Path
+import numpy as np
+from edgeresnet.backends import get_backend
+from edgeresnet.backends.base import Artifact
+from edgeresnet.backends.executorch.runner import pool_threads
+from edgeresnet.ondevice import device
+
+root = Path(sys.argv[1])
+bundle = device.Bundle(str(root))
+entry = next(a for a in bundle.manifest["artifacts"] if a["target"] == "executorch" and a["precision"] == "int8")
+x = np.zeros([2] + bundle.manifest["input_shape"][1:], np.float32)
+engine = device.open_executorch(bundle, entry, "x86", 1)  # the first load of the process sizes the pool
+engine.run(x)
+assert pool_threads() == 1, pool_threads()
+artifact = Artifact("executorch", "int8", root / entry["path"], {})
+get_backend("executorch").load(artifact, threads=2)(x)  # too late: kept, said, and no reset after a load
+assert pool_threads() == 1 and "not applied" in artifact.details["threads_note"], artifact.details
+engine.run(x)  # the program loaded before: a reset in between would abort here
+print("ok")
+"""
+
+
+def test_the_device_file_and_the_package_share_one_thread_pool_record(et_bundle):
+    """Resetting the pool after a program loaded, then running, crashed the process (measured:
+    a segfault after shrinking it to 1, glibc's __pthread_tpp_change_priority abort after 1 then
+    2; this order happened to survive). So one record: the device runner's first load sizes the
+    pool, and the package's later load asking for another size keeps it and says so. In a child
+    process: a crash would take pytest with it."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", POOL_SCRIPT, str(et_bundle)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr[-2000:]

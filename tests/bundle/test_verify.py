@@ -293,11 +293,14 @@ def test_int8_slower_than_its_float_beyond_the_spread_is_flagged_and_not_chosen(
 
 
 def test_ort_picks_the_file_the_backend_picks_for_each_cpu_class():
+    from edgeresnet.backends import executorch as et_backend
     from edgeresnet.backends import onnxruntime as ort_backend
     from edgeresnet.backends import openvino as ov_backend
 
     assert device.ORT_INT8_KERNELS == {cls: k for cls, (k, _) in ort_backend.KERNELS.items()}
     assert device.OV_INT8_KERNELS == {cls: k for cls, (k, _) in ov_backend.KERNELS.items()}
+    assert device.ET_INT8_KERNELS == {cls: k for cls, (k, _) in et_backend.KERNELS.items()}
+    assert device.ET_GENERIC == et_backend.int8_kernel("no-such-class")[0]
     entry = {"precision": "int8", "path": "model.int8.ort.onnx", "variants": {"u8s8-7bit": "model.int8.ort-w7.onnx"}}
     assert device.ort_choice(entry, "x86-avx2") == ("model.int8.ort-w7.onnx", "u8s8-7bit")
     assert device.ort_choice(entry, "x86-vnni") == ("model.int8.ort.onnx", "u8s8-vnni")
@@ -447,3 +450,95 @@ def test_tensorrt_engines_built_on_the_device_are_verified_through_trt_device(tm
         assert r["status"] == "passed" and r["agreement"] >= 0.9 and "no export figure" in r["tolerance"]["rule"]
         assert r["latency_ms"]["p50"] > 0
     assert entry["chosen"]["target"] == "trt"
+
+
+# ----------------------------------------------------------------------------- ExecuTorch, where it is not installed
+
+# `python -c WITHOUT_ET <script or -m module> ARGS`: executorch refuses to import, as in a venv
+# without the extra, whether or not this one has it (the et-venv runs this file too).
+WITHOUT_ET = """
+import runpy, sys
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name == "executorch" or name.startswith("executorch."):
+            raise ImportError("No module named 'executorch'")
+sys.meta_path.insert(0, Refuse())
+if sys.argv[1] == "-m":
+    sys.argv = [sys.argv[2]] + sys.argv[3:]
+    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+else:
+    sys.argv = sys.argv[1:]
+    runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def without_et(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", WITHOUT_ET, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def add_executorch(root: Path) -> Path:
+    """The manifest's entries an `--target executorch` export writes (model.<p>.executorch.pte,
+    hashed, the int8 one with its kernel), re-signed; the files are stand-ins no test opens."""
+    manifest = json.loads((root / "edgeresnet.json").read_text())
+    for precision, kernel in (("fp32", None), ("int8", "xnnpack-qs8-avx2")):
+        rel = f"model.{precision}.executorch.pte"
+        (root / rel).write_bytes(b"a stand-in: never loaded without executorch")
+        manifest["artifacts"].append({"target": "executorch", "precision": precision, "path": rel,
+                                      "files": {rel: hashlib.sha256((root / rel).read_bytes()).hexdigest()},
+                                      "inference_precision": None, "kernel": kernel, "variants": None})
+    (root / "edgeresnet.json").write_text(json.dumps(manifest, indent=1))
+    return root
+
+
+def test_executorch_rows_without_executorch_are_skipped_with_the_reason(bundle):
+    add_executorch(bundle)
+    res = without_et("-m", "edgeresnet", "verify", str(bundle), "--json", "--time-seconds", "0.05", "--target",
+                     "ort,executorch")
+    assert res.returncode == 0, res.stderr
+    entry = json.loads(res.stdout)
+    rows = {(r["target"], r["precision"]): r for r in entry["engines"]}
+    assert set(rows) == {("ort", "fp32"), ("ort", "int8"), ("executorch", "fp32"), ("executorch", "int8")}
+    for precision in ("fp32", "int8"):
+        et = rows[("executorch", precision)]
+        assert et["status"] == "skipped" and et["latency_ms"] is None and et["agreement"] is None
+        assert et["reason"].startswith("executorch.runtime does not import with ") and "No module named" in et["reason"]
+        assert rows[("ort", precision)]["status"] == "passed"
+    assert entry["chosen"]["target"] == "ort" and not any("executorch" in f for f in entry["flags"])
+    table = without_et("-m", "edgeresnet", "verify", str(bundle), "--time-seconds", "0")
+    assert table.returncode == 0 and "executorch int8 skipped: executorch.runtime does not import" in table.stdout
+    alone = without_et("device.py", "verify", "--json", "--time-seconds", "0", "--no-write", "--target", "ort,executorch",
+                       cwd=bundle)
+    assert alone.returncode == 0, alone.stderr
+    assert verdicts(json.loads(alone.stdout)) == verdicts(entry)  # the bundle's own file, the same rows
+
+
+def test_a_bundle_of_only_executorch_says_which_runtime_is_missing(bundle):
+    add_executorch(bundle)
+    res = without_et("device.py", "verify", "--target", "executorch", cwd=bundle)
+    assert res.returncode == 4 and res.stdout == ""
+    line = res.stderr.strip().splitlines()[-1]
+    assert line.startswith("edgeresnet-device: no-runtime: ") and "executorch.runtime does not import" in line
+
+
+def test_executorch_chosen_on_a_device_with_it_falls_back_here_without_it(bundle, tmp_path):
+    """verify.json holds one entry per device key (host and CPU class): the same machine with
+    and without the extra shares it. Where ExecuTorch verified fastest but does not import now,
+    predict runs the next fastest that passed."""
+    from PIL import Image
+
+    add_executorch(bundle)
+    entry = verify_bundle(bundle, targets=("ort",), time_seconds=0.05, rounds=1, write=False)
+    fast = dict(next(r for r in entry["engines"] if r["precision"] == "int8"), target="executorch",
+                kernel="xnnpack-qs8-avx2", path="x86-avx2 xnnpack-qs8-avx2",
+                latency_ms={"p50": 1e-3, "spread_pct": 1.0, "rounds": 1})
+    entry["engines"].append(fast)
+    entry["chosen"] = {"target": "executorch", "precision": "int8", "latency_ms": 1e-3}
+    merge_entry(bundle, entry)
+    assert chosen_for(bundle, local_device_key()) == ("executorch", "int8")
+    Image.fromarray(np.full((4, 4), 200, np.uint8)).save(tmp_path / "x.png")
+    res = without_et("-m", "edgeresnet", "predict", str(bundle), str(tmp_path / "x.png"), "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    ort = min((r for r in entry["engines"] if r["target"] == "ort"), key=lambda r: r["latency_ms"]["p50"])
+    assert (out["target"], out["precision"], out["chosen_by"]) == ("ort", ort["precision"], "verified")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -69,7 +70,7 @@ def test_info_classifies_the_cpu_as_the_package_does(small_bundle):
     assert res.returncode == 0, res.stderr
     facts = json.loads(res.stdout)
     assert facts["cpu"]["class"] == cpu_class() and facts["cpu"]["isa_source"] in ("cpuid", "hwcap", "/proc/cpuinfo")
-    assert set(facts["runtimes"]) == {"onnxruntime", "openvino", "tensorrt"}
+    assert set(facts["runtimes"]) == {"onnxruntime", "openvino", "tensorrt", "executorch"}
     assert facts["runtimes"]["onnxruntime"] and facts["numpy"]
     assert facts["device_key"].startswith(f"{facts['hostname']} {cpu_class()}")
 
@@ -91,3 +92,17 @@ def test_runs_on_python_38_without_numpy(small_bundle):
     facts = json.loads(res.stdout)
     assert res.returncode == 0 and facts["numpy"] is None and facts["python"].startswith("3.8")
     assert facts["cpu"]["class"] == cpu_class()
+
+
+def test_the_device_file_is_python_3_8_by_vermin():
+    """vermin --target=3.8-: no syntax, module or function newer than Python 3.8 (JetPack 5), in
+    the runners too, which no Python 3.8 here can import (no runtime is installed for it)."""
+    vermin = Path(sys.executable).with_name("vermin")  # the dev extra's console script, beside this Python
+    if not vermin.exists():
+        found = shutil.which("vermin")
+        if not found:
+            pytest.skip("vermin is not installed here (pip install vermin; it is in the dev extra)")
+        vermin = Path(found)
+    res = subprocess.run([str(vermin), "--target=3.8-", "--no-tips", "--eval-annotations", "--violations",
+                          device.__file__], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr

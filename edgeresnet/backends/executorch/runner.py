@@ -5,6 +5,9 @@ through a private call, ``_unsafe_reset_threadpool``, and only before the first 
 loaded: measured here, resetting it after a method was loaded and then running that method
 aborted the process (glibc ``__pthread_tpp_change_priority`` assertion). So the first load
 of a process decides the pool; a later load asking for another size keeps the pool and says so.
+The record of whether a program has loaded is the device file's (``ondevice.device.et_pool``),
+which runs .pte files for `verify` in this same process: two records would let one reset the
+pool after the other had loaded a program.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import BackendUnavailable, require
+from ...ondevice.device import et_pool
 from . import FORMAT_METHOD, PRECISION_METHOD
 
-_POOL = {"sized": False}
 _LOCK = threading.Lock()
 
 
@@ -41,20 +44,14 @@ def pool_threads() -> int:
 def size_pool(threads: int | None) -> str | None:
     """Size the XNNPACK pool before the first load of this process; a note when it is too late."""
     with _LOCK:
-        first, _POOL["sized"] = not _POOL["sized"], True
-        if not threads or threads == pool_threads():
-            return None
-        if first:
-            _portable()._unsafe_reset_threadpool(int(threads))
-            return None
-        return (f"threads {threads} not applied: ExecuTorch sizes its thread pool once per process, before the first "
-                f"program loads; this one has {pool_threads()}")
+        return et_pool(threads)
 
 
 def load_program(path: Path):
+    found = runtime()  # BackendUnavailable, naming the extra, before anything imports executorch
     with _LOCK:
-        _POOL["sized"] = True
-    return runtime().load_program(Path(path))
+        et_pool(None)
+    return found.load_program(Path(path))
 
 
 def program_facts(path: Path) -> tuple[str | None, tuple[int, ...]]:
