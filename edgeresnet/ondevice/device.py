@@ -20,6 +20,7 @@ code per kind (``KINDS``); the kinds are stable strings tools map to their own m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import errno
 import functools
@@ -602,6 +603,57 @@ def open_trt(bundle: Bundle, entry: Dict[str, Any], cls: str, threads: Optional[
 ET_POOL = {"sized": False}
 
 
+# Logged on import by every CPU-only install of ExecuTorch's dependencies, and not actionable:
+# torchao's CUDA kernel libraries, which cannot load without CUDA, and torch's pytree deprecation
+# of a torchao enum. Held back while executorch.runtime imports (import_et_runtime).
+ET_NOISY_LOGGERS = ("torchao", "torch.utils._pytree")
+
+
+@contextlib.contextmanager
+def quiet_import_logs() -> Any:
+    """Imports inside run with ET_NOISY_LOGGERS' warnings held back (errors still show)."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ET_NOISY_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def import_et_runtime() -> Any:
+    """``executorch.runtime.Runtime``, imported quietly (:func:`quiet_import_logs`)."""
+    with quiet_import_logs():
+        from executorch.runtime import Runtime
+    return Runtime
+
+
+def held_stderr(fn: Any) -> Any:
+    """``fn()`` with what native code writes to stderr (fd 2) held back, and shown only if it
+    raises: ExecuTorch's CPU probe prints five lines about ARM registers on every x86 machine."""
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as held:
+            os.dup2(held.fileno(), 2)
+            try:
+                return fn()
+            except BaseException:
+                os.dup2(saved, 2)
+                held.seek(0)
+                os.write(2, held.read())
+                raise
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def et_pool(threads: Optional[int]) -> Optional[str]:
     """Size ExecuTorch's XNNPACK thread pool to ``threads`` if no program has loaded in this
     process yet, and record that one is about to (``threads`` None: leave the pool as it is).
@@ -609,7 +661,7 @@ def et_pool(threads: Optional[int]) -> Optional[str]:
     from executorch.extension.pybindings import portable_lib
 
     first, ET_POOL["sized"] = not ET_POOL["sized"], True
-    have = int(portable_lib._threadpool_get_thread_count())
+    have = int(held_stderr(portable_lib._threadpool_get_thread_count))  # the first call probes the CPU
     if not threads or threads == have:
         return None
     if first:
@@ -623,10 +675,9 @@ def open_executorch(bundle: Bundle, entry: Dict[str, Any], cls: str, threads: Op
     """A .pte through ``executorch.runtime`` (torch tensors in and out, so torch is imported here
     only), batch 1: a batch runs image by image."""
     import torch
-    from executorch.runtime import Runtime
 
     np = _numpy()
-    runtime = Runtime.get()
+    runtime = import_et_runtime().get()
     if not runtime.backend_registry.is_available("XnnpackBackend"):
         raise RuntimeError("this ExecuTorch build has no XNNPACK delegate (reinstall executorch from PyPI)")
     # The note is not kept: scores do not depend on the pool's size, and each timing process
@@ -658,7 +709,8 @@ RUNNERS = {"ort": ("onnxruntime", open_ort), "openvino": ("openvino", open_openv
 def importable(module: str) -> Optional[str]:
     """None when ``module`` imports here, else why not (one line)."""
     try:
-        __import__(module)
+        with quiet_import_logs():
+            __import__(module)
     except ImportError as exc:
         return f"{module} does not import with {sys.executable} ({str(exc).splitlines()[0] if str(exc) else 'ImportError'})"
     return None

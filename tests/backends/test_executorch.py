@@ -283,8 +283,29 @@ def test_build_takes_the_torch_model_and_the_recipe_from_build_inputs(tiny, tmp_
 def et_bundle(tmp_path_factory):
     """`export default --target ort,executorch`, small: the golden set, both .pte files, device.py."""
     out = tmp_path_factory.mktemp("et_verify") / "exp"
-    export_default(out, "--target", "ort,executorch", "--calib-size", "64", "--eval-limit", "300", "--rounds", "2")
+    res = export_default(out, "--target", "ort,executorch", "--calib-size", "64", "--eval-limit", "300", "--rounds", "2")
+    (out.parent / "export.stderr").write_text(res.stderr)
     return out
+
+
+# Lines executorch, torchao and torch print on every CPU-only machine, none actionable: the CPU
+# probe's ARM-register lines (native), torchao's CUDA libraries, torch's pytree deprecations.
+NOISE = ("cpuinfo_utils", "Failed to load", "LeafSpec", "_pytree.py")
+
+
+def test_export_and_verify_print_only_their_own_lines(et_bundle, tmp_path):
+    """The export, `edgeresnet verify` and the bundle's own device.py print none of NOISE: a user
+    reads only what edgeresnet says (a failure still shows what was held back)."""
+    import shutil
+
+    from ..bundle.test_verify import run_device
+
+    verify = run_cli("verify", str(et_bundle), "--time-seconds", "0.05")
+    alone = run_device(shutil.copytree(et_bundle, tmp_path / "copy"), "verify", "--time-seconds", "0.05", "--rounds", "1")
+    for name, text in (("export", (et_bundle.parent / "export.stderr").read_text()), ("verify", verify.stderr),
+                       ("device.py verify", alone.stderr)):
+        assert not [line for line in text.splitlines() if any(n in line for n in NOISE)], (name, text[-3000:])
+    assert verify.returncode == alone.returncode == 0
 
 
 def et_entry(root, precision: str) -> dict:

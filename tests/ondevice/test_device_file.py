@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -106,3 +107,23 @@ def test_the_device_file_is_python_3_8_by_vermin():
     res = subprocess.run([str(vermin), "--target=3.8-", "--no-tips", "--eval-annotations", "--violations",
                           device.__file__], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_native_stderr_is_held_back_unless_the_call_fails(capfd):
+    """held_stderr: what a native call writes to fd 2 (ExecuTorch's CPU probe) is dropped when the
+    call returns, and shown when it raises, before the error."""
+    from edgeresnet.ondevice.device import held_stderr
+
+    def chatty(fail: bool):
+        os.write(2, b"[cpuinfo_utils.cpp:71] probe\n")
+        if fail:
+            raise RuntimeError("native failure")
+        return 7
+
+    assert held_stderr(lambda: chatty(False)) == 7
+    assert capfd.readouterr().err == ""
+    with pytest.raises(RuntimeError, match="native failure"):
+        held_stderr(lambda: chatty(True))
+    assert capfd.readouterr().err == "[cpuinfo_utils.cpp:71] probe\n"
+    os.write(2, b"after\n")  # fd 2 is the real stderr again
+    assert capfd.readouterr().err == "after\n"

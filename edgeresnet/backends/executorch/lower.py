@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,10 +86,12 @@ def _write(exported, precision: str, out: Path, started: float, **extra) -> Lowe
     from executorch.devtools.backend_debug import get_delegation_info
     from executorch.exir import to_edge_transform_and_lower
 
-    edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()],
-                                       constant_methods={PRECISION_METHOD: precision == "int8", FORMAT_METHOD: FORMAT})
-    info = get_delegation_info(edge.exported_program().graph_module)
-    program = edge.to_executorch()
+    with warnings.catch_warnings():  # torch's pytree deprecates LeafSpec inside executorch's own passes
+        warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
+        edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()],
+                                           constant_methods={PRECISION_METHOD: precision == "int8", FORMAT_METHOD: FORMAT})
+        info = get_delegation_info(edge.exported_program().graph_module)
+        program = edge.to_executorch()
     atomic_write(out, lambda p: p.write_bytes(program.buffer))
     ops = info.delegation_by_operator.values()
     outside = {b.op_type: b.non_delegated for b in ops if b.non_delegated and b.op_type != "getitem"}

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import BackendUnavailable, require
-from ...ondevice.device import et_pool
+from ...ondevice.device import et_pool, held_stderr, import_et_runtime
 from . import FORMAT_METHOD, PRECISION_METHOD
 
 _LOCK = threading.Lock()
@@ -26,9 +26,7 @@ _LOCK = threading.Lock()
 
 def runtime():
     require("executorch", "executorch")
-    from executorch.runtime import Runtime
-
-    return Runtime.get()
+    return import_et_runtime().get()
 
 
 def _portable():
@@ -38,7 +36,7 @@ def _portable():
 
 
 def pool_threads() -> int:
-    return int(_portable()._threadpool_get_thread_count())
+    return int(held_stderr(_portable()._threadpool_get_thread_count))  # the first call probes the CPU
 
 
 def size_pool(threads: int | None) -> str | None:
