@@ -39,6 +39,7 @@ MIN_AMAX = 1e-6
 # cost about (clipped / total) * log(clipped / 1e-4): cheap for a few values, prohibitive for many.
 _EMPTY_BIN_PSEUDOCOUNT = 1e-4
 _MSE_CHUNK = 32  # candidate thresholds evaluated at once: a 32 x bins temporary stays in cache
+_BITS = {np.dtype(np.float32): np.uint32, np.dtype(np.float64): np.uint64}  # same-width integer views
 
 
 class HistogramObserver:
@@ -118,7 +119,9 @@ class HistogramObserver:
                 return
             top = float(a.max())
         self._count += a.size
-        zeros = a.size - int(np.count_nonzero(a))
+        # |x| has no -0.0, so a value is zero exactly when its bits are: numpy counts non-zero
+        # integers about 3x faster than non-zero floats.
+        zeros = a.size - int(np.count_nonzero(a.view(_BITS[a.dtype])))
         self._zeros += zeros
         if top == 0.0:
             return
@@ -132,10 +135,12 @@ class HistogramObserver:
         # batching; truncation is floor for non-negative values.
         shift = self._log2_bins - self._exp
         if abs(shift) < 100:  # 2**shift is an ordinary float32: a multiply, 6x faster than ldexp
-            np.multiply(a, a.dtype.type(math.ldexp(1.0, shift)), out=a)
+            # Multiplied in a's own type and truncated on the way out: astype's result in one pass.
+            index = np.multiply(a, a.dtype.type(math.ldexp(1.0, shift)), out=np.empty(a.size, np.intp),
+                                casting="unsafe")
         else:  # subnormal-sized activations: 2**shift itself would overflow float32
-            np.ldexp(a, shift, out=a)
-        counts = np.bincount(a.astype(np.intp), minlength=self._nbins)
+            index = np.ldexp(a, shift, out=a).astype(np.intp)
+        counts = np.bincount(index, minlength=self._nbins)
         counts[0] -= zeros
         self._hist += counts
 
