@@ -17,7 +17,9 @@ Numpy only: this runs in ONNX Runtime's calibration loop and must not import tor
 from __future__ import annotations
 
 import difflib
+import functools
 import math
+import threading
 
 import numpy as np
 
@@ -39,6 +41,12 @@ MIN_AMAX = 1e-6
 # cost about (clipped / total) * log(clipped / 1e-4): cheap for a few values, prohibitive for many.
 _EMPTY_BIN_PSEUDOCOUNT = 1e-4
 _MSE_CHUNK = 32  # candidate thresholds evaluated at once: a 32 x bins temporary stays in cache
+# The mse search reads per-bin errors off one width-1 table (see _mse) for histograms of up to
+# this many bins (2048 x 2048 float64: 32 MB), at widths where scaling it is exact: the smallest
+# non-zero intermediate is about 2**-194 and the largest error about 2**96, times width**3.
+_MSE_TABLE_BINS = 2048
+_UNIT_WIDTHS = (2.0**-250, 2.0**250)
+_UNIT_LOCK = threading.Lock()
 _BITS = {np.dtype(np.float32): np.uint32, np.dtype(np.float64): np.uint64}  # same-width integer views
 
 
@@ -185,7 +193,7 @@ class HistogramObserver:
         elif method == "entropy":
             value = _entropy(hist, width, qmax + 1)
         else:
-            value = _mse(hist, width, qmax)
+            value = _mse(hist, width, qmax, self._nbins)
         return float(max(min(value, self._max_abs), MIN_AMAX))
 
 
@@ -243,31 +251,68 @@ def _entropy(hist: np.ndarray, width: float, levels: int) -> float:
     return float(i[best]) * width
 
 
-def _mse(hist: np.ndarray, width: float, qmax: int) -> float:
+def _mse(hist: np.ndarray, width: float, qmax: int, nbins: int) -> float:
     """The bin edge T minimizing E[(|x| - Q_T(|x|))^2], values uniform within each bin.
 
     Q_T rounds to multiples of s = T / qmax and clips at T. With E(x) = integral_0^x err^2,
     E = s^3 (n/12 + r^3/3) for x <= T (n = round(x/s), r = x/s - n) plus (x - T)^3 / 3 beyond,
     and a bin [a, b) holding c values contributes c (E(b) - E(a)) / (b - a). Exact zeros add
     no error at any T, so they are left out. Every bin edge is a candidate.
+
+    The width is a power of two, so every intermediate at width w is w, w**2 or w**3 times its
+    value at width 1, exactly, as long as it stays a normal float64 (guarded by _UNIT_WIDTHS):
+    the errors are w**3 times the width-1 errors, bit for bit, with the same argmin. The width-1
+    per-bin errors are the same for every tensor, so they are computed once (_unit_errors); a
+    tensor then costs only its dot products, in the same 32-row calls as before.
     """
     n = hist.size
     h = hist.astype(np.float64)
-    edges = np.arange(n + 1) * width
-    candidates = edges[1:]
+    if nbins <= _MSE_TABLE_BINS and _UNIT_WIDTHS[0] <= width <= _UNIT_WIDTHS[1]:
+        table = _unit_errors(qmax, nbins)
+
+        def rows(start: int, stop: int) -> np.ndarray:
+            return np.ascontiguousarray(table[start:stop, :n])
+    else:
+        edges = np.arange(n + 1) * width
+
+        def rows(start: int, stop: int) -> np.ndarray:
+            return _per_bin_errors(edges, edges[start + 1:stop + 1, None], qmax)
     err = np.empty(n)
     for start in range(0, n, _MSE_CHUNK):
-        t = candidates[start:start + _MSE_CHUNK, None]
-        step = t / qmax
-        u = np.minimum(edges, t) / step
-        rounded = np.rint(u)
-        u -= rounded
-        cubed = u * u * u
-        beyond = np.maximum(edges - t, 0.0)
-        beyond_cubed = beyond * beyond * beyond
-        # Differences of each term apart (the n/12 term in exact integers): the antiderivative
-        # itself grows along the range and its differences would lose digits to cancellation.
-        per_bin = step * step * step * (np.diff(rounded, axis=1) / 12.0 + np.diff(cubed, axis=1) / 3.0)
-        per_bin += np.diff(beyond_cubed, axis=1) / 3.0
-        err[start:start + _MSE_CHUNK] = per_bin @ h
-    return float(candidates[int(np.argmin(err))])
+        stop = min(start + _MSE_CHUNK, n)
+        err[start:stop] = rows(start, stop) @ h
+    return (int(np.argmin(err)) + 1) * width
+
+
+def _per_bin_errors(edges: np.ndarray, t: np.ndarray, qmax: int) -> np.ndarray:
+    """The error each bin between ``edges`` contributes per value it holds (columns), for each
+    candidate threshold in the column ``t`` (rows)."""
+    step = t / qmax
+    u = np.minimum(edges, t) / step
+    rounded = np.rint(u)
+    u -= rounded
+    cubed = u * u * u
+    beyond = np.maximum(edges - t, 0.0)
+    beyond_cubed = beyond * beyond * beyond
+    # Differences of each term apart (the n/12 term in exact integers): the antiderivative
+    # itself grows along the range and its differences would lose digits to cancellation.
+    per_bin = step * step * step * (np.diff(rounded, axis=1) / 12.0 + np.diff(cubed, axis=1) / 3.0)
+    per_bin += np.diff(beyond_cubed, axis=1) / 3.0
+    return per_bin
+
+
+def _unit_errors(qmax: int, nbins: int) -> np.ndarray:
+    """_per_bin_errors at width 1 for all ``nbins`` candidates over ``nbins`` bins (read-only),
+    computed once per process: 2048 bins take 32 MB and about as long as one tensor's search did."""
+    with _UNIT_LOCK:  # the threshold search runs tensors in threads: build it once, not once each
+        return _unit_errors_cached(qmax, nbins)
+
+
+@functools.lru_cache(maxsize=2)
+def _unit_errors_cached(qmax: int, nbins: int) -> np.ndarray:
+    edges = np.arange(nbins + 1, dtype=np.float64)
+    table = np.empty((nbins, nbins))
+    for start in range(0, nbins, _MSE_CHUNK):
+        table[start:start + _MSE_CHUNK] = _per_bin_errors(edges, edges[start + 1:start + _MSE_CHUNK + 1, None], qmax)
+    table.flags.writeable = False
+    return table

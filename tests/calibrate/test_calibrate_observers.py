@@ -3,6 +3,7 @@ brute-force reference, streaming against one-shot. The int8 scheme math: test_qu
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -244,3 +245,21 @@ def test_histograms_are_the_same_for_tiny_and_large_values_through_either_scalin
         ref = np.bincount(np.floor(a * obs.nbins / obs.upper).astype(np.int64), minlength=obs.nbins)
         ref[0] -= int(np.count_nonzero(a == 0))
         assert np.array_equal(obs.histogram, ref), magnitude
+
+
+@pytest.mark.parametrize("log2_width", [-160, -24, 0, 20, 117])  # float32's subnormal to largest ranges
+def test_mse_read_off_the_shared_width_1_table_is_the_direct_search(log2_width, monkeypatch):
+    """The mse search scales one width-1 table of per-bin errors instead of recomputing them per
+    tensor; at a power-of-two width that scaling is exact, so the threshold is the direct
+    computation's to the last bit, for histograms of every length (the last 32-candidate call short)."""
+    from edgeresnet.calibrate import observers
+
+    rng = np.random.default_rng(log2_width + 200)
+    width = math.ldexp(1.0, log2_width)
+    hists = [rng.integers(0, 1000, 2048), (1e6 * np.exp(-np.arange(1500) / 40.0)).astype(np.int64)]
+    hists += [rng.poisson(rng.uniform(0.1, 30), int(rng.integers(2, 2049))) for _ in range(8)]
+    for h in hists:
+        h[-1] += 1  # the histogram ends at its last non-empty bin, as amax passes it
+    from_table = [observers._mse(h, width, 127, 2048) for h in hists]
+    monkeypatch.setattr(observers, "_MSE_TABLE_BINS", 0)  # every search direct
+    assert from_table == [observers._mse(h, width, 127, 2048) for h in hists]
