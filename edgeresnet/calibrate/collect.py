@@ -74,43 +74,65 @@ def _observe(model, tensors: list[str], observers: dict, data: ImageSet, pre: Pr
 
     The graph runs exactly as written (ORT's unoptimized level: every observed tensor exists, and
     here it was both faster than the basic level and bit-identical to it). The first image alone
-    measures what one costs; then ``lanes`` sessions take the next chunk as each finishes, and
-    the observers are updated one chunk at a time (their histograms do not depend on order)."""
+    measures what one costs; then ``lanes`` sessions take the next chunk as each finishes. Each
+    lane streams into observers of its own, merged at the end (exact: histograms do not depend on
+    order or split), so the lanes' histogram updates run side by side, not behind one lock."""
     lanes, per_lane = _lanes(threads)
     sessions = session_with_outputs(model, tensors, per_lane, "none", count=lanes)
     sessions = sessions if lanes > 1 else [sessions]
     input_name = sessions[0].get_inputs()[0].name
     first = sessions[0].run(tensors, {input_name: data.batch(indices[:1], pre)})
     chunk = chunk_images(sum(v.nbytes for v in first), memory_mb / lanes, batch_size)  # per lane
-    starts = iter(range(1, len(indices), chunk))
-    lock, stop = threading.Lock(), threading.Event()
+    shares = [{t: HistogramObserver(o.nbins) for t, o in observers.items()} for _ in sessions]
+    _update(shares[0], tensors, first)
+    del first
     with progress() as bar:
         task = bar.add_task("calibrate", total=len(indices))
+        bar.update(task, advance=1)
 
-        def update(values, n: int) -> None:
-            with lock:
-                for t, v in zip(tensors, values):
-                    observers[t].update(v)
-                bar.update(task, advance=n)
+        def run(sess, idx: np.ndarray) -> list[np.ndarray]:
+            return sess.run(tensors, {input_name: data.batch(idx, pre)})
 
-        def lane(sess) -> None:
-            while not stop.is_set():
-                with lock:
-                    i = next(starts, None)
-                if i is None:
-                    return
-                idx = indices[i:i + chunk]
-                update(sess.run(tensors, {input_name: data.batch(idx, pre)}), len(idx))
+        def done(n: int) -> None:
+            bar.update(task, advance=n)
 
-        update(first, 1)
-        with ThreadPoolExecutor(lanes) as pool:
-            futures = [pool.submit(lane, s) for s in sessions]
-            try:
-                for f in futures:
-                    f.result()
-            finally:  # Ctrl-C or an error in one lane: the others stop after their chunk
-                stop.set()
+        _run_lanes(sessions, shares, tensors, run, indices, chunk, done)
+    for share in shares:
+        for t, o in share.items():
+            observers[t].merge(o)
     return chunk
+
+
+def _update(share: dict, tensors: list[str], values: list[np.ndarray]) -> None:
+    for t, v in zip(tensors, values):
+        share[t].update(v)
+
+
+def _run_lanes(sessions: list, shares: list[dict], tensors: list[str], run, indices: np.ndarray, chunk: int,
+               done) -> None:
+    """Images from the second on, ``chunk`` at a time, to whichever lane is free; lane k runs
+    ``sessions[k]`` and updates ``shares[k]``."""
+    starts = iter(range(1, len(indices), chunk))
+    lock, stop = threading.Lock(), threading.Event()
+
+    def lane(sess, share: dict) -> None:
+        while not stop.is_set():
+            with lock:
+                i = next(starts, None)
+            if i is None:
+                return
+            idx = indices[i:i + chunk]
+            _update(share, tensors, run(sess, idx))
+            with lock:
+                done(len(idx))
+
+    with ThreadPoolExecutor(len(sessions)) as pool:
+        futures = [pool.submit(lane, s, share) for s, share in zip(sessions, shares)]
+        try:
+            for f in futures:
+                f.result()
+        finally:  # Ctrl-C or an error in one lane: the others stop after their chunk
+            stop.set()
 
 
 def _thresholds(observers: dict, percentile: float, threads: int | None) -> dict[str, dict[str, float]]:

@@ -152,17 +152,26 @@ class HistogramObserver:
         counts[0] -= zeros
         self._hist += counts
 
+    def merge(self, other: "HistogramObserver") -> None:
+        """Add what ``other`` saw of the same tensor (another thread's batches). Exact: the result
+        is the observer that streamed both its own and ``other``'s batches."""
+        if other.nbins != self._nbins:
+            raise UsageError(f"cannot merge a {other.nbins}-bin histogram into a {self._nbins}-bin one")
+        self._count += other.count
+        self._zeros += other.zeros
+        self._nonfinite += other.nonfinite
+        self._max_abs = max(self._max_abs, other.max_abs)
+        if other._exp is None:
+            return
+        if self._exp is None:
+            self._exp = other._exp
+        elif other._exp > self._exp:
+            self._grow(other._exp)
+        self._hist += _widened(other._hist, self._exp - other._exp)
+
     def _grow(self, exp: int) -> None:
         """Widen the range to 2**exp, merging 2**k adjacent bins: counts stay exact."""
-        k = exp - self._exp
-        if k >= self._log2_bins:
-            total = self._hist.sum()
-            self._hist[:] = 0
-            self._hist[0] = total
-        else:
-            merged = self._hist.reshape(-1, 1 << k).sum(axis=1)
-            self._hist[:] = 0
-            self._hist[: merged.size] = merged
+        self._hist = _widened(self._hist, exp - self._exp)
         self._exp = exp
 
     def amax(self, method: str, percentile: float = 99.99, num_bits: int = 8) -> float:
@@ -195,6 +204,19 @@ class HistogramObserver:
         else:
             value = _mse(hist, width, qmax, self._nbins)
         return float(max(min(value, self._max_abs), MIN_AMAX))
+
+
+def _widened(hist: np.ndarray, k: int) -> np.ndarray:
+    """``hist`` over a range 2**k times as wide: each 2**k adjacent bins merged into one, at the start."""
+    if k == 0:
+        return hist.copy()
+    out = np.zeros_like(hist)
+    if k >= hist.size.bit_length() - 1:
+        out[0] = hist.sum()
+    else:
+        merged = hist.reshape(-1, 1 << k).sum(axis=1)
+        out[: merged.size] = merged
+    return out
 
 
 def _percentile(hist: np.ndarray, width: float, zeros: int, count: int, percentile: float) -> float:

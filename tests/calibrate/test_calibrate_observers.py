@@ -263,3 +263,25 @@ def test_mse_read_off_the_shared_width_1_table_is_the_direct_search(log2_width, 
     from_table = [observers._mse(h, width, 127, 2048) for h in hists]
     monkeypatch.setattr(observers, "_MSE_TABLE_BINS", 0)  # every search direct
     assert from_table == [observers._mse(h, width, 127, 2048) for h in hists]
+
+
+def test_merging_observers_equals_streaming_everything_into_one():
+    """Calibration lanes keep observers of their own and merge them: the merged histogram, counts
+    and thresholds are those of one observer that saw every batch, whatever each lane's range."""
+    rng = np.random.default_rng(12)
+    batches = [rng.standard_normal(20_000) * 1e-3, np.zeros(500), rng.laplace(size=30_000) * 40.0,
+               np.array([np.nan, -np.inf, 2.5]), rng.standard_normal(10_000)]
+    one = observe(np.concatenate(batches).astype(np.float32))
+    lanes = [HistogramObserver() for _ in range(3)]  # the third sees nothing
+    for k, batch in enumerate(batches):
+        lanes[k % 2].update(batch.astype(np.float32))
+    for order in (lanes, lanes[::-1]):  # into a narrower range, and into a wider one
+        merged = HistogramObserver()
+        for lane in order:
+            merged.merge(lane)
+        np.testing.assert_array_equal(merged.histogram, one.histogram)
+        assert (merged.count, merged.zeros, merged.nonfinite, merged.max_abs, merged.upper) == \
+            (one.count, one.zeros, one.nonfinite, one.max_abs, one.upper)
+        assert [merged.amax(m) for m in METHODS] == [one.amax(m) for m in METHODS]
+    with pytest.raises(UsageError):
+        merged.merge(HistogramObserver(512))
