@@ -20,7 +20,7 @@ from ..errors import InputError, UsageError
 from ..onnxfile.reference import session_with_outputs
 from ..host.memory import StagePeak
 from ..core.progress import progress
-from .observers import METHODS, HistogramObserver
+from .observers import METHODS, HistogramObserver, shared_tables
 from .table import CalibrationTable, weights_sha256
 
 
@@ -142,11 +142,11 @@ class _Feed:
 
 def _thresholds(observers: dict, percentile: float, threads: int | None) -> dict[str, dict[str, float]]:
     """Every method's threshold for every tensor; tensors in parallel (numpy releases the GIL in the
-    entropy and mse searches, which dominate)."""
+    entropy and mse searches, which dominate), the mse searches sharing one table of errors."""
     def four(o):
         return [float(o.amax(m, percentile=percentile)) for m in METHODS]
 
-    with ThreadPoolExecutor(_lanes(threads)[0]) as pool:
+    with shared_tables(), ThreadPoolExecutor(_lanes(threads)[0]) as pool:
         values = dict(zip(observers, pool.map(four, observers.values())))
     return {m: {t: v[k] for t, v in values.items()} for k, m in enumerate(METHODS)}
 

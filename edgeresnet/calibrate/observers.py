@@ -16,8 +16,8 @@ Numpy only: this runs in ONNX Runtime's calibration loop and must not import tor
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-import functools
 import math
 import threading
 
@@ -41,12 +41,15 @@ MIN_AMAX = 1e-6
 # cost about (clipped / total) * log(clipped / 1e-4): cheap for a few values, prohibitive for many.
 _EMPTY_BIN_PSEUDOCOUNT = 1e-4
 _MSE_CHUNK = 32  # candidate thresholds evaluated at once: a 32 x bins temporary stays in cache
-# The mse search reads per-bin errors off one width-1 table (see _mse) for histograms of up to
-# this many bins (2048 x 2048 float64: 32 MB), at widths where scaling it is exact: the smallest
-# non-zero intermediate is about 2**-194 and the largest error about 2**96, times width**3.
+# Inside shared_tables(), the mse search reads per-bin errors off one width-1 table (see _mse)
+# for histograms of up to this many bins (2048 x 2048 float64: 32 MB), at widths where scaling it
+# is exact: the smallest non-zero intermediate is about 2**-194 and the largest about 2**96, times
+# width**3.
 _MSE_TABLE_BINS = 2048
 _UNIT_WIDTHS = (2.0**-250, 2.0**250)
-_UNIT_LOCK = threading.Lock()
+_tables: dict[tuple[int, int], np.ndarray] = {}  # (qmax, nbins) -> width-1 errors, while shared
+_table_users = 0
+_table_lock = threading.Lock()
 _BITS = {np.dtype(np.float32): np.uint32, np.dtype(np.float64): np.uint64}  # same-width integer views
 
 
@@ -284,13 +287,13 @@ def _mse(hist: np.ndarray, width: float, qmax: int, nbins: int) -> float:
     The width is a power of two, so every intermediate at width w is w, w**2 or w**3 times its
     value at width 1, exactly, as long as it stays a normal float64 (guarded by _UNIT_WIDTHS):
     the errors are w**3 times the width-1 errors, bit for bit, with the same argmin. The width-1
-    per-bin errors are the same for every tensor, so they are computed once (_unit_errors); a
-    tensor then costs only its dot products, in the same 32-row calls as before.
+    per-bin errors are the same for every tensor, so inside shared_tables() they are computed
+    once; a tensor then costs only its dot products, in the same 32-row calls as the direct search.
     """
     n = hist.size
     h = hist.astype(np.float64)
-    if nbins <= _MSE_TABLE_BINS and _UNIT_WIDTHS[0] <= width <= _UNIT_WIDTHS[1]:
-        table = _unit_errors(qmax, nbins)
+    table = _unit_errors(qmax, nbins) if _UNIT_WIDTHS[0] <= width <= _UNIT_WIDTHS[1] else None
+    if table is not None:
 
         def rows(start: int, stop: int) -> np.ndarray:
             return np.ascontiguousarray(table[start:stop, :n])
@@ -323,18 +326,35 @@ def _per_bin_errors(edges: np.ndarray, t: np.ndarray, qmax: int) -> np.ndarray:
     return per_bin
 
 
-def _unit_errors(qmax: int, nbins: int) -> np.ndarray:
-    """_per_bin_errors at width 1 for all ``nbins`` candidates over ``nbins`` bins (read-only),
-    computed once per process: 2048 bins take 32 MB and about as long as one tensor's search did."""
-    with _UNIT_LOCK:  # the threshold search runs tensors in threads: build it once, not once each
-        return _unit_errors_cached(qmax, nbins)
+@contextlib.contextmanager
+def shared_tables():
+    """Within the block, every observer's mse search reads one width-1 error table (built on first
+    use: 32 MB and about one tensor's direct search for 2048 bins) instead of recomputing it per
+    tensor; it is freed when the last block ends. The thresholds are the same, bit for bit."""
+    global _table_users
+    with _table_lock:
+        _table_users += 1
+    try:
+        yield
+    finally:
+        with _table_lock:
+            _table_users -= 1
+            if not _table_users:
+                _tables.clear()
 
 
-@functools.lru_cache(maxsize=2)
-def _unit_errors_cached(qmax: int, nbins: int) -> np.ndarray:
-    edges = np.arange(nbins + 1, dtype=np.float64)
-    table = np.empty((nbins, nbins))
-    for start in range(0, nbins, _MSE_CHUNK):
-        table[start:start + _MSE_CHUNK] = _per_bin_errors(edges, edges[start + 1:start + _MSE_CHUNK + 1, None], qmax)
-    table.flags.writeable = False
-    return table
+def _unit_errors(qmax: int, nbins: int) -> np.ndarray | None:
+    """_per_bin_errors at width 1 for all ``nbins`` candidates over ``nbins`` bins (read-only);
+    None outside shared_tables() or for histograms over _MSE_TABLE_BINS bins."""
+    with _table_lock:  # the threshold search runs tensors in threads: build the table once, not once each
+        if not _table_users or nbins > _MSE_TABLE_BINS:
+            return None
+        if (qmax, nbins) not in _tables:
+            edges = np.arange(nbins + 1, dtype=np.float64)
+            table = np.empty((nbins, nbins))
+            for start in range(0, nbins, _MSE_CHUNK):
+                stop = start + _MSE_CHUNK
+                table[start:stop] = _per_bin_errors(edges, edges[start + 1:stop + 1, None], qmax)
+            table.flags.writeable = False
+            _tables[qmax, nbins] = table
+        return _tables[qmax, nbins]

@@ -248,10 +248,11 @@ def test_histograms_are_the_same_for_tiny_and_large_values_through_either_scalin
 
 
 @pytest.mark.parametrize("log2_width", [-160, -24, 0, 20, 117])  # float32's subnormal to largest ranges
-def test_mse_read_off_the_shared_width_1_table_is_the_direct_search(log2_width, monkeypatch):
-    """The mse search scales one width-1 table of per-bin errors instead of recomputing them per
-    tensor; at a power-of-two width that scaling is exact, so the threshold is the direct
-    computation's to the last bit, for histograms of every length (the last 32-candidate call short)."""
+def test_mse_read_off_the_shared_width_1_table_is_the_direct_search(log2_width):
+    """Inside shared_tables() the mse search scales one width-1 table of per-bin errors instead of
+    recomputing them per tensor; at a power-of-two width that scaling is exact, so the threshold is
+    the direct computation's to the last bit, for histograms of every length (the last 32-candidate
+    call short). The table lives only as long as the block."""
     from edgeresnet.calibrate import observers
 
     rng = np.random.default_rng(log2_width + 200)
@@ -260,9 +261,11 @@ def test_mse_read_off_the_shared_width_1_table_is_the_direct_search(log2_width, 
     hists += [rng.poisson(rng.uniform(0.1, 30), int(rng.integers(2, 2049))) for _ in range(8)]
     for h in hists:
         h[-1] += 1  # the histogram ends at its last non-empty bin, as amax passes it
-    from_table = [observers._mse(h, width, 127, 2048) for h in hists]
-    monkeypatch.setattr(observers, "_MSE_TABLE_BINS", 0)  # every search direct
-    assert from_table == [observers._mse(h, width, 127, 2048) for h in hists]
+    with observers.shared_tables():
+        from_table = [observers._mse(h, width, 127, 2048) for h in hists]
+        assert observers._unit_errors(127, 2048) is not None
+    assert observers._unit_errors(127, 2048) is None and not observers._tables  # freed
+    assert from_table == [observers._mse(h, width, 127, 2048) for h in hists]  # direct
 
 
 def test_merging_observers_equals_streaming_everything_into_one():
