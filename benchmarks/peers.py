@@ -300,6 +300,8 @@ def main() -> None:
         f"Command: `python benchmarks/peers.py --models {args.models} --rounds {args.rounds} --threads {args.threads}"
         + (" --only calibration" if args.only == "calibration" else "")
         + (f" --calibrators {args.calibrators}" if len(tools) < len(CALIBRATORS) else "") + "`", "",
+        "Ratios within one run are what hold: absolute times drift 10-20% between runs on these shared machines."
+        if args.only == "calibration" else
         "Batch 1, latency mode, each engine in its own process after its own warm-up (>= 50 runs and >= 2 s), "
         f"{args.rounds} rounds; p50 is the median round, spread is (max - min) / median of the rounds' p50. "
         "Ratios within one run are what hold: absolute times drift 10-20% between runs on these shared machines. "
