@@ -4,7 +4,8 @@
 
 Per model, also each tool's calibration of the same images (edgeresnet's one pass for all four
 methods, quantize_static minmax/entropy/percentile, nncf.quantize) in a fresh process: seconds
-and peak memory (`--no-calibration` skips it).
+and peak memory (`--no-calibration` skips it; `--only calibration` times nothing else, and
+`--calibrators ours,nncf` only those tools).
 
 Per model: our export (`edgeresnet export --target ort,openvino`), ONNX Runtime's
 `quantize_static` with its defaults (QDQ, int8 activations, per-tensor) and with its best x86
@@ -152,12 +153,14 @@ def calibration_block(work: Path, tool: str, threads: int) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def calibration_section(work: Path, images: np.ndarray, rounds: int, threads: int) -> list[str]:
+def calibration_section(work: Path, images: np.ndarray, rounds: int, threads: int, tools: list[str]) -> list[str]:
+    """Each of ``tools`` (CALIBRATORS' values; ours first) calibrates in turn, ``rounds`` times: the
+    tools interleave, so a load that comes and goes hits them alike."""
     np.save(work / "calib_images.npy", images)
-    runs: dict[str, list[dict]] = {label: [] for label in CALIBRATORS}
+    runs: dict[str, list[dict]] = {label: [] for label, tool in CALIBRATORS.items() if tool in tools}
     for _ in range(rounds):
-        for label, tool in CALIBRATORS.items():
-            runs[label].append(calibration_block(work, tool, threads))
+        for label in runs:
+            runs[label].append(calibration_block(work, CALIBRATORS[label], threads))
     ours = statistics.median(r["seconds"] for r in runs[next(iter(CALIBRATORS))])
     lines = [f"Calibration of the same {len(images)} images, each tool in a fresh process, {rounds} rounds "
              "(seconds: median round, spread; peak: the process's VmHWM, imports included):", "",
@@ -189,8 +192,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--calibration", action=argparse.BooleanOptionalAction, default=True,
                     help="also time each tool's calibration and its peak memory")
+    ap.add_argument("--only", choices=("all", "calibration"), default="all",
+                    help="calibration: time only the calibrations (no peer quantization, no latency blocks)")
+    ap.add_argument("--calibrators", default=",".join(CALIBRATORS.values()),
+                    help=f"which calibrations to time, ours always first (of {', '.join(CALIBRATORS.values())})")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "RESULTS.md")
     args = ap.parse_args()
+    tools = ["ours"] + [t for t in args.calibrators.split(",") if t != "ours"]
+    unknown = set(tools) - set(CALIBRATORS.values())
+    if unknown:
+        ap.error(f"unknown calibrators {sorted(unknown)}: use {', '.join(CALIBRATORS.values())}")
+    if args.only == "calibration" and not args.calibration:
+        ap.error("--only calibration needs the calibration (drop --no-calibration)")
     from edgeresnet.data import Preprocess, load_split
     from edgeresnet.backends.installed import describe
     from edgeresnet.host.machine import cpu_class
@@ -215,10 +228,17 @@ def main() -> None:
         pre = Preprocess.from_dict(report["model"]["preprocess"])
         calib = load_split("default", "train")
         images = calib.batch(np.asarray(table["image_indices"]), pre)
+        title = "default model (ResNet-20, Fashion-MNIST 28x28)" if not size else f"{model} at {size}x{size} (random weights)"
+        if args.only == "calibration":
+            sections.append("\n".join([f"### {title}", "", f"Export: `{' '.join(cmd)}` ({export_s:.0f} s). Export peak "
+                                       f"memory (sampled during calibration): {report['calibration'].get('peak_mb')} MB.",
+                                       "", *calibration_section(out, images, args.rounds, args.threads, tools)]))
+            print(sections[-1], flush=True)
+            continue
         t0 = time.perf_counter()
         paths = peers(out, images)
         peers_s = time.perf_counter() - t0
-        calib_lines = calibration_section(out, images, args.rounds, args.threads) if args.calibration else []
+        calib_lines = calibration_section(out, images, args.rounds, args.threads, tools) if args.calibration else []
         ours = {(r["target"], r["precision"]): r.get("details", {}) for r in report["results"]}
         blocks = [("PyTorch eager", "torch", "fp32", None),
                   ("edgeresnet ORT FP32", "ort", "fp32", out / "model.fp32.onnx"),
@@ -256,7 +276,6 @@ def main() -> None:
         med = {k: statistics.median(v) for k, v in p50s.items()}
         base = {"torch": med["PyTorch eager"], "ort": med["edgeresnet ORT FP32"],
                 "openvino": med["edgeresnet OpenVINO FP32 (f32)"]}
-        title = "default model (ResNet-20, Fashion-MNIST 28x28)" if not size else f"{model} at {size}x{size} (random weights)"
         lines = [f"### {title}", "",
                  f"Export: `{' '.join(cmd)}` ({export_s:.0f} s); peers quantized on the same {len(images)} "
                  f"calibration images ({peers_s:.0f} s). Export peak memory (sampled during calibration): "
@@ -279,7 +298,11 @@ def main() -> None:
         "# edgeresnet against its peers", "",
         f"Recorded {datetime.date.today().isoformat()} on {m['cpu']['model']} (class {m['cpu']['class']}, {m['cpu']['cores']} cores; "
         f"{', '.join(m['cpu']['isa'])}); " + ", ".join(f"{k} {v}" for k, v in m["libraries"].items() if v) + ".", "",
-        f"Command: `python benchmarks/peers.py --models {args.models} --rounds {args.rounds} --threads {args.threads}`", "",
+        f"Command: `python benchmarks/peers.py --models {args.models} --rounds {args.rounds} --threads {args.threads}"
+        + (" --only calibration" if args.only == "calibration" else "")
+        + (f" --calibrators {args.calibrators}" if len(tools) < len(CALIBRATORS) else "") + "`", "",
+        "Ratios within one run are what hold: absolute times drift 10-20% between runs on these shared machines."
+        if args.only == "calibration" else
         "Batch 1, latency mode, each engine in its own process after its own warm-up (>= 50 runs and >= 2 s), "
         f"{args.rounds} rounds; p50 is the median round, spread is (max - min) / median of the rounds' p50. "
         "Ratios within one run are what hold: absolute times drift 10-20% between runs on these shared machines. "

@@ -20,7 +20,7 @@ from ..errors import InputError, UsageError
 from ..onnxfile.reference import session_with_outputs
 from ..host.memory import StagePeak
 from ..core.progress import progress
-from .observers import METHODS, HistogramObserver
+from .observers import METHODS, HistogramObserver, shared_tables
 from .table import CalibrationTable, weights_sha256
 
 
@@ -34,8 +34,8 @@ def calibrate(model, tensors: list[str], data: ImageSet, pre: Preprocess, indice
     """Measure ``tensors`` of the FP32 ONNX ``model`` on ``data[indices]``; all four methods'
     thresholds are kept, ``method`` chooses the one applied.
 
-    Images go through in chunks sized so that their observed tensors fit ``memory_mb`` (the
-    first image alone measures what one costs); the histograms do not depend on the chunking,
+    Images go through in chunks sized so that their observed tensors fit ``memory_mb`` (a
+    first run of one image measures what one costs); the histograms do not depend on the chunking,
     so the table is the same for any budget."""
     if method not in METHODS:
         raise UsageError(f"unknown calibration method {method!r}", hint=f"use one of {', '.join(METHODS)}")
@@ -60,8 +60,8 @@ def calibrate(model, tensors: list[str], data: ImageSet, pre: Preprocess, indice
 
 
 def _lanes(threads: int | None) -> tuple[int, int]:
-    """(ORT sessions run side by side, threads each): two one-thread sessions on two cores kept
-    both busy (31 ms an image for ResNet-18 at 224) where one two-thread session left a core idle
+    """(runs of the session side by side, threads each): two one-thread runs on two cores kept
+    both busy (31 ms an image for ResNet-18 at 224) where one two-thread run left a core idle
     during its serial parts and during the histogram updates (34-40 ms)."""
     cores = threads or os.cpu_count() or 1
     lanes = 2 if cores >= 2 else 1
@@ -73,53 +73,80 @@ def _observe(model, tensors: list[str], observers: dict, data: ImageSet, pre: Pr
     """Stream every image through ONNX Runtime into the observers; the chunk size it settled on.
 
     The graph runs exactly as written (ORT's unoptimized level: every observed tensor exists, and
-    here it was both faster than the basic level and bit-identical to it). The first image alone
-    measures what one costs; then ``lanes`` sessions take the next chunk as each finishes, and
-    the observers are updated one chunk at a time (their histograms do not depend on order)."""
+    here it was both faster than the basic level and bit-identical to it). ``lanes`` threads run
+    the one session side by side (ONNX Runtime runs concurrent calls of a session in parallel;
+    the lanes share its weights and its build time), each taking the next images as it finishes
+    (the first run measures what an image costs, see _Feed). Each lane streams into observers of
+    its own, merged at the end (exact: histograms depend on neither order nor split), so the
+    lanes' histogram updates run side by side, not behind a lock."""
     lanes, per_lane = _lanes(threads)
-    sessions = session_with_outputs(model, tensors, per_lane, "none", count=lanes)
-    sessions = sessions if lanes > 1 else [sessions]
-    input_name = sessions[0].get_inputs()[0].name
-    first = sessions[0].run(tensors, {input_name: data.batch(indices[:1], pre)})
-    chunk = chunk_images(sum(v.nbytes for v in first), memory_mb / lanes, batch_size)  # per lane
-    starts = iter(range(1, len(indices), chunk))
-    lock, stop = threading.Lock(), threading.Event()
+    sess = session_with_outputs(model, tensors, per_lane, "none")
+    input_name = sess.get_inputs()[0].name
+    feed = _Feed(len(indices), memory_mb / lanes, batch_size)
+    shares = [{t: HistogramObserver(o.nbins) for t, o in observers.items()} for _ in range(lanes)]
     with progress() as bar:
         task = bar.add_task("calibrate", total=len(indices))
 
-        def update(values, n: int) -> None:
-            with lock:
+        def lane(share: dict) -> None:
+            while (images := feed.take()) is not None:
+                idx = indices[images]
+                values = sess.run(tensors, {input_name: data.batch(idx, pre)})
+                feed.measured(sum(v.nbytes for v in values) / len(idx))
                 for t, v in zip(tensors, values):
-                    observers[t].update(v)
-                bar.update(task, advance=n)
+                    share[t].update(v)
+                del values  # before the next run allocates its own
+                bar.update(task, advance=len(idx))
 
-        def lane(sess) -> None:
-            while not stop.is_set():
-                with lock:
-                    i = next(starts, None)
-                if i is None:
-                    return
-                idx = indices[i:i + chunk]
-                update(sess.run(tensors, {input_name: data.batch(idx, pre)}), len(idx))
-
-        update(first, 1)
         with ThreadPoolExecutor(lanes) as pool:
-            futures = [pool.submit(lane, s) for s in sessions]
+            futures = [pool.submit(lane, share) for share in shares]
             try:
                 for f in futures:
                     f.result()
             finally:  # Ctrl-C or an error in one lane: the others stop after their chunk
-                stop.set()
-    return chunk
+                feed.stop()
+    for share in shares:
+        for t, o in share.items():
+            observers[t].merge(o)
+    return feed.chunk
+
+
+class _Feed:
+    """The calibration images for the lanes, in order, under one lock: one at a time until a run
+    has measured what an image's observed tensors take, then chunks that fit the memory budget."""
+
+    def __init__(self, count: int, memory_mb: float, most: int) -> None:
+        self._count, self._memory_mb, self._most = count, memory_mb, most
+        self._next = 0
+        self._stopped = False
+        self._lock = threading.Lock()
+        self.chunk: int | None = None  # images per run, once measured
+
+    def take(self) -> slice | None:
+        """The next images (positions in the calibration list); None when all are taken or stopped."""
+        with self._lock:
+            if self._stopped or self._next >= self._count:
+                return None
+            start = self._next
+            self._next = min(start + (self.chunk or 1), self._count)
+            return slice(start, self._next)
+
+    def measured(self, bytes_per_image: float) -> None:
+        with self._lock:
+            if self.chunk is None:
+                self.chunk = chunk_images(bytes_per_image, self._memory_mb, self._most)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
 
 
 def _thresholds(observers: dict, percentile: float, threads: int | None) -> dict[str, dict[str, float]]:
     """Every method's threshold for every tensor; tensors in parallel (numpy releases the GIL in the
-    entropy and mse searches, which dominate)."""
+    entropy and mse searches, which dominate), the mse searches sharing one table of errors."""
     def four(o):
         return [float(o.amax(m, percentile=percentile)) for m in METHODS]
 
-    with ThreadPoolExecutor(_lanes(threads)[0]) as pool:
+    with shared_tables(), ThreadPoolExecutor(_lanes(threads)[0]) as pool:
         values = dict(zip(observers, pool.map(four, observers.values())))
     return {m: {t: v[k] for t, v in values.items()} for k, m in enumerate(METHODS)}
 

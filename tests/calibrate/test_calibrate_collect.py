@@ -50,3 +50,16 @@ def test_chunks_fit_the_budget():
     assert chunk_images(per_image, 512, 64) == 14  # 512 MB / (14.4 MB x 2.5)
     assert chunk_images(per_image, 64, 64) == 1  # never less than one image
     assert chunk_images(1000.0, 1024, 64) == 64  # never more than the batch asked for
+
+
+def test_one_lane_two_lanes_and_a_single_image_give_the_reference_table(fp32, calib_set):
+    """The lanes share one session and merge observers of their own: one lane (threads=1), two
+    lanes, and fewer images than lanes all give the batched reference's thresholds."""
+    model, tensors, pre = fp32
+    idx = np.arange(200, 237)
+    one = calibrate(model, tensors, calib_set, pre, idx, threads=1, memory_mb=1)
+    two = calibrate(model, tensors, calib_set, pre, idx, threads=2, memory_mb=1)
+    assert one.amax_by_method == two.amax_by_method == _reference(model, tensors, calib_set, pre, idx)
+    single = calibrate(model, tensors, calib_set, pre, idx[:1], threads=2)
+    assert single.amax_by_method == _reference(model, tensors, calib_set, pre, idx[:1])
+    assert single.chunk_images == 64 and single.images == 1

@@ -3,6 +3,7 @@ brute-force reference, streaming against one-shot. The int8 scheme math: test_qu
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -244,3 +245,46 @@ def test_histograms_are_the_same_for_tiny_and_large_values_through_either_scalin
         ref = np.bincount(np.floor(a * obs.nbins / obs.upper).astype(np.int64), minlength=obs.nbins)
         ref[0] -= int(np.count_nonzero(a == 0))
         assert np.array_equal(obs.histogram, ref), magnitude
+
+
+@pytest.mark.parametrize("log2_width", [-160, -24, 0, 20, 117])  # float32's subnormal to largest ranges
+def test_mse_read_off_the_shared_width_1_table_is_the_direct_search(log2_width):
+    """Inside shared_tables() the mse search scales one width-1 table of per-bin errors instead of
+    recomputing them per tensor; at a power-of-two width that scaling is exact, so the threshold is
+    the direct computation's to the last bit, for histograms of every length (the last 32-candidate
+    call short). The table lives only as long as the block."""
+    from edgeresnet.calibrate import observers
+
+    rng = np.random.default_rng(log2_width + 200)
+    width = math.ldexp(1.0, log2_width)
+    hists = [rng.integers(0, 1000, 2048), (1e6 * np.exp(-np.arange(1500) / 40.0)).astype(np.int64)]
+    hists += [rng.poisson(rng.uniform(0.1, 30), int(rng.integers(2, 2049))) for _ in range(8)]
+    for h in hists:
+        h[-1] += 1  # the histogram ends at its last non-empty bin, as amax passes it
+    with observers.shared_tables():
+        from_table = [observers._mse(h, width, 127, 2048) for h in hists]
+        assert observers._unit_errors(127, 2048) is not None
+    assert observers._unit_errors(127, 2048) is None and not observers._tables  # freed
+    assert from_table == [observers._mse(h, width, 127, 2048) for h in hists]  # direct
+
+
+def test_merging_observers_equals_streaming_everything_into_one():
+    """Calibration lanes keep observers of their own and merge them: the merged histogram, counts
+    and thresholds are those of one observer that saw every batch, whatever each lane's range."""
+    rng = np.random.default_rng(12)
+    batches = [rng.standard_normal(20_000) * 1e-3, np.zeros(500), rng.laplace(size=30_000) * 40.0,
+               np.array([np.nan, -np.inf, 2.5]), rng.standard_normal(10_000)]
+    one = observe(np.concatenate(batches).astype(np.float32))
+    lanes = [HistogramObserver() for _ in range(3)]  # the third sees nothing
+    for k, batch in enumerate(batches):
+        lanes[k % 2].update(batch.astype(np.float32))
+    for order in (lanes, lanes[::-1]):  # into a narrower range, and into a wider one
+        merged = HistogramObserver()
+        for lane in order:
+            merged.merge(lane)
+        np.testing.assert_array_equal(merged.histogram, one.histogram)
+        assert (merged.count, merged.zeros, merged.nonfinite, merged.max_abs, merged.upper) == \
+            (one.count, one.zeros, one.nonfinite, one.max_abs, one.upper)
+        assert [merged.amax(m) for m in METHODS] == [one.amax(m) for m in METHODS]
+    with pytest.raises(UsageError):
+        merged.merge(HistogramObserver(512))
