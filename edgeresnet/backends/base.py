@@ -217,6 +217,9 @@ class Backend(ABC):
     preference: ClassVar[int] = 50
     install_hint: ClassVar[str | None] = None
     bundle: ClassVar[str | None] = None
+    # capabilities.device_build: the files of ``bundle`` a device build starts from, checked to exist
+    # before anything else is read (a folder that is not such an export is told so first)
+    device_files: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.options: dict[str, Any] = option_values(self.option_specs, options or {})

@@ -54,6 +54,9 @@ def check_contract(cls: type) -> None:
         if isinstance(cls.capabilities, Capabilities) and getattr(cls.capabilities, flag) \
                 and getattr(cls, method) is getattr(Backend, method):
             wrong.append(f"capabilities.{flag} needs {method}()")
+    if isinstance(cls.capabilities, Capabilities) and cls.capabilities.device_build \
+            and not (cls.bundle and cls.device_files):
+        wrong.append("capabilities.device_build needs bundle and device_files")
     if wrong:
         raise TypeError(f"engine {cls.__name__}: {'; '.join(wrong)}")
 

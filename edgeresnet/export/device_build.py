@@ -16,6 +16,7 @@ from ..bundle import Bundle, export_root
 from ..bundle.publish import publish_bundle, read_bench
 from ..bundle.report import read_report
 from ..data import Preprocess, load_split
+from ..errors import InputError
 from ..report import Report
 from ..report.table import ran_on
 from .engines import EngineContext, Measurer, engine_rows, time_rows
@@ -27,7 +28,7 @@ def build_on_device(export_dir: Path, eval_spec: str | None = None, eval_limit: 
     their rows (rows merged from other devices by `edgeresnet report` stay); returns the report."""
     engine = device_engine(Path(export_dir))
     root = export_root(export_dir)
-    bundle = Bundle(root)
+    bundle = open_device_bundle(engine, root)
     report = Report.from_dict(read_report(bundle))
     read_bench(root)  # publish keeps an earlier bench's table: a malformed bench.json is said now, not after the builds
     job = engine.device_job(bundle, options or {})
@@ -61,4 +62,14 @@ def _context(job: DeviceJob, root: Path, pre: Preprocess, eval_spec: str | None,
 def plan_on_device(export_dir: Path, options: Mapping[str, Any]) -> dict:
     """`build --dry-run`: what the engine would build here (or for the version ``options`` name)."""
     engine = device_engine(Path(export_dir))
-    return engine.device_plan(Bundle(export_root(export_dir)), options)
+    return engine.device_plan(open_device_bundle(engine, export_root(export_dir)), options)
+
+
+def open_device_bundle(engine, root: Path) -> Bundle:
+    """The export's bundle, once the engine's own files are there (``Backend.device_files``): a
+    folder that is no such export is told which file it lacks, before its manifest is read."""
+    for name in engine.device_files:
+        path = root / engine.bundle / name
+        if not path.exists():
+            raise InputError(f"{path} does not exist", hint=f"pass an export directory made with --target {engine.name}")
+    return Bundle(root)

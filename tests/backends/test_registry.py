@@ -127,6 +127,7 @@ def test_build_flags_are_the_device_built_engines_declarations():
     class Board(ToyEngine):
         name = "board"
         capabilities = Capabilities(False, device_build=True)
+        bundle, device_files = "board", ("plan.json",)
         option_specs = (OptionSpec("--board-clock", int, 5, "export help", device_help="build help"),
                         OptionSpec("--board-line", str | None, None, "export", device_help="plan for", plan_only=True),
                         OptionSpec("--board-export-only", bool, False, "export only"))
@@ -139,6 +140,8 @@ def test_build_flags_are_the_device_built_engines_declarations():
 
     seen = {}
 
+    with pytest.raises(TypeError, match="device_build needs bundle and device_files"):
+        register(type("Unplanned", (Board,), {"name": "unplanned", "device_files": ()}))
     register(Board)
     try:
         @device_flags

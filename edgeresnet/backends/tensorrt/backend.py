@@ -73,6 +73,13 @@ def parse_batch_range(value) -> tuple[int, int, int]:
     return values
 
 
+def check_trt_version(text: str) -> str:
+    """--trt-version as typed, once it names a known TensorRT line: a malformed one is the command
+    line's fault, said before any bundle or model is read."""
+    recipe_for(text)
+    return text
+
+
 OPTIONS = (
     OptionSpec("--batch-range", str, ",".join(map(str, DEFAULT_BATCH_RANGE)),
                "Optimization profile of engines that have one (TensorRT): min,opt,max batch.", parse=parse_batch_range,
@@ -83,7 +90,7 @@ OPTIONS = (
                "batch at the opt size, GPU fallback on; DLA INT8 is implicit (FP32 ONNX + calibration cache) on 8.x/10.x."),
     OptionSpec("--trt-version", str | None, None, "TensorRT: the version on the device, which picks the bundle's recipe "
                "(cache header, trtexec flags, FP16 files): 8.5 (JetPack 5), 8.6, 10.x (10.3: JetPack 6), 11.x (x86 GPUs). "
-               "Default: 10.3.",
+               "Default: 10.3.", parse=check_trt_version,
                device_help="With --dry-run: plan for this TensorRT (8.4, 8.5.2, 8.6, 10.3, 10.13, 11.4, ...) instead of "
                "the installed one.", plan_only=True),
     OptionSpec("--prepare-only", bool, False, "Engines built on the device (TensorRT): write their bundle (QDQ ONNX, "
@@ -171,6 +178,7 @@ class TensorRTBackend(Backend):
     libraries = ("tensorrt",)
     install_hint = INSTALL_HINT
     bundle = BUNDLE  # what prepare() writes: everything `edgeresnet build` needs on the device
+    device_files = ("build.json",)  # the plans; build.py checks every file they name
     # the calibration cache of the bundle comes from the table's (or the tuned) scales
     takes = frozenset({Input.FP32_ONNX, Input.QDQ_ONNX, Input.TABLE})
     option_specs = OPTIONS  # --trt-version picks the bundle's recipe (recipes.py)
