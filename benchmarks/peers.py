@@ -300,6 +300,7 @@ def main() -> None:
         f"{', '.join(m['cpu']['isa'])}); " + ", ".join(f"{k} {v}" for k, v in m["libraries"].items() if v) + ".", "",
         f"Command: `python benchmarks/peers.py --models {args.models} --rounds {args.rounds} --threads {args.threads}"
         + (" --only calibration" if args.only == "calibration" else "")
+        + ("" if args.calibration else " --no-calibration")
         + (f" --calibrators {args.calibrators}" if len(tools) < len(CALIBRATORS) else "") + "`", "",
         "Ratios within one run are what hold: absolute times drift 10-20% between runs on these shared machines."
         if args.only == "calibration" else
