@@ -33,6 +33,15 @@ def real_images(calib_set) -> np.ndarray:
     return calib_set.images[::31][:32, :, :, 0]
 
 
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """One `edgeresnet demo` as a user runs it (about 75 s), shared read-only by the slow tests that
+    check its output: the CLI's result and the folder it wrote. A test that changes the folder
+    works on a copy."""
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    return run_cli("demo", "--out", str(out)), out
+
+
 TEST_ROUNDS = ("--rounds", "2")  # timing rounds of an export's or bench's table in tests that do not set them
 
 

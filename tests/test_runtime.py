@@ -1,6 +1,7 @@
 """The deploy bundle: torch-free runtime, manifest checks, `predict`, `eval` of a bundle, `demo`."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -122,9 +123,8 @@ def test_cli_imports_no_runtime_at_startup():
 
 
 @pytest.mark.slow
-def test_demo_end_to_end(tmp_path):
-    out = tmp_path / "demo"
-    res = run_cli("demo", "--out", str(out))
+def test_demo_end_to_end(demo_run, tmp_path):
+    res, out = demo_run
     assert res.returncode == 0, res.stderr
     assert "FP32 vs INT8" in res.stdout and "ort" in res.stdout and "openvino" in res.stdout
     report = json.loads((out / "report.json").read_text())
@@ -132,7 +132,11 @@ def test_demo_end_to_end(tmp_path):
     rows = {(r["target"], r["precision"]): r for r in report["results"]}
     assert rows[("ort", "int8")]["top1_drop_pp"] <= 0.5 and rows[("openvino", "int8")]["top1_drop_pp"] <= 0.5
     assert (out / "report.html").exists() and (out / "bench.json").exists()
-    assert run_cli("demo", "--out", str(out)).returncode == 0  # rerunnable: replaces its own earlier demo
+    again = tmp_path / "demo"  # rerunnable: a second demo replaces its own earlier one (on a copy)
+    shutil.copytree(out, again)
+    (again / "left-over.txt").write_text("from the earlier demo")
+    assert run_cli("demo", "--out", str(again)).returncode == 0
+    assert not (again / "left-over.txt").exists() and json.loads((again / "report.json").read_text())["results"]
 
 
 def test_engine_options_reach_the_engine_by_their_declared_keyword(bundle):

@@ -20,7 +20,7 @@ from edgeresnet.report.html import render_html
 from edgeresnet.report.speedup import Speedup, median_interval, paired, spread_pct
 from edgeresnet.report.table import SLOWER, speedup_of
 
-from ..conftest import ToyEngine, run_cli
+from ..conftest import ToyEngine
 
 
 def _rounds_row(target, precision, p50s, **kw) -> ResultRow:
@@ -216,11 +216,10 @@ SPEED = re.compile(r"(\d+\.\d\d)x \((\d+\.\d\d)-(\d+\.\d\d)\)")
 
 
 @pytest.mark.slow
-def test_demo_export_and_bench_tables_agree_within_the_intervals_they_print(tmp_path):
+def test_demo_export_and_bench_tables_agree_within_the_intervals_they_print(demo_run):
     """`edgeresnet demo` as a user runs it: every INT8 (and bf16) speed-up of the export table and of
     the bench table, each with its interval, overlap; the bench says so for each."""
-    out = tmp_path / "demo"
-    res = run_cli("demo", "--out", str(out))
+    res, out = demo_run
     assert res.returncode == 0, res.stderr
     fields = set(ResultRow.__dataclass_fields__)
     export = [ResultRow(**{k: v for k, v in r.items() if k in fields})
