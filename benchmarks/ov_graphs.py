@@ -7,19 +7,20 @@ For each layer of the runtime model: its type, the precision it runs in, the ker
 (primitiveType) and how many original nodes it fused. Then each model's p50, timed in blocks
 of 1.5 s after its own warm-up (LATENCY hint, 2 threads), --rounds rounds alternating the two
 models in this one process (both are OpenVINO: one thread pool; the order flips every round),
-with the median of the per-round ratios ours/NNCF and a bootstrap 90% interval for it. Last,
+with ours' speed-up over NNCF as bench reports one (edgeresnet.report.speedup.paired: the
+median of the per-round ratios NNCF/ours and its order-statistic interval). Last,
 OpenVINO's own per-layer times (PERF_COUNT) summed per kernel, 200 alternating inferences each,
 so a difference can be put on a layer. Prints markdown.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from edgeresnet.report.speedup import paired
 
 CONFIG = {"INFERENCE_NUM_THREADS": 2, "PERFORMANCE_HINT": "LATENCY"}
 
@@ -55,21 +56,29 @@ def p50_ms(cm, seconds: float = 1.5) -> float:
 
 
 def paired_rounds(cm_ours, cm_nncf, rounds: int) -> str:
-    """Alternating p50s, the order flipped every round; the median ratio ours/NNCF and its interval."""
+    """Alternating p50s, the order flipped every round; ours' speed-up over NNCF, round by round."""
     ours, nncf = [], []
     for i in range(rounds):
         pair = [(cm_ours, ours), (cm_nncf, nncf)]
         for cm, out in (pair if i % 2 == 0 else pair[::-1]):
             out.append(p50_ms(cm))
-    ratio = np.array(ours) / np.array(nncf)
-    boot = np.median(np.random.default_rng(1).choice(ratio, (5000, rounds)), axis=1)
-    lo, hi = np.percentile(boot, [5, 95])
+    speedup = paired(nncf, ours)
     return (f"p50 ms over {rounds} alternating rounds in one process (median of rounds): ours "
-            f"{np.median(ours):.3f}, NNCF {np.median(nncf):.3f}; ours/NNCF per round: median "
-            f"{np.median(ratio):.4f}, 90% interval {lo:.4f}-{hi:.4f}; ours faster in {(ratio < 1).sum()} of {rounds}")
+            f"{np.median(ours):.3f}, NNCF {np.median(nncf):.3f}; ours' speed-up over NNCF (NNCF/ours per round): "
+            f"{speedup.value:.4f}x ({speedup.low:.4f}-{speedup.high:.4f}, {100 * speedup.coverage:.0f}% interval); "
+            f"ours faster in {sum(o < n for o, n in zip(ours, nncf))} of {rounds}")
 
 
-def kernel_times(core, paths: dict[str, Path], runs: int = 200) -> str:
+def per_kernel_us(req) -> dict[tuple, float]:
+    """One inference's PERF_COUNT times summed per (layer type, kernel), in microseconds."""
+    per: dict[tuple, float] = {}
+    for info in req.profiling_info:
+        key = (info.node_type, info.exec_type)
+        per[key] = per.get(key, 0.0) + info.real_time.total_seconds() * 1e6
+    return per
+
+
+def kernel_times(core, paths: dict[str, Path], runs: int = 200, warmup: int = 20) -> str:
     """OpenVINO's per-layer times (PERF_COUNT), summed per (layer type, kernel), median over runs."""
     reqs = {k: core.compile_model(core.read_model(str(p)), "CPU", {**CONFIG, "PERF_COUNT": True}).create_infer_request()
             for k, p in paths.items()}
@@ -78,13 +87,7 @@ def kernel_times(core, paths: dict[str, Path], runs: int = 200) -> str:
     for i in range(runs):
         for k in (list(reqs) if i % 2 == 0 else list(reqs)[::-1]):
             reqs[k].infer({0: inputs[k]})
-            if i < 20:
-                continue
-            per: dict[tuple, float] = {}
-            for info in reqs[k].profiling_info:
-                key = (info.node_type, info.exec_type)
-                per[key] = per.get(key, 0.0) + info.real_time.total_seconds() * 1e6
-            for key, us in per.items():
+            for key, us in (per_kernel_us(reqs[k]).items() if i >= warmup else ()):
                 sums[k].setdefault(key, []).append(us)
     lines = ["| layer type | kernel | ours us | NNCF us | ours/NNCF |", "|---|---|---|---|---|"]
     for key in sorted(set(sums["ours"]) | set(sums["nncf"])):
