@@ -11,7 +11,8 @@ largest |x| seen. Binning is then a multiplication by a power of two (exact in f
 point) and growing the range doubles it, merging bins in pairs; so the histogram depends only
 on the data, never on how it was split into batches or in which order they came.
 
-Numpy only: this runs in ONNX Runtime's calibration loop and must not import torch.
+Numpy only (this runs in ONNX Runtime's calibration loop and must not import torch), with the two
+loops of an update compiled where the install could (native.py, _histogram.c): same counts.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..quantize.scheme import qmax as _qmax
+from . import native
 
 METHODS = ("minmax", "percentile", "entropy", "mse")
 DEFAULT_BINS = 2048
@@ -50,6 +52,7 @@ _UNIT_WIDTHS = (2.0**-250, 2.0**250)
 _tables: dict[tuple[int, int], np.ndarray] = {}  # (qmax, nbins) -> width-1 errors, while shared
 _table_users = 0
 _table_lock = threading.Lock()
+_SCALE_SHIFTS = 100  # |shift| below this: 2**shift is a normal float32 and binning is a multiply
 _BITS = {np.dtype(np.float32): np.uint32, np.dtype(np.float64): np.uint64}  # same-width integer views
 
 
@@ -114,46 +117,47 @@ class HistogramObserver:
         return view
 
     def update(self, x: np.ndarray) -> None:
-        """Add one batch of any shape and dtype."""
+        """Add one batch of any shape and dtype. float32 goes through the compiled loops where the
+        install built them (native.py), anything else through numpy: the same counts either way."""
         x = np.asarray(x)
         if x.dtype not in (np.float32, np.float64):
             x = x.astype(np.float64)  # also keeps abs(int8(-128)) from overflowing
-        a = np.abs(x).ravel()  # our own copy: scaled in place below
-        if a.size == 0:
+        if x.size == 0:
             return
-        top = float(a.max())
-        if not math.isfinite(top):  # NaN or Inf somewhere (max propagates both): count and drop them
-            finite = np.isfinite(a)
-            self._nonfinite += a.size - int(np.count_nonzero(finite))
-            a = a[finite]
-            if a.size == 0:
-                return
-            top = float(a.max())
-        self._count += a.size
-        # |x| has no -0.0, so a value is zero exactly when its bits are: numpy counts non-zero
-        # integers about 3x faster than non-zero floats.
-        zeros = a.size - int(np.count_nonzero(a.view(_BITS[a.dtype])))
+        lib = native.library() if x.dtype == np.float32 else None
+        if lib is not None:
+            x = np.ascontiguousarray(x)
+            a = None
+            count, zeros, nonfinite, top = native.scan(lib, x)
+        else:
+            a, count, zeros, nonfinite, top = _finite_abs(x)
+        if not self._account(count, zeros, nonfinite, top):
+            return
+        # Scaling by a power of two is exact, so each value lands in the same bin whatever the
+        # batching; truncation is floor for non-negative values.
+        shift = self._log2_bins - self._exp
+        if a is None and abs(shift) < _SCALE_SHIFTS:
+            counts = native.bin_counts(lib, x, math.ldexp(1.0, shift), self._nbins)
+            counts[0] -= nonfinite  # the compiled loop counts NaN/Inf in bin 0, as it does zeros
+        else:
+            counts = _bins(_finite_abs(x)[0] if a is None else a, shift, self._nbins)
+        counts[0] -= zeros
+        self._hist += counts
+
+    def _account(self, count: int, zeros: int, nonfinite: int, top: float) -> bool:
+        """Take in one batch's statistics; False when it holds no non-zero finite value to bin."""
+        self._nonfinite += nonfinite
+        self._count += count
         self._zeros += zeros
         if top == 0.0:
-            return
+            return False
         self._max_abs = max(self._max_abs, top)
         exp = math.frexp(top)[1]  # top < 2**exp
         if self._exp is None:
             self._exp = exp
         elif exp > self._exp:
             self._grow(exp)
-        # Scaling by a power of two is exact, so each value lands in the same bin whatever the
-        # batching; truncation is floor for non-negative values.
-        shift = self._log2_bins - self._exp
-        if abs(shift) < 100:  # 2**shift is an ordinary float32: a multiply, 6x faster than ldexp
-            # Multiplied in a's own type and truncated on the way out: astype's result in one pass.
-            index = np.multiply(a, a.dtype.type(math.ldexp(1.0, shift)), out=np.empty(a.size, np.intp),
-                                casting="unsafe")
-        else:  # subnormal-sized activations: 2**shift itself would overflow float32
-            index = np.ldexp(a, shift, out=a).astype(np.intp)
-        counts = np.bincount(index, minlength=self._nbins)
-        counts[0] -= zeros
-        self._hist += counts
+        return True
 
     def merge(self, other: "HistogramObserver") -> None:
         """Add what ``other`` saw of the same tensor (another thread's batches). Exact: the result
@@ -207,6 +211,35 @@ class HistogramObserver:
         else:
             value = _mse(hist, width, qmax, self._nbins)
         return float(max(min(value, self._max_abs), MIN_AMAX))
+
+
+def _finite_abs(x: np.ndarray) -> tuple[np.ndarray, int, int, int, float]:
+    """(the finite |x| as our own flat copy, their number, exact zeros among them, NaN/Inf values,
+    the largest finite |x| or 0.0): the numpy path's statistics."""
+    a = np.abs(x).ravel()
+    top = float(a.max())
+    nonfinite = 0
+    if not math.isfinite(top):  # NaN or Inf somewhere (max propagates both): count and drop them
+        finite = np.isfinite(a)
+        nonfinite = a.size - int(np.count_nonzero(finite))
+        a = a[finite]
+        top = float(a.max()) if a.size else 0.0
+    # |x| has no -0.0, so a value is zero exactly when its bits are: numpy counts non-zero
+    # integers about 3x faster than non-zero floats.
+    zeros = a.size - int(np.count_nonzero(a.view(_BITS[a.dtype])))
+    return a, a.size, zeros, nonfinite, top
+
+
+def _bins(a: np.ndarray, shift: int, nbins: int) -> np.ndarray:
+    """Counts of ``trunc(a * 2**shift)`` over ``nbins`` bins; ``a`` (finite, non-negative, our own
+    copy) may be overwritten."""
+    if abs(shift) < _SCALE_SHIFTS:  # 2**shift is an ordinary float32: a multiply, 6x faster than ldexp
+        # Multiplied in a's own type and truncated on the way out: astype's result in one pass.
+        index = np.multiply(a, a.dtype.type(math.ldexp(1.0, shift)), out=np.empty(a.size, np.intp),
+                            casting="unsafe")
+    else:  # subnormal-sized activations: 2**shift itself would overflow float32
+        index = np.ldexp(a, shift, out=a).astype(np.intp)
+    return np.bincount(index, minlength=nbins)
 
 
 def _widened(hist: np.ndarray, k: int) -> np.ndarray:

@@ -22,6 +22,7 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the facts
     INT8-relevant ISA (AVX2, AVX-512 VNNI, AMX, ARM dot-product) and the GPUs; on a Jetson, its
     L4T and JetPack, the TensorRT line they ship and how that TensorRT installs (apt or pip)."""
     from ..backends.installed import describe
+    from ..calibrate import native
 
     from ..backends import backends, get_backend, names
     from ..backends.registry import library_extras
@@ -36,6 +37,7 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the facts
         kernel, meaning = get_backend(name).int8_kernel()
         kernels[name] = {"kernel": kernel or None, "meaning": meaning}
     facts["int8_kernels"] = kernels
+    facts["calibration_histogram"] = native.status()
     if as_json:
         print(json.dumps(facts, indent=2))
         return
@@ -59,6 +61,7 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the facts
                   "instructions, INT8 gains are smaller (about 2x, not 3-4x)")
     for name, k in kernels.items():
         table.add_row(f"{name} int8", escape(f"{k['kernel']}: {k['meaning']}" if k["kernel"] else k["meaning"]))
+    table.add_row("calibration histogram", escape(facts["calibration_histogram"]))
     for label, value in runtime_rows(facts):
         table.add_row(label, escape(value))
     if jetson is not None:
@@ -68,7 +71,8 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the facts
     out.print(table)
 
 
-MACHINE_FACTS = ("python", "os", "cpu", "libraries", "gpus", "jetson", "int8_kernels")  # the rest: engines' runtime facts
+# the rest: engines' runtime facts
+MACHINE_FACTS = ("python", "os", "cpu", "libraries", "gpus", "jetson", "int8_kernels", "calibration_histogram")
 
 
 def runtime_rows(facts: dict) -> list[tuple[str, str]]:

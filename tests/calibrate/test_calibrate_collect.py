@@ -63,3 +63,17 @@ def test_one_lane_two_lanes_and_a_single_image_give_the_reference_table(fp32, ca
     single = calibrate(model, tensors, calib_set, pre, idx[:1], threads=2)
     assert single.amax_by_method == _reference(model, tensors, calib_set, pre, idx[:1])
     assert single.chunk_images == 64 and single.images == 1
+
+
+def test_the_compiled_histogram_loops_give_the_numpy_table(fp32, calib_set, monkeypatch):
+    """Calibration with the compiled update (where this machine built it) and with numpy alone:
+    the same thresholds, every method and tensor, to the last bit."""
+    from edgeresnet.calibrate import native
+
+    if native.library() is None:
+        pytest.skip("no C compiler here: only the numpy path exists")
+    model, tensors, pre = fp32
+    idx = np.arange(300, 400)
+    compiled = calibrate(model, tensors, calib_set, pre, idx)
+    monkeypatch.setenv(native.ENV, "0")
+    assert compiled.amax_by_method == calibrate(model, tensors, calib_set, pre, idx).amax_by_method
