@@ -3,6 +3,8 @@ build once into the user's cache, and step aside when they cannot be built."""
 
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -31,11 +33,17 @@ def _same(a: HistogramObserver, b: HistogramObserver, thresholds: bool = True) -
         assert [a.amax(m) for m in METHODS] == [b.amax(m) for m in METHODS]
 
 
-def test_a_machine_with_a_c_compiler_uses_the_compiled_loops():
-    """CI's machines have gcc: a silent fallback to numpy there would hide a broken build."""
-    if native.compiler() is None:
+def test_a_machine_that_compiles_c_uses_the_compiled_loops(tmp_path):
+    """CI's machines have gcc and libc's headers: a silent fallback to numpy there would hide a
+    broken build. (A compiler without the C library's headers cannot build it, and is skipped.)"""
+    cc = native.compiler()
+    if cc is None:
         pytest.skip("no C compiler on PATH")
-    assert native.library() is not None, f"cc is at hand but {native.SOURCE.name} did not build"
+    probe = tmp_path / "probe.c"
+    probe.write_text("#include <stdint.h>\n#include <stdlib.h>\n#include <string.h>\nint f(void) { return 0; }\n")
+    if subprocess.run([cc, *native.FLAGS, "-o", str(tmp_path / "probe.so"), str(probe)], capture_output=True).returncode:
+        pytest.skip(f"{cc} cannot build a shared library with the C library's headers here")
+    assert native.library() is not None, f"{cc} builds C here, but {native.SOURCE.name} did not build"
 
 
 def _awkward_batches() -> list[np.ndarray]:
