@@ -20,6 +20,7 @@ from ..errors import InputError, UsageError
 from ..onnxfile.reference import session_with_outputs
 from ..host.memory import StagePeak
 from ..core.progress import progress
+from . import native
 from .observers import METHODS, HistogramObserver, shared_tables
 from .table import CalibrationTable, weights_sha256
 
@@ -56,7 +57,8 @@ def calibrate(model, tensors: list[str], data: ImageSet, pre: Preprocess, indice
                             amax=by_method[method], amax_by_method=by_method,
                             percentile=percentile, image_indices=[int(i) for i in indices],
                             seconds=seconds, peak_mb=peak.mb, images_per_s=len(indices) / max(seconds, 1e-9),
-                            chunk_images=chunk, memory_mb=memory_mb)
+                            chunk_images=chunk, memory_mb=memory_mb,
+                            histogram="compiled" if native.library() is not None else "numpy")
 
 
 def _lanes(threads: int | None) -> tuple[int, int]:

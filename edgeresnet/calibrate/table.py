@@ -34,11 +34,12 @@ class CalibrationTable:
     seconds: float = 0.0
     version: str = __version__
     # How the run went (not part of the thresholds): this process's peak memory while it ran,
-    # its speed, the images per ORT run and the memory budget that sized them.
+    # its speed, the images per ORT run, the memory budget that sized them, and the update's path.
     peak_mb: float | None = None
     images_per_s: float | None = None
     chunk_images: int | None = None
     memory_mb: int | None = None
+    histogram: str | None = None  # "compiled" or "numpy": which update ran (the same counts either way)
 
     @property
     def scales(self) -> dict[str, float]:

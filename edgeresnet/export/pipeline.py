@@ -465,7 +465,8 @@ def make_report(cfg: ExportConfig, inputs: Inputs, folded: Folded, table: Calibr
             "table": TABLE, "percentile": table.percentile if table.method == "percentile" else None,
             "reused_from": str(cfg.calib_table) if cfg.calib_table else None, "split": "train",
             **({} if cfg.calib_table else {"peak_mb": table.peak_mb, "images_per_s": _round(table.images_per_s, 1),
-                                           "chunk_images": table.chunk_images, "memory_budget_mb": table.memory_mb})},
+                                           "chunk_images": table.chunk_images, "memory_budget_mb": table.memory_mb,
+                                           "histogram": table.histogram})},
         evaluation=None if ev is None or eval_idx is None else {
             "source": ev.source, "images": int(len(eval_idx)),
             "split": "test" if ev.labelled else "calibration images not used for calibration (unlabelled: agreement only)"
