@@ -48,26 +48,32 @@ def compiler() -> str | None:
     return None
 
 
-def _build(target: Path) -> bool:
+def _build(target: Path) -> Path | None:
     """Compile to a temporary name beside ``target``, then rename: a concurrent run or an
-    interrupted compile never leaves a half-written library under the final name."""
+    interrupted compile never leaves a half-written library under the final name. Where the cache
+    cannot be written, into a private temporary folder for this process (never a predictable
+    path under /tmp, where another user could plant a library). The library built, or None."""
     cc = compiler()
     if cc is None or os.name != "posix":
-        return False
+        return None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-        os.close(fd)
-    except OSError:  # no writable cache: numpy it is
-        return False
+    except OSError:  # a read-only home or cache
+        try:
+            target = Path(tempfile.mkdtemp(prefix="edgeresnet-")) / target.name
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        except OSError:
+            return None
+    os.close(fd)
     try:
         done = subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True, timeout=120)
         if done.returncode == 0:
             os.replace(tmp, target)
-            return True
-        return False
+            return target
+        return None
     except (OSError, subprocess.TimeoutExpired):
-        return False
+        return None
     finally:
         Path(tmp).unlink(missing_ok=True)
 
@@ -100,7 +106,11 @@ def _library() -> ctypes.CDLL | None:  # once a process: the update calls this f
         target = built_path()
     except OSError:  # the source is missing from a trimmed install
         return None
-    return _open(target) if target.is_file() or _build(target) else None
+    built = target if target.is_file() else _build(target)
+    lib = _open(built) if built is not None else None
+    if built is not None and built != target:  # a private build: loaded, so its folder can go
+        shutil.rmtree(built.parent, ignore_errors=True)
+    return lib
 
 
 def scan(lib: ctypes.CDLL, x: np.ndarray) -> tuple[int, int, int, float]:

@@ -3,7 +3,9 @@ build once into the user's cache, and step aside when they cannot be built."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,5 +108,26 @@ def test_a_failing_compiler_leaves_numpy_in_charge(tmp_path, monkeypatch):
         o = HistogramObserver()
         o.update(np.array([0.0, 1.5, -3.0, np.nan], np.float32))
         assert (o.count, o.zeros, o.nonfinite, o.max_abs) == (3, 1, 1, 3.0)
+    finally:
+        native._library.cache_clear()
+
+
+@needs_library
+def test_a_cache_that_cannot_be_written_builds_into_a_private_temporary_folder(tmp_path, monkeypatch):
+    """No writable ~/.cache (a locked-down runner, a read-only home; here the cache path runs
+    through a file, which stops root too): the library is built for this process in a folder only
+    it knows (mkdtemp), not under a guessable name, and the folder is gone once it is loaded."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    native._library.cache_clear()
+    try:
+        lib = native.library()
+        assert lib is not None
+        home = Path(lib._name).parent
+        assert home.name.startswith("edgeresnet-") and not home.exists()  # loaded, then removed
+        o = HistogramObserver()
+        o.update(np.array([0.0, 1.5, -3.0, np.nan], np.float32))  # runs from the removed file
+        assert (o.count, o.zeros, o.nonfinite, o.max_abs, int(o.histogram.sum())) == (3, 1, 1, 3.0, 2)
     finally:
         native._library.cache_clear()
