@@ -11,8 +11,9 @@ largest |x| seen. Binning is then a multiplication by a power of two (exact in f
 point) and growing the range doubles it, merging bins in pairs; so the histogram depends only
 on the data, never on how it was split into batches or in which order they came.
 
-Numpy only (this runs in ONNX Runtime's calibration loop and must not import torch), with the two
-loops of an update compiled where the install could (native.py, _histogram.c): same counts.
+No torch here: this runs in ONNX Runtime's calibration loop. An update's two loops over a float32
+batch run compiled where this machine could build them (native.py, _histogram.c), in numpy
+otherwise: the same counts either way.
 """
 
 from __future__ import annotations
@@ -117,8 +118,8 @@ class HistogramObserver:
         return view
 
     def update(self, x: np.ndarray) -> None:
-        """Add one batch of any shape and dtype. float32 goes through the compiled loops where the
-        install built them (native.py), anything else through numpy: the same counts either way."""
+        """Add one batch of any shape and dtype. float32 goes through the compiled loops where this
+        machine could build them (native.py), anything else through numpy: the same counts."""
         x = np.asarray(x)
         if x.dtype not in (np.float32, np.float64):
             x = x.astype(np.float64)  # also keeps abs(int8(-128)) from overflowing
