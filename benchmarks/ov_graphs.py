@@ -87,7 +87,9 @@ def kernel_times(core, paths: dict[str, Path], runs: int = 200, warmup: int = 20
     for i in range(runs):
         for k in (list(reqs) if i % 2 == 0 else list(reqs)[::-1]):
             reqs[k].infer({0: inputs[k]})
-            for key, us in (per_kernel_us(reqs[k]).items() if i >= warmup else ()):
+            if i < warmup:
+                continue
+            for key, us in per_kernel_us(reqs[k]).items():
                 sums[k].setdefault(key, []).append(us)
     lines = ["| layer type | kernel | ours us | NNCF us | ours/NNCF |", "|---|---|---|---|---|"]
     for key in sorted(set(sums["ours"]) | set(sums["nncf"])):

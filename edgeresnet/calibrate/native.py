@@ -48,24 +48,30 @@ def compiler() -> str | None:
     return None
 
 
-def _build(target: Path) -> Path | None:
-    """Compile to a temporary name beside ``target``, then rename: a concurrent run or an
-    interrupted compile never leaves a half-written library under the final name. Where the cache
-    cannot be written, into a private temporary folder for this process (never a predictable
-    path under /tmp, where another user could plant a library). The library built, or None."""
-    cc = compiler()
-    if cc is None or os.name != "posix":
-        return None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    except OSError:  # a read-only home or cache
+def _temporary_beside(target: Path) -> tuple[Path, str] | None:
+    """(where the library goes, a fresh temporary file beside it): the cache, or where the cache
+    cannot be written (a read-only home) a private folder for this process, never a predictable
+    path under /tmp where another user could plant a library. None if neither can be written."""
+    for folder in (lambda: target.parent, lambda: Path(tempfile.mkdtemp(prefix="edgeresnet-"))):
         try:
-            target = Path(tempfile.mkdtemp(prefix="edgeresnet-")) / target.name
-            fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+            where = folder()
+            where.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=where)
         except OSError:
-            return None
-    os.close(fd)
+            continue
+        os.close(fd)
+        return where / target.name, tmp
+    return None
+
+
+def _build(target: Path) -> Path | None:
+    """Compile to a temporary name, then rename: a concurrent run or an interrupted compile never
+    leaves a half-written library under the final name. The library built, or None."""
+    cc = compiler()
+    spot = _temporary_beside(target) if cc is not None and os.name == "posix" else None
+    if spot is None:
+        return None
+    target, tmp = spot
     try:
         done = subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True, timeout=120)
         if done.returncode == 0:

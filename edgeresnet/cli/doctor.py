@@ -71,7 +71,7 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the facts
     out.print(table)
 
 
-# the rest: engines' runtime facts
+# The machine's own facts; every other key of describe() is an engine's runtime fact.
 MACHINE_FACTS = ("python", "os", "cpu", "libraries", "gpus", "jetson", "int8_kernels", "calibration_histogram")
 
 
